@@ -1,0 +1,1 @@
+"""Built-in methods: one file per method, each with a literal ``METADATA`` dict and ``build``."""

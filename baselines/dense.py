@@ -1,0 +1,35 @@
+"""``dense``: the tier's backbone fine-tuned under the same budget as every method; the reference row."""
+from __future__ import annotations
+
+import torch
+
+from ccbench.backbones import ViTBackbone
+from ccbench.method import ConditionalModel, MethodOutput, full_tokens_trace
+
+METADATA = {
+    "name": "dense",
+    "family": "dense",
+    "paper": "Touvron et al. 2021 (DeiT)",
+    "bibtex": "@inproceedings{touvron2021deit, title={Training data-efficient image transformers & "
+              "distillation through attention}, author={Touvron, Hugo and Cord, Matthieu and Douze, "
+              "Matthijs and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}}, "
+              "booktitle={ICML}, year={2021}}",
+    "knob": {"name": "none", "default": None, "direction": "none"},
+    "modalities": ["image"],
+    "description": "Every block on every token; fine-tuned from the tier backbone with the common budget.",
+}
+
+
+class Dense(ConditionalModel):
+    """The backbone run densely; its trace says every block saw every token."""
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        logits = self.backbone(images)
+        cfg = self.config
+        return MethodOutput(logits, logits.new_zeros(()),
+                            full_tokens_trace(images.shape[0], cfg.depth, cfg.num_tokens, images.device))
+
+
+def build(backbone: ViTBackbone) -> Dense:
+    """Wrap ``backbone`` (modified in place by training)."""
+    return Dense(backbone)

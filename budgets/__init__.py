@@ -1,0 +1,1 @@
+"""Budget tiers (one YAML per tier), shipped with ccbench as package data."""

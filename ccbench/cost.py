@@ -1,0 +1,148 @@
+"""Compute accounting in MACs (one multiply-add = 1 MAC, fvcore's unit; FLOPs = 2 x MACs).
+
+*Useful* MACs of a sample come from its trace and a per-component table derived from the backbone
+config, using fvcore's conventions so that a dense trace gives exactly fvcore's count:
+
+* linear / conv: ``in_features * out_features`` per row (bias not counted);
+* attention: ``2 * n^2 * D`` per block with ``n`` tokens (scores and weighted values);
+* LayerNorm: 5 per element;
+* element-wise ops (GELU, residual adds, softmax, sigmoid halting scores): 0.
+
+*Executed* MACs are measured by fvcore on the graph that actually ran, with a handle for
+``aten::scaled_dot_product_attention`` (which fvcore otherwise counts as 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import ViTConfig
+from .trace import Trace
+
+LAYERNORM_MACS_PER_ELEMENT = 5
+
+
+@dataclass(frozen=True)
+class ViTCostTable:
+    """Per-component MACs of a ViT (see module docstring for conventions).
+
+    >>> t = ViTCostTable.from_config(ViTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12,
+    ...                                        num_heads=3, num_classes=1000))
+    >>> round(t.dense_macs() / 1e9, 4)   # deit_tiny_patch16_224, fvcore: 1.26 GMACs
+    1.2583
+    """
+
+    embed_dim: int
+    mlp_hidden: int
+    depth: int
+    num_tokens: int
+    patch_embed: int   # per sample
+    head: int          # final LayerNorm on the class token + classifier, per sample
+
+    @staticmethod
+    def from_config(cfg: ViTConfig) -> "ViTCostTable":
+        d = cfg.embed_dim
+        patch = cfg.num_patches * d * cfg.in_chans * cfg.patch_size ** 2
+        head = LAYERNORM_MACS_PER_ELEMENT * d + d * cfg.num_classes
+        return ViTCostTable(d, cfg.mlp_hidden, cfg.depth, cfg.num_tokens, patch, head)
+
+    def block(self, n: torch.Tensor | int) -> torch.Tensor | int:
+        """MACs of one transformer block on ``n`` tokens (elementwise over a tensor of counts)."""
+        d, hdim = self.embed_dim, self.mlp_hidden
+        per_token = (2 * LAYERNORM_MACS_PER_ELEMENT * d   # norm1, norm2
+                     + 3 * d * d + d * d                  # qkv, proj
+                     + 2 * d * hdim)                      # fc1, fc2
+        return n * per_token + 2 * n * n * d              # attention scores + weighted values
+
+    def dense_macs(self) -> int:
+        """MACs of one sample through every block on every token."""
+        return self.patch_embed + self.depth * self.block(self.num_tokens) + self.head
+
+
+def useful_macs(table: ViTCostTable, trace: Trace) -> torch.Tensor:
+    """Useful MACs per sample, float64 ``[B]``: patch embedding + each block on the tokens the trace
+    says it processed (``tokens_per_block``, 0 = block skipped) + class-token head."""
+    n = trace["tokens_per_block"].to(torch.float64)
+    return table.patch_embed + table.block(n).sum(1) + table.head
+
+
+# ---------------------------------------------------------------- fvcore audit of executed MACs
+
+def _sdpa_handle(inputs, outputs) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: ``B*H*Lq*Lk*(d + d_v)`` MACs."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch = 1
+    for s in q[:-2]:
+        batch *= s
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _mha_handle(inputs, outputs) -> int:
+    """fvcore handle for ``aten::_native_multi_head_attention`` (eval-mode ``nn.MultiheadAttention``
+    fast path): projections in, attention, projection out. Inputs: query, key, value, embed_dim,
+    num_heads, qkv_weight, qkv_bias, proj_weight, ..."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    e = q[-1]
+    b = q[0] if len(q) == 3 else 1
+    lq, lk = q[-2], k[-2]
+    return b * (lq * e * e + 2 * lk * e * e + 2 * lq * lk * e + lq * e * e)
+
+
+EXTRA_HANDLES = {
+    "aten::scaled_dot_product_attention": _sdpa_handle,
+    "aten::_native_multi_head_attention": _mha_handle,
+}
+
+
+class _LogitsOnly(nn.Module):
+    """Expose a method model's logits as a plain tensor output for tracing."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).logits
+
+
+@dataclass
+class AuditResult:
+    """Executed MACs of one traced call (whole batch), with what fvcore could not count."""
+
+    macs: int
+    unsupported_ops: dict[str, int]
+    uncalled_modules: list[str]
+
+
+def executed_macs(model: nn.Module, images: torch.Tensor) -> AuditResult:
+    """Trace ``model(images)`` (a method model returning ``MethodOutput``, or a plain module returning
+    a tensor) with fvcore and count MACs of the path that actually ran."""
+    import logging
+    import warnings
+
+    model.eval()
+    target = model if _returns_tensor(model) else _LogitsOnly(model)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        fca = FlopCountAnalysis(target, (images,))
+        for op, handle in EXTRA_HANDLES.items():
+            fca.set_op_handle(op, handle)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        total = int(fca.total())
+        unsupported = dict(fca.unsupported_ops())
+        uncalled = sorted(fca.uncalled_modules())
+    return AuditResult(total, unsupported, uncalled)
+
+
+def _returns_tensor(model: nn.Module) -> bool:
+    from .method import ConditionalModel
+    return not isinstance(model, ConditionalModel)

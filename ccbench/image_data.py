@@ -1,0 +1,146 @@
+"""Image splits decoded once into a uint8 tensor cache on disk.
+
+JPEG decoding never sits in a training loop: the first use of a (task, data hash, split, size)
+decodes every image (shorter side resized to ``px`` with bicubic antialiasing, then centre-cropped)
+into ``uint8 [N, 3, px, px]`` and saves it under the cache folder (``$CCBENCH_CACHE``, default
+``~/.cache/ccbench``); later uses load that file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data_source import RawSplit, load_hub, load_local_imagefolder, resolve_data_root
+from .errors import UserError
+from .specs import CalibrationSpec, TaskSpec
+
+CACHE_ENV = "CCBENCH_CACHE"
+
+
+def cache_root() -> Path:
+    """Folder for decoded caches and backbones: ``$CCBENCH_CACHE`` or ``~/.cache/ccbench``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "ccbench")).expanduser()
+
+
+@dataclass
+class ImageSplit:
+    """Decoded images ``uint8 [N, 3, px, px]``, labels ``int64 [N]``, example ids, class names and
+    the hash of the data they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    classes: list[str]
+    data_hash: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: torch.Tensor | list[int]) -> "ImageSplit":
+        """Rows ``index`` (in that order) as a new split sharing classes and data hash."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSplit(self.images[index], self.labels[index],
+                          [self.ids[i] for i in index.tolist()], self.classes, self.data_hash)
+
+
+def _decode(raw: RawSplit, px: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image, UnidentifiedImageError
+    from datasets import Image as ImageFeature
+    from tqdm import tqdm
+
+    undecoded = raw.dataset.cast_column("image", ImageFeature(decode=False))
+    images = np.empty((len(undecoded), px, px, 3), dtype=np.uint8)
+    labels = np.asarray(undecoded["label"], dtype=np.int64)
+    for i, item in enumerate(tqdm(undecoded["image"], desc=f"decode {px}px", unit="img",
+                                  leave=False, mininterval=2)):
+        where = item.get("path") or raw.ids[i]
+        try:
+            src = item["bytes"] if item.get("bytes") else open(item["path"], "rb").read()
+            img = Image.open(io.BytesIO(src)).convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            raise UserError(f"cannot read image {where}: {err}") from None
+        w, h = img.size
+        scale = px / min(w, h)
+        nw, nh = max(px, round(w * scale)), max(px, round(h * scale))
+        img = img.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - px) // 2, (nh - px) // 2
+        images[i] = np.asarray(img.crop((left, top, left + px, top + px)))
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+
+
+def load_raw(task: TaskSpec, split: str, data_dir: str | None) -> RawSplit:
+    """The raw ``split`` ('train' or 'val') of ``task`` from the local folder if one is set, else
+    from the hub; checks the class list against the spec."""
+    root = resolve_data_root(data_dir)
+    if root is not None:
+        raw = load_local_imagefolder(root, task.local.subdir, task.local.splits[split])
+    else:
+        try:
+            raw = load_hub(task.hub.path, task.hub.name, task.hub.revision, task.hub.splits[split])
+        except UserError as err:
+            raise UserError(
+                f"no data for task {task.name!r}: looked at --data-dir (not given), $CCBENCH_DATA "
+                f"(not set) and the hub ({err}). Set CCBENCH_DATA to a folder holding "
+                f"'{task.local.subdir}/{{train,val}}/<class>/*.JPEG'"
+            ) from None
+    if raw.classes != task.classes:
+        raise UserError(f"classes in {raw.origin} ({raw.classes}) differ from task {task.name!r} "
+                        f"v{task.version} ({task.classes})")
+    return raw
+
+
+def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None = None) -> ImageSplit:
+    """Decoded ``split`` of ``task`` at ``px`` pixels, from the on-disk cache when present.
+
+    The cache file is keyed by task name, version, data hash, split and ``px``; it is written
+    atomically, so an interrupted decode leaves nothing half-written."""
+    raw = load_raw(task, split, data_dir)
+    key = f"{task.name}-v{task.version}-{raw.data_hash[:16]}-{split}-{px}px.pt"
+    path = cache_root() / "images" / key
+    if path.exists():
+        blob = torch.load(path, weights_only=False)
+        return ImageSplit(blob["images"], blob["labels"], blob["ids"], blob["classes"], raw.data_hash)
+    images, labels = _decode(raw, px)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"images": images, "labels": labels, "ids": raw.ids, "classes": raw.classes}, tmp)
+    tmp.replace(path)
+    return ImageSplit(images, labels, raw.ids, raw.classes, raw.data_hash)
+
+
+def calibration_mask(ids: list[str], labels: torch.Tensor, spec: CalibrationSpec) -> torch.Tensor:
+    """Boolean mask ``[N]`` of the calibration slice: per class the ``ceil(fraction * n_class)``
+    examples with the smallest ``sha256(seed:id)``. Depends only on ids, labels and the spec, not
+    on file order.
+
+    >>> m = calibration_mask([f"x{i}" for i in range(40)], torch.tensor([0] * 20 + [1] * 20),
+    ...                      CalibrationSpec(fraction=0.1, seed=0))
+    >>> int(m.sum()), int(m[:20].sum())
+    (4, 2)
+    """
+    mask = torch.zeros(len(ids), dtype=torch.bool)
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten().tolist()
+        k = math.ceil(spec.fraction * len(members))
+        order = sorted(members, key=lambda i: hashlib.sha256(f"{spec.seed}:{ids[i]}".encode()).digest())
+        mask[order[:k]] = True
+    return mask
+
+
+def task_splits(task: TaskSpec, px: int, data_dir: str | None = None) -> dict[str, ImageSplit]:
+    """``{'train', 'calibration', 'eval'}`` splits of an image task at ``px`` pixels: train minus the
+    calibration slice, the slice itself, and the reported split."""
+    full = load_image_split(task, task.calibration.source, px, data_dir)
+    calib = calibration_mask(full.ids, full.labels, task.calibration)
+    return {
+        "train": full.subset(torch.nonzero(~calib).flatten()),
+        "calibration": full.subset(torch.nonzero(calib).flatten()),
+        "eval": load_image_split(task, task.eval_split, px, data_dir),
+    }

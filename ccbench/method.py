@@ -1,0 +1,65 @@
+"""What every method's model is: a backbone wrapped to return logits, an auxiliary loss and a trace.
+
+A method module (``baselines/<name>.py``) defines a literal ``METADATA`` dict
+(:class:`ccbench.method_meta.MethodMetadata`) and ``build(backbone, **config) -> ConditionalModel``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import ViTBackbone
+from .trace import Trace
+
+
+@dataclass
+class MethodOutput:
+    """``logits [B, C]``, ``aux_loss`` (scalar, already weighted; 0 for none), per-sample ``trace``."""
+
+    logits: torch.Tensor
+    aux_loss: torch.Tensor
+    trace: Trace
+
+
+class ConditionalModel(nn.Module):
+    """Base class: holds the backbone, the knob value and the training loss.
+
+    Subclasses implement :meth:`forward` and set ``knob_name``; ``execution`` says how skipped work is
+    executed (``"removed"``: not computed at all; ``"masked"``: computed and discarded;
+    ``"none"``: nothing is skipped)."""
+
+    knob_name: str | None = None
+    execution: str = "none"
+
+    def __init__(self, backbone: ViTBackbone, knob: Any = None):
+        super().__init__()
+        self.backbone = backbone
+        self.knob = knob
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def set_knob(self, value: Any) -> None:
+        """Set the inference trade-off knob (no retraining needed when the method allows it)."""
+        self.knob = value
+
+    def method_config(self) -> dict:
+        """Hyperparameters that define this model, for the record."""
+        return {}
+
+    def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Training loss: cross-entropy of ``out.logits`` plus ``out.aux_loss``."""
+        return F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing) + out.aux_loss
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def full_tokens_trace(batch: int, depth: int, tokens: int, device=None) -> Trace:
+    """Trace of a sample that ran every block on every token."""
+    return Trace({"tokens_per_block": torch.full((batch, depth), tokens, dtype=torch.long, device=device)})

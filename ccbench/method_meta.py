@@ -1,0 +1,32 @@
+"""Metadata every method declares (as a literal ``METADATA`` dict in its module)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class KnobMetadata(BaseModel):
+    """The single inference-time trade-off knob. ``direction`` says which way saves compute;
+    ``sweep`` lists the values tried when calibrating; ``needs_retraining`` is False when any
+    value can be applied to one trained model."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    default: float | int | None
+    direction: Literal["lower = less compute", "higher = less compute", "none"]
+    sweep: list[float] = []
+    needs_retraining: bool = False
+
+
+class MethodMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    family: Literal["dense", "token", "width", "depth"]
+    paper: str
+    bibtex: str
+    knob: KnobMetadata
+    modalities: list[Literal["image", "text"]] = ["image"]
+    trains: bool = True
+    evaluates_checkpoint_of: str | None = None
+    description: str

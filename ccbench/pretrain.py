@@ -1,0 +1,168 @@
+"""The dense backbone of a (budget tier, task): trained once, hashed, shared by every method.
+
+Lookup order for a run: an explicit path; the checkout's published ``checkpoints/<budget>-<task>.pt``
+when its recipe hash matches the tier's current recipe; the cache
+(``$CCBENCH_CACHE/checkpoints``); otherwise it is pretrained first. The *backbone hash* is the
+sha256 of the fp16 weights alone (:func:`weights_sha256`), so metadata such as wall time never
+changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .backbones import ViTBackbone, ViTConfig
+from .image_data import cache_root, task_splits
+from .provenance import content_hash, git_state, hardware, repo_root
+from .specs import BudgetSpec, TaskSpec
+
+
+@dataclass
+class BackboneCheckpoint:
+    path: Path
+    sha256: str
+    meta: dict
+
+
+def backbone_config(budget: BudgetSpec, task: TaskSpec) -> ViTConfig:
+    b = budget.backbone
+    return ViTConfig(img_size=b.img_size, patch_size=b.patch_size, embed_dim=b.embed_dim,
+                     depth=b.depth, num_heads=b.num_heads, mlp_ratio=b.mlp_ratio,
+                     num_classes=len(task.classes))
+
+
+def recipe_hash(budget: BudgetSpec, task: TaskSpec, seed: int) -> str:
+    """Hash of everything that determines the pretrained weights (first 16 hex digits)."""
+    return content_hash({"task": [task.name, task.version], "backbone": budget.backbone.model_dump(),
+                         "init": budget.backbone_init, "recipe": budget.pretrain.model_dump(),
+                         "cache_px": budget.cache_px, "seed": seed})[:16]
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over ``(name, fp16 bytes)`` of every tensor in name order: the backbone hash."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu()
+        t = t.to(torch.float16) if t.is_floating_point() else t
+        h.update(name.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_backbone(backbone: ViTBackbone, path: Path, meta: dict) -> str:
+    """Write fp16 weights, config and ``meta`` atomically; return the backbone hash."""
+    state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
+             for k, v in backbone.state_dict().items()}
+    digest = weights_sha256(state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"config": backbone.config.to_dict(), "state_dict": state,
+                "meta": {**meta, "backbone_sha256": digest}}, tmp)
+    tmp.replace(path)
+    return digest
+
+
+def load_backbone(path: Path) -> tuple[ViTBackbone, BackboneCheckpoint]:
+    """Load a checkpoint written by :func:`save_backbone`; weights are cast to fp32 and the hash
+    is recomputed from them (a tampered file is detected by a hash mismatch)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+    digest = weights_sha256(blob["state_dict"])
+    stated = blob["meta"].get("backbone_sha256")
+    if stated and stated != digest:
+        from .errors import UserError
+        raise UserError(f"backbone {path} is corrupt: weights hash {digest[:12]} != recorded {stated[:12]}")
+    backbone = ViTBackbone(ViTConfig(**blob["config"]))
+    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v
+                              for k, v in blob["state_dict"].items()})
+    return backbone, BackboneCheckpoint(Path(path), digest, blob["meta"])
+
+
+def published_path(budget: BudgetSpec, task: TaskSpec) -> Path | None:
+    root = repo_root()
+    return root / "checkpoints" / f"{budget.name}-{task.name}.pt" if root else None
+
+
+def cached_path(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path:
+    return cache_root() / "checkpoints" / f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+
+
+def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path | None:
+    """The checkpoint a run should use, or ``None`` when it must be pretrained first."""
+    want = recipe_hash(budget, task, seed)
+    pub = published_path(budget, task)
+    if pub is not None and pub.exists():
+        meta = torch.load(pub, map_location="cpu", weights_only=False)["meta"]
+        if meta.get("recipe_hash") == want:
+            return pub
+    cached = cached_path(budget, task, seed)
+    return cached if cached.exists() else None
+
+
+def init_backbone(budget: BudgetSpec, config: ViTConfig) -> ViTBackbone:
+    """A fresh backbone: random (``scratch``) or from timm weights (``timm:<name>``, needs the hub)."""
+    backbone = ViTBackbone(config)
+    if budget.backbone_init.startswith("timm:"):
+        import timm
+        from .errors import UserError
+        name = budget.backbone_init.split(":", 1)[1]
+        try:
+            src = timm.create_model(name, pretrained=True, num_classes=config.num_classes)
+        except Exception as err:
+            raise UserError(f"could not fetch timm weights {name!r} ({type(err).__name__}); the "
+                            f"{budget.name!r} tier needs the hub for its initial weights") from None
+        missing = backbone.vit.load_state_dict(src.state_dict(), strict=False)
+        if missing.missing_keys:
+            raise UserError(f"timm weights {name!r} do not fit the tier's backbone: {missing.missing_keys[:3]}")
+    return backbone
+
+
+def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int = 0,
+             resume: bool = True, out: Path | None = None, progress: bool = True) -> BackboneCheckpoint:
+    """Train the tier's dense backbone on ``task``'s train split (never its calibration or eval
+    split) with the tier's pretraining recipe, monitor calibration top-1 per epoch, report eval
+    top-1 once at the end, and write the checkpoint (default: the cache). Resumable."""
+    from .evaluate import top1
+    from .train import train
+
+    torch.manual_seed(seed)
+    if budget.threads:
+        torch.set_num_threads(budget.threads)
+    device = budget.device
+    splits = task_splits(task, budget.cache_px, data_dir)
+    config = backbone_config(budget, task)
+    model = init_backbone(budget, config)
+    if budget.pretrain.drop_path:
+        model.set_drop_path(budget.pretrain.drop_path)
+    out = Path(out) if out else cached_path(budget, task, seed)
+    state_path = cache_root() / "train_state" / f"pretrain-{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+
+    def loss_fn(m, x, y):
+        logits = m(x)
+        return F.cross_entropy(logits, y, label_smoothing=budget.pretrain.label_smoothing), logits
+
+    def monitor(m):
+        return top1(m, splits["calibration"], config.img_size, budget.eval_batch_size, device)
+
+    t0 = time.time()
+    result = train(model, loss_fn, budget.pretrain, splits["train"], config.img_size, seed,
+                   state_path=state_path, resume=resume, device=device, monitor=monitor,
+                   desc=f"pretrain {budget.name}/{task.name}", progress=progress)
+    model.set_drop_path(0.0)
+    eval_top1 = top1(model, splits["eval"], config.img_size, budget.eval_batch_size, device)
+    meta = {"task": task.name, "task_version": task.version, "data_hash": splits["train"].data_hash,
+            "budget": budget.name, "budget_version": budget.version, "seed": seed,
+            "recipe_hash": recipe_hash(budget, task, seed), "recipe": budget.pretrain.model_dump(),
+            "init": budget.backbone_init, "samples": result.samples, "steps": result.steps,
+            "train_wall_s": round(result.wall_s, 1), "total_wall_s": round(time.time() - t0, 1),
+            "curve": result.curve, "calib_top1": result.curve[-1].get("calib_top1") if result.curve else None,
+            "eval_top1": eval_top1, "eval_split": task.eval_split, "git": git_state(),
+            "hardware": hardware(device)}
+    digest = save_backbone(model.cpu(), out, meta)
+    return BackboneCheckpoint(out, digest, {**meta, "backbone_sha256": digest})

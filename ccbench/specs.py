@@ -1,0 +1,134 @@
+"""Declarative specs read from YAML: tasks (``tasks/*.yaml``) and budget tiers (``budgets/*.yaml``).
+
+Both use pydantic models with ``extra="forbid"``, so a typo in a spec fails loudly instead of being
+ignored. Specs are versioned: a change that alters data or protocol must bump ``version``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSource(_Strict):
+    path: str
+    name: str | None = None
+    revision: str
+    splits: dict[str, str]
+
+
+class LocalSource(_Strict):
+    subdir: str
+    splits: dict[str, str]
+
+
+class CalibrationSpec(_Strict):
+    """A stratified slice carved from ``source`` (per class ``ceil(fraction * n)`` examples, chosen by
+    a seeded hash of the example id), never used for training."""
+
+    source: str = "train"
+    fraction: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+
+
+class TaskSpec(_Strict):
+    name: str
+    version: int
+    modality: Literal["image", "text"]
+    description: str
+    hub: HubSource
+    local: LocalSource
+    classes: list[str]
+    calibration: CalibrationSpec = CalibrationSpec()
+    eval_split: str
+    main_score: str
+    citation: str
+
+
+class BackboneSpec(_Strict):
+    arch: str = "vit"
+    img_size: int
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+
+
+class AugmentSpec(_Strict):
+    """Random-resized-crop area ``scale`` range and horizontal flip."""
+
+    scale: tuple[float, float] = (0.35, 1.0)
+    flip: bool = True
+
+
+class RecipeSpec(_Strict):
+    """An optimisation recipe. ``samples`` is the budget in training samples seen; steps are
+    ``ceil(samples / batch_size)``. ``lr`` is the peak AdamW learning rate."""
+
+    samples: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    label_smoothing: float = 0.1
+    drop_path: float = 0.0
+    grad_clip: float | None = 1.0
+    augment: AugmentSpec = AugmentSpec()
+    ema_decay: float | None = None
+    stages: list[tuple[float, int]] | None = None  # (fraction of samples, img_size) progressive resolution
+
+
+class LatencySpec(_Strict):
+    """Latency protocol: ``samples_b1`` images timed one at a time, ``batches`` batches of
+    ``batch_size``; dense and method alternate on the same inputs; ``warmup`` untimed calls."""
+
+    samples_b1: int
+    batch_size: int = 8
+    batches: int
+    warmup: int = 5
+
+
+class AuditSpec(_Strict):
+    """fvcore audit of executed MACs: ``samples_b1`` seeded val samples one at a time, plus
+    ``batches`` batches of ``batch_size``."""
+
+    samples_b1: int
+    batch_size: int = 8
+    batches: int
+
+
+class BudgetSpec(_Strict):
+    name: str
+    version: int
+    description: str
+    device: Literal["cpu", "cuda"]
+    threads: int | None = None
+    cache_px: int
+    backbone: BackboneSpec
+    backbone_init: str = "scratch"
+    pretrain: RecipeSpec
+    finetune: RecipeSpec
+    eval_batch_size: int
+    eval_limit: int | None = None  # evaluate only the first N of the split (smoke tier only)
+    latency: LatencySpec
+    audit: AuditSpec
+    seeds: list[int]
+
+
+def load_yaml_spec(path: Path, model: type[BaseModel]):
+    """Parse ``path`` into ``model``; a malformed spec raises ``UserError`` naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return model.model_validate(data)
+    except (ValidationError, yaml.YAMLError) as err:
+        first = str(err).splitlines()
+        raise UserError(f"invalid spec {path}: {' '.join(first[:3])}") from None

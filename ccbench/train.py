@@ -1,0 +1,176 @@
+"""Budgeted, seeded, resumable training.
+
+The budget is a number of training samples seen; ``steps = ceil(samples / batch_size)``. One epoch is
+one pass over the training split in a permutation drawn from ``(seed, epoch)``, so a resumed run sees
+the same batches as an uninterrupted one. A training state (model, optimiser, EMA, augmentation RNG,
+step, wall time) is written atomically at every epoch end and at the end of the run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .augment import normalize, random_resized_crop
+from .image_data import ImageSplit
+from .specs import RecipeSpec
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainResult:
+    """What a training run consumed and saw. ``curve`` holds one dict per epoch end
+    (``epoch``, ``samples``, ``train_loss``, and ``calib_top1`` when a monitor was given)."""
+
+    samples: int
+    steps: int
+    wall_s: float
+    curve: list[dict] = field(default_factory=list)
+    resumed_from_step: int = 0
+
+
+def cosine_lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``.
+
+    >>> [round(cosine_lr_factor(s, 10, 2), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def stage_px(recipe: RecipeSpec, step: int, total_steps: int, final_px: int) -> int:
+    """Input size at ``step`` under progressive resolution: ``recipe.stages`` lists
+    ``(fraction of steps, px)`` in order; without stages every step uses ``final_px``.
+
+    >>> r = RecipeSpec(samples=100, batch_size=10, lr=1e-3, stages=[(0.5, 64), (0.5, 128)])
+    >>> [stage_px(r, s, 10, 128) for s in (0, 4, 5, 9)]
+    [64, 64, 128, 128]
+    """
+    if not recipe.stages:
+        return final_px
+    edge = 0.0
+    for fraction, px in recipe.stages:
+        edge += fraction
+        if step < edge * total_steps - 1e-9:
+            return px
+    return recipe.stages[-1][1]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases, norms, embeddings and tokens (1-D or named so)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token")):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSplit, img_px: int,
+          seed: int, state_path: Path | None = None, resume: bool = False,
+          device: str = "cpu", monitor: Callable[[nn.Module], float] | None = None,
+          desc: str = "train", progress: bool = True) -> TrainResult:
+    """Train ``model`` in place on ``data`` for ``recipe.samples`` samples.
+
+    ``loss_fn(model, images, labels) -> (loss, logits)`` gets normalised, augmented images
+    ``[B, 3, img_px, img_px]``. ``monitor(model) -> top-1 in %`` (e.g. on the calibration split) is
+    called at each epoch end for the curve. With ``resume`` and an existing ``state_path`` the run
+    continues from its last saved epoch."""
+    from tqdm import tqdm
+
+    bs = recipe.batch_size
+    total_steps = math.ceil(recipe.samples / bs)
+    steps_per_epoch = max(len(data) // bs, 1)
+    opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_lr_factor(s, total_steps, recipe.warmup_steps))
+    aug_gen = torch.Generator().manual_seed(seed)
+    ema = None
+    if recipe.ema_decay:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(model, decay=recipe.ema_decay)
+    step, wall, curve, resumed = 0, 0.0, [], 0
+    if resume and state_path is not None and Path(state_path).exists():
+        st = torch.load(state_path, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        aug_gen.set_state(st["aug_gen"])
+        if ema is not None and st.get("ema") is not None:
+            ema.module.load_state_dict(st["ema"])
+        step, wall, curve, resumed = st["step"], st["wall_s"], st["curve"], st["step"]
+
+    def save_state():
+        if state_path is not None:
+            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(),
+                          "sched": sched.state_dict(), "aug_gen": aug_gen.get_state(),
+                          "ema": ema.module.state_dict() if ema is not None else None,
+                          "step": step, "wall_s": wall, "curve": curve}, Path(state_path))
+
+    model.to(device).train()
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress,
+               dynamic_ncols=True, mininterval=1.0)
+    loss_sum, loss_n = 0.0, 0
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        start_in_epoch = step - epoch * steps_per_epoch
+        for i in range(start_in_epoch, steps_per_epoch):
+            if step >= total_steps:
+                break
+            t0 = time.perf_counter()
+            idx = perm[i * bs:(i + 1) * bs]
+            images = normalize(data.images[idx].to(device))
+            images = random_resized_crop(images, stage_px(recipe, step, total_steps, img_px), tuple(recipe.augment.scale),
+                                         recipe.augment.flip, aug_gen)
+            labels = data.labels[idx].to(device)
+            loss, _ = loss_fn(model, images, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(model, step=step)
+            step += 1
+            dt = time.perf_counter() - t0
+            wall += dt
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{len(idx) / dt:.0f}", refresh=False)
+            bar.update(1)
+        point = {"epoch": epoch + 1, "step": step, "samples": step * bs,
+                 "train_loss": loss_sum / max(loss_n, 1), "wall_s": round(wall, 1)}
+        loss_sum, loss_n = 0.0, 0
+        if monitor is not None:
+            eval_model = ema.module if ema is not None else model
+            point["calib_top1"] = monitor(eval_model)
+            model.train()
+            bar.write(f"{desc} epoch {epoch + 1}: loss {point['train_loss']:.3f} "
+                      f"calib top-1 {point['calib_top1']:.1f}% ({wall / 60:.1f} min)")
+        curve.append(point)
+        save_state()
+    bar.close()
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
+    return TrainResult(samples=step * bs, steps=step, wall_s=wall, curve=curve, resumed_from_step=resumed)

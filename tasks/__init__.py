@@ -1,0 +1,1 @@
+"""Task specs (one versioned YAML per task), shipped with ccbench as package data."""
