@@ -1,0 +1,111 @@
+"""`ccbench` end to end on a tiny image folder the test writes, and every bad input."""
+import json
+from pathlib import Path
+
+import pytest
+
+from ccbench.cli import main
+from conftest import write_tiny_imagenette
+
+
+def _records(results: Path):
+    return sorted(results.rglob("*.json"))
+
+
+def test_smoke_run_end_to_end(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    for method in ("dense", "avit"):
+        rc = main(["run", "--method", method, "--budget", "smoke", "--data-dir", str(tiny_data),
+                   "--results-dir", str(results), "--quiet"])
+        assert rc == 0
+    paths = _records(results)
+    assert [p.parent.name for p in paths] == ["avit", "dense"]
+    avit = json.loads(paths[0].read_text())
+    dense = json.loads(paths[1].read_text())
+    assert avit["backbone"]["sha256"] == dense["backbone"]["sha256"]  # one shared backbone
+    assert avit["budget"]["consumed"]["samples"] == dense["budget"]["consumed"]["samples"] == 128
+    assert avit["method"]["knob"]["name"] == "threshold" and avit["method"]["calibration_sweep"]
+    m = dense["metrics"]
+    assert m["n_eval"] == 20 and 0 <= m["top1"] <= 100
+    assert m["top1_ci95"][0] <= m["top1"] <= m["top1_ci95"][1]
+    assert m["useful_fraction_of_dense"] == 1.0
+    assert m["executed_over_useful"]["batch1"] == 1.0 and not m["flag_executed_exceeds_useful"]
+    assert m["latency"]["batch1"]["speedup"] > 0 and m["latency"]["batchN"]["batch_size"] == 4
+    assert avit["metrics"]["executed_over_useful"]["batch1"] == 1.0  # removal: nothing masked
+    for key in ("git", "hardware", "date", "wall_s", "schema_version", "id"):
+        assert key in avit
+    assert paths[0].with_name(paths[0].name.replace(".json", ".samples.npz")).exists()
+
+    capsys.readouterr()
+    assert main(["table", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "| imagenette | smoke    | avit" in out and "bootstrap" in out
+    assert main(["table", "--results-dir", str(results), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("task,budget,method")
+    board = tmp_path / "lb" / "README.md"
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
+    text = board.read_text()
+    assert "do not edit by hand" in text and "Not admitted" in text  # smoke backbone is not published
+
+
+def test_rerun_reuses_the_fine_tuned_model_and_knob_sweep(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    args = ["run", "--method", "avit", "--budget", "smoke", "--data-dir", str(tiny_data),
+            "--results-dir", str(results), "--quiet"]
+    assert main(args) == 0
+    assert main(args + ["--knob", "threshold=0.5,0.99"]) == 0
+    err = capsys.readouterr().err
+    assert "reusing the fine-tuned model" in err
+    recs = [json.loads(p.read_text()) for p in _records(results)]
+    assert sorted(r["method"]["knob"]["value"] for r in recs if r["method"]["knob"]["chosen_by"] == "user") == [0.5, 0.99]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--method", "avitt", "--budget", "smoke"], "did you mean 'avit'"),
+    (["run", "--method", "avit", "--budget", "smok"], "did you mean 'smoke'"),
+    (["run", "--method", "avit", "--task", "imagenet", "--budget", "smoke"], "did you mean 'imagenette'"),
+    (["run", "--method", "avit", "--budget", "smoke", "--knob", "keep=0.5"], "knob is 'threshold'"),
+])
+def test_bad_names_exit_2_with_suggestion(argv, message, isolated_cache, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_data_says_where_it_looked(isolated_cache, tmp_path, monkeypatch, capsys):
+    assert main(["run", "--method", "dense", "--budget", "smoke", "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nope" / "imagenette" / "train") in err and "CCBENCH_DATA" in err
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", "--method", "dense", "--budget", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "$CCBENCH_DATA" in err and "hub" in err
+
+
+def test_unreadable_image_names_its_path(isolated_cache, tmp_path, capsys):
+    root = write_tiny_imagenette(tmp_path / "data", train_per_class=2, val_per_class=1, px=16)
+    bad = root / "imagenette" / "train" / "n01440764" / "broken.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    assert main(["pretrain", "--budget", "smoke", "--data-dir", str(root), "--quiet"]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_interrupt_leaves_no_record(tiny_data, isolated_cache, tmp_path, monkeypatch, capsys):
+    import ccbench.runner
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ccbench.runner, "interleaved_latency", boom)
+    results = tmp_path / "results"
+    rc = main(["run", "--method", "dense", "--budget", "smoke", "--data-dir", str(tiny_data),
+               "--results-dir", str(results), "--quiet"])
+    assert rc == 130
+    written = [p for p in results.rglob("*") if p.is_file()] if results.exists() else []
+    assert written == []
+
+
+def test_ls_prints_metadata(capsys):
+    assert main(["ls", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "| avit" in out and "threshold (lower = less compute)" in out and "Yin et al. 2022" in out

@@ -1,0 +1,63 @@
+"""Registries: lazy listing, duplicates, suggestions, plugin methods through entry points."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ccbench import catalog
+from ccbench.errors import UserError
+from ccbench.registry import DuplicateNameError, Registry
+
+
+def test_builtin_names_and_metadata():
+    methods = catalog.methods()
+    assert {"dense", "avit"} <= set(methods.names())
+    meta = methods.metadata("avit")
+    assert meta["family"] == "token" and meta["knob"]["name"] == "threshold"
+    assert "imagenette" in catalog.tasks().names()
+    assert {"smoke", "cpu", "gpu"} <= set(catalog.budgets().names())
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(UserError, match="did you mean 'avit'"):
+        catalog.methods().get("avitt")
+    with pytest.raises(UserError, match="did you mean 'imagenette'"):
+        catalog.tasks().get("imagenet")
+
+
+def test_duplicates_rejected():
+    r = Registry("method")
+    r.add("x", "math:sqrt")
+    with pytest.raises(DuplicateNameError):
+        r.add("x", "math:floor", source="plugin p")
+
+
+def test_listing_does_not_import_torch():
+    code = ("import sys, ccbench.catalog as c; c.methods().names(); c.tasks().names(); "
+            "c.budgets().names(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_entry_point_plugin_method_is_listed(tmp_path):
+    pkg = tmp_path / "mymethod_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fancy.py").write_text(textwrap.dedent('''
+        METADATA = {"name": "fancy", "family": "token", "paper": "Me 2026", "bibtex": "@misc{me}",
+                    "knob": {"name": "keep", "default": 0.5, "direction": "lower = less compute"},
+                    "description": "a submitted method"}
+        def build(backbone, **config):
+            raise NotImplementedError
+    '''))
+    dist = tmp_path / "mymethod_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mymethod-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ccbench.methods]\nfancy = mymethod_pkg.fancy\n")
+    code = "from ccbench.cli import main; raise SystemExit(main(['ls', 'methods']))"
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("| fancy"))
+    assert "plugin mymethod-pkg" in line and "token" in line and "keep (lower = less compute)" in line
