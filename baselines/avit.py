@@ -53,10 +53,12 @@ class AViT(ConditionalModel):
                  beta: float = 30.0, ponder_weight: float = 5e-4, prior_weight: float = 0.01,
                  target_depth: float | None = None, execution: str = "remove"):
         super().__init__(backbone, knob=threshold)
-        self.gamma, self.beta = gamma, beta
+        self.gamma = gamma
+        # a buffer, so the value set by ``prepare`` travels with the state dict
+        self.register_buffer("beta", torch.tensor(float(beta)))
         self.ponder_weight, self.prior_weight = ponder_weight, prior_weight
-        # default: halting centred a little past mid-depth (7 of 12 blocks for ViT-Ti)
-        self.target_depth = target_depth if target_depth is not None else round(0.58 * len(backbone.blocks), 1)
+        # default: halting centred a little past mid-depth (6.5 of 12 blocks for ViT-Ti)
+        self.target_depth = target_depth if target_depth is not None else round(0.54 * len(backbone.blocks), 1)
         self.mode = execution  # "remove" at inference; "mask" forces the masked path (reference)
 
     def method_config(self) -> dict:
@@ -74,7 +76,7 @@ class AViT(ConditionalModel):
         return self._forward_removed(images)
 
     # -- full sequence, halted tokens frozen and masked out of attention (training, reference) --
-    def _forward_masked(self, images: torch.Tensor) -> MethodOutput:
+    def _forward_masked(self, images: torch.Tensor, zero_halted: bool = False) -> MethodOutput:
         x = self.backbone.embed(images)
         b, n, _ = x.shape
         depth = len(self.backbone.blocks)
@@ -90,6 +92,8 @@ class AViT(ConditionalModel):
             keys = alive | ~alive.any(1, keepdim=True)
             y = block(x, attn_mask=keys[:, None, None, :])
             x = torch.where(alive[..., None], y, x)
+            if zero_halted:  # the released A-ViT code's execution (avit-masked): same outputs
+                x = x * alive[..., None]
             h = self.halting_scores(x)
             state, weight = halting_step(state, h, float(self.knob), i, last=i == depth - 1)
             mass.append((h * alive)[:, 1:].mean())
@@ -152,11 +156,12 @@ class AViT(ConditionalModel):
         self.eval()
         lo, hi = -50.0, 200.0
         for _ in range(25):
-            self.beta = (lo + hi) / 2
+            mid = (lo + hi) / 2
+            self.beta.fill_(mid)
             trace = self._forward_masked(images).trace
             depth_run = (trace["tokens_per_block"] > 0).sum(1).float().mean().item()
-            lo, hi = (self.beta, hi) if depth_run < self.target_depth else (lo, self.beta)
-        self.beta = (lo + hi) / 2
+            lo, hi = (mid, hi) if depth_run < self.target_depth else (lo, mid)
+        self.beta.fill_((lo + hi) / 2)
         self.train(was)
 
 

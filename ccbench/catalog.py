@@ -36,35 +36,47 @@ def read_literal_metadata(source_file: Path) -> dict | None:
     return None
 
 
-def _method_metadata(module: str, source_file: Path | None) -> dict:
+def _raw_method_metadata(module: str, source_file: Path | None) -> dict:
     meta = read_literal_metadata(source_file) if source_file else None
     if meta is None:  # not a literal: import the module to read it
         from .registry import load_target
         meta = load_target(module).METADATA
+    return dict(meta)
+
+
+def _validated(module: str, meta: dict, known: dict[str, dict]) -> dict:
+    """Validate a method's metadata. A method that evaluates another's checkpoint inherits the
+    fields it does not set (paper, bibtex, knob, ...) from that method."""
+    source = meta.get("evaluates_checkpoint_of")
+    if source in known:
+        inherited = {k: v for k, v in known[source].items()
+                     if k not in ("name", "description", "trains", "evaluates_checkpoint_of")}
+        meta = {**inherited, **meta}
     try:
         return MethodMetadata.model_validate(meta).model_dump()
     except Exception as err:
         raise UserError(f"method module {module} has invalid METADATA: {str(err).splitlines()[0]}") from None
 
 
-def _add_method(reg: Registry, module: str, source_file: Path | None, source: str) -> None:
-    meta = _method_metadata(module, source_file)
-    reg.add(meta["name"], module, meta, source=source)
-
-
 @lru_cache(maxsize=None)
 def methods() -> Registry:
     """Built-in methods and plugin methods from the ``ccbench.methods`` entry points."""
-    reg = Registry("method")
+    found: list[tuple[str, dict, str]] = []
     folder = importlib.resources.files("ccbench.baselines")
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".py") and not item.name.startswith("_"):
-            _add_method(reg, f"ccbench.baselines.{item.name[:-3]}", Path(str(item)), "builtin")
+            module = f"ccbench.baselines.{item.name[:-3]}"
+            found.append((module, _raw_method_metadata(module, Path(str(item))), "builtin"))
     for ep in entry_points(group=METHOD_ENTRY_POINT_GROUP):
-        spec = importlib.util.find_spec(ep.value.partition(":")[0])
+        module = ep.value.partition(":")[0]
+        spec = importlib.util.find_spec(module)
         origin = Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
-        dist = getattr(ep.dist, "name", "?")
-        _add_method(reg, ep.value.partition(":")[0], origin, f"plugin {dist}")
+        found.append((module, _raw_method_metadata(module, origin), f"plugin {getattr(ep.dist, 'name', '?')}"))
+    raw = {meta.get("name"): meta for _, meta, _ in found}
+    reg = Registry("method")
+    for module, meta, source in found:
+        meta = _validated(module, meta, raw)
+        reg.add(meta["name"], module, meta, source=source)
     return reg
 
 

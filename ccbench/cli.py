@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | ls | pretrain | table | leaderboard.
+"""``ccbench`` command line: run | ls | pretrain | cost | table | leaderboard.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     tab.add_argument("--task", default=None)
     tab.add_argument("--budget", default=None)
+
+    cost = sub.add_parser("cost", help="print the per-component MAC table of a tier's backbone")
+    cost.add_argument("--budget", default="cpu", help="tier whose backbone to describe")
+    cost.add_argument("--img-size", type=int, default=None, help="override the input resolution (px)")
+    cost.add_argument("--num-classes", type=int, default=10)
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard/README.md from results/")
     lb.add_argument("--results-dir", default=None)
@@ -97,6 +102,35 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_cost(args) -> int:
+    from tabulate import tabulate
+
+    from . import catalog
+    from .backbones import ViTConfig
+    from .cost import ViTCostTable
+
+    b = catalog.budgets().get(args.budget).backbone
+    cfg = ViTConfig(img_size=args.img_size or b.img_size, patch_size=b.patch_size, embed_dim=b.embed_dim,
+                    depth=b.depth, num_heads=b.num_heads, mlp_ratio=b.mlp_ratio, num_classes=args.num_classes)
+    t = ViTCostTable.from_config(cfg)
+    n, d = cfg.num_tokens, cfg.embed_dim
+    rows = [["patch embedding (conv)", "per sample", t.patch_embed],
+            ["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
+            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
+            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
+            ["output projection", f"per block, {n} tokens", n * d * d],
+            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * cfg.mlp_hidden],
+            ["one block", f"{n} tokens", t.block(n)],
+            ["final LayerNorm (class token) + head", "per sample", t.head],
+            ["dense total", f"{cfg.depth} blocks", t.dense_macs()]]
+    print(f"{args.budget} backbone at {cfg.img_size}px / patch {cfg.patch_size}: {n} tokens, D={d}, "
+          f"{cfg.depth} blocks, MLP {cfg.mlp_hidden}")
+    print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],
+                   headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
+    print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .runner import run_method
 
@@ -126,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     args = build_parser().parse_args(argv)
-    handler = {"ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "table": cmd_table,
+    handler = {"cost": cmd_cost, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "table": cmd_table,
                "leaderboard": cmd_leaderboard}[args.command]
     try:
         return handler(args)

@@ -109,3 +109,30 @@ def test_ls_prints_metadata(capsys):
     assert main(["ls", "methods"]) == 0
     out = capsys.readouterr().out
     assert "| avit" in out and "threshold (lower = less compute)" in out and "Yin et al. 2022" in out
+
+
+def test_avit_masked_evaluates_avit_and_is_flagged(tiny_data, isolated_cache, tmp_path, capsys):
+    import numpy as np
+
+    from ccbench.records import load_samples
+
+    results = tmp_path / "results"
+    base = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]
+    assert main(["run", "--method", "avit-masked"] + base) == 2
+    assert "run `ccbench run --method avit" in capsys.readouterr().err
+    assert main(["run", "--method", "avit", "--knob", "threshold=0.5"] + base) == 0
+    assert main(["run", "--method", "avit-masked", "--knob", "threshold=0.5"] + base) == 0
+    [avit_path] = (results / "smoke" / "imagenette" / "avit").glob("*.json")
+    [masked_path] = (results / "smoke" / "imagenette" / "avit-masked").glob("*.json")
+    avit, masked = json.loads(avit_path.read_text()), json.loads(masked_path.read_text())
+    a, m = load_samples(avit_path), load_samples(masked_path)
+    assert np.array_equal(a["pred"], m["pred"])  # identical decisions and predictions
+    assert np.array_equal(a["trace.tokens_per_block"], m["trace.tokens_per_block"])
+    assert masked["metrics"]["useful_gmacs"] == avit["metrics"]["useful_gmacs"]
+    assert masked["metrics"]["executed_gmacs"]["batch1_per_sample"]["mean"] == masked["metrics"]["dense_gmacs"]
+    if avit["metrics"]["useful_fraction_of_dense"] < 0.98:
+        assert masked["metrics"]["flag_executed_exceeds_useful"]
+        assert not avit["metrics"]["flag_executed_exceeds_useful"]
+    assert masked["budget"]["consumed"]["samples"] == avit["budget"]["consumed"]["samples"]
+    capsys.readouterr()
+    assert main(["table", "--results-dir", str(results)]) == 0
