@@ -62,6 +62,7 @@ class AViT(ConditionalModel):
         self.mode = execution  # "remove" at inference; "mask" forces the masked path (reference)
 
     def method_config(self) -> dict:
+        """Hyperparameters for the record (``beta`` as set by :meth:`prepare`)."""
         return {"gamma": self.gamma, "beta": round(float(self.beta), 4), "ponder_weight": self.ponder_weight,
                 "prior_weight": self.prior_weight, "target_depth": self.target_depth,
                 "inference_execution": self.mode}
@@ -71,6 +72,7 @@ class AViT(ConditionalModel):
         return torch.sigmoid(self.gamma * block_out[..., 0] - self.beta)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
+        """Masked path in training (or when ``mode == "mask"``), removing path otherwise."""
         if self.training or self.mode == "mask":
             return self._forward_masked(images)
         return self._forward_removed(images)

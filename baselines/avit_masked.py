@@ -34,8 +34,10 @@ class AViTMasked(AViT):
         super().__init__(backbone, **{**config, "execution": "mask"})
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
+        """Full-sequence masked forward (halted tokens zeroed)."""
         return self._forward_masked(images, zero_halted=True)
 
 
 def build(backbone: ViTBackbone, **config) -> AViTMasked:
+    """A-ViT with the released code's masked execution, around ``backbone``."""
     return AViTMasked(backbone, **config)

@@ -24,6 +24,7 @@ class Dense(ConditionalModel):
     """The backbone run densely; its trace says every block saw every token."""
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
+        """Dense logits and an all-tokens trace."""
         logits = self.backbone(images)
         cfg = self.config
         return MethodOutput(logits, logits.new_zeros(()),

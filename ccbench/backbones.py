@@ -35,6 +35,7 @@ class ViTConfig:
 
     @property
     def num_patches(self) -> int:
+        """Patch tokens: ``(img_size / patch_size) ** 2``."""
         return (self.img_size // self.patch_size) ** 2
 
     @property
@@ -44,9 +45,11 @@ class ViTConfig:
 
     @property
     def mlp_hidden(self) -> int:
+        """Hidden width of each block's MLP."""
         return int(self.embed_dim * self.mlp_ratio)
 
     def to_dict(self) -> dict:
+        """Plain dict of the fields (for records and checkpoints)."""
         return asdict(self)
 
 
@@ -72,6 +75,7 @@ class ViTBackbone(nn.Module):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
         return self.vit.blocks
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ half-written record (every file is written to a temporary name and renamed).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -20,6 +19,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="ccbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ls(args) -> int:
+    """Print a registry's names with their metadata."""
     from tabulate import tabulate
 
     from . import catalog
@@ -87,6 +88,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    """Pretrain (or resume) the tier's backbone and print its hash and accuracy."""
     from . import catalog
     from .pretrain import pretrain
 
@@ -103,6 +105,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_cost(args) -> int:
+    """Print the per-component MAC table of a tier's backbone."""
     from tabulate import tabulate
 
     from . import catalog
@@ -132,6 +135,7 @@ def cmd_cost(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Train and measure one method; write its record(s)."""
     from .runner import run_method
 
     run_method(method=args.method, task=args.task, budget=args.budget, data_dir=args.data_dir,
@@ -141,6 +145,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
+    """Print the results table."""
     from .tables import load_table, render
 
     df = load_table(args.results_dir, task=args.task, budget=args.budget)
@@ -149,6 +154,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    """Regenerate the leaderboard."""
     from .leaderboard import write_leaderboard
 
     path = write_leaderboard(args.results_dir, args.out)
@@ -157,6 +163,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
 
     args = build_parser().parse_args(argv)

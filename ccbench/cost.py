@@ -43,6 +43,7 @@ class ViTCostTable:
 
     @staticmethod
     def from_config(cfg: ViTConfig) -> "ViTCostTable":
+        """The table of a ViT configuration."""
         d = cfg.embed_dim
         patch = cfg.num_patches * d * cfg.in_chans * cfg.patch_size ** 2
         head = LAYERNORM_MACS_PER_ELEMENT * d + d * cfg.num_classes

@@ -42,6 +42,7 @@ class ConditionalModel(nn.Module):
 
     @property
     def config(self):
+        """The backbone's :class:`ViTConfig`."""
         return self.backbone.config
 
     def set_knob(self, value: Any) -> None:
@@ -57,6 +58,7 @@ class ConditionalModel(nn.Module):
         return F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing) + out.aux_loss
 
     def forward(self, images: torch.Tensor) -> MethodOutput:  # pragma: no cover - abstract
+        """Images ``[B, 3, H, W]`` -> :class:`MethodOutput`."""
         raise NotImplementedError
 
 

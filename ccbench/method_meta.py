@@ -20,6 +20,8 @@ class KnobMetadata(BaseModel):
 
 
 class MethodMetadata(BaseModel):
+    """A method's declared metadata (validated; unknown keys rejected)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     family: Literal["dense", "token", "width", "depth"]

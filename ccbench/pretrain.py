@@ -9,7 +9,6 @@ changes it.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,15 @@ from .specs import BudgetSpec, TaskSpec
 
 @dataclass
 class BackboneCheckpoint:
+    """A backbone checkpoint on disk: path, weights hash, metadata (recipe, curve, accuracy)."""
+
     path: Path
     sha256: str
     meta: dict
 
 
 def backbone_config(budget: BudgetSpec, task: TaskSpec) -> ViTConfig:
+    """The tier's backbone shape with the task's number of classes."""
     b = budget.backbone
     return ViTConfig(img_size=b.img_size, patch_size=b.patch_size, embed_dim=b.embed_dim,
                      depth=b.depth, num_heads=b.num_heads, mlp_ratio=b.mlp_ratio,
@@ -85,11 +87,13 @@ def load_backbone(path: Path) -> tuple[ViTBackbone, BackboneCheckpoint]:
 
 
 def published_path(budget: BudgetSpec, task: TaskSpec) -> Path | None:
+    """``checkpoints/<budget>-<task>.pt`` in the checkout (``None`` after a plain install)."""
     root = repo_root()
     return root / "checkpoints" / f"{budget.name}-{task.name}.pt" if root else None
 
 
 def cached_path(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path:
+    """Where ``ccbench pretrain`` writes by default: the cache, keyed by the recipe hash."""
     return cache_root() / "checkpoints" / f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
 
 
@@ -141,7 +145,8 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
     if budget.pretrain.drop_path:
         model.set_drop_path(budget.pretrain.drop_path)
     out = Path(out) if out else cached_path(budget, task, seed)
-    state_path = cache_root() / "train_state" / f"pretrain-{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+    state_name = f"pretrain-{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+    state_path = cache_root() / "train_state" / state_name
 
     def loss_fn(m, x, y):
         logits = m(x)

@@ -44,6 +44,7 @@ def git_state() -> dict:
 
 
 def cpu_model() -> str:
+    """The CPU's model name."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -45,6 +45,7 @@ def verify_record(record: dict) -> bool:
 
 
 def record_dir(root: Path, record: dict) -> Path:
+    """``root/<budget>/<task>/<method>``."""
     return root / record["budget"]["name"] / record["task"]["name"] / record["method"]["name"]
 
 

@@ -34,6 +34,8 @@ class DuplicateNameError(UserError):
 
 @dataclass
 class Entry:
+    """One registered name: its loader, metadata and where it came from."""
+
     name: str
     loader: str | Callable[[], Any]
     metadata: dict = field(default_factory=dict)
@@ -64,11 +66,13 @@ class Registry:
         self._entries[name] = Entry(name, loader, dict(metadata or {}), source)
 
     def entry(self, name: str) -> Entry:
+        """The entry for ``name``; unknown names raise ``UserError`` with suggestions."""
         if name not in self._entries:
             raise unknown_name_error(self.kind, name, self._entries)
         return self._entries[name]
 
     def metadata(self, name: str) -> dict:
+        """Metadata of ``name`` (no import)."""
         return self.entry(name).metadata
 
     def get(self, name: str) -> Any:
@@ -80,6 +84,7 @@ class Registry:
         return self._loaded[name]
 
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:

@@ -35,6 +35,7 @@ DEFAULT_MAX_COMPUTE = 0.6        # knob chosen on calibration: best accuracy at 
 
 
 def say(msg: str) -> None:
+    """Progress message on stderr."""
     print(f"[ccbench] {msg}", file=sys.stderr, flush=True)
 
 
@@ -59,6 +60,8 @@ def parse_knob(text: str | None, knob_name: str | None) -> list[float] | None:
 
 @dataclass
 class CalibrationPoint:
+    """One knob value measured on the calibration split: top-1 (%) and useful share of dense."""
+
     knob: float
     top1: float
     useful_fraction: float

@@ -57,6 +57,7 @@ class HaltingState:
 
     @staticmethod
     def start(batch: int, tokens: int, device=None) -> "HaltingState":
+        """State before the first block: nothing accumulated, every token running."""
         z = torch.zeros(batch, tokens, device=device)
         return HaltingState(z, torch.ones_like(z), torch.ones(batch, tokens, dtype=torch.bool, device=device),
                             z.clone(), torch.full((batch, tokens), -1, dtype=torch.long, device=device))

@@ -19,6 +19,8 @@ class _Strict(BaseModel):
 
 
 class HubSource(_Strict):
+    """A hub dataset at a pinned revision; ``splits`` maps ccbench split names to the hub's."""
+
     path: str
     name: str | None = None
     revision: str
@@ -26,6 +28,8 @@ class HubSource(_Strict):
 
 
 class LocalSource(_Strict):
+    """A local folder under the data root; ``splits`` maps split names to sub-folders."""
+
     subdir: str
     splits: dict[str, str]
 
@@ -40,6 +44,8 @@ class CalibrationSpec(_Strict):
 
 
 class TaskSpec(_Strict):
+    """A versioned task: where its data lives, its classes, calibration slice and main score."""
+
     name: str
     version: int
     modality: Literal["image", "text"]
@@ -54,6 +60,8 @@ class TaskSpec(_Strict):
 
 
 class BackboneSpec(_Strict):
+    """Backbone architecture and shape of a tier."""
+
     arch: str = "vit"
     img_size: int
     patch_size: int
@@ -107,6 +115,8 @@ class AuditSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
+    """A budget tier: device, backbone, pretraining and fine-tuning recipes, eval, latency, audit."""
+
     name: str
     version: int
     description: str

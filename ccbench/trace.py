@@ -40,9 +40,11 @@ class Trace(Mapping[str, torch.Tensor]):
 
     @property
     def batch_size(self) -> int:
+        """Number of samples (rows)."""
         return next(iter(self._fields.values())).shape[0] if self._fields else 0
 
     def to(self, device: str) -> "Trace":
+        """A detached copy on ``device``."""
         return Trace({k: v.detach().to(device) for k, v in self._fields.items()})
 
     @staticmethod

@@ -141,8 +141,8 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
             t0 = time.perf_counter()
             idx = perm[i * bs:(i + 1) * bs]
             images = normalize(data.images[idx].to(device))
-            images = random_resized_crop(images, stage_px(recipe, step, total_steps, img_px), tuple(recipe.augment.scale),
-                                         recipe.augment.flip, aug_gen)
+            px = stage_px(recipe, step, total_steps, img_px)
+            images = random_resized_crop(images, px, tuple(recipe.augment.scale), recipe.augment.flip, aug_gen)
             labels = data.labels[idx].to(device)
             loss, _ = loss_fn(model, images, labels)
             opt.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """Useful MACs from traces against fvcore's executed MACs."""
 import torch
 
-from ccbench.backbones import ViTBackbone, ViTConfig
+from ccbench.backbones import ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
 from ccbench.cost import ViTCostTable, executed_macs, useful_macs

@@ -59,5 +59,5 @@ def test_entry_point_plugin_method_is_listed(tmp_path):
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.splitlines() if l.startswith("| fancy"))
+    line = next(row for row in out.stdout.splitlines() if row.startswith("| fancy"))
     assert "plugin mymethod-pkg" in line and "token" in line and "keep (lower = less compute)" in line
