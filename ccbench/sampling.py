@@ -62,14 +62,6 @@ class HaltingState:
         return HaltingState(z, torch.ones_like(z), torch.ones(batch, tokens, dtype=torch.bool, device=device),
                             z.clone(), torch.full((batch, tokens), -1, dtype=torch.long, device=device))
 
-    def select(self, rows: torch.Tensor, cols: torch.Tensor | None = None) -> "HaltingState":
-        """Rows ``rows`` (and per-row columns ``cols [R, L]`` when given) of every field."""
-        def pick(t):
-            t = t[rows]
-            return t if cols is None else torch.gather(t, 1, cols)
-        return HaltingState(*(pick(getattr(self, f)) for f in
-                              ("cumulative", "remainder", "alive", "ponder", "halt_block")))
-
 
 def halting_step(state: HaltingState, h: torch.Tensor, threshold: float, block: int,
                  last: bool) -> tuple[HaltingState, torch.Tensor]:

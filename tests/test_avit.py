@@ -56,8 +56,10 @@ def test_removing_halted_tokens_equals_masking_them(tiny_backbone):
         assert torch.allclose(masked.logits, removed.logits, atol=1e-5)
         assert torch.equal(masked.trace["tokens_per_block"], removed.trace["tokens_per_block"])
         assert torch.equal(masked.trace["halt_block"], removed.trace["halt_block"])
-        one_by_one = torch.cat([model(x[i:i + 1]).logits for i in range(len(x))])
-        assert torch.allclose(one_by_one, removed.logits, atol=1e-5)
+        singles = [model(x[i:i + 1]) for i in range(len(x))]
+        assert torch.allclose(torch.cat([o.logits for o in singles]), removed.logits, atol=1e-5)
+        for field in ("tokens_per_block", "halt_block"):
+            assert torch.equal(torch.cat([o.trace[field] for o in singles]), removed.trace[field])
     tokens = removed.trace["tokens_per_block"]
     assert (tokens[:, 0] == tiny_backbone.config.num_tokens).all()
     assert (tokens[:, 1:] <= tokens[:, :-1]).all()  # tokens only ever leave
