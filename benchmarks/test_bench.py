@@ -1,6 +1,6 @@
 """Speed figures (not pass/fail tests). Run:
 
-    python -m pytest benchmarks -m benchmark --benchmark-enable -s
+    python -m pytest benchmarks -m benchmark -s
 
 P1  A-ViT speedup efficiency (realized / ideal) at batch 1 and 8, with 64 and 196 patch tokens.
 P2  ccbench's evaluation loop throughput over a bare ``torch.no_grad()`` loop on the same model/data.

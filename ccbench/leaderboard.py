@@ -68,7 +68,7 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
         admitted = g[g.backbone == want] if want else g.iloc[0:0]
         rejected = g[g.backbone != want] if want else g
         parts.append(f"\n## {task} — budget `{budget}`\n")
-        parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n")
+        parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
             plot = out_path.parent / f"{budget}-{task}.png"

@@ -1,6 +1,8 @@
 """Useful MACs from traces against fvcore's executed MACs."""
+import pytest
 import torch
 
+from ccbench import catalog
 from ccbench.backbones import ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
@@ -51,3 +53,35 @@ def test_block_cost_hand_count():
     assert t.block(n) == n * (10 * d + 4 * d * d + 2 * d * h) + 2 * n * n * d
     assert t.patch_embed == 4 * d * 3 * 64
     assert t.head == 5 * d + d * 3
+
+
+def test_timm_deit_small_reference_count():
+    import timm
+
+    model = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
+    audit = executed_macs(model, torch.randn(1, 3, 224, 224))
+    assert abs(audit.macs / 1e9 - 4.61) / 4.61 < 0.01  # timm's results CSV: 4.61 GMACs
+
+
+@pytest.mark.parametrize("name", catalog.methods().names())
+def test_every_method_useful_vs_executed_at_batch1(name, tiny_backbone, tiny_config):
+    """Methods that physically skip compute: executed == useful (within 1 %) at batch 1; methods that
+    mask: executed exceeds useful by more than the 2 % flag threshold whenever they skip anything."""
+    model = catalog.methods().get(name).build(tiny_backbone)
+    x = torch.randn(6, 3, 32, 32)
+    if hasattr(model, "prepare"):
+        model.prepare(x)
+    model.eval()
+    if model.knob_name:
+        model.set_knob(0.5)
+    table = ViTCostTable.from_config(tiny_config)
+    for i in range(3):
+        xi = x[i:i + 1]
+        useful = useful_macs(table, model(xi).trace).item()
+        executed = executed_macs(model, xi).macs
+        if model.execution == "masked":
+            assert executed == table.dense_macs()
+            if useful < table.dense_macs():
+                assert executed > 1.02 * useful
+        else:
+            assert abs(executed - useful) <= 0.01 * useful
