@@ -115,24 +115,6 @@ class ViTBackbone(nn.Module):
             block.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
 
 
-def resize_pos_embed(backbone: ViTBackbone, img_size: int) -> ViTBackbone:
-    """Return a copy of ``backbone`` for ``img_size`` px input, bicubically resampling its
-    position embeddings (the class-token position is kept). Used for static-resolution baselines
-    and progressive-resolution pretraining."""
-    from timm.layers import resample_abs_pos_embed
-
-    cfg = backbone.config
-    new_cfg = ViTConfig(**{**cfg.to_dict(), "img_size": img_size})
-    new = ViTBackbone(new_cfg)
-    state = {k: v for k, v in backbone.state_dict().items()}
-    grid = img_size // cfg.patch_size
-    state["vit.pos_embed"] = resample_abs_pos_embed(
-        state["vit.pos_embed"], new_size=(grid, grid), num_prefix_tokens=1
-    )
-    new.load_state_dict(state)
-    return new
-
-
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (all, trainable or not)."""
     return sum(p.numel() for p in module.parameters())

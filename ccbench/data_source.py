@@ -10,7 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UserError
 
@@ -36,6 +36,16 @@ def resolve_data_root(data_dir: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+@dataclass
+class DataRef:
+    """A split located but not yet loaded: its data hash (keys the decoded cache), where it lives,
+    and ``load()`` returning the :class:`RawSplit` (only called when the cache misses)."""
+
+    data_hash: str
+    origin: str
+    load: Callable[[], RawSplit]
+
+
 def _hash_folder(folder: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -44,8 +54,9 @@ def _hash_folder(folder: Path, files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def load_local_imagefolder(root: Path, subdir: str, split_dir: str) -> RawSplit:
-    """Load ``root/subdir/split_dir/<class>/*`` with HF ``datasets``' imagefolder builder.
+def locate_local_imagefolder(root: Path, subdir: str, split_dir: str) -> DataRef:
+    """Find ``root/subdir/split_dir/<class>/*`` and hash its files (path and bytes); loading it
+    with HF ``datasets``' imagefolder builder is deferred to ``DataRef.load``.
 
     Raises ``UserError`` naming the folder looked in when it is missing or empty."""
     folder = root / subdir
@@ -59,28 +70,37 @@ def load_local_imagefolder(root: Path, subdir: str, split_dir: str) -> RawSplit:
     files = sorted(p for p in split_folder.rglob("*") if p.is_file())
     if not files:
         raise UserError(f"{split_folder} holds no files; expected <class>/*.JPEG inside it")
-    from datasets import Image, load_dataset
 
-    ds = load_dataset("imagefolder", data_files={"split": [str(f) for f in files]}, split="split")
-    classes = list(ds.features["label"].names)
-    paths = [row["path"] for row in ds.cast_column("image", Image(decode=False))["image"]]
-    ids = [str(Path(p).relative_to(folder)) for p in paths]
-    return RawSplit(ds, ids, classes, _hash_folder(folder, files), f"local:{split_folder}")
+    def load() -> RawSplit:
+        from datasets import Image, load_dataset
+
+        ds = load_dataset("imagefolder", data_files={"split": [str(f) for f in files]}, split="split")
+        classes = list(ds.features["label"].names)
+        paths = [row["path"] for row in ds.cast_column("image", Image(decode=False))["image"]]
+        ids = [str(Path(p).relative_to(folder)) for p in paths]
+        return RawSplit(ds, ids, classes, digest, origin)
+
+    digest, origin = _hash_folder(folder, files), f"local:{split_folder}"
+    return DataRef(digest, origin, load)
 
 
-def load_hub(path: str, name: str | None, revision: str, split: str) -> RawSplit:
-    """Load a split from the HF hub at a pinned revision. Raises ``UserError`` when offline."""
-    from datasets import load_dataset
+def locate_hub(path: str, name: str | None, revision: str, split: str) -> DataRef:
+    """A split on the HF hub at a pinned revision; ``load()`` raises ``UserError`` when offline."""
 
-    try:
-        ds = load_dataset(path, name, revision=revision, split=split)
-    except Exception as err:  # network, auth, missing revision: all mean "cannot reach the hub"
-        raise UserError(
-            f"could not load {path}:{name}@{revision[:10]} from the hub ({type(err).__name__}); "
-            f"offline, set ${DATA_ENV} (or --data-dir) to a local copy"
-        ) from None
-    classes = list(ds.features["label"].names)
-    ids = [f"{split}/{i}" for i in range(len(ds))]
+    def load() -> RawSplit:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(path, name, revision=revision, split=split)
+        except Exception as err:  # network, auth, missing revision: all mean "cannot reach the hub"
+            raise UserError(
+                f"could not load {path}:{name}@{revision[:10]} from the hub ({type(err).__name__}); "
+                f"offline, set ${DATA_ENV} (or --data-dir) to a local copy"
+            ) from None
+        ids = [f"{split}/{i}" for i in range(len(ds))]
+        return RawSplit(ds, ids, list(ds.features["label"].names), digest, origin)
+
     # a pinned revision fixes the bytes, so it identifies the data
     digest = hashlib.sha256(f"{path}:{name}@{revision}:{split}".encode()).hexdigest()
-    return RawSplit(ds, ids, classes, digest, f"hub:{path}:{name}@{revision}")
+    origin = f"hub:{path}:{name}@{revision}"
+    return DataRef(digest, origin, load)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data_source import RawSplit, load_hub, load_local_imagefolder, resolve_data_root
+from .data_source import DataRef, RawSplit, locate_hub, locate_local_imagefolder, resolve_data_root
 from .errors import UserError
 from .specs import CalibrationSpec, TaskSpec
 
@@ -75,38 +75,45 @@ def _decode(raw: RawSplit, px: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
 
-def load_raw(task: TaskSpec, split: str, data_dir: str | None) -> RawSplit:
-    """The raw ``split`` ('train' or 'val') of ``task`` from the local folder if one is set, else
-    from the hub; checks the class list against the spec."""
+def locate(task: TaskSpec, split: str, data_dir: str | None) -> DataRef:
+    """Where ``split`` ('train' or 'val') of ``task`` comes from: the local folder if one is set,
+    else the hub."""
     root = resolve_data_root(data_dir)
     if root is not None:
-        raw = load_local_imagefolder(root, task.local.subdir, task.local.splits[split])
-    else:
-        try:
-            raw = load_hub(task.hub.path, task.hub.name, task.hub.revision, task.hub.splits[split])
-        except UserError as err:
-            raise UserError(
-                f"no data for task {task.name!r}: looked at --data-dir (not given), $CCBENCH_DATA "
-                f"(not set) and the hub ({err}). Set CCBENCH_DATA to a folder holding "
-                f"'{task.local.subdir}/{{train,val}}/<class>/*.JPEG'"
-            ) from None
-    if raw.classes != task.classes:
-        raise UserError(f"classes in {raw.origin} ({raw.classes}) differ from task {task.name!r} "
+        return locate_local_imagefolder(root, task.local.subdir, task.local.splits[split])
+    return locate_hub(task.hub.path, task.hub.name, task.hub.revision, task.hub.splits[split])
+
+
+def _check_classes(task: TaskSpec, classes: list[str], origin: str) -> None:
+    if classes != task.classes:
+        raise UserError(f"classes in {origin} ({classes}) differ from task {task.name!r} "
                         f"v{task.version} ({task.classes})")
-    return raw
 
 
 def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None = None) -> ImageSplit:
     """Decoded ``split`` of ``task`` at ``px`` pixels, from the on-disk cache when present.
 
-    The cache file is keyed by task name, version, data hash, split and ``px``; it is written
-    atomically, so an interrupted decode leaves nothing half-written."""
-    raw = load_raw(task, split, data_dir)
-    key = f"{task.name}-v{task.version}-{raw.data_hash[:16]}-{split}-{px}px.pt"
+    The cache file is keyed by task name, version, data hash, split and ``px``; a cache hit never
+    opens the dataset itself. The file is written atomically, so an interrupted decode leaves nothing
+    half-written."""
+    ref = locate(task, split, data_dir)
+    key = f"{task.name}-v{task.version}-{ref.data_hash[:16]}-{split}-{px}px.pt"
     path = cache_root() / "images" / key
     if path.exists():
         blob = torch.load(path, weights_only=False)
-        return ImageSplit(blob["images"], blob["labels"], blob["ids"], blob["classes"], raw.data_hash)
+        _check_classes(task, blob["classes"], ref.origin)
+        return ImageSplit(blob["images"], blob["labels"], blob["ids"], blob["classes"], ref.data_hash)
+    try:
+        raw = ref.load()
+    except UserError as err:
+        if ref.origin.startswith("hub:"):
+            raise UserError(
+                f"no data for task {task.name!r}: looked at --data-dir (not given), $CCBENCH_DATA "
+                f"(not set) and the hub ({err}). Set CCBENCH_DATA to a folder holding "
+                f"'{task.local.subdir}/{{train,val}}/<class>/*.JPEG'"
+            ) from None
+        raise
+    _check_classes(task, raw.classes, raw.origin)
     images, labels = _decode(raw, px)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -33,7 +33,6 @@ class TrainResult:
     steps: int
     wall_s: float
     curve: list[dict] = field(default_factory=list)
-    resumed_from_step: int = 0
 
 
 def cosine_lr_factor(step: int, total: int, warmup: int) -> float:
@@ -109,7 +108,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
     if recipe.ema_decay:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=recipe.ema_decay)
-    step, wall, curve, resumed = 0, 0.0, [], 0
+    step, wall, curve = 0, 0.0, []
     if resume and state_path is not None and Path(state_path).exists():
         st = torch.load(state_path, weights_only=False)
         model.load_state_dict(st["model"])
@@ -118,7 +117,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
         aug_gen.set_state(st["aug_gen"])
         if ema is not None and st.get("ema") is not None:
             ema.module.load_state_dict(st["ema"])
-        step, wall, curve, resumed = st["step"], st["wall_s"], st["curve"], st["step"]
+        step, wall, curve = st["step"], st["wall_s"], st["curve"]
 
     def save_state():
         if state_path is not None:
@@ -173,4 +172,4 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
     bar.close()
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
-    return TrainResult(samples=step * bs, steps=step, wall_s=wall, curve=curve, resumed_from_step=resumed)
+    return TrainResult(samples=step * bs, steps=step, wall_s=wall, curve=curve)
