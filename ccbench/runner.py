@@ -109,6 +109,64 @@ def _load_trained(model, path: Path) -> dict:
     return blob["consumed"]
 
 
+def _fine_tune_or_load(model, method: str, meta: dict, source: str | None, trained_path: Path, run_name: str,
+                       tier: BudgetSpec, task_spec: TaskSpec, splits: dict, px: int, seed: int, device: str,
+                       resume: bool, progress: bool, dense_macs: int) -> dict:
+    """Give ``model`` its trained weights: another method's (``evaluates_checkpoint_of``), a cached
+    fine-tuned copy, or a fresh fine-tune under the tier's budget. Returns the budget consumed."""
+    consumed = {"samples": 0, "steps": 0, "train_wall_s": 0.0, "est_train_gmacs": 0.0,
+                "label": "no training (0 samples)"}
+    if source:
+        if not trained_path.exists():
+            raise UserError(f"{method!r} evaluates {source!r}'s fine-tuned model, which is not in the cache "
+                            f"yet: run `ccbench run --method {source} --task {task_spec.name} --budget "
+                            f"{tier.name}` first")
+        consumed = _load_trained(model, trained_path)
+        consumed = {**consumed, "label": f"evaluates {source}'s fine-tuned model ({consumed['label']})"}
+        say(f"evaluating {source}'s fine-tuned model {trained_path.name}")
+    elif meta["trains"]:
+        if trained_path.exists():
+            consumed = _load_trained(model, trained_path)
+            say(f"reusing the fine-tuned model {trained_path.name} ({consumed['samples']} samples)")
+        else:
+            if hasattr(model, "prepare"):
+                calib = splits["calibration"]
+                model.to(device).prepare(_images(calib, torch.arange(min(64, len(calib))), px, device))
+            say(f"fine-tuning {method} for {tier.finetune.samples} samples (budget {tier.name})")
+
+            def loss_fn(m, x, y):
+                out = m(x)
+                return m.loss(out, y, tier.finetune.label_smoothing), out.logits
+
+            state_path = cache_root() / "train_state" / f"{run_name}.pt"
+            result = train(model, loss_fn, tier.finetune, splits["train"], px, seed, state_path=state_path,
+                           resume=resume, device=device, desc=f"finetune {method}", progress=progress)
+            consumed = {"samples": result.samples, "steps": result.steps,
+                        "train_wall_s": round(result.wall_s, 1),
+                        "est_train_gmacs": round(3 * result.samples * dense_macs / 1e9, 1),
+                        "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs"}
+            _save_trained(model, consumed, trained_path)
+    return consumed
+
+
+def _calibrate_knob(model, knob_meta: dict, calib: ImageSplit, table: ViTCostTable, px: int, batch_size: int,
+                    device: str, max_compute: float) -> tuple[list[CalibrationPoint], list, str]:
+    """Sweep the knob on the calibration split; return the sweep, the chosen value (as a one-item
+    list) and how it was chosen."""
+    points = []
+    for v in knob_meta["sweep"] or [knob_meta["default"]]:
+        model.set_knob(v)
+        ev = evaluate(model, calib, px, batch_size, device)
+        frac = useful_macs(table, ev.trace).mean().item() / table.dense_macs()
+        points.append(CalibrationPoint(v, round(ev.top1, 3), round(frac, 4)))
+    best, met = choose_knob(points, max_compute)
+    chosen_by = (f"calibration: best calibration top-1 at <= {max_compute:.0%} of dense useful MACs"
+                 if met else f"calibration: no value reached <= {max_compute:.0%} of dense; cheapest taken")
+    say(f"knob {knob_meta['name']}={best.knob} ({chosen_by}; calibration top-1 {best.top1:.1f}%, "
+        f"{best.useful_fraction:.1%} of dense MACs)")
+    return points, [best.knob], chosen_by
+
+
 def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_dir: str | None = None,
                seed: int | None = None, knob: str | None = None, results_dir: str | None = None,
                backbone_path: str | None = None, resume: bool = False, progress: bool = True,
@@ -162,61 +220,20 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
                       if source else model.method_config())
     run_name = _run_name(source or method, tier, task_spec, seed, ckpt.sha256, trainer_config)
     trained_path = cache_root() / "runs" / f"{run_name}.pt"
-    consumed = {"samples": 0, "steps": 0, "train_wall_s": 0.0, "est_train_gmacs": 0.0,
-                "label": "no training (0 samples)"}
-    if source:
-        if not trained_path.exists():
-            raise UserError(f"{method!r} evaluates {source!r}'s fine-tuned model, which is not in the cache "
-                            f"yet: run `ccbench run --method {source} --task {task_spec.name} --budget "
-                            f"{tier.name}` first")
-        consumed = _load_trained(model, trained_path)
-        consumed = {**consumed, "label": f"evaluates {source}'s fine-tuned model ({consumed['label']})"}
-        say(f"evaluating {source}'s fine-tuned model {trained_path.name}")
-    elif meta["trains"]:
-        if trained_path.exists():
-            consumed = _load_trained(model, trained_path)
-            say(f"reusing the fine-tuned model {trained_path.name} ({consumed['samples']} samples)")
-        else:
-            if hasattr(model, "prepare"):
-                calib = splits["calibration"]
-                model.to(device).prepare(_images(calib, torch.arange(min(64, len(calib))), px, device))
-            say(f"fine-tuning {method} for {tier.finetune.samples} samples (budget {tier.name})")
-
-            def loss_fn(m, x, y):
-                out = m(x)
-                return m.loss(out, y, tier.finetune.label_smoothing), out.logits
-
-            state_path = cache_root() / "train_state" / f"{run_name}.pt"
-            result = train(model, loss_fn, tier.finetune, splits["train"], px, seed, state_path=state_path,
-                           resume=resume, device=device, desc=f"finetune {method}", progress=progress)
-            consumed = {"samples": result.samples, "steps": result.steps,
-                        "train_wall_s": round(result.wall_s, 1),
-                        "est_train_gmacs": round(3 * result.samples * dense_macs / 1e9, 1),
-                        "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs"}
-            _save_trained(model, consumed, trained_path)
+    consumed = _fine_tune_or_load(model, method, meta, source, trained_path, run_name, tier, task_spec,
+                                  splits, px, seed, device, resume, progress, dense_macs)
     model.to(device).eval()
 
     # -- knob: chosen on the calibration split unless given --
-    calibration = []
-    knob_meta = meta["knob"]
-    chosen_by = "none"
+    calibration, chosen_by = [], "none"
     if knob_values is not None:
         chosen_by = "user"
-    elif knob_meta["name"] != "none":
-        values = knob_meta["sweep"] or [knob_meta["default"]]
-        for v in values:
-            model.set_knob(v)
-            ev = evaluate(model, splits["calibration"], px, tier.eval_batch_size, device)
-            frac = useful_macs(table, ev.trace).mean().item() / dense_macs
-            calibration.append(CalibrationPoint(v, round(ev.top1, 3), round(frac, 4)))
-        best, met = choose_knob(calibration, max_compute)
-        knob_values = [best.knob]
-        chosen_by = (f"calibration: best calibration top-1 at <= {max_compute:.0%} of dense useful MACs"
-                     if met else f"calibration: no value reached <= {max_compute:.0%} of dense; cheapest taken")
-        say(f"knob {knob_meta['name']}={best.knob} ({chosen_by}; calibration top-1 {best.top1:.1f}%, "
-            f"{best.useful_fraction:.1%} of dense MACs)")
+    elif meta["knob"]["name"] != "none":
+        calibration, knob_values, chosen_by = _calibrate_knob(model, meta["knob"], splits["calibration"], table,
+                                                              px, tier.eval_batch_size, device, max_compute)
     else:
         knob_values = [None]
+    knob_meta = meta["knob"]
 
     dense_ref = methods.get("dense").build(copy.deepcopy(backbone)).to(device).eval()
     paths = []
