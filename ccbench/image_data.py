@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_torch_save
 from .data_source import DataRef, RawSplit, locate_hub, locate_local_imagefolder, resolve_data_root
 from .errors import UserError
 from .specs import CalibrationSpec, TaskSpec
@@ -115,10 +116,7 @@ def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None =
         raise
     _check_classes(task, raw.classes, raw.origin)
     images, labels = _decode(raw, px)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": images, "labels": labels, "ids": raw.ids, "classes": raw.classes}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"images": images, "labels": labels, "ids": raw.ids, "classes": raw.classes}, path)
     return ImageSplit(images, labels, raw.ids, raw.classes, raw.data_hash)
 
 

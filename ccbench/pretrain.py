@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_torch_save
 from .backbones import ViTBackbone, ViTConfig
 from .image_data import cache_root, task_splits
 from .provenance import content_hash, git_state, hardware, repo_root
@@ -62,12 +63,8 @@ def save_backbone(backbone: ViTBackbone, path: Path, meta: dict) -> str:
     state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
              for k, v in backbone.state_dict().items()}
     digest = weights_sha256(state)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"config": backbone.config.to_dict(), "state_dict": state,
-                "meta": {**meta, "backbone_sha256": digest}}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"config": backbone.config.to_dict(), "state_dict": state,
+                       "meta": {**meta, "backbone_sha256": digest}}, path)
     return digest
 
 

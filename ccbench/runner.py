@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, catalog
+from .atomic import atomic_torch_save
 from .augment import normalize, resize
 from .backbones import count_parameters
 from .cost import ViTCostTable, executed_macs, useful_macs
@@ -97,10 +98,7 @@ def _run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, backbo
 
 
 def _save_trained(model, consumed: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "consumed": consumed}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"model": model.state_dict(), "consumed": consumed}, path)
 
 
 def _load_trained(model, path: Path) -> dict:

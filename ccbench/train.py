@@ -8,7 +8,6 @@ step, wall time) is written atomically at every epoch end and at the end of the 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .atomic import atomic_torch_save
 from .augment import normalize, random_resized_crop
 from .image_data import ImageSplit
 from .specs import RecipeSpec
@@ -78,13 +78,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSplit, img_px: int,
           seed: int, state_path: Path | None = None, resume: bool = False,
           device: str = "cpu", monitor: Callable[[nn.Module], float] | None = None,
@@ -121,7 +114,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
 
     def save_state():
         if state_path is not None:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(),
+            atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(),
                           "sched": sched.state_dict(), "aug_gen": aug_gen.get_state(),
                           "ema": ema.module.state_dict() if ema is not None else None,
                           "step": step, "wall_s": wall, "curve": curve}, Path(state_path))
