@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default=None, help="where records go (default: ./results)")
     run.add_argument("--backbone", default=None, help="explicit backbone checkpoint path")
     run.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    run.add_argument("--train-only", action="store_true",
+                     help="fine-tune (or find the cached model) and stop; a later run measures it")
 
     ls = sub.add_parser("ls", help="list methods, tasks, budgets or backbones")
     ls.add_argument("what", choices=["methods", "tasks", "budgets", "backbones"])
@@ -140,7 +142,8 @@ def cmd_run(args) -> int:
 
     run_method(method=args.method, task=args.task, budget=args.budget, data_dir=args.data_dir,
                seed=args.seed, knob=args.knob, results_dir=args.results_dir,
-               backbone_path=args.backbone, resume=args.resume, progress=not args.quiet)
+               backbone_path=args.backbone, resume=args.resume, progress=not args.quiet,
+               train_only=args.train_only)
     return 0
 
 

@@ -13,20 +13,23 @@ config, using fvcore's conventions so that a dense trace gives exactly fvcore's 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from .backbones import ViTConfig
-from .trace import Trace
+from .trace import UNIT_PREFIX, Trace
 
 LAYERNORM_MACS_PER_ELEMENT = 5
 
 
 @dataclass(frozen=True)
 class ViTCostTable:
-    """Per-component MACs of a ViT (see module docstring for conventions).
+    """Per-component MACs of a ViT (see module docstring for conventions), plus the MACs of one unit
+    of each method-specific component (``units``: predictor rows, matched pairs, exit heads,
+    routers, experts...), which a method declares in ``cost_units()``.
 
     >>> t = ViTCostTable.from_config(ViTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12,
     ...                                        num_heads=3, num_classes=1000))
@@ -38,24 +41,40 @@ class ViTCostTable:
     mlp_hidden: int
     depth: int
     num_tokens: int
-    patch_embed: int   # per sample
+    patch_embed: int   # per sample, all patches
     head: int          # final LayerNorm on the class token + classifier, per sample
+    units: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
-    def from_config(cfg: ViTConfig) -> "ViTCostTable":
-        """The table of a ViT configuration."""
+    def from_config(cfg: ViTConfig, units: Mapping[str, int] | None = None) -> "ViTCostTable":
+        """The table of a ViT configuration, with a method's ``units`` (MACs per unit) if given."""
         d = cfg.embed_dim
         patch = cfg.num_patches * d * cfg.in_chans * cfg.patch_size ** 2
         head = LAYERNORM_MACS_PER_ELEMENT * d + d * cfg.num_classes
-        return ViTCostTable(d, cfg.mlp_hidden, cfg.depth, cfg.num_tokens, patch, head)
+        return ViTCostTable(d, cfg.mlp_hidden, cfg.depth, cfg.num_tokens, patch, head, dict(units or {}))
+
+    def with_units(self, units: Mapping[str, int]) -> "ViTCostTable":
+        """The same table with method-specific component costs (MACs per unit)."""
+        return replace(self, units={**self.units, **units})
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens (tokens minus the class token)."""
+        return self.num_tokens - 1
+
+    def attention_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
+        """MACs of a block's norm1, qkv, attention (scores + weighted values) and proj on ``n`` tokens."""
+        d = self.embed_dim
+        return n * (LAYERNORM_MACS_PER_ELEMENT * d + 4 * d * d) + 2 * n * n * d
+
+    def mlp_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
+        """MACs of a block's norm2 and MLP (fc1, fc2) on ``n`` tokens."""
+        d = self.embed_dim
+        return n * (LAYERNORM_MACS_PER_ELEMENT * d + 2 * d * self.mlp_hidden)
 
     def block(self, n: torch.Tensor | int) -> torch.Tensor | int:
         """MACs of one transformer block on ``n`` tokens (elementwise over a tensor of counts)."""
-        d, hdim = self.embed_dim, self.mlp_hidden
-        per_token = (2 * LAYERNORM_MACS_PER_ELEMENT * d   # norm1, norm2
-                     + 3 * d * d + d * d                  # qkv, proj
-                     + 2 * d * hdim)                      # fc1, fc2
-        return n * per_token + 2 * n * n * d              # attention scores + weighted values
+        return self.attention_part(n) + self.mlp_part(n)
 
     def dense_macs(self) -> int:
         """MACs of one sample through every block on every token."""
@@ -63,10 +82,35 @@ class ViTCostTable:
 
 
 def useful_macs(table: ViTCostTable, trace: Trace) -> torch.Tensor:
-    """Useful MACs per sample, float64 ``[B]``: patch embedding + each block on the tokens the trace
-    says it processed (``tokens_per_block``, 0 = block skipped) + class-token head."""
+    """Useful MACs per sample, float64 ``[B]``, from the trace fields (``ccbench.trace``):
+    patch embedding of the ``patches`` embedded + every block's attention part on
+    ``tokens_per_block`` and MLP part on ``mlp_tokens_per_block`` (0 tokens = skipped) + the final
+    classifier when it ran (``final_head_runs``) + each ``units/<name>`` count times its unit cost.
+
+    >>> t = ViTCostTable.from_config(ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=2,
+    ...                              num_heads=1, num_classes=3), units={"exit_head": 17})
+    >>> tr = Trace({"tokens_per_block": torch.tensor([[5, 0]]), "final_head_runs": torch.tensor([0]),
+    ...             "units/exit_head": torch.tensor([1])})   # left after block 0 through its exit head
+    >>> int(useful_macs(t, tr)) == t.patch_embed + t.block(5) + 17
+    True
+    """
     n = trace["tokens_per_block"].to(torch.float64)
-    return table.patch_embed + table.block(n).sum(1) + table.head
+    m = trace["mlp_tokens_per_block"].to(torch.float64) if "mlp_tokens_per_block" in trace else n
+    total = table.attention_part(n).sum(1) + table.mlp_part(m).sum(1)
+    if "patches" in trace:
+        total = total + table.patch_embed / table.num_patches * trace["patches"].to(torch.float64)
+    else:
+        total = total + table.patch_embed
+    runs = trace["final_head_runs"].to(torch.float64) if "final_head_runs" in trace else 1.0
+    total = total + table.head * runs
+    for key in trace:
+        if key.startswith(UNIT_PREFIX):
+            name = key[len(UNIT_PREFIX):]
+            if name not in table.units:
+                raise KeyError(f"trace counts unit {name!r} but the cost table has no cost for it "
+                               f"(known: {sorted(table.units)}); declare it in the method's cost_units()")
+            total = total + table.units[name] * trace[key].to(torch.float64)
+    return total
 
 
 # ---------------------------------------------------------------- fvcore audit of executed MACs

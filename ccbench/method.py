@@ -53,6 +53,11 @@ class ConditionalModel(nn.Module):
         """Hyperparameters that define this model, for the record."""
         return {}
 
+    def cost_units(self) -> dict[str, int]:
+        """MACs of one unit of each of this method's own components (its decision overhead:
+        predictors, matching, routers, exit heads...), counted by the trace's ``units/<name>``."""
+        return {}
+
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Training loss: cross-entropy of ``out.logits`` plus ``out.aux_loss``."""
         return F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing) + out.aux_loss

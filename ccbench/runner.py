@@ -168,9 +168,11 @@ def _calibrate_knob(model, knob_meta: dict, calib: ImageSplit, table: ViTCostTab
 def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_dir: str | None = None,
                seed: int | None = None, knob: str | None = None, results_dir: str | None = None,
                backbone_path: str | None = None, resume: bool = False, progress: bool = True,
-               max_compute: float = DEFAULT_MAX_COMPUTE, method_config: dict | None = None) -> list[Path]:
+               max_compute: float = DEFAULT_MAX_COMPUTE, method_config: dict | None = None,
+               train_only: bool = False) -> list[Path]:
     """Train (if the method trains) and measure ``method`` on ``task`` under ``budget``; write one
-    record per knob value and return their paths."""
+    record per knob value and return their paths. A knob that needs retraining trains one model per
+    value; ``train_only`` stops after training (the trained model is cached for a later run)."""
     t_start = time.time()
     methods, tasks, budgets = catalog.methods(), catalog.tasks(), catalog.budgets()
     meta = methods.metadata(method)
@@ -206,12 +208,33 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     say(f"backbone {Path(path).name} sha256 {ckpt.sha256[:12]} (pretrain {tier.name}: "
         f"{ckpt.meta.get('eval_top1', float('nan')):.2f}% {task_spec.eval_split})")
     px = backbone.config.img_size
+
+    # -- one trained model per knob value when the knob needs retraining, else one for all --
+    knob_meta = meta["knob"]
+    config = dict(method_config or {})
+    if knob_meta.get("needs_retraining") and knob_meta["name"] != "none":
+        values = knob_values if knob_values is not None else [knob_meta["default"]]
+        paths = []
+        for value in values:
+            paths += _train_and_measure(method, meta, {**config, knob_meta["name"]: value}, [value], "user"
+                                        if knob_values is not None else "default (the knob needs retraining)",
+                                        backbone, ckpt, path, tier, task_spec, splits, eval_split, px, seed,
+                                        device, resume, progress, max_compute, results_dir, train_only, t_start)
+        return paths
+    return _train_and_measure(method, meta, config, knob_values, "user" if knob_values is not None else None,
+                              backbone, ckpt, path, tier, task_spec, splits, eval_split, px, seed, device,
+                              resume, progress, max_compute, results_dir, train_only, t_start)
+
+
+def _train_and_measure(method, meta, config, knob_values, chosen_by, backbone, ckpt, path, tier, task_spec, splits,
+                       eval_split, px, seed, device, resume, progress, max_compute, results_dir, train_only,
+                       t_start) -> list[Path]:
+    """Build ``method`` with ``config``, give it its trained weights, then measure each knob value
+    (``None``: chosen on the calibration split) and write one record per value."""
+    methods = catalog.methods()
     table = ViTCostTable.from_config(backbone.config)
     dense_macs = table.dense_macs()
-
-    # -- method model, fine-tuned under the common budget --
     module = methods.get(method)
-    config = method_config or {}
     model = module.build(copy.deepcopy(backbone), **config)
     source = meta.get("evaluates_checkpoint_of")
     trainer_config = (methods.get(source).build(copy.deepcopy(backbone), **config).method_config()
@@ -220,17 +243,21 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     trained_path = cache_root() / "runs" / f"{run_name}.pt"
     consumed = _fine_tune_or_load(model, method, meta, source, trained_path, run_name, tier, task_spec,
                                   splits, px, seed, device, resume, progress, dense_macs)
+    if train_only:
+        say(f"trained model at {trained_path} (--train-only: nothing measured)")
+        return []
     model.to(device).eval()
+    table = table.with_units(model.cost_units())
 
     # -- knob: chosen on the calibration split unless given --
-    calibration, chosen_by = [], "none"
+    calibration = []
     if knob_values is not None:
-        chosen_by = "user"
+        chosen_by = chosen_by or "user"
     elif meta["knob"]["name"] != "none":
         calibration, knob_values, chosen_by = _calibrate_knob(model, meta["knob"], splits["calibration"], table,
                                                               px, tier.eval_batch_size, device, max_compute)
     else:
-        knob_values = [None]
+        knob_values, chosen_by = [None], "none"
     knob_meta = meta["knob"]
 
     dense_ref = methods.get("dense").build(copy.deepcopy(backbone)).to(device).eval()

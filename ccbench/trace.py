@@ -6,7 +6,17 @@ honestly. Fields (more families add more):
 
 * ``tokens_per_block``: int ``[B, depth]``, tokens each block processed for this sample (0 when
   the block did not run for it). Dense: ``num_tokens`` everywhere.
+* ``mlp_tokens_per_block``: int ``[B, depth]``, tokens each block's MLP processed when that differs
+  from the attention's (token merging or fusion inside a block; 0 where the MLP was replaced, e.g.
+  by experts). Absent: equal to ``tokens_per_block``.
+* ``patches``: int ``[B]``, patch tokens embedded (absent: the backbone's number of patches).
+* ``final_head_runs``: int ``[B]``, 1 when the backbone's final classifier produced the output, 0
+  when an early-exit head did (absent: 1).
+* ``units/<component>``: ``[B]`` counts of a method's own components (predictor rows, matched token
+  pairs, exit heads, router rows, expert rows...); the MACs of one unit come from the method's
+  ``cost_units()`` through the cost table.
 * ``halt_block``: int ``[B, num_tokens]``, block index (0-based) at which each token halted (A-ViT).
+* ``exit_block``: int ``[B]``, block index (0-based) after which the sample left (depth family).
 """
 from __future__ import annotations
 
@@ -14,7 +24,9 @@ from typing import Iterator, Mapping
 
 import torch
 
-KNOWN_FIELDS = {"tokens_per_block", "halt_block"}
+KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "final_head_runs", "halt_block",
+                "exit_block"}
+UNIT_PREFIX = "units/"
 
 
 class Trace(Mapping[str, torch.Tensor]):
@@ -24,7 +36,7 @@ class Trace(Mapping[str, torch.Tensor]):
         sizes = {int(v.shape[0]) for v in fields.values()}
         if len(sizes) > 1:
             raise ValueError(f"trace fields disagree on batch size: { {k: v.shape for k, v in fields.items()} }")
-        unknown = set(fields) - KNOWN_FIELDS
+        unknown = {k for k in fields if k not in KNOWN_FIELDS and not k.startswith(UNIT_PREFIX)}
         if unknown:
             raise ValueError(f"unknown trace fields {sorted(unknown)}; known: {sorted(KNOWN_FIELDS)}")
         self._fields = dict(fields)

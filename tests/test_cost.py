@@ -74,7 +74,7 @@ def test_every_method_useful_vs_executed_at_batch1(name, tiny_backbone, tiny_con
     model.eval()
     if model.knob_name:
         model.set_knob(0.5)
-    table = ViTCostTable.from_config(tiny_config)
+    table = ViTCostTable.from_config(tiny_config, units=model.cost_units())
     for i in range(3):
         xi = x[i:i + 1]
         useful = useful_macs(table, model(xi).trace).item()
