@@ -27,8 +27,8 @@ from torch import nn
 from ccbench.backbones import ViTBackbone
 from ccbench.method import ConditionalModel, MethodOutput
 from ccbench.sampling import gumbel_softmax
-from ccbench.token_ops import (add_attention, block_attention, block_mlp, check_keep_ratio,
-                               keep_class_and_patches, kept_patches, stage_blocks, tokens_trace_tensor)
+from ccbench.token_ops import (add_attention, block_attention, block_mlp, check_keep_ratio, stage_blocks,
+                               staged_keep_forward, tokens_trace_tensor)
 from ccbench.trace import Trace
 
 METADATA = {
@@ -157,25 +157,13 @@ class DynamicViT(ConditionalModel):
 
     @torch.no_grad()
     def _forward_infer(self, images: torch.Tensor) -> MethodOutput:
-        x = self.backbone.embed(images)
-        b, num_patches = x.shape[0], int(x.shape[1]) - 1
-        counts, scored, stage = [], 0, 0
-        for i, block in enumerate(self.backbone.blocks):
-            if stage < len(self.stages) and i == self.stages[stage]:
-                keep = kept_patches(num_patches, float(self.knob), stage + 1)
-                current = int(x.shape[1]) - 1
-                scored += current
-                if keep < current:
-                    scores = self.predictors[stage](x[:, 1:])[..., 0]
-                    x = keep_class_and_patches(x, scores.topk(keep, dim=1).indices)
-                else:  # nothing to drop: the predictor still ran (its cost is counted)
-                    self.predictors[stage](x[:, 1:])
-                stage += 1
-            counts.append(int(x.shape[1]))
-            x = block(x)
-        logits = self.backbone.classify(x[:, 0])
-        trace = Trace({"tokens_per_block": tokens_trace_tensor(b, counts, x.device),
-                       "units/dvit_predictor_token": torch.full((b,), scored, dtype=torch.long, device=x.device)})
+        logits, counts, scored = staged_keep_forward(
+            self.backbone, images, self.stages, float(self.knob),
+            lambda stage, patches: self.predictors[stage](patches)[..., 0])
+        b = images.shape[0]
+        trace = Trace({"tokens_per_block": tokens_trace_tensor(b, counts, logits.device),
+                       "units/dvit_predictor_token": torch.full((b,), scored, dtype=torch.long,
+                                                                device=logits.device)})
         return MethodOutput(logits, logits.new_zeros(()), trace)
 
 

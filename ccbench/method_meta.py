@@ -24,7 +24,7 @@ class MethodMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    family: Literal["dense", "token", "width", "depth"]
+    family: Literal["dense", "static", "token", "width", "depth"]
     paper: str
     bibtex: str
     knob: KnobMetadata

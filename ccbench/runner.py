@@ -174,6 +174,7 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     record per knob value and return their paths. A knob that needs retraining trains one model per
     value; ``train_only`` stops after training (the trained model is cached for a later run)."""
     t_start = time.time()
+    code_state = git_state()  # the code this process imported, not whatever the checkout holds later
     methods, tasks, budgets = catalog.methods(), catalog.tasks(), catalog.budgets()
     meta = methods.metadata(method)
     task_spec: TaskSpec = tasks.get(task)
@@ -219,16 +220,16 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
             paths += _train_and_measure(method, meta, {**config, knob_meta["name"]: value}, [value], "user"
                                         if knob_values is not None else "default (the knob needs retraining)",
                                         backbone, ckpt, path, tier, task_spec, splits, eval_split, px, seed,
-                                        device, resume, progress, max_compute, results_dir, train_only, t_start)
+                                        device, resume, progress, max_compute, results_dir, train_only, t_start, code_state)
         return paths
     return _train_and_measure(method, meta, config, knob_values, "user" if knob_values is not None else None,
                               backbone, ckpt, path, tier, task_spec, splits, eval_split, px, seed, device,
-                              resume, progress, max_compute, results_dir, train_only, t_start)
+                              resume, progress, max_compute, results_dir, train_only, t_start, code_state)
 
 
 def _train_and_measure(method, meta, config, knob_values, chosen_by, backbone, ckpt, path, tier, task_spec, splits,
                        eval_split, px, seed, device, resume, progress, max_compute, results_dir, train_only,
-                       t_start) -> list[Path]:
+                       t_start, code_state) -> list[Path]:
     """Build ``method`` with ``config``, give it its trained weights, then measure each knob value
     (``None``: chosen on the calibration split) and write one record per value."""
     methods = catalog.methods()
@@ -270,7 +271,7 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, backbone, c
         metrics = _metrics(model, dense_ref, ev, eval_split, table, tier, px, seed, device)
         record = finalize({
             "ccbench_version": __version__,
-            "git": git_state(),
+            "git": code_state,
             "task": {"name": task_spec.name, "version": task_spec.version, "data_hash": eval_split.data_hash,
                      "eval_split": task_spec.eval_split, "n_eval": len(eval_split),
                      "calibration": task_spec.calibration.model_dump()},

@@ -1,6 +1,7 @@
 """Records -> one pandas DataFrame -> markdown (tabulate) or CSV.
 
 One row per (task, budget, method, knob value); seeds are aggregated as the mean with their count.
+When one seed was measured more than once, its latest record counts.
 Every accuracy carries a 95 % bootstrap CI over eval samples (for several seeds: over samples of the
 seed-averaged correctness).
 """
@@ -18,10 +19,11 @@ NOISE_NOTE = ("top-1 in % with a 95 % percentile-bootstrap CI over eval samples;
               "CIs are noise. GMACs: 1e9 multiply-adds per sample (fvcore convention; FLOPs = 2 x MACs). "
               "exec/useful: fvcore-executed over trace-derived useful MACs at batch 1 ('!' = more than "
               "2 % of the compute is executed but not useful, i.e. masked rather than skipped). speedup: "
-              "dense time / method time, interleaved in one process.")
+              "dense time / method time, interleaved in one process. eff: speedup / ideal speedup (dense GMACs / "
+              "useful GMACs of the timed samples).")
 
 COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "top1", "top1_ci95", "useful_gmacs",
-           "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN",
+           "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
            "train_samples", "backbone", "record_ids"]
 
 
@@ -38,8 +40,10 @@ def _row(path, record: dict) -> dict:
         "flag_masked": bool(m["flag_executed_exceeds_useful"]),
         "speedup_b1": m["latency"]["batch1"]["speedup"], "speedup_bN": m["latency"]["batchN"]["speedup"],
         "bN": m["latency"]["batchN"]["batch_size"],
+        "eff_b1": m["latency"]["batch1"]["efficiency"], "eff_bN": m["latency"]["batchN"]["efficiency"],
         "train_samples": record["budget"]["consumed"]["samples"],
         "backbone": record["backbone"]["sha256"], "record_id": record["id"], "path": str(path),
+        "date": record["date"],
     }
 
 
@@ -64,6 +68,9 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
         df = df[df.task == task]
     if budget:
         df = df[df.budget == budget]
+    # a re-measured configuration replaces the earlier record of the same seed (both stay on disk)
+    df = (df.sort_values("date")
+            .drop_duplicates(["task", "budget", "method", "knob", "backbone", "seed"], keep="last"))
     out = []
     for key, g in df.groupby(["task", "budget", "method", "knob", "backbone"], sort=True):
         if len(g) == 1:
@@ -76,6 +83,7 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
             "useful_gmacs": g.useful_gmacs.mean(), "pct_of_dense": g.pct_of_dense.mean(),
             "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
             "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),
+            "eff_b1": g.eff_b1.mean(), "eff_bN": g.eff_bN.mean(),
             "train_samples": int(g.train_samples.mean()), "backbone": key[4],
             "record_ids": ",".join(i[:12] for i in g.record_id),
         })
@@ -98,6 +106,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         "exec/useful": [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)],
         "speedup b1": df.speedup_b1.map("{:.2f}x".format),
         "speedup bN": [f"{v:.2f}x (b{n})" for v, n in zip(df.speedup_bN, df.bN)],
+        "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
         "train samples": df.train_samples, "backbone": df.backbone.str[:10],
     })
     text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)

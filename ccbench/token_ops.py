@@ -109,3 +109,29 @@ def block_mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def tokens_trace_tensor(batch: int, counts: list[int], device=None) -> torch.Tensor:
     """``[B, depth]`` long tensor with every row equal to ``counts`` (same tokens for every sample)."""
     return torch.tensor(counts, dtype=torch.long, device=device).expand(batch, -1).clone()
+
+
+def staged_keep_forward(backbone: nn.Module, images: torch.Tensor, stages: list[int], keep_ratio: float,
+                        scorer) -> tuple[torch.Tensor, list[int], int]:
+    """Run ``backbone`` on ``images [B, 3, H, W]`` keeping, before block ``stages[s-1]``, the
+    ``ceil(keep_ratio^s * N)`` patch tokens (N = patches embedded) with the highest
+    ``scorer(s - 1, patch_tokens [B, m, D]) -> [B, m]`` scores; the class token always stays and
+    dropped tokens are removed, so every sample has the same length (no padding).
+
+    Returns ``(logits [B, C], tokens per block: list[int], patch tokens scored: int)``. The scorer
+    runs at every stage, also when nothing is dropped, because its cost is real."""
+    x = backbone.embed(images)
+    num_patches = int(x.shape[1]) - 1
+    counts, scored, stage = [], 0, 0
+    for i, block in enumerate(backbone.blocks):
+        if stage < len(stages) and i == stages[stage]:
+            keep = kept_patches(num_patches, keep_ratio, stage + 1)
+            current = int(x.shape[1]) - 1
+            scored += current
+            scores = scorer(stage, x[:, 1:])
+            if keep < current:
+                x = keep_class_and_patches(x, scores.topk(keep, dim=1).indices)
+            stage += 1
+        counts.append(int(x.shape[1]))
+        x = block(x)
+    return backbone.classify(x[:, 0]), counts, scored

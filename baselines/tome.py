@@ -1,0 +1,126 @@
+"""``tome``: Token Merging (Bolya et al., ICLR 2023), off the shelf on the dense fine-tuned model.
+
+In every block, between the attention and the MLP, the tokens are split alternately into sets A
+(even positions, holding the class token) and B (odd); each token of A is matched to its most
+similar token of B by cosine similarity of the keys (averaged over heads), and the ``r`` best-matched
+A tokens are merged into their B partners by a size-weighted average (the class token is never
+merged). Each token's size (how many patches it stands for) adds ``log(size)`` to the attention
+logits as a key (proportional attention). The sequence shrinks by ``r`` per block for every sample
+alike (no padding). ``r = 0`` runs the unmodified blocks: exactly dense.
+
+Decision overhead counted as useful MACs: the A x B similarity matmul, ``|A| * |B| * head_dim``
+per block (unit ``tome_pair``); normalisation, argmax, sorting and the scatter-add are element-wise
+(0 MACs by fvcore's convention).
+"""
+from __future__ import annotations
+
+import torch
+
+from ccbench.backbones import ViTBackbone
+from ccbench.method import ConditionalModel, MethodOutput
+from ccbench.token_ops import add_attention, block_attention, block_mlp, gather_tokens, tokens_trace_tensor
+from ccbench.trace import Trace
+
+METADATA = {
+    "name": "tome",
+    "family": "token",
+    "paper": "Bolya et al. 2023, Token Merging: Your ViT But Faster (ICLR)",
+    "bibtex": "@inproceedings{bolya2023tome, title={Token Merging: Your {ViT} But Faster}, author={Bolya, "
+              "Daniel and Fu, Cheng-Yang and Dai, Xiaoliang and Zhang, Peizhao and Feichtenhofer, Christoph "
+              "and Hoffman, Judy}, booktitle={ICLR}, year={2023}}",
+    "knob": {"name": "r", "default": 3, "direction": "higher = less compute", "sweep": [0, 1, 2, 3, 4, 5],
+             "needs_retraining": False},
+    "modalities": ["image"],
+    "trains": False,
+    "evaluates_checkpoint_of": "dense",
+    "description": "Bipartite soft matching on keys merges r tokens per block (size-weighted average, "
+                   "proportional attention); off the shelf on the dense fine-tuned model.",
+}
+
+
+def bipartite_merge_plan(keys: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plan ToMe's merge of ``r`` tokens given keys ``[B, N, Dh]`` (token 0 = class token, never merged).
+
+    Returns ``(unmerged_a [B, Na - r], merged_a [B, r], partner_b [B, r])``: indices into set A (even
+    positions) of the A tokens that stay, of those merged, and of each merged token's partner in
+    set B (odd positions). ``unmerged_a`` is sorted, so the class token stays first."""
+    metric = keys / keys.norm(dim=-1, keepdim=True)
+    a, b = metric[:, ::2], metric[:, 1::2]
+    scores = a @ b.transpose(-1, -2)                       # [B, Na, Nb]
+    scores[:, 0, :] = -torch.inf                           # protect the class token
+    best, partner = scores.max(dim=-1)
+    order = best.argsort(dim=-1, descending=True)
+    merged, unmerged = order[:, :r], order[:, r:]
+    return unmerged.sort(dim=-1).values, merged, torch.gather(partner, 1, merged)
+
+
+def merge_tokens(x: torch.Tensor, size: torch.Tensor, plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a merge plan to tokens ``x [B, N, D]`` with sizes ``size [B, N, 1]``: merged A tokens
+    are added into their B partners as a size-weighted average. Returns the shorter ``x`` and ``size``
+    (``[B, N - r, ...]``: unmerged A tokens, then all of B)."""
+    unmerged, merged, partner = plan
+
+    def combine(t: torch.Tensor) -> torch.Tensor:
+        a, b = t[:, ::2], t[:, 1::2]
+        src = gather_tokens(a, merged)
+        dst = b.scatter_add(1, partner[..., None].expand(-1, -1, t.shape[-1]), src)
+        return torch.cat([gather_tokens(a, unmerged), dst], dim=1)
+
+    weighted = combine(x * size)
+    size = combine(size)
+    return weighted / size, size
+
+
+class ToMe(ConditionalModel):
+    """Token Merging on a :class:`ViTBackbone`; ``knob`` = tokens merged per block ``r``."""
+
+    knob_name = "r"
+    execution = "removed"
+
+    def __init__(self, backbone: ViTBackbone, r: int = 3):
+        super().__init__(backbone)
+        self.set_knob(r)
+
+    def set_knob(self, value) -> None:
+        """Tokens merged per block: a non-negative integer."""
+        if float(value) != int(value) or int(value) < 0:
+            raise ValueError(f"r must be a non-negative integer, got {value}")
+        self.knob = int(value)
+
+    def method_config(self) -> dict:
+        """Hyperparameters for the record."""
+        return {"proportional_attention": True, "metric": "keys averaged over heads", "protect_class_token": True}
+
+    def cost_units(self) -> dict[str, int]:
+        """One A x B similarity: a dot product over the head dimension."""
+        return {"tome_pair": self.config.embed_dim // self.config.num_heads}
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        """Merge ``r`` tokens per block (fewer when fewer than ``2r + 1`` remain)."""
+        x = self.backbone.embed(images)
+        b = x.shape[0]
+        size = x.new_ones(b, x.shape[1], 1)
+        attn_counts, mlp_counts, pairs = [], [], 0
+        for block in self.backbone.blocks:
+            n = int(x.shape[1])
+            r = min(self.knob, (n - 1) // 2)
+            attn_counts.append(n)
+            if r > 0:
+                res = block_attention(block, x, key_bias=size[..., 0].log())
+                x = add_attention(block, x, res.out)
+                x, size = merge_tokens(x, size, bipartite_merge_plan(res.keys, r))
+                pairs += ((n + 1) // 2) * (n // 2)
+                x = block_mlp(block, x)
+            else:
+                x = block(x)
+            mlp_counts.append(int(x.shape[1]))
+        logits = self.backbone.classify(x[:, 0])
+        trace = Trace({"tokens_per_block": tokens_trace_tensor(b, attn_counts, x.device),
+                       "mlp_tokens_per_block": tokens_trace_tensor(b, mlp_counts, x.device),
+                       "units/tome_pair": torch.full((b,), pairs, dtype=torch.long, device=x.device)})
+        return MethodOutput(logits, logits.new_zeros(()), trace)
+
+
+def build(backbone: ViTBackbone, **config) -> ToMe:
+    """ToMe around ``backbone`` (no training: evaluates the dense fine-tuned model)."""
+    return ToMe(backbone, **config)
