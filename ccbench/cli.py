@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--budget", default="cpu", help="tier whose backbone to describe")
     cost.add_argument("--img-size", type=int, default=None, help="override the input resolution (px)")
     cost.add_argument("--num-classes", type=int, default=10)
+    cost.add_argument("--method", default=None, help="also list this method's own components (per unit)")
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard/README.md from results/")
     lb.add_argument("--results-dir", default=None)
@@ -128,6 +129,15 @@ def cmd_cost(args) -> int:
             ["one block", f"{n} tokens", t.block(n)],
             ["final LayerNorm (class token) + head", "per sample", t.head],
             ["dense total", f"{cfg.depth} blocks", t.dense_macs()]]
+    if args.method:
+        import torch
+
+        from .backbones import ViTBackbone
+
+        with torch.device("meta"):  # shapes only: no weights are allocated or initialised
+            model = catalog.methods().get(args.method).build(ViTBackbone(cfg))
+        for unit, macs in sorted(model.cost_units().items()):
+            rows.append([f"{args.method}: {unit}", "per unit (trace field units/" + unit + ")", macs])
     print(f"{args.budget} backbone at {cfg.img_size}px / patch {cfg.patch_size}: {n} tokens, D={d}, "
           f"{cfg.depth} blocks, MLP {cfg.mlp_hidden}")
     print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],

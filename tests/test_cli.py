@@ -137,3 +137,33 @@ def test_avit_masked_evaluates_avit_and_is_flagged(tiny_data, isolated_cache, tm
     assert masked["budget"]["consumed"]["samples"] == avit["budget"]["consumed"]["samples"]
     capsys.readouterr()
     assert main(["table", "--results-dir", str(results)]) == 0
+
+
+def test_sweep_from_one_model_and_retraining_knob(tiny_data, isolated_cache, tmp_path, capsys):
+    """ToMe sweeps r on dense's one fine-tuned model; static-res trains one model per resolution."""
+    results = tmp_path / "results"
+    common = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]
+    assert main(["run", "--method", "dense", *common]) == 0
+    assert main(["run", "--method", "tome", "--knob", "r=0,2", *common]) == 0
+    tome = [json.loads(p.read_text()) for p in _records(results / "smoke" / "imagenette" / "tome")]
+    dense = json.loads(_records(results / "smoke" / "imagenette" / "dense")[0].read_text())
+    by_r = {r["method"]["knob"]["value"]: r["metrics"] for r in tome}
+    assert sorted(by_r) == [0, 2]
+    assert by_r[0]["top1"] == dense["metrics"]["top1"] and by_r[0]["useful_fraction_of_dense"] == 1.0
+    assert by_r[2]["useful_fraction_of_dense"] < 1.0
+    assert all(r["budget"]["consumed"]["label"].startswith("evaluates dense") for r in tome)
+    assert main(["run", "--method", "static-res", "--knob", "resolution=24,16", *common]) == 0
+    static = [json.loads(p.read_text()) for p in _records(results / "smoke" / "imagenette" / "static-res")]
+    assert sorted(r["method"]["config"]["resolution"] for r in static) == [16, 24]
+    assert all(r["budget"]["consumed"]["samples"] == 128 for r in static)  # each trained under the budget
+    assert {r["metrics"]["useful_gmacs"]["mean"] for r in static}.__len__() == 2
+
+
+def test_train_only_then_cost_with_method_units(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "evit", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--quiet", "--train-only"]) == 0
+    assert not results.exists() or not _records(results)
+    assert list((isolated_cache / "runs").glob("smoke-imagenette-evit-*.pt"))
+    assert main(["cost", "--budget", "cpu", "--method", "evit"]) == 0
+    assert "evit_fused_token" in capsys.readouterr().out
