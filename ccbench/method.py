@@ -58,6 +58,11 @@ class ConditionalModel(nn.Module):
         predictors, matching, routers, exit heads...), counted by the trace's ``units/<name>``."""
         return {}
 
+    def extra_metrics(self, trace: Trace, labels: torch.Tensor) -> dict:
+        """Family-specific metrics for the record from the whole eval split's trace and labels
+        (routing statistics, exit diagnostics...); ``{}`` when there are none."""
+        return {}
+
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Training loss: cross-entropy of ``out.logits`` plus ``out.aux_loss``."""
         return F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing) + out.aux_loss

@@ -340,6 +340,7 @@ def _metrics(model, dense_ref, ev: Evaluation, split: ImageSplit, table: ViTCost
         r["efficiency"] = round(r["speedup"] / r["ideal_speedup"], 4)
 
     return {
+        **model.extra_metrics(ev.trace, ev.labels),
         "top1": round(ev.top1, 3),
         "top1_ci95": [round(100 * lo, 3), round(100 * hi, 3)],
         "top1_ci_method": "percentile bootstrap over eval samples, 2000 resamples",

@@ -17,6 +17,8 @@ honestly. Fields (more families add more):
   ``cost_units()`` through the cost table.
 * ``halt_block``: int ``[B, num_tokens]``, block index (0-based) at which each token halted (A-ViT).
 * ``exit_block``: int ``[B]``, block index (0-based) after which the sample left (depth family).
+* ``expert_ids`` / ``expert_weights``: ``[B, L, N, K]``, per MoE layer, token and pick: the expert
+  (-1 = dropped over capacity) and its combine weight (width family, ``ccbench.moe_method``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Iterator, Mapping
 import torch
 
 KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "final_head_runs", "halt_block",
-                "exit_block"}
+                "exit_block", "expert_ids", "expert_weights"}
 UNIT_PREFIX = "units/"
 
 

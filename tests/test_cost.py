@@ -63,7 +63,8 @@ def test_timm_deit_small_reference_count():
     assert abs(audit.macs / 1e9 - 4.61) / 4.61 < 0.01  # timm's results CSV: 4.61 GMACs
 
 
-TINY_SAVING_KNOB = {"tome": 2, "static-res": 24}
+TINY_SAVING_KNOB = {"tome": 2, "static-res": 24, "soft-moe": 2, "moe-topk": 1, "moe-expert-choice": 0.5,
+                    "moefication": 2}
 
 
 @pytest.mark.parametrize("name", catalog.methods().names())

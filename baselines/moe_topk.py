@@ -1,0 +1,60 @@
+"""``moe-topk``: token-choice top-k MoE (Switch / V-MoE) in every other block, upcycled from the
+dense MLPs, fine-tuned at k = 1 under the common budget; k is swept on that model (V-MoE evaluates
+other k than it trained with). Capacity factor 1.25 per sample; load-balancing and z-loss."""
+from __future__ import annotations
+
+from ccbench.backbones import ViTBackbone
+from ccbench.moe import TopKMoE
+from ccbench.moe_method import MoEModel
+
+METADATA = {
+    "name": "moe-topk",
+    "family": "width",
+    "paper": "Riquelme et al. 2021, Scaling Vision with Sparse Mixture of Experts (NeurIPS); Fedus et al. "
+             "2022, Switch Transformers (JMLR)",
+    "bibtex": "@inproceedings{riquelme2021vmoe, title={Scaling Vision with Sparse Mixture of Experts}, "
+              "author={Riquelme, Carlos and Puigcerver, Joan and Mustafa, Basil and Neumann, Maxim and "
+              "Jenatton, Rodolphe and Pinto, Andr{\\'e} Susano and Keysers, Daniel and Houlsby, Neil}, "
+              "booktitle={NeurIPS}, year={2021}}",
+    "knob": {"name": "k", "default": 1, "direction": "lower = less compute", "sweep": [1, 2],
+             "needs_retraining": False},
+    "modalities": ["image"],
+    "description": "E = 8 upcycled experts in every other block, top-k token choice with capacity factor "
+                   "1.25 per sample, Switch load balancing + router z-loss; trained at k = 1.",
+}
+
+
+class TopKMoEModel(MoEModel):
+    """Knob = experts per token ``k``."""
+
+    knob_name = "k"
+
+    def __init__(self, backbone: ViTBackbone, k: int = 1, num_experts: int = 8, capacity_factor: float = 1.25,
+                 balance_weight: float = 0.01, z_weight: float = 1e-3):
+        self.hparams = {"num_experts": num_experts, "capacity_factor": capacity_factor, "train_k": k,
+                        "balance_weight": balance_weight, "z_weight": z_weight}
+        dim = backbone.config.embed_dim
+        super().__init__(backbone, lambda mlp: TopKMoE(mlp, dim, num_experts, k, capacity_factor, balance_weight,
+                                                       z_weight), knob=k)
+
+    def set_knob(self, value) -> None:
+        """Experts per token: an integer in [1, E]."""
+        k = int(value)
+        if k != float(value) or not 1 <= k <= self.hparams["num_experts"]:
+            raise ValueError(f"k must be an integer in [1, {self.hparams['num_experts']}], got {value}")
+        self.knob = k
+        for layer in self.moe_layers:
+            layer.k = k
+
+    def method_config(self) -> dict:
+        """Hyperparameters for the record."""
+        return {**self.hparams, "moe_blocks": self.moe_blocks, "combine": "p / stop_grad(sum selected p)"}
+
+    def routing_macs_per_token(self) -> int:
+        """The router: one D x E linear."""
+        return self.config.embed_dim * self.hparams["num_experts"]
+
+
+def build(backbone: ViTBackbone, **config) -> TopKMoEModel:
+    """Top-k MoE around ``backbone`` (its MLPs are upcycled in place)."""
+    return TopKMoEModel(backbone, **config)

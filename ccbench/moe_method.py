@@ -1,0 +1,105 @@
+"""The width family's shared model: a backbone whose MLPs in chosen blocks are MoE layers.
+
+A method module (``baselines/moe_*.py``, ``soft_moe.py``, ``moefication.py``) only says which layer
+(``ccbench.moe``) replaces each chosen MLP and what its knob sets; this class runs the blocks, sums
+the layers' auxiliary losses and writes the trace:
+
+* ``expert_ids [B, L, N, K]`` / ``expert_weights [B, L, N, K]``: per MoE layer, token and pick, the
+  expert (-1 = dropped) and its combine weight;
+* ``mlp_tokens_per_block``: 0 at MoE blocks (their norm2 is counted in ``units/moe_token``);
+* ``units/moe_token``: tokens entering MoE layers (their norm2);
+* ``units/router_token``: tokens routed (router, or slot logits + dispatch + combine);
+* ``units/expert_row``: rows (tokens or slots) processed by experts, summed over layers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import ViTBackbone
+from .method import ConditionalModel, MethodOutput
+from .token_ops import tokens_trace_tensor
+from .trace import Trace
+
+
+def every_other_block(depth: int) -> list[int]:
+    """V-MoE's placement: the odd blocks (every other one, ending with the last).
+
+    >>> every_other_block(12)
+    [1, 3, 5, 7, 9, 11]
+    """
+    return list(range(1, depth, 2))
+
+
+class MoEModel(ConditionalModel):
+    """A :class:`ViTBackbone` with ``make_layer(dense_mlp) -> MoE layer`` in ``blocks``' MLPs."""
+
+    execution = "removed"
+    soft_routing = False  # Soft MoE: every expert contributes to every token
+
+    def __init__(self, backbone: ViTBackbone, make_layer, blocks: list[int] | None = None, knob=None):
+        super().__init__(backbone, knob=knob)
+        self.moe_blocks = blocks if blocks is not None else every_other_block(len(backbone.blocks))
+        for i in self.moe_blocks:
+            block = backbone.blocks[i]
+            block.mlp = make_layer(block.mlp)
+
+    @property
+    def moe_layers(self) -> list[nn.Module]:
+        """The MoE layers, in block order."""
+        return [self.backbone.blocks[i].mlp for i in self.moe_blocks]
+
+    def expert_row_macs(self) -> int:
+        """MACs of one expert on one row (all experts of a layer have the same shape)."""
+        return sum(m.in_features * m.out_features for m in self.moe_layers[0].experts[0].modules()
+                   if isinstance(m, nn.Linear))
+
+    def routing_macs_per_token(self) -> int:  # pragma: no cover - per method
+        """Router (or slot logits, dispatch and combine) MACs per token of a MoE layer."""
+        raise NotImplementedError
+
+    def cost_units(self) -> dict[str, int]:
+        """Per token at a MoE layer (norm2), per token routed, per row an expert processes."""
+        return {"moe_token": 5 * self.config.embed_dim, "router_token": self.routing_macs_per_token(),
+                "expert_row": self.expert_row_macs()}
+
+    def active_params_per_token(self, trace: Trace) -> float:
+        """Parameters a token actually uses, measured from the trace: everything outside the experts,
+        plus, per MoE layer, one expert's parameters times the mean number of experts that processed
+        each token (all of them for Soft MoE)."""
+        per_expert = [sum(p.numel() for p in layer.experts[0].parameters()) for layer in self.moe_layers]
+        all_experts = sum(sum(p.numel() for p in layer.experts.parameters()) for layer in self.moe_layers)
+        shared = sum(p.numel() for p in self.parameters()) - all_experts
+        ids = trace["expert_ids"]                                  # [S, L, N, K]
+        used = (ids >= 0).sum(-1).double().mean((0, 2))            # experts per token, per layer
+        if self.soft_routing:
+            used = torch.full_like(used, len(self.moe_layers[0].experts))
+        return float(shared + sum(c * u for c, u in zip(per_expert, used.tolist())))
+
+    def extra_metrics(self, trace: Trace, labels: torch.Tensor) -> dict:
+        """Routing statistics (``ccbench.routing``) and measured active parameters per token."""
+        from .routing import routing_metrics
+
+        return {"routing": routing_metrics(trace["expert_ids"].cpu().numpy(), labels.cpu().numpy(),
+                                           len(self.moe_layers[0].experts), soft=self.soft_routing),
+                "active_params_per_token": round(self.active_params_per_token(trace)),
+                "params_total": sum(p.numel() for p in self.parameters())}
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        """The backbone with MoE MLPs; the trace collects every layer's routing."""
+        logits = self.backbone(images)
+        b, depth, n = images.shape[0], self.config.depth, self.config.num_tokens
+        routes = [layer.routing for layer in self.moe_layers]
+        mlp_tokens = [0 if i in self.moe_blocks else n for i in range(depth)]
+        trace = Trace({
+            "tokens_per_block": tokens_trace_tensor(b, [n] * depth, logits.device),
+            "mlp_tokens_per_block": tokens_trace_tensor(b, mlp_tokens, logits.device),
+            "expert_ids": torch.stack([r.expert_ids for r in routes], 1),
+            "expert_weights": torch.stack([r.weights for r in routes], 1),
+            "units/moe_token": torch.full((b,), n * len(routes), dtype=torch.long, device=logits.device),
+            "units/router_token": torch.full((b,), n * sum(r.routed for r in routes), dtype=torch.long,
+                                             device=logits.device),
+            "units/expert_row": torch.stack([r.expert_rows for r in routes], 1).sum(1),
+        })
+        aux = sum((r.aux_loss for r in routes), logits.new_zeros(()))
+        return MethodOutput(logits, aux, trace)
