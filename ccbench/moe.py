@@ -162,11 +162,19 @@ class SoftMoE(nn.Module):
         self.num_experts, self.slots = num_experts, slots
         self.routing: Routing | None = None
 
+    def slot_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, N, D] -> [B, N, E * slots]``: ``X Phi``."""
+        return x @ self.phi
+
+    def slot_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dispatch, combine)``, both ``[B, N, E * slots]``: dispatch sums to 1 over tokens for
+        each slot, combine sums to 1 over slots for each token."""
+        logits = self.slot_logits(x)
+        return logits.softmax(dim=1), logits.softmax(dim=2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        logits = x @ self.phi                                      # [B, N, E*S]
-        dispatch = logits.softmax(dim=1)                           # over tokens, per slot
-        combine = logits.softmax(dim=2)                            # over slots, per token
+        dispatch, combine = self.slot_weights(x)
         slot_in = dispatch.transpose(1, 2) @ x                     # [B, E*S, D]
         slot_in = slot_in.reshape(b, self.num_experts, self.slots, d)
         slot_out = torch.stack([self.experts[i](slot_in[:, i]) for i in range(self.num_experts)], 1)
