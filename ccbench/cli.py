@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | ls | pretrain | cost | table | leaderboard.
+"""``ccbench`` command line: run | ls | pretrain | cost | table | plot | leaderboard.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--num-classes", type=int, default=10)
     cost.add_argument("--method", default=None, help="also list this method's own components (per unit)")
 
+    plot = sub.add_parser("plot", help="pictures of a record (routing heatmaps)")
+    plot.add_argument("what", choices=["routing"])
+    plot.add_argument("record", help="path of a record JSON in results/")
+    plot.add_argument("--out", default=None, help="PNG path (default: beside the record)")
+
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard/README.md from results/")
     lb.add_argument("--results-dir", default=None)
     lb.add_argument("--out", default=None)
@@ -104,6 +109,14 @@ def cmd_pretrain(args) -> int:
     print(f"backbone {ckpt.path}\n  sha256 {ckpt.sha256}\n  {task.eval_split} top-1 {m['eval_top1']:.2f}% "
           f"(calibration {m['calib_top1']:.2f}%), {m['samples']} samples, "
           f"{m['train_wall_s'] / 60:.1f} min training")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    """Write a picture of one record."""
+    from .plots import plot_routing
+
+    print(plot_routing(args.record, args.out))
     return 0
 
 
@@ -180,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     args = build_parser().parse_args(argv)
-    handler = {"cost": cmd_cost, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "table": cmd_table,
+    handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "table": cmd_table,
                "leaderboard": cmd_leaderboard}[args.command]
     try:
         return handler(args)

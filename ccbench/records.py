@@ -63,7 +63,8 @@ def write_record(record: dict, ids: list[str], labels: torch.Tensor, preds: torc
               "pred": preds.numpy().astype(np.int16)}
     for k, v in trace.items():
         v = v.cpu()
-        arrays[f"trace.{k}"] = v.numpy().astype(np.int16) if not v.is_floating_point() else v.numpy()
+        # ints fit int16 (token/block/expert indices); floats (combine weights) are kept at half precision
+        arrays[f"trace.{k}"] = v.numpy().astype(np.int16) if not v.is_floating_point() else v.numpy().astype(np.float16)
     tmp_samples = folder / f".{stem}.samples.tmp.npz"
     np.savez_compressed(tmp_samples, **arrays)
     tmp = folder / f".{stem}.json.tmp"

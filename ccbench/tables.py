@@ -20,11 +20,13 @@ NOISE_NOTE = ("top-1 in % with a 95 % percentile-bootstrap CI over eval samples;
               "exec/useful: fvcore-executed over trace-derived useful MACs at batch 1 ('!' = more than "
               "2 % of the compute is executed but not useful, i.e. masked rather than skipped). speedup: "
               "dense time / method time, interleaved in one process. eff: speedup / ideal speedup (dense GMACs / "
-              "useful GMACs of the timed samples).")
+              "useful GMACs of the timed samples). Width family: active params = parameters a token uses (measured "
+              "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
+              "mutual information minus its mean over 20 label shuffles (mean over MoE layers).")
 
 COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "top1", "top1_ci95", "useful_gmacs",
            "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
-           "train_samples", "backbone", "record_ids"]
+           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "record_ids"]
 
 
 def _row(path, record: dict) -> dict:
@@ -44,6 +46,9 @@ def _row(path, record: dict) -> dict:
         "train_samples": record["budget"]["consumed"]["samples"],
         "backbone": record["backbone"]["sha256"], "record_id": record["id"], "path": str(path),
         "date": record["date"],
+        "active_params_m": m.get("active_params_per_token", np.nan) / 1e6,
+        "utilization": m.get("routing", {}).get("mean_over_layers", {}).get("utilization", np.nan),
+        "nmi": m.get("routing", {}).get("mean_over_layers", {}).get("nmi", np.nan),
     }
 
 
@@ -84,10 +89,23 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
             "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
             "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),
             "eff_b1": g.eff_b1.mean(), "eff_bN": g.eff_bN.mean(),
+            "active_params_m": g.active_params_m.mean(), "utilization": g.utilization.mean(), "nmi": g.nmi.mean(),
             "train_samples": int(g.train_samples.mean()), "backbone": key[4],
             "record_ids": ",".join(i[:12] for i in g.record_id),
         })
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _fmt(values, pattern: str) -> list[str]:
+    return ["-" if pd.isna(v) else pattern.format(v) for v in values]
+
+
+def _routing_columns(df: pd.DataFrame) -> dict:
+    """Width-family columns, only when some row has routing statistics."""
+    if df.utilization.isna().all():
+        return {}
+    return {"active params (M)": _fmt(df.active_params_m, "{:.2f}"), "util": _fmt(df.utilization, "{:.2f}"),
+            "NMI (chance-corr.)": _fmt(df.nmi, "{:.3f}")}
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
@@ -107,6 +125,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         "speedup b1": df.speedup_b1.map("{:.2f}x".format),
         "speedup bN": [f"{v:.2f}x (b{n})" for v, n in zip(df.speedup_bN, df.bN)],
         "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
+        **_routing_columns(df),
         "train samples": df.train_samples, "backbone": df.backbone.str[:10],
     })
     text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)

@@ -167,3 +167,31 @@ def test_train_only_then_cost_with_method_units(tiny_data, isolated_cache, tmp_p
     assert list((isolated_cache / "runs").glob("smoke-imagenette-evit-*.pt"))
     assert main(["cost", "--budget", "cpu", "--method", "evit"]) == 0
     assert "evit_fused_token" in capsys.readouterr().out
+
+
+def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "moe-topk", "--knob", "k=1,2", "--budget", "smoke", "--data-dir",
+                 str(tiny_data), "--results-dir", str(results), "--quiet"]) == 0
+    paths = _records(results)
+    records = [json.loads(p.read_text()) for p in paths]
+    for r in records:
+        routing = r["metrics"]["routing"]
+        assert len(routing["layers"]) == len(r["method"]["config"]["moe_blocks"])
+        assert 0 <= routing["mean_over_layers"]["utilization"] <= 1
+        assert r["metrics"]["executed_over_useful"]["batch1"] == 1.0
+    by_k = {r["method"]["knob"]["value"]: r["metrics"] for r in records}
+    assert by_k[2]["active_params_per_token"] > by_k[1]["active_params_per_token"]
+    capsys.readouterr()
+    assert main(["plot", "routing", str(paths[0]), "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    assert main(["table", "--results-dir", str(results)]) == 0
+    assert "NMI" in capsys.readouterr().out
+
+
+def test_plot_routing_refuses_a_record_without_routing(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "dense", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--quiet"]) == 0
+    assert main(["plot", "routing", str(_records(results)[0])]) == 2
+    assert "no routing trace" in capsys.readouterr().err
