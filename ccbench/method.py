@@ -6,7 +6,7 @@ A method module (``baselines/<name>.py``) defines a literal ``METADATA`` dict
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +58,11 @@ class ConditionalModel(nn.Module):
         predictors, matching, routers, exit heads...), counted by the trace's ``units/<name>``."""
         return {}
 
-    def extra_metrics(self, trace: Trace, labels: torch.Tensor) -> dict:
-        """Family-specific metrics for the record from the whole eval split's trace and labels
-        (routing statistics, exit diagnostics...); ``{}`` when there are none."""
+    def extra_metrics(self, trace: Trace, labels: torch.Tensor, predictions: torch.Tensor,
+                      batches: Callable[[], Iterable[torch.Tensor]]) -> dict:
+        """Family-specific metrics for the record (routing statistics, exit diagnostics...), from the
+        eval split's trace, ``labels [S]`` and ``predictions [S]``; ``batches()`` iterates the split's
+        images ``[b, 3, H, W]`` in order, for methods that need another pass. ``{}`` when none."""
         return {}
 
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

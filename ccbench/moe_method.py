@@ -76,7 +76,7 @@ class MoEModel(ConditionalModel):
             used = torch.full_like(used, len(self.moe_layers[0].experts))
         return float(shared + sum(c * u for c, u in zip(per_expert, used.tolist())))
 
-    def extra_metrics(self, trace: Trace, labels: torch.Tensor) -> dict:
+    def extra_metrics(self, trace: Trace, labels: torch.Tensor, predictions=None, batches=None) -> dict:
         """Routing statistics (``ccbench.routing``) and measured active parameters per token."""
         from .routing import routing_metrics
 

@@ -22,6 +22,7 @@ from .backbones import count_parameters
 from .cost import ViTCostTable, executed_macs, useful_macs
 from .errors import UserError
 from .evaluate import Evaluation, evaluate
+from .evaluate import batches as eval_batches
 from .image_data import ImageSplit, cache_root, task_splits
 from .latency import interleaved_latency
 from .pretrain import find_backbone, load_backbone, pretrain
@@ -340,7 +341,8 @@ def _metrics(model, dense_ref, ev: Evaluation, split: ImageSplit, table: ViTCost
         r["efficiency"] = round(r["speedup"] / r["ideal_speedup"], 4)
 
     return {
-        **model.extra_metrics(ev.trace, ev.labels),
+        **model.extra_metrics(ev.trace, ev.labels, ev.logits.argmax(-1),
+                              lambda: (x for _, x, _ in eval_batches(split, px, tier.eval_batch_size, device))),
         "top1": round(ev.top1, 3),
         "top1_ci95": [round(100 * lo, 3), round(100 * hi, 3)],
         "top1_ci_method": "percentile bootstrap over eval samples, 2000 resamples",

@@ -142,6 +142,6 @@ def test_width_method_trace_metrics_and_training(name, tiny_backbone):
     assert routers and all(p.grad is not None for p in routers)
     model.eval()
     out = model(x)
-    extra = model.extra_metrics(out.trace, torch.tensor([0, 1, 0, 1]))
+    extra = model.extra_metrics(out.trace, torch.tensor([0, 1, 0, 1]), out.logits.argmax(-1), lambda: [x])
     assert len(extra["routing"]["layers"]) == len(model.moe_blocks)
     assert 0 < extra["active_params_per_token"] <= extra["params_total"]
