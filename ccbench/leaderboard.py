@@ -53,6 +53,16 @@ def _plot(df: pd.DataFrame, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
+def _record_path(results_dir, id_prefix: str) -> Path:
+    """The record file whose id starts with ``id_prefix``."""
+    from .records import load_records
+
+    for path, record in load_records(results_dir):
+        if record["id"].startswith(id_prefix):
+            return path
+    raise FileNotFoundError(f"no record with id {id_prefix}")
+
+
 def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
     """Regenerate the leaderboard markdown (and plots) and return its path."""
     root = repo_root() or Path.cwd()
@@ -74,6 +84,15 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
             plot = out_path.parent / f"{budget}-{task}.png"
             _plot(admitted, plot, f"{task} ({budget})")
             parts.append(f"\n![top-1 vs GMACs]({plot.name})\n")
+            routed = admitted[admitted.utilization.notna()]
+            if not routed.empty:
+                from .plots import plot_routing
+
+                best = routed.sort_values("top1").iloc[-1]
+                first_path = _record_path(results_dir or (root / "results"), best.record_ids.split(",")[-1])
+                png = plot_routing(first_path, out_path.parent / f"{budget}-{task}-routing.png")
+                parts.append(f"\nRouting of the most accurate width-family row ({best.method} {best.knob}), "
+                             f"expert x class share per MoE layer:\n\n![routing]({png.name})\n")
             parts.append("\nRecords: " + ", ".join(f"`{i}`" for i in ",".join(admitted.record_ids).split(",")) + "\n")
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): "

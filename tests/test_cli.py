@@ -169,7 +169,7 @@ def test_train_only_then_cost_with_method_units(tiny_data, isolated_cache, tmp_p
     assert "evit_fused_token" in capsys.readouterr().out
 
 
-def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tmp_path, capsys):
+def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
     assert main(["run", "--method", "moe-topk", "--knob", "k=1,2", "--budget", "smoke", "--data-dir",
                  str(tiny_data), "--results-dir", str(results), "--quiet"]) == 0
@@ -187,6 +187,14 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert main(["table", "--results-dir", str(results)]) == 0
     assert "NMI" in capsys.readouterr().out
+    # admitted rows (pretend the smoke backbone is published) get a routing heatmap on the leaderboard
+    import ccbench.leaderboard as lb
+    monkeypatch.setattr(lb, "published_backbone_hashes",
+                        lambda: {("smoke", "imagenette"): records[0]["backbone"]["sha256"]})
+    board = tmp_path / "lb" / "README.md"
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
+    assert "![routing](smoke-imagenette-routing.png)" in board.read_text()
+    assert (board.parent / "smoke-imagenette-routing.png").exists()
 
 
 def test_plot_routing_refuses_a_record_without_routing(tiny_data, isolated_cache, tmp_path, capsys):
