@@ -46,6 +46,8 @@ def parse_knob(text: str | None, knob_name: str | None) -> list[float] | None:
 
     >>> parse_knob("threshold=0.5,0.9", "threshold")
     [0.5, 0.9]
+    >>> parse_knob("r=0,2", "r")   # integers stay integers (record values, table labels)
+    [0, 2]
     """
     if text is None:
         return None
@@ -55,9 +57,17 @@ def parse_knob(text: str | None, knob_name: str | None) -> list[float] | None:
     if knob_name is None:
         raise UserError("this method has no knob; drop --knob")
     try:
-        return [float(v) for v in values.split(",") if v.strip()]
+        return [_number(v.strip()) for v in values.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"--knob values must be numbers, got {values!r}") from None
+
+
+def _number(text: str) -> int | float:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5 (ValueError otherwise)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 @dataclass
