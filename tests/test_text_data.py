@@ -1,0 +1,49 @@
+"""GLUE reading (on files the test writes, and on the real data when present) and GLUE metrics."""
+import numpy as np
+import pytest
+
+from ccbench.errors import UserError
+from ccbench.glue import read_glue_split
+from ccbench.text_metrics import f1_binary, glue_scores, matthews_corrcoef, pearson, spearman
+from conftest import real_data_root
+
+
+def test_reads_layouts_with_quotes_bom_and_pairs(tmp_path):
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text(
+        "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tHe said \"hi.\tHe said hi.\n", encoding="utf-8")
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    (tmp_path / "glue" / "RTE" / "train.tsv").write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tnot_entailment\n1\tC.\tD.\tentailment\n")
+    mrpc = read_glue_split(tmp_path, "mrpc", "dev")
+    assert mrpc[0].texts == ('He said "hi.', "He said hi.") and mrpc[0].label == 1
+    rte = read_glue_split(tmp_path, "rte", "train")
+    assert [e.label for e in rte] == [1, 0] and rte[1].id == "train-1"
+    with pytest.raises(UserError, match="did you mean|unknown GLUE task"):
+        read_glue_split(tmp_path, "sst", "dev")
+    with pytest.raises(UserError, match="not found"):
+        read_glue_split(tmp_path, "cola", "dev")
+
+
+def test_metrics_hand_cases():
+    pred, label = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1])
+    assert f1_binary(pred, label) == pytest.approx(2 * 2 / (3 + 3))
+    # tp=2 tn=1 fp=1 fn=1: (2 - 1) / sqrt(3 * 3 * 2 * 2)
+    assert matthews_corrcoef(pred, label) == pytest.approx(1 / 6)
+    assert pearson(np.array([1.0, 2, 3]), np.array([2.0, 4, 6])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 1, 2]), np.array([3.0, 3, 5])) == pytest.approx(1.0)
+    s = glue_scores("mrpc", pred, label)
+    assert s["main"] == pytest.approx((s["f1"] + s["accuracy"]) / 2) and s["accuracy"] == 60.0
+    assert glue_scores("cola", pred, pred)["main"] == pytest.approx(100.0)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("task,n_train,n_dev", [("sst2", 67349, 872), ("cola", 8551, 1043), ("mrpc", 3668, 408),
+                                                ("rte", 2490, 277), ("stsb", 5749, 1500)])
+def test_real_glue_row_counts(task, n_train, n_dev):
+    root = real_data_root()
+    if root is None or not (root / "glue").is_dir():
+        pytest.skip("CCBENCH_DATA with glue/ not set")
+    train, dev = read_glue_split(root, task, "train"), read_glue_split(root, task, "dev")
+    assert (len(train), len(dev)) == (n_train, n_dev)
+    assert all(e.texts[0] for e in train[:100])
