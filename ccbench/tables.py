@@ -29,13 +29,22 @@ COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "top1", "top1_
            "active_params_m", "utilization", "nmi", "train_samples", "backbone", "record_ids"]
 
 
+def _knob_text(value) -> str:
+    """Knob value as a label: numbers in their shortest form, so 3 and 3.0 are one configuration.
+
+    >>> _knob_text(3.0), _knob_text(0.5), _knob_text("x")
+    ('3', '0.5', 'x')
+    """
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def _row(path, record: dict) -> dict:
     m = record["metrics"]
     k = record["method"]["knob"]
     return {
         "task": record["task"]["name"], "budget": record["budget"]["name"],
         "method": record["method"]["name"], "family": record["method"]["family"],
-        "knob": f"{k['name']}={k['value']}" if k["value"] is not None else "-",
+        "knob": f"{k['name']}={_knob_text(k['value'])}" if k["value"] is not None else "-",
         "seed": record["seed"], "top1": m["top1"], "ci_lo": m["top1_ci95"][0], "ci_hi": m["top1_ci95"][1],
         "useful_gmacs": m["useful_gmacs"]["mean"], "pct_of_dense": 100 * m["useful_fraction_of_dense"],
         "exec_over_useful_b1": m["executed_over_useful"]["batch1"],
