@@ -199,7 +199,12 @@ def balanced_kmeans(points: torch.Tensor, clusters: int, iters: int = 20, seed: 
         raise ValueError(f"{m} points do not split into {clusters} equal groups")
     size = m // clusters
     g = torch.Generator().manual_seed(seed)
-    centres = points[torch.randperm(m, generator=g)[:clusters]].clone()
+    # farthest-point initialisation: a random first centre, then each next centre the point farthest
+    # from those chosen (random initial centres can land in one cluster and never separate)
+    chosen = [int(torch.randint(m, (1,), generator=g))]
+    for _ in range(clusters - 1):
+        chosen.append(int(torch.cdist(points, points[chosen]).min(1).values.argmax()))
+    centres = points[chosen].clone()
     assign = torch.zeros(m, dtype=torch.long)
     for _ in range(iters):
         dist = torch.cdist(points, centres)                        # [M, C]
