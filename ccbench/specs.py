@@ -43,6 +43,15 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
+class TextTaskSpec(_Strict):
+    """What a text task adds: its GLUE layout (``ccbench.glue.LAYOUTS``), the maximum length in
+    tokens (head truncation) and whether the target is a regression score."""
+
+    glue_task: str
+    max_length: int = Field(gt=0)
+    regression: bool = False
+
+
 class TaskSpec(_Strict):
     """A versioned task: where its data lives, its classes, calibration slice and main score."""
 
@@ -57,6 +66,7 @@ class TaskSpec(_Strict):
     eval_split: str
     main_score: str
     citation: str
+    text: TextTaskSpec | None = None
 
 
 class BackboneSpec(_Strict):

@@ -203,3 +203,9 @@ def test_plot_routing_refuses_a_record_without_routing(tiny_data, isolated_cache
                  "--results-dir", str(results), "--quiet"]) == 0
     assert main(["plot", "routing", str(_records(results)[0])]) == 2
     assert "no routing trace" in capsys.readouterr().err
+
+
+def test_text_task_with_an_image_method_is_refused_in_one_line(isolated_cache, capsys):
+    assert main(["run", "--method", "tome", "--task", "sst2", "--budget", "smoke"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not apply to text tasks" in err[0]

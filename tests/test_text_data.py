@@ -1,5 +1,6 @@
 """GLUE reading (on files the test writes, and on the real data when present) and GLUE metrics."""
 import numpy as np
+import torch
 import pytest
 
 from ccbench.errors import UserError
@@ -47,3 +48,26 @@ def test_real_glue_row_counts(task, n_train, n_dev):
     train, dev = read_glue_split(root, task, "train"), read_glue_split(root, task, "dev")
     assert (len(train), len(dev)) == (n_train, n_dev)
     assert all(e.texts[0] for e in train[:100])
+
+
+def test_text_task_splits_carve_calibration_by_class_and_by_score(tmp_path):
+    from ccbench import catalog
+    from ccbench.text_data import text_task_splits
+
+    sst = tmp_path / "glue" / "SST-2"
+    sst.mkdir(parents=True)
+    rows = "".join(f"sentence {i}\t{i % 2}\n" for i in range(40))
+    (sst / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (sst / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
+    splits = text_task_splits(catalog.tasks().get("sst2"), str(tmp_path))
+    assert (len(splits["train"]), len(splits["calibration"]), len(splits["eval"])) == (38, 2, 1)
+    assert sorted(splits["calibration"].labels.tolist()) == [0, 1]
+    assert not set(splits["train"].ids) & set(splits["calibration"].ids)
+    sts = tmp_path / "glue" / "STS-B"
+    sts.mkdir(parents=True)
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    body = "".join(f"{i}\tg\tf\ty\t{i}\tn\tn\ta {i}\tb {i}\t{i % 6}.000\n" for i in range(30))
+    (sts / "train.tsv").write_text(header + body)
+    (sts / "dev.tsv").write_text(header + body)
+    stsb = text_task_splits(catalog.tasks().get("stsb"), str(tmp_path))
+    assert stsb["eval"].labels.dtype == torch.float32 and len(stsb["calibration"]) == 6  # one per rounded score
