@@ -88,11 +88,12 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
             if not routed.empty:
                 from .plots import plot_routing
 
-                best = routed.sort_values("top1").iloc[-1]
+                best = routed.sort_values(["nmi", "top1"]).iloc[-1]
                 first_path = _record_path(results_dir or (root / "results"), best.record_ids.split(",")[-1])
                 png = plot_routing(first_path, out_path.parent / f"{budget}-{task}-routing.png")
-                parts.append(f"\nRouting of the most accurate width-family row ({best.method} {best.knob}), "
-                             f"expert x class share per MoE layer:\n\n![routing]({png.name})\n")
+                parts.append(f"\nRouting of the most class-specialised width-family row ({best.method} {best.knob}, "
+                             f"chance-corrected NMI {best.nmi:.3f}), expert x class share per MoE layer:\n\n"
+                             f"![routing]({png.name})\n")
             parts.append("\nRecords: " + ", ".join(f"`{i}`" for i in ",".join(admitted.record_ids).split(",")) + "\n")
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): "

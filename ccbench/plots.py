@@ -53,7 +53,7 @@ def plot_routing(record_path: str | Path, out: str | Path | None = None) -> Path
     blocks = record["method"]["config"].get("moe_blocks", list(range(layers)))
     fig, axes = plt.subplots(1, layers, figsize=(2.2 * layers + 1, 3.2), squeeze=False)
     for i, ax in enumerate(axes[0]):
-        im = ax.imshow(share[i], vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        im = ax.imshow(share[i], vmin=0, vmax=float(share.max()), cmap="viridis", aspect="auto")
         nmi = record["metrics"]["routing"]["layers"][i]["specialization"]["nmi"]
         ax.set_title(f"block {blocks[i]}\nNMI {nmi:.3f}", fontsize=8)
         ax.set_xlabel("class", fontsize=7)
@@ -65,7 +65,7 @@ def plot_routing(record_path: str | Path, out: str | Path | None = None) -> Path
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of the class's picks")
     k = record["method"]["knob"]
     fig.suptitle(f"{record['method']['name']} {k['name']}={k['value']} on {record['task']['name']} "
-                 f"(record {record['id'][:12]})", fontsize=9)
+                 f"(record {record['id'][:12]})", fontsize=9, y=1.08)
     out = Path(out) if out else record_path.with_name(record_path.name[:-len(".json")] + ".routing.png")
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
