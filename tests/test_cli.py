@@ -209,3 +209,22 @@ def test_text_task_with_an_image_method_is_refused_in_one_line(isolated_cache, c
     assert main(["run", "--method", "tome", "--task", "sst2", "--budget", "smoke"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not apply to text tasks" in err[0]
+
+
+def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    common = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]
+    assert main(["run", "--method", "early-exit", "--knob", "threshold=0,1.01", *common]) == 0
+    assert main(["run", "--method", "patience", "--knob", "patience=1", *common]) == 0
+    assert main(["run", "--method", "layer-skip", "--knob", "target=0.5", *common]) == 0
+    records = {(json.loads(p.read_text())["method"]["name"], json.loads(p.read_text())["method"]["knob"]["value"]):
+               json.loads(p.read_text()) for p in _records(results)}
+    first, last = records[("early-exit", 0)]["metrics"], records[("early-exit", 1.01)]["metrics"]
+    assert first["exits"]["exit_histogram"]["0"] == first["n_eval"]           # every sample left at block 0
+    assert last["exits"]["exit_histogram"][str(3)] == last["n_eval"]           # smoke backbone: 4 blocks
+    assert first["useful_fraction_of_dense"] < last["useful_fraction_of_dense"]
+    assert 0 <= last["exits"]["overthinking_rate"] <= 1
+    assert set(last["exits"]["accuracy_of_each_exit_alone"]) == {"0", "1", "2", "3"}
+    pat = records[("patience", 1)]
+    assert pat["budget"]["consumed"]["label"].startswith("evaluates early-exit")
+    assert records[("layer-skip", 0.5)]["method"]["config"]["target"] == 0.5
