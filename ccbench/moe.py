@@ -248,24 +248,23 @@ class MoEficationMLP(nn.Module):
         self.router = nn.Linear(dim, num_experts)
         self.num_experts, self.k = num_experts, k
         self.routing: Routing | None = None
-        self._dense_weights: tuple[torch.Tensor, ...] | None = None
-
-    def _apply(self, fn, *args, **kwargs):
-        self._dense_weights = None  # moved or cast: reassemble from the experts
-        return super()._apply(fn, *args, **kwargs)
+        self._dense_weights: tuple | None = None
 
     def _dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The original MLP (weights back in their original order) and each expert's positive
         activation mass ``[..., E]``."""
-        if self.training or self._dense_weights is None:
+        # experts are frozen: at evaluation the original MLP is reassembled once, not on every call;
+        # the cache is keyed by the parameters' in-place version counters (a load or an update redoes it)
+        params = [p for e in self.experts for p in e.parameters()]
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+        if self.training or self._dense_weights is None or self._dense_weights[0] != key:
             inv = self.perm.argsort()
             weights = (torch.cat([e[0].weight for e in self.experts])[inv],
                        torch.cat([e[0].bias for e in self.experts])[inv],
                        torch.cat([e[2].weight for e in self.experts], dim=1)[:, inv])
-            # experts are frozen: at evaluation reassemble the original MLP once, not on every call
-            self._dense_weights = None if self.training else tuple(w.detach() for w in weights)
+            self._dense_weights = None if self.training else (key, tuple(w.detach() for w in weights))
         else:
-            weights = self._dense_weights
+            weights = self._dense_weights[1]
         w1, b1, w2 = weights
         hidden = self.act(F.linear(x, w1, b1))
         mass = hidden[..., self.perm].relu().unflatten(-1, (self.num_experts, -1)).sum(-1)

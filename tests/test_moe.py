@@ -145,3 +145,13 @@ def test_width_method_trace_metrics_and_training(name, tiny_backbone):
     extra = model.extra_metrics(out.trace, torch.tensor([0, 1, 0, 1]), out.logits.argmax(-1), lambda: [x])
     assert len(extra["routing"]["layers"]) == len(model.moe_blocks)
     assert 0 < extra["active_params_per_token"] <= extra["params_total"]
+
+
+def test_moefication_all_experts_cache_follows_loaded_weights():
+    mlp = _mlp(hidden=16)
+    layer = MoEficationMLP(mlp, D, num_experts=4, k=4).eval()
+    x = torch.randn(1, 3, D)
+    before = layer(x)
+    state = {k: v + 1.0 if k.startswith("experts.") else v for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    assert not torch.allclose(layer(x), before)       # the cached reassembly was redone
