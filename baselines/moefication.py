@@ -51,12 +51,7 @@ class MoEficationModel(MoEModel):
 
     def set_knob(self, value) -> None:
         """Experts per token: an integer in [1, E]."""
-        k = int(value)
-        if k != float(value) or not 1 <= k <= self.hparams["num_experts"]:
-            raise ValueError(f"k must be an integer in [1, {self.hparams['num_experts']}], got {value}")
-        self.knob = k
-        for layer in self.moe_layers:
-            layer.k = k
+        self.set_experts_per_token(value)
 
     def method_config(self) -> dict:
         """Hyperparameters for the record, with the measured GELU sparsity."""

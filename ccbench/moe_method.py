@@ -49,6 +49,16 @@ class MoEModel(ConditionalModel):
         """The MoE layers, in block order."""
         return [self.backbone.blocks[i].mlp for i in self.moe_blocks]
 
+    def set_experts_per_token(self, value) -> None:
+        """Set ``k`` (experts per token) on every MoE layer: an integer in [1, E]."""
+        experts = len(self.moe_layers[0].experts)
+        k = int(value)
+        if k != float(value) or not 1 <= k <= experts:
+            raise ValueError(f"k must be an integer in [1, {experts}], got {value}")
+        self.knob = k
+        for layer in self.moe_layers:
+            layer.k = k
+
     def expert_row_macs(self) -> int:
         """MACs of one expert on one row (all experts of a layer have the same shape)."""
         return sum(m.in_features * m.out_features for m in self.moe_layers[0].experts[0].modules()
