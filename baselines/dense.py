@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput, full_tokens_trace
+from ccbench.method import ConditionalModel, MethodOutput, dense_trace
 
 METADATA = {
     "name": "dense",
@@ -15,20 +15,19 @@ METADATA = {
               "Matthijs and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}}, "
               "booktitle={ICML}, year={2021}}",
     "knob": {"name": "none", "default": None, "direction": "none"},
-    "modalities": ["image"],
-    "description": "Every block on every token; fine-tuned from the tier backbone with the common budget.",
+    "modalities": ["image", "text"],
+    "description": "Every block on every token; fine-tuned from the tier backbone (text: the tier's pretrained "
+                   "encoder with a new head) with the common budget.",
 }
 
 
 class Dense(ConditionalModel):
     """The backbone run densely; its trace says every block saw every token."""
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
-        """Dense logits and an all-tokens trace."""
-        logits = self.backbone(images)
-        cfg = self.config
-        return MethodOutput(logits, logits.new_zeros(()),
-                            full_tokens_trace(images.shape[0], cfg.depth, cfg.num_tokens, images.device))
+    def forward(self, inputs: torch.Tensor) -> MethodOutput:
+        """Dense logits and an all-tokens trace (text: the real tokens of each sample)."""
+        logits = self.backbone(inputs)
+        return MethodOutput(logits, logits.new_zeros(()), dense_trace(self.backbone, inputs))
 
 
 def build(backbone: ViTBackbone) -> Dense:

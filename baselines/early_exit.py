@@ -11,16 +11,18 @@ evaluates this model's checkpoint.
 Batched execution keeps the savings: after each block the samples that exit leave the batch
 (compaction), so the batch shrinks and no exited sample is computed further; batch 1 is the same
 loop. Cost counts every exit head that was evaluated, including those that did not fire.
+
+Text (any encoder with padding masks) runs the same way; on a regression task (STS-B) the patience
+rule is PABEE's regression rule (successive heads' outputs differ by less than ``delta``) and the
+confidence rule does not apply (no class probabilities).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ccbench.backbones import ViTBackbone
-from ccbench.exits import CRITERIA, exit_diagnostics, exit_head_macs, exit_weights, make_exit_heads
-from ccbench.method import ConditionalModel, MethodOutput
+
+from ccbench.exits import CRITERIA, exit_diagnostics, exit_weights, make_exit_heads
+from ccbench.method import ConditionalModel, MethodOutput, input_fields, select_keys, task_loss
 from ccbench.trace import Trace
 
 METADATA = {
@@ -32,7 +34,7 @@ METADATA = {
               "year={2019}}",
     "knob": {"name": "threshold", "default": 0.8, "direction": "lower = less compute",
              "sweep": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], "needs_retraining": False},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
     "description": "Exit heads after every block trained jointly (depth-weighted cross-entropies); a sample "
                    "leaves at the first head whose max-softmax reaches the threshold; exited samples leave "
                    "the batch.",
@@ -45,15 +47,19 @@ class EarlyExitModel(ConditionalModel):
 
     execution = "removed"
 
-    def __init__(self, backbone: ViTBackbone, threshold: float = 0.8, criterion: str = "max_softmax",
-                 rule: str = "confidence", patience: int = 2):
+    def __init__(self, backbone, threshold: float = 0.8, criterion: str = "max_softmax",
+                 rule: str = "confidence", patience: int = 2, delta: float = 0.1):
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
         if rule not in ("confidence", "patience"):
             raise ValueError(f"rule must be 'confidence' or 'patience', got {rule!r}")
         super().__init__(backbone, knob=threshold if rule == "confidence" else patience)
         self.knob_name = "threshold" if rule == "confidence" else "patience"
-        self.criterion, self.rule = criterion, rule
+        self.criterion, self.rule, self.delta = criterion, rule, delta
+        self.regression = backbone.config.num_classes == 1
+        if self.regression and rule == "confidence":
+            raise ValueError("the confidence rule needs class probabilities; on a regression task use "
+                             "`--method patience` (PABEE's regression rule)")
         self.exit_heads = make_exit_heads(backbone)
         self._exit_logits: list[torch.Tensor] = []
 
@@ -69,12 +75,15 @@ class EarlyExitModel(ConditionalModel):
 
     def method_config(self) -> dict:
         """Hyperparameters for the record."""
-        return {"exit_after_blocks": list(range(len(self.backbone.blocks))), "criterion": self.criterion,
-                "rule": self.rule, "loss_weights": "proportional to depth"}
+        cfg = {"exit_after_blocks": list(range(len(self.backbone.blocks))), "criterion": self.criterion,
+               "rule": self.rule, "loss_weights": "proportional to depth"}
+        if self.regression:
+            cfg.update(criterion="regression: |output_i - output_(i-1)| < delta", delta=self.delta)
+        return cfg
 
     def cost_units(self) -> dict[str, int]:
         """One intermediate exit head on one class token."""
-        return {"exit_head": exit_head_macs(self.config.embed_dim, self.config.num_classes)}
+        return {"exit_head": self.backbone.head_macs()}
 
     def exit_logits(self, i: int, cls_state: torch.Tensor) -> torch.Tensor:
         """Logits of the exit after block ``i`` (the backbone's classifier after the last block)."""
@@ -82,58 +91,59 @@ class EarlyExitModel(ConditionalModel):
             return self.backbone.classify(cls_state)
         return self.exit_heads[i](cls_state)
 
-    def all_exit_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def all_exit_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every exit's logits, ``[B, depth, C]`` (runs every block: training and diagnostics)."""
-        x = self.backbone.embed(images)
+        x, keys = self.backbone.start(inputs)
         out = []
         for i, block in enumerate(self.backbone.blocks):
-            x = block(x)
+            x = block(x, keys)
             out.append(self.exit_logits(i, x[:, 0]))
         return torch.stack(out, 1)
 
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Depth-weighted sum of every exit's cross-entropy."""
+        """Depth-weighted sum of every exit's task loss (cross-entropy; MSE for regression)."""
         logits = self._exit_logits.pop()
         w = exit_weights(logits.shape[1]).to(logits.device)
-        per_exit = torch.stack([F.cross_entropy(logits[:, i], labels, label_smoothing=label_smoothing)
-                                for i in range(logits.shape[1])])
+        per_exit = torch.stack([task_loss(logits[:, i], labels, label_smoothing) for i in range(logits.shape[1])])
         return (w * per_exit).sum()
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
+    def forward(self, inputs: torch.Tensor) -> MethodOutput:
         """Training: every exit (for :meth:`loss`); inference: exit rule with batch compaction."""
         if self.training:
-            logits = self.all_exit_logits(images)
+            logits = self.all_exit_logits(inputs)
             self._exit_logits = [logits]
             depth = logits.shape[1]
-            b = images.shape[0]
-            trace = Trace({"tokens_per_block": torch.full((b, depth), self.config.num_tokens, dtype=torch.long,
-                                                          device=images.device)})
+            n = self.backbone.input_tokens(inputs)
+            trace = Trace({"tokens_per_block": n[:, None].expand(-1, depth).clone(),
+                           **input_fields(self.backbone, inputs)})
             return MethodOutput(logits[:, -1], logits.new_zeros(()), trace)
-        return self._forward_exiting(images)
+        return self._forward_exiting(inputs)
 
     def _exits_now(self, i: int, logits: torch.Tensor, state: dict) -> torch.Tensor:
         """Bool ``[b]``: which of the running samples leave after block ``i``."""
         if self.rule == "confidence":
             return CRITERIA[self.criterion](logits) >= float(self.knob)
-        pred = logits.argmax(-1)
+        pred = logits[:, 0] if self.regression else logits.argmax(-1)
         if "prev" in state:
-            state["count"] = torch.where(pred == state["prev"], state["count"] + 1, torch.zeros_like(state["count"]))
+            agree = (pred - state["prev"]).abs() < self.delta if self.regression else pred == state["prev"]
+            state["count"] = torch.where(agree, state["count"] + 1, torch.zeros_like(state["count"]))
         else:
             state["count"] = torch.zeros_like(pred)
         state["prev"] = pred
         return state["count"] >= int(self.knob)
 
     @torch.no_grad()
-    def _forward_exiting(self, images: torch.Tensor) -> MethodOutput:
-        x = self.backbone.embed(images)
-        b, n = x.shape[0], x.shape[1]
+    def _forward_exiting(self, inputs: torch.Tensor) -> MethodOutput:
+        x, keys = self.backbone.start(inputs)
+        n = self.backbone.input_tokens(inputs)
+        b = x.shape[0]
         depth = len(self.backbone.blocks)
         rows = torch.arange(b, device=x.device)
         out = None
         exit_block = torch.full((b,), depth - 1, dtype=torch.long, device=x.device)
         state: dict = {}
         for i, block in enumerate(self.backbone.blocks):
-            x = block(x)
+            x = block(x, keys)
             logits = self.exit_logits(i, x[:, 0])
             if out is None:
                 out = logits.new_zeros(b, logits.shape[1])
@@ -147,13 +157,14 @@ class EarlyExitModel(ConditionalModel):
                 stay = ~leave
                 if not bool(stay.any()):
                     break
-                rows, x = rows[stay], x[stay]
+                rows, x, keys = rows[stay], x[stay], select_keys(keys, stay)
                 state = {k: v[stay] for k, v in state.items()}
         blocks = torch.arange(depth, device=x.device)
-        tokens = torch.where(blocks[None] <= exit_block[:, None], n, 0)
+        tokens = torch.where(blocks[None] <= exit_block[:, None], n[:, None], 0)
         trace = Trace({"tokens_per_block": tokens, "exit_block": exit_block,
                        "final_head_runs": (exit_block == depth - 1).long(),
-                       "units/exit_head": torch.clamp(exit_block + 1, max=depth - 1)})
+                       "units/exit_head": torch.clamp(exit_block + 1, max=depth - 1),
+                       **input_fields(self.backbone, inputs)})
         return MethodOutput(out, out.new_zeros(()), trace)
 
     @torch.no_grad()
@@ -161,14 +172,20 @@ class EarlyExitModel(ConditionalModel):
         """Exit histogram, each exit's own accuracy, accuracy of exited predictions, overthinking."""
         was = self.training
         self.eval()
-        all_preds = torch.cat([self.all_exit_logits(x).argmax(-1).cpu() for x in batches()]).numpy()
+        logits = torch.cat([self.all_exit_logits(x).cpu() for x in batches()])
         self.train(was)
-        diag = exit_diagnostics(all_preds, trace["exit_block"].cpu().numpy(), predictions.cpu().numpy(),
+        exit_block = trace["exit_block"].cpu().numpy()
+        if self.regression:  # no per-exit accuracy: the histogram and depth only
+            hist = {b: int((exit_block == b).sum()) for b in range(len(self.backbone.blocks))}
+            return {"exits": {"exit_histogram": hist, "mean_blocks_run": round(float((exit_block + 1).mean()), 4),
+                              "rule": self.rule, "criterion": "regression: |output_i - output_(i-1)| < delta"}}
+        all_preds = logits.argmax(-1).numpy()
+        diag = exit_diagnostics(all_preds, exit_block, predictions.cpu().numpy(),
                                 labels.cpu().numpy(), list(range(len(self.backbone.blocks))))
         return {"exits": {**diag, "rule": self.rule, "criterion": self.criterion if self.rule == "confidence"
                           else "patience (argmax agreement)"}}
 
 
-def build(backbone: ViTBackbone, **config) -> EarlyExitModel:
+def build(backbone, **config) -> EarlyExitModel:
     """Early-exit model around ``backbone``."""
     return EarlyExitModel(backbone, **config)

@@ -1,6 +1,6 @@
 """``layer-skip``: a learned gate per block decides per sample whether the block runs (survey Eqs. 7-8).
 
-Before block i a gate reads the mean of the tokens entering it, ``g_i = Linear(D, 2)(mean_t x_t)``
+Before block i a gate reads the mean of the (real, non-padding) tokens entering it, ``g_i = Linear(D, 2)(mean_t x_t)``
 (the class token alone carries no image information before the first block); in training the decision
 is a Gumbel-Softmax straight-through sample (``ccbench.sampling``) and the block's output is
 ``g * block(x) + (1 - g) * x``; the loss adds ``budget_weight * |mean executed share - target|`` (the
@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
+from ccbench.method import ConditionalModel, MethodOutput, input_fields, masked_mean
 from ccbench.sampling import gumbel_softmax
 from ccbench.trace import Trace
 
@@ -29,7 +28,7 @@ METADATA = {
               "Joseph E.}, booktitle={ECCV}, year={2018}}",
     "knob": {"name": "target", "default": 0.67, "direction": "lower = less compute", "sweep": [0.5, 0.67, 0.83],
              "needs_retraining": True},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
     "description": "Per-block Gumbel gates on the mean token, budget loss |executed share - target|; skipped "
                    "blocks are not computed (compaction at batch N); one model per target.",
 }
@@ -41,7 +40,7 @@ class LayerSkip(ConditionalModel):
     knob_name = "target"
     execution = "removed"
 
-    def __init__(self, backbone: ViTBackbone, target: float = 0.67, budget_weight: float = 1.0,
+    def __init__(self, backbone, target: float = 0.67, budget_weight: float = 1.0,
                  gumbel_tau: float = 1.0):
         super().__init__(backbone, knob=None)
         if not 0 < float(target) <= 1:
@@ -68,36 +67,38 @@ class LayerSkip(ConditionalModel):
         """One gate on one sample's mean token: a D x 2 linear (the mean counts 0 MACs)."""
         return {"skip_gate": self.config.embed_dim * 2}
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
+    def forward(self, inputs: torch.Tensor) -> MethodOutput:
         """Soft-straight-through gates in training; hard gates and compaction at inference."""
-        x = self.backbone.embed(images)
-        b, n = x.shape[0], x.shape[1]
+        x, keys = self.backbone.start(inputs)
+        b = x.shape[0]
+        n = self.backbone.input_tokens(inputs)
         depth = len(self.backbone.blocks)
         ran = []
         for i, block in enumerate(self.backbone.blocks):
-            logits = self.gates[i](x.mean(1))
+            logits = self.gates[i](masked_mean(x, keys))
             if self.training:
                 g = gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)[:, 0]
-                x = g[:, None, None] * block(x) + (1 - g[:, None, None]) * x
+                x = g[:, None, None] * block(x, keys) + (1 - g[:, None, None]) * x
                 ran.append(g)
             else:
                 on = logits[:, 0] >= logits[:, 1]
                 if bool(on.all()):
-                    x = block(x)
+                    x = block(x, keys)
                 elif bool(on.any()):
                     idx = on.nonzero().squeeze(1)
-                    x = x.index_copy(0, idx, block(x[idx]))
+                    x = x.index_copy(0, idx, block(x[idx], None if keys is None else keys[idx]))
                 ran.append(on.to(x.dtype))
         logits = self.backbone.classify(x[:, 0])
         executed = torch.stack(ran, 1)                               # [B, depth]
         aux = logits.new_zeros(())
         if self.training:
             aux = self.budget_weight * (executed.mean() - self.knob).abs()
-        trace = Trace({"tokens_per_block": (executed.detach() * n).long(),
-                       "units/skip_gate": torch.full((b,), depth, dtype=torch.long, device=x.device)})
+        trace = Trace({"tokens_per_block": (executed.detach() * n[:, None]).long(),
+                       "units/skip_gate": torch.full((b,), depth, dtype=torch.long, device=x.device),
+                       **input_fields(self.backbone, inputs)})
         return MethodOutput(logits, aux, trace)
 
 
-def build(backbone: ViTBackbone, **config) -> LayerSkip:
+def build(backbone, **config) -> LayerSkip:
     """Layer skipping around ``backbone``."""
     return LayerSkip(backbone, **config)

@@ -4,8 +4,10 @@ Hidden units of the dense MLP are grouped into E = 8 experts by balanced k-means
 layer's normalised weight rows; a linear router per layer is trained by regression (MSE) to predict
 each expert's positive activation mass, with the backbone and the experts frozen (only routers
 train, under the common budget); at inference the top-k experts by predicted mass run (knob k).
-k = E is the dense model, exactly. The experts come from the tier backbone (pretrained, not
-fine-tuned), so the k = E row is that backbone's accuracy.
+k = E is the dense model, exactly. On images the experts come from the tier backbone (pretrained on the
+task, not fine-tuned), so the k = E row is that backbone's accuracy; on text the encoder's head is new,
+so MoEfication splits the fine-tuned ``dense`` model of the same task (as the paper does with fine-tuned
+BERT/T5) and its k = E row is ``dense``'s score.
 
 MoEfication assumed ReLU's natural sparsity; ViT-Ti uses GELU. ``prepare`` measures the backbone's
 activation sparsity (share of hidden GELU outputs <= 0 on the calibration images) and the record
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
 from ccbench.method import MethodOutput
 from ccbench.moe import MoEficationMLP
 from ccbench.moe_method import MoEModel
@@ -29,7 +30,8 @@ METADATA = {
               "Sun, Maosong and Zhou, Jie}, booktitle={Findings of ACL}, year={2022}}",
     "knob": {"name": "k", "default": 4, "direction": "lower = less compute", "sweep": [2, 4, 6, 8],
              "needs_retraining": False},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
+    "starts_from": {"text": "dense"},
     "description": "Dense MLPs of every other block split into 8 experts by balanced k-means; routers "
                    "trained by regression on activation mass with experts frozen; top-k experts run.",
 }
@@ -40,7 +42,7 @@ class MoEficationModel(MoEModel):
 
     knob_name = "k"
 
-    def __init__(self, backbone: ViTBackbone, k: int = 4, num_experts: int = 8):
+    def __init__(self, backbone, k: int = 4, num_experts: int = 8):
         self.hparams = {"num_experts": num_experts, "split": "balanced k-means on fc1 rows",
                         "router": "linear, MSE on positive activation mass"}
         dim = backbone.config.embed_dim
@@ -88,6 +90,6 @@ class MoEficationModel(MoEModel):
         self.activation_sparsity.fill_(zeros / max(total, 1))
 
 
-def build(backbone: ViTBackbone, **config) -> MoEficationModel:
+def build(backbone, **config) -> MoEficationModel:
     """MoEfication of ``backbone``'s MLPs in every other block."""
     return MoEficationModel(backbone, **config)

@@ -4,7 +4,6 @@ patience p (knob). p = 0 leaves at the first exit; p = 1 at the first exit that 
 predecessor. Same compaction and cost accounting as ``early-exit``."""
 from __future__ import annotations
 
-from ccbench.backbones import ViTBackbone
 from ccbench.baselines.early_exit import EarlyExitModel
 
 METADATA = {
@@ -16,13 +15,13 @@ METADATA = {
               "Wei, Furu}, booktitle={NeurIPS}, year={2020}}",
     "knob": {"name": "patience", "default": 2, "direction": "lower = less compute", "sweep": [0, 1, 2, 3, 4, 6],
              "needs_retraining": False},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
     "trains": False,
     "evaluates_checkpoint_of": "early-exit",
     "description": "Exit when p consecutive heads agree on the argmax (PABEE), on early-exit's heads.",
 }
 
 
-def build(backbone: ViTBackbone, patience: int = 2, **config) -> EarlyExitModel:
+def build(backbone, patience: int = 2, **config) -> EarlyExitModel:
     """PABEE rule on an early-exit model (load early-exit's checkpoint into it)."""
     return EarlyExitModel(backbone, rule="patience", patience=patience, **config)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
+from ccbench.method import ConditionalModel, MethodOutput, input_fields
 from ccbench.trace import Trace
 
 METADATA = {
@@ -17,7 +16,7 @@ METADATA = {
     "bibtex": "",
     "knob": {"name": "blocks", "default": 8, "direction": "lower = less compute", "sweep": [4, 6, 8],
              "needs_retraining": True},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
     "description": "The first k blocks + the classifier, fine-tuned under the common budget; one model per k.",
 }
 
@@ -28,7 +27,7 @@ class StaticDepth(ConditionalModel):
     knob_name = "blocks"
     execution = "removed"
 
-    def __init__(self, backbone: ViTBackbone, blocks: int | None = None):
+    def __init__(self, backbone, blocks: int | None = None):
         super().__init__(backbone, knob=None)
         depth = len(backbone.blocks)
         blocks = round(2 * depth / 3) if blocks is None else blocks  # default: 8 of 12
@@ -36,7 +35,7 @@ class StaticDepth(ConditionalModel):
             raise ValueError(f"blocks must be an integer in [1, {depth}], got {blocks}")
         self.knob = int(blocks)
         self.depth = depth  # the tier's depth: traces keep its width
-        backbone.vit.blocks = nn.Sequential(*list(backbone.blocks)[:self.knob])
+        backbone.keep_blocks(self.knob)
 
     def set_knob(self, value) -> None:
         """Only the built depth: another needs its own trained model."""
@@ -47,15 +46,16 @@ class StaticDepth(ConditionalModel):
         """The depth defines the model."""
         return {"blocks": self.knob}
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
+    def forward(self, inputs: torch.Tensor) -> MethodOutput:
         """The truncated backbone; the trace marks blocks beyond k as not run."""
-        logits = self.backbone(images)
-        b = images.shape[0]
-        tokens = torch.zeros(b, self.depth, dtype=torch.long, device=images.device)
-        tokens[:, :self.knob] = self.config.num_tokens
-        return MethodOutput(logits, logits.new_zeros(()), Trace({"tokens_per_block": tokens}))
+        logits = self.backbone(inputs)
+        n = self.backbone.input_tokens(inputs)
+        tokens = torch.zeros(n.shape[0], self.depth, dtype=torch.long, device=n.device)
+        tokens[:, :self.knob] = n[:, None]
+        return MethodOutput(logits, logits.new_zeros(()),
+                            Trace({"tokens_per_block": tokens, **input_fields(self.backbone, inputs)}))
 
 
-def build(backbone: ViTBackbone, **config) -> StaticDepth:
+def build(backbone, **config) -> StaticDepth:
     """Truncated backbone (``blocks`` = k)."""
     return StaticDepth(backbone, **config)

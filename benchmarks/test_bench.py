@@ -18,7 +18,7 @@ import torch
 from ccbench.backbones import ViTBackbone, ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
-from ccbench.cost import ViTCostTable, useful_macs
+from ccbench.cost import CostTable, useful_macs
 from ccbench.evaluate import evaluate
 from ccbench.image_data import ImageSplit
 from ccbench.latency import interleaved_latency
@@ -39,7 +39,7 @@ def _models(img_size: int, target_depth: float):
 def test_p1_avit_speedup_efficiency(benchmark, img_size, batch):
     torch.set_num_threads(2)
     cfg, avit, dense = _models(img_size, target_depth=6.0)
-    table = ViTCostTable.from_config(cfg)
+    table = CostTable.from_config(cfg)
     calls = 40 if batch == 1 else 12
     inputs = [torch.randn(batch, 3, img_size, img_size) for _ in range(calls)]
     with torch.inference_mode():
@@ -93,7 +93,7 @@ def test_p3_cost_share_of_eval(benchmark):
     t0 = time.perf_counter()
     ev = evaluate(avit, split, 128, 128)
     eval_s = time.perf_counter() - t0
-    table = ViTCostTable.from_config(cfg)
+    table = CostTable.from_config(cfg)
     # a full Imagenette val split's worth of traces (3,925 samples)
     reps = -(-3925 // len(split))
     from ccbench.trace import Trace

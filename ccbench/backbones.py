@@ -1,9 +1,12 @@
 """Dense backbones behind one encoder protocol.
 
-A backbone exposes three steps that every method composes in its own way:
+A backbone exposes three steps that every method composes in its own way (the text encoder,
+``ccbench.text_backbone.TextBackbone``, has the same protocol with padding masks):
 
-* ``embed(images)`` -> tokens ``[B, 1 + P, D]`` (class token first, positions added);
-* ``blocks`` -> an ``nn.ModuleList`` of transformer blocks, each ``block(x, attn_mask=None)``
+* ``start(inputs)`` -> ``(tokens [B, N, D], keys)``: tokens with the class token first and positions
+  added, and the key mask to pass to every block (always None for images: no padding);
+  ``embed(images)`` is the first part alone;
+* ``blocks`` -> an ``nn.ModuleList`` of transformer blocks, each ``block(x, keys)``
   mapping ``[B, N, D] -> [B, N, D]`` (timm ``Block``);
 * ``classify(cls_state)`` -> logits ``[B, C]`` from the class-token state ``[B, D]``
   (final LayerNorm on that one token, then the linear head).
@@ -93,9 +96,32 @@ class ViTBackbone(nn.Module):
         cls = self.vit.cls_token.expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1) + pos
 
+    def start(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """``[B, 3, H, W]`` -> ``(tokens [B, 1 + P, D], None)``: images have no padding to mask."""
+        return self.embed(images), None
+
+    def input_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Tokens per sample a dense pass processes (class token + patches), long ``[B]``."""
+        grid = images.shape[-1] // self.config.patch_size
+        return torch.full((images.shape[0],), grid * grid + 1, dtype=torch.long, device=images.device)
+
     def classify(self, cls_state: torch.Tensor) -> torch.Tensor:
         """Class-token state ``[B, D]`` -> logits ``[B, C]``."""
         return self.vit.head(self.vit.norm(cls_state))
+
+    def keep_blocks(self, k: int) -> None:
+        """Truncate to the first ``k`` blocks (the rest are removed from the model)."""
+        self.vit.blocks = nn.Sequential(*list(self.blocks)[:k])
+
+    def make_exit_head(self) -> nn.Module:
+        """A copy of the final norm and classifier, for an intermediate exit."""
+        import copy
+
+        return nn.Sequential(copy.deepcopy(self.vit.norm), copy.deepcopy(self.vit.head))
+
+    def head_macs(self) -> int:
+        """MACs of the final LayerNorm (5 per element) and classifier on one class token."""
+        return 5 * self.config.embed_dim + self.config.embed_dim * self.config.num_classes
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Plain dense forward: images ``[B, 3, H, W]`` -> logits ``[B, C]``."""

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="knob value(s), e.g. `threshold=0.9` or `threshold=0.9,0.99`; default: "
                           "chosen on the calibration split (or the method's default)")
     run.add_argument("--results-dir", default=None, help="where records go (default: ./results)")
-    run.add_argument("--backbone", default=None, help="explicit backbone checkpoint path")
+    run.add_argument("--backbone", default=None, help="explicit backbone checkpoint path (text tasks: an HF model id or folder)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     run.add_argument("--train-only", action="store_true",
                      help="fine-tune (or find the cached model) and stop; a later run measures it")
@@ -102,6 +102,12 @@ def cmd_pretrain(args) -> int:
 
     task = catalog.tasks().get(args.task)
     budget = catalog.budgets().get(args.budget)
+    if task.modality == "text":
+        from .errors import UserError
+
+        name = budget.text.backbone if budget.text else "none"
+        raise UserError(f"text tasks start from the tier's pretrained encoder ({name}); nothing to pretrain: "
+                        f"run `ccbench run --method dense --task {task.name}`")
     seed = budget.seeds[0] if args.seed is None else args.seed
     ckpt = pretrain(budget, task, args.data_dir, seed=seed, resume=not args.no_resume,
                     out=args.out, progress=not args.quiet)
@@ -126,12 +132,12 @@ def cmd_cost(args) -> int:
 
     from . import catalog
     from .backbones import ViTConfig
-    from .cost import ViTCostTable
+    from .cost import CostTable
 
     b = catalog.budgets().get(args.budget).backbone
     cfg = ViTConfig(img_size=args.img_size or b.img_size, patch_size=b.patch_size, embed_dim=b.embed_dim,
                     depth=b.depth, num_heads=b.num_heads, mlp_ratio=b.mlp_ratio, num_classes=args.num_classes)
-    t = ViTCostTable.from_config(cfg)
+    t = CostTable.from_config(cfg)
     n, d = cfg.num_tokens, cfg.embed_dim
     rows = [["patch embedding (conv)", "per sample", t.patch_embed],
             ["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],

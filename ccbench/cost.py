@@ -26,13 +26,18 @@ LAYERNORM_MACS_PER_ELEMENT = 5
 
 
 @dataclass(frozen=True)
-class ViTCostTable:
-    """Per-component MACs of a ViT (see module docstring for conventions), plus the MACs of one unit
-    of each method-specific component (``units``: predictor rows, matched pairs, exit heads,
-    routers, experts...), which a method declares in ``cost_units()``.
+class CostTable:
+    """Per-component MACs of a transformer encoder (see module docstring for conventions), plus the
+    MACs of one unit of each method-specific component (``units``: predictor rows, matched pairs, exit
+    heads, routers, experts...), which a method declares in ``cost_units()``.
 
-    >>> t = ViTCostTable.from_config(ViTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12,
-    ...                                        num_heads=3, num_classes=1000))
+    ``num_tokens`` is the dense token count (images: class token + patches; text: the task's maximum
+    length, but a text sample's dense cost uses its own length, trace field ``input_tokens``);
+    ``embed_per_token`` the MACs of embedding one input token (patch projection; text: embedding
+    LayerNorm) and ``prefix_tokens`` the tokens that are not embedded from the input (the class token).
+
+    >>> t = CostTable.from_config(ViTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12,
+    ...                                     num_heads=3, num_classes=1000))
     >>> round(t.dense_macs() / 1e9, 4)   # deit_tiny_patch16_224, fvcore: 1.26 GMACs
     1.2582
     """
@@ -41,34 +46,49 @@ class ViTCostTable:
     mlp_hidden: int
     depth: int
     num_tokens: int
-    patch_embed: int   # per sample, all patches
-    head: int          # final LayerNorm on the class token + classifier, per sample
+    embed_per_token: int
+    prefix_tokens: int
+    head: int          # final classifier (with its norm, if any) on the class token, per sample
     units: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
-    def from_config(cfg: ViTConfig, units: Mapping[str, int] | None = None) -> "ViTCostTable":
+    def from_config(cfg: ViTConfig, units: Mapping[str, int] | None = None) -> "CostTable":
         """The table of a ViT configuration, with a method's ``units`` (MACs per unit) if given."""
         d = cfg.embed_dim
-        patch = cfg.num_patches * d * cfg.in_chans * cfg.patch_size ** 2
         head = LAYERNORM_MACS_PER_ELEMENT * d + d * cfg.num_classes
-        return ViTCostTable(d, cfg.mlp_hidden, cfg.depth, cfg.num_tokens, patch, head, dict(units or {}))
+        return CostTable(d, cfg.mlp_hidden, cfg.depth, cfg.num_tokens, d * cfg.in_chans * cfg.patch_size ** 2,
+                         1, head, dict(units or {}))
 
-    def with_units(self, units: Mapping[str, int]) -> "ViTCostTable":
+    @staticmethod
+    def from_text_config(cfg, units: Mapping[str, int] | None = None) -> "CostTable":
+        """The table of a post-LayerNorm BERT encoder (``ccbench.text_backbone.TextConfig``): embedding
+        lookups are free, the embedding LayerNorm costs 5 per element, the classifier reads ``[CLS]``."""
+        d = cfg.embed_dim
+        return CostTable(d, cfg.mlp_hidden, cfg.depth, cfg.max_length, LAYERNORM_MACS_PER_ELEMENT * d, 0,
+                         d * cfg.num_classes, dict(units or {}))
+
+    def with_units(self, units: Mapping[str, int]) -> "CostTable":
         """The same table with method-specific component costs (MACs per unit)."""
         return replace(self, units={**self.units, **units})
 
     @property
     def num_patches(self) -> int:
-        """Patch tokens (tokens minus the class token)."""
-        return self.num_tokens - 1
+        """Input tokens embedded in a dense pass (tokens minus the class token)."""
+        return self.num_tokens - self.prefix_tokens
+
+    @property
+    def patch_embed(self) -> int:
+        """MACs of embedding a dense pass's input tokens."""
+        return self.embed_per_token * self.num_patches
 
     def attention_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
-        """MACs of a block's norm1, qkv, attention (scores + weighted values) and proj on ``n`` tokens."""
+        """MACs of a block's attention half on ``n`` tokens: one LayerNorm, q/k/v and output
+        projections, and attention (scores + weighted values). Pre- (ViT) and post-norm (BERT) alike."""
         d = self.embed_dim
         return n * (LAYERNORM_MACS_PER_ELEMENT * d + 4 * d * d) + 2 * n * n * d
 
     def mlp_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
-        """MACs of a block's norm2 and MLP (fc1, fc2) on ``n`` tokens."""
+        """MACs of a block's MLP half (one LayerNorm, fc1, fc2) on ``n`` tokens."""
         d = self.embed_dim
         return n * (LAYERNORM_MACS_PER_ELEMENT * d + 2 * d * self.mlp_hidden)
 
@@ -76,19 +96,30 @@ class ViTCostTable:
         """MACs of one transformer block on ``n`` tokens (elementwise over a tensor of counts)."""
         return self.attention_part(n) + self.mlp_part(n)
 
-    def dense_macs(self) -> int:
-        """MACs of one sample through every block on every token."""
-        return self.patch_embed + self.depth * self.block(self.num_tokens) + self.head
+    def dense_macs(self, n: torch.Tensor | int | None = None) -> torch.Tensor | int:
+        """MACs of one sample of ``n`` tokens (default ``num_tokens``) through every block on every
+        token (elementwise over a tensor of counts)."""
+        n = self.num_tokens if n is None else n
+        return self.embed_per_token * (n - self.prefix_tokens) + self.depth * self.block(n) + self.head
 
 
-def useful_macs(table: ViTCostTable, trace: Trace) -> torch.Tensor:
+def dense_macs_per_sample(table: CostTable, trace: Trace) -> torch.Tensor:
+    """What the dense model spends on each traced sample, float64 ``[B]``: its own length for text
+    (trace field ``input_tokens``), the table's dense count otherwise."""
+    if "input_tokens" in trace:
+        return table.dense_macs(trace["input_tokens"].to(torch.float64))
+    return torch.full((trace.batch_size,), float(table.dense_macs()), dtype=torch.float64)
+
+
+def useful_macs(table: CostTable, trace: Trace) -> torch.Tensor:
     """Useful MACs per sample, float64 ``[B]``, from the trace fields (``ccbench.trace``):
-    patch embedding of the ``patches`` embedded + every block's attention part on
-    ``tokens_per_block`` and MLP part on ``mlp_tokens_per_block`` (0 tokens = skipped) + the final
-    classifier when it ran (``final_head_runs``) + each ``units/<name>`` count times its unit cost.
+    embedding of the ``patches`` embedded (else the ``input_tokens``, else a dense pass's) + every
+    block's attention part on ``tokens_per_block`` and MLP part on ``mlp_tokens_per_block`` (0 tokens
+    = skipped) + the final classifier when it ran (``final_head_runs``) + each ``units/<name>`` count
+    times its unit cost.
 
-    >>> t = ViTCostTable.from_config(ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=2,
-    ...                              num_heads=1, num_classes=3), units={"exit_head": 17})
+    >>> t = CostTable.from_config(ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=2,
+    ...                           num_heads=1, num_classes=3), units={"exit_head": 17})
     >>> tr = Trace({"tokens_per_block": torch.tensor([[5, 0]]), "final_head_runs": torch.tensor([0]),
     ...             "units/exit_head": torch.tensor([1])})   # left after block 0 through its exit head
     >>> int(useful_macs(t, tr)) == t.patch_embed + t.block(5) + 17
@@ -98,7 +129,9 @@ def useful_macs(table: ViTCostTable, trace: Trace) -> torch.Tensor:
     m = trace["mlp_tokens_per_block"].to(torch.float64) if "mlp_tokens_per_block" in trace else n
     total = table.attention_part(n).sum(1) + table.mlp_part(m).sum(1)
     if "patches" in trace:
-        total = total + table.patch_embed / table.num_patches * trace["patches"].to(torch.float64)
+        total = total + table.embed_per_token * trace["patches"].to(torch.float64)
+    elif "input_tokens" in trace:
+        total = total + table.embed_per_token * (trace["input_tokens"].to(torch.float64) - table.prefix_tokens)
     else:
         total = total + table.patch_embed
     runs = trace["final_head_runs"].to(torch.float64) if "final_head_runs" in trace else 1.0
@@ -152,8 +185,8 @@ class _LogitsOnly(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images).logits
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs).logits
 
 
 @dataclass

@@ -56,14 +56,21 @@ def evaluate(model: nn.Module, split: ImageSplit, img_px: int, batch_size: int,
              device: str = "cpu", progress: bool = False) -> Evaluation:
     """Run a conditional model (``model(images) -> MethodOutput``) over ``split`` in eval mode and
     collect logits, labels, ids and the concatenated per-sample trace."""
+    inputs = (x for _, x, _ in batches(split, img_px, batch_size, device))
+    return evaluate_inputs(model, inputs, split.labels, split.ids, -(-len(split) // batch_size), progress)
+
+
+@torch.inference_mode()
+def evaluate_inputs(model: nn.Module, inputs, labels: torch.Tensor, ids: list[str], total: int | None = None,
+                    progress: bool = False) -> Evaluation:
+    """Run a conditional model over an iterable of input batches (any modality; the samples of
+    ``labels [N]`` / ``ids`` in order) in eval mode; ``total`` batches, for the progress bar."""
     from tqdm import tqdm
 
     model.eval()
     logits, traces = [], []
-    it = batches(split, img_px, batch_size, device)
-    for _, x, _ in tqdm(it, total=-(-len(split) // batch_size), desc="eval", unit="batch",
-                        disable=not progress, leave=False, mininterval=2):
+    for x in tqdm(inputs, total=total, desc="eval", unit="batch", disable=not progress, leave=False, mininterval=2):
         out = model(x)
         logits.append(out.logits.float().cpu())
         traces.append(out.trace.to("cpu"))
-    return Evaluation(torch.cat(logits), split.labels.clone(), list(split.ids), Trace.cat(traces))
+    return Evaluation(torch.cat(logits), labels.clone(), list(ids), Trace.cat(traces))

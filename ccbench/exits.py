@@ -6,24 +6,16 @@ block's exit *is* the backbone's own classifier.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 
-from .backbones import ViTBackbone
 
 
-def make_exit_heads(backbone: ViTBackbone) -> nn.ModuleList:
-    """One head per block except the last: copies of ``norm`` + ``head`` of the backbone."""
-    return nn.ModuleList(nn.Sequential(copy.deepcopy(backbone.vit.norm), copy.deepcopy(backbone.vit.head))
-                         for _ in range(len(backbone.blocks) - 1))
-
-
-def exit_head_macs(dim: int, classes: int) -> int:
-    """MACs of one exit head on one class token: LayerNorm (5 per element) + ``dim x classes``."""
-    return 5 * dim + dim * classes
+def make_exit_heads(backbone: nn.Module) -> nn.ModuleList:
+    """One head per block except the last: copies of the backbone's classifier (``make_exit_head``;
+    ViT: final norm + head, text: head), whose cost is ``backbone.head_macs()``."""
+    return nn.ModuleList(backbone.make_exit_head() for _ in range(len(backbone.blocks) - 1))
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:

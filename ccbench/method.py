@@ -66,14 +66,45 @@ class ConditionalModel(nn.Module):
         return {}
 
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Training loss: cross-entropy of ``out.logits`` plus ``out.aux_loss``."""
-        return F.cross_entropy(out.logits, labels, label_smoothing=label_smoothing) + out.aux_loss
+        """Training loss: the task loss of ``out.logits`` (:func:`task_loss`) plus ``out.aux_loss``."""
+        return task_loss(out.logits, labels, label_smoothing) + out.aux_loss
 
     def forward(self, images: torch.Tensor) -> MethodOutput:  # pragma: no cover - abstract
         """Images ``[B, 3, H, W]`` -> :class:`MethodOutput`."""
         raise NotImplementedError
 
 
-def full_tokens_trace(batch: int, depth: int, tokens: int, device=None) -> Trace:
-    """Trace of a sample that ran every block on every token."""
-    return Trace({"tokens_per_block": torch.full((batch, depth), tokens, dtype=torch.long, device=device)})
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy for class logits ``[B, C]``; mean squared error for one regression output
+    ``[B, 1]`` (STS-B), labels ``[B]``."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits[:, 0], labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def input_fields(backbone: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Trace fields that describe the input itself: ``{"input_tokens": [B]}`` for text (real tokens;
+    a text sample's dense cost depends on its length), nothing for images (all the same size)."""
+    if hasattr(backbone, "tokenizer"):
+        return {"input_tokens": backbone.input_tokens(inputs)}
+    return {}
+
+
+def dense_trace(backbone: nn.Module, inputs: torch.Tensor) -> Trace:
+    """Trace of samples that ran every block on every (real) token."""
+    n = backbone.input_tokens(inputs)
+    return Trace({"tokens_per_block": n[:, None].expand(-1, len(backbone.blocks)).clone(),
+                  **input_fields(backbone, inputs)})
+
+
+def masked_mean(x: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the real tokens of ``x [B, N, D]`` (``keys [B, 1, 1, N]`` bool, None: all) -> ``[B, D]``."""
+    if keys is None:
+        return x.mean(1)
+    w = keys[:, 0, 0, :, None].to(x.dtype)
+    return (x * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def select_keys(keys: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    """The key masks of the samples at ``rows`` (None stays None)."""
+    return None if keys is None else keys[rows]

@@ -31,4 +31,5 @@ class MethodMetadata(BaseModel):
     modalities: list[Literal["image", "text"]] = ["image"]
     trains: bool = True
     evaluates_checkpoint_of: str | None = None
+    starts_from: dict[Literal["image", "text"], str] = {}  # modality -> method whose fine-tuned model it starts from
     description: str

@@ -16,10 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import ViTBackbone
-from .method import ConditionalModel, MethodOutput
-from .token_ops import tokens_trace_tensor
-from .trace import Trace
+from .method import ConditionalModel, MethodOutput, input_fields
+from .trace import PAD_TOKEN, Trace
 
 
 def every_other_block(depth: int) -> list[int]:
@@ -32,12 +30,14 @@ def every_other_block(depth: int) -> list[int]:
 
 
 class MoEModel(ConditionalModel):
-    """A :class:`ViTBackbone` with ``make_layer(dense_mlp) -> MoE layer`` in ``blocks``' MLPs."""
+    """A backbone with ``make_layer(dense_mlp) -> MoE layer`` in ``blocks``' MLPs. On text the MLPs see
+    the real tokens of the batch as one row set ``[1, T, D]`` (``ccbench.text_backbone.TextBlock``);
+    the trace puts each token's routing back at its position (``PAD_TOKEN`` at padding)."""
 
     execution = "removed"
     soft_routing = False  # Soft MoE: every expert contributes to every token
 
-    def __init__(self, backbone: ViTBackbone, make_layer, blocks: list[int] | None = None, knob=None):
+    def __init__(self, backbone, make_layer, blocks: list[int] | None = None, knob=None):
         super().__init__(backbone, knob=knob)
         self.moe_blocks = blocks if blocks is not None else every_other_block(len(backbone.blocks))
         for i in self.moe_blocks:
@@ -95,21 +95,35 @@ class MoEModel(ConditionalModel):
                 "active_params_per_token": round(self.active_params_per_token(trace)),
                 "params_total": sum(p.numel() for p in self.parameters())}
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
+    def forward(self, inputs: torch.Tensor) -> MethodOutput:
         """The backbone with MoE MLPs; the trace collects every layer's routing."""
-        logits = self.backbone(images)
-        b, depth, n = images.shape[0], self.config.depth, self.config.num_tokens
+        logits = self.backbone(inputs)
+        depth = self.config.depth
+        n = self.backbone.input_tokens(inputs)                                  # [B]
         routes = [layer.routing for layer in self.moe_layers]
-        mlp_tokens = [0 if i in self.moe_blocks else n for i in range(depth)]
+        ids = torch.stack([r.expert_ids for r in routes], 1)                    # [B or 1, L, N or T, K]
+        weights = torch.stack([r.weights for r in routes], 1)
+        rows = torch.stack([r.expert_rows for r in routes], 1).sum(1)
+        if hasattr(self.backbone, "tokenizer"):   # text: the MoE saw the batch's real tokens as one row set
+            real = inputs[:, 1].bool()                                          # [B, L]
+            b, length = real.shape
+            full_ids = ids.new_full((b, ids.shape[1], length, ids.shape[3]), PAD_TOKEN)
+            full_w = weights.new_zeros(full_ids.shape)
+            full_ids.permute(0, 2, 1, 3)[real] = ids[0].transpose(0, 1)
+            full_w.permute(0, 2, 1, 3)[real] = weights[0].transpose(0, 1)
+            ids, weights = full_ids, full_w
+            rows = (ids >= 0).sum((1, 2, 3))  # every pick is one expert row (token-choice layers)
+        moe = torch.tensor([i in self.moe_blocks for i in range(depth)], device=n.device)
+        tokens = n[:, None].expand(-1, depth)
         trace = Trace({
-            "tokens_per_block": tokens_trace_tensor(b, [n] * depth, logits.device),
-            "mlp_tokens_per_block": tokens_trace_tensor(b, mlp_tokens, logits.device),
-            "expert_ids": torch.stack([r.expert_ids for r in routes], 1),
-            "expert_weights": torch.stack([r.weights for r in routes], 1),
-            "units/moe_token": torch.full((b,), n * len(routes), dtype=torch.long, device=logits.device),
-            "units/router_token": torch.full((b,), n * sum(r.routed for r in routes), dtype=torch.long,
-                                             device=logits.device),
-            "units/expert_row": torch.stack([r.expert_rows for r in routes], 1).sum(1),
+            "tokens_per_block": tokens.clone(),
+            "mlp_tokens_per_block": torch.where(moe[None], 0, tokens),
+            "expert_ids": ids,
+            "expert_weights": weights,
+            "units/moe_token": n * len(routes),
+            "units/router_token": n * sum(r.routed for r in routes),
+            "units/expert_row": rows,
+            **input_fields(self.backbone, inputs),
         })
         aux = sum((r.aux_loss for r in routes), logits.new_zeros(()))
         return MethodOutput(logits, aux, trace)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .trace import PAD_TOKEN
+
 UTILIZATION_MIN_SHARE = 0.01
 
 
@@ -56,9 +58,11 @@ def _table(experts: np.ndarray, labels: np.ndarray, num_experts: int, num_labels
 
 def layer_metrics(ids: np.ndarray, labels: np.ndarray, num_experts: int, permutations: int = 20,
                   seed: int = 0) -> dict:
-    """Statistics of one layer: ``ids [S, N, K]`` expert per pick (-1 none), ``labels [S]`` ints."""
+    """Statistics of one layer: ``ids [S, N, K]`` expert per pick (-1 none; -2 a padding position,
+    which is not a token and is left out), ``labels [S]`` ints."""
     s = ids.shape[0]
     valid = ids >= 0
+    is_token = ~(ids == PAD_TOKEN).all(-1)                           # [S, N]
     picks = ids[valid]
     counts = np.bincount(picks, minlength=num_experts).astype(np.float64)
     load = counts / max(counts.sum(), 1)
@@ -81,7 +85,7 @@ def layer_metrics(ids: np.ndarray, labels: np.ndarray, num_experts: int, permuta
         "entropy_bits": round(_entropy_bits(load), 4),
         "entropy_normalized": round(_entropy_bits(load) / np.log2(num_experts), 4) if num_experts > 1 else 0.0,
         "jain": round(float(counts.sum() ** 2 / (num_experts * (counts ** 2).sum())), 4) if counts.any() else 0.0,
-        "tokens_without_expert": round(float((~valid.any(-1)).mean()), 6),
+        "tokens_without_expert": round(float((~valid.any(-1))[is_token].mean()), 6) if is_token.any() else 0.0,
         "specialization": {"mi_over_h_label": round(mi_hy - chance_mi_hy, 6), "nmi": round(nmi - chance_nmi, 6),
                            "raw_mi_over_h_label": round(mi_hy, 6), "raw_nmi": round(nmi, 6),
                            "chance_permutations": permutations},

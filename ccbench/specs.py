@@ -124,8 +124,41 @@ class AuditSpec(_Strict):
     batches: int
 
 
+class TextTaskBudget(_Strict):
+    """A text task's training budget: a number of ``samples`` or of ``epochs`` over its train split."""
+
+    samples: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+
+
+class TextBudgetSpec(_Strict):
+    """Text tasks under a tier: the pretrained encoder (a short name, HF hub id or local folder; see
+    ``ccbench.text_backbone``), the fine-tuning recipe (its ``samples`` is replaced per task) and each
+    task's budget. Every method gets the same budget on a task."""
+
+    backbone: str
+    finetune: RecipeSpec
+    tasks: dict[str, TextTaskBudget]
+    freeze_word_embeddings: bool = True  # their dense 30k x D gradient would dominate a CPU step
+
+    def recipe_for(self, task: str, train_size: int) -> RecipeSpec:
+        """The fine-tuning recipe of ``task`` with ``samples`` set from its budget.
+
+        >>> spec = TextBudgetSpec(backbone="m", finetune=RecipeSpec(samples=1, batch_size=8, lr=1e-4),
+        ...                       tasks={"mrpc": TextTaskBudget(epochs=3)})
+        >>> spec.recipe_for("mrpc", 100).samples
+        300
+        """
+        if task not in self.tasks:
+            raise UserError(f"this tier has no text budget for task {task!r} (it has: {', '.join(sorted(self.tasks))})")
+        b = self.tasks[task]
+        samples = b.samples if b.samples is not None else int(round(b.epochs * train_size))
+        return self.finetune.model_copy(update={"samples": samples})
+
+
 class BudgetSpec(_Strict):
-    """A budget tier: device, backbone, pretraining and fine-tuning recipes, eval, latency, audit."""
+    """A budget tier: device, backbone, pretraining and fine-tuning recipes, eval, latency, audit;
+    ``text`` says how text tasks run under it (None: the tier has no text tasks)."""
 
     name: str
     version: int
@@ -142,6 +175,7 @@ class BudgetSpec(_Strict):
     latency: LatencySpec
     audit: AuditSpec
     seeds: list[int]
+    text: TextBudgetSpec | None = None
 
 
 def load_yaml_spec(path: Path, model: type[BaseModel]):

@@ -14,7 +14,8 @@ import torch
 from .records import load_records, load_samples
 from .stats import bootstrap_ci
 
-NOISE_NOTE = ("top-1 in % with a 95 % percentile-bootstrap CI over eval samples; on Imagenette val "
+NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official main score, x 100) with a "
+              "95 % percentile-bootstrap CI over eval samples; on Imagenette val "
               "(3,925 images) one standard error is about 0.7 points, so differences smaller than the "
               "CIs are noise. GMACs: 1e9 multiply-adds per sample (fvcore convention; FLOPs = 2 x MACs). "
               "exec/useful: fvcore-executed over trace-derived useful MACs at batch 1 ('!' = more than "
@@ -24,9 +25,9 @@ NOISE_NOTE = ("top-1 in % with a 95 % percentile-bootstrap CI over eval samples;
               "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
               "mutual information minus its mean over 20 label shuffles (mean over MoE layers).")
 
-COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "top1", "top1_ci95", "useful_gmacs",
+COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "score_name", "top1", "top1_ci95", "useful_gmacs",
            "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
-           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "record_ids"]
+           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "backbone_name", "record_ids"]
 
 
 def _knob_text(value) -> str:
@@ -41,11 +42,13 @@ def _knob_text(value) -> str:
 def _row(path, record: dict) -> dict:
     m = record["metrics"]
     k = record["method"]["knob"]
+    score = m.get("main_score", {"name": "top1", "value": m.get("top1"), "ci95": m.get("top1_ci95")})
     return {
         "task": record["task"]["name"], "budget": record["budget"]["name"],
         "method": record["method"]["name"], "family": record["method"]["family"],
         "knob": f"{k['name']}={_knob_text(k['value'])}" if k["value"] is not None else "-",
-        "seed": record["seed"], "top1": m["top1"], "ci_lo": m["top1_ci95"][0], "ci_hi": m["top1_ci95"][1],
+        "seed": record["seed"], "score_name": score["name"], "top1": score["value"],
+        "ci_lo": score["ci95"][0], "ci_hi": score["ci95"][1],
         "useful_gmacs": m["useful_gmacs"]["mean"], "pct_of_dense": 100 * m["useful_fraction_of_dense"],
         "exec_over_useful_b1": m["executed_over_useful"]["batch1"],
         "flag_masked": bool(m["flag_executed_exceeds_useful"]),
@@ -53,7 +56,8 @@ def _row(path, record: dict) -> dict:
         "bN": m["latency"]["batchN"]["batch_size"],
         "eff_b1": m["latency"]["batch1"]["efficiency"], "eff_bN": m["latency"]["batchN"]["efficiency"],
         "train_samples": record["budget"]["consumed"]["samples"],
-        "backbone": record["backbone"]["sha256"], "record_id": record["id"], "path": str(path),
+        "backbone": record["backbone"]["sha256"], "backbone_name": record["backbone"]["file"],
+        "record_id": record["id"], "path": str(path),
         "date": record["date"],
         "active_params_m": m.get("active_params_per_token", np.nan) / 1e6,
         "utilization": m.get("routing", {}).get("mean_over_layers", {}).get("utilization", np.nan),
@@ -62,7 +66,8 @@ def _row(path, record: dict) -> dict:
 
 
 def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
-    """CI of seed-averaged per-sample correctness (samples aligned by example id)."""
+    """CI of seed-averaged per-sample correctness (samples aligned by example id). For a text task
+    whose main score is not accuracy this is the accuracy's CI (noted in the note)."""
     per_seed = []
     for p in paths:
         s = load_samples(p)
@@ -93,13 +98,15 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
             lo, hi = _seed_ci(list(g.path))
         out.append({
             "task": key[0], "budget": key[1], "method": key[2], "family": g.family.iloc[0], "knob": key[3],
-            "seeds": len(g), "top1": g.top1.mean(), "top1_ci95": f"{lo:.1f}-{hi:.1f}",
+            "seeds": len(g), "score_name": g.score_name.iloc[0], "top1": g.top1.mean(),
+            "top1_ci95": f"{lo:.1f}-{hi:.1f}",
             "useful_gmacs": g.useful_gmacs.mean(), "pct_of_dense": g.pct_of_dense.mean(),
             "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
             "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),
             "eff_b1": g.eff_b1.mean(), "eff_bN": g.eff_bN.mean(),
             "active_params_m": g.active_params_m.mean(), "utilization": g.utilization.mean(), "nmi": g.nmi.mean(),
             "train_samples": int(g.train_samples.mean()), "backbone": key[4],
+            "backbone_name": g.backbone_name.iloc[0],
             "record_ids": ",".join(i[:12] for i in g.record_id),
         })
     return pd.DataFrame(out, columns=COLUMNS)
@@ -128,7 +135,8 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
 
     view = pd.DataFrame({
         "task": df.task, "budget": df.budget, "method": df.method, "knob": df.knob, "seeds": df.seeds,
-        "top-1 %": df.top1.map("{:.2f}".format), "95% CI": df.top1_ci95,
+        "score": [f"{v:.2f}" + ("" if n == "top1" else f" ({n})") for v, n in zip(df.top1, df.score_name)],
+        "95% CI": df.top1_ci95,
         "GMACs": df.useful_gmacs.map("{:.3f}".format), "% dense": df.pct_of_dense.map("{:.1f}".format),
         "exec/useful": [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)],
         "speedup b1": df.speedup_b1.map("{:.2f}x".format),
@@ -139,3 +147,26 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
     })
     text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
     return text + "\n\n" + NOISE_NOTE if note else text
+
+
+GLUE_TASKS = ["sst2", "mrpc", "cola", "rte", "stsb"]
+
+
+def glue_table(df: pd.DataFrame) -> str:
+    """Markdown: one row per (budget, method, knob) on GLUE tasks, each task's main score with its
+    share of dense compute, and the average of the five main scores (only when all five exist)."""
+    from tabulate import tabulate
+
+    glue = df[df.task.isin(GLUE_TASKS)]
+    if glue.empty:
+        return "(no GLUE records)"
+    rows = []
+    for (budget, method, knob), g in glue.groupby(["budget", "method", "knob"], sort=True):
+        by_task = {t: g[g.task == t].iloc[0] for t in GLUE_TASKS if (g.task == t).any()}
+        row = {"budget": budget, "method": method, "knob": knob}
+        for t in GLUE_TASKS:
+            row[t] = (f"{by_task[t].top1:.2f} ({by_task[t].pct_of_dense:.0f}%)" if t in by_task else "-")
+        row["average"] = (f"{np.mean([by_task[t].top1 for t in GLUE_TASKS]):.2f}"
+                          if len(by_task) == len(GLUE_TASKS) else "-")
+        rows.append(row)
+    return tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)

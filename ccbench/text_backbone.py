@@ -5,17 +5,22 @@
 else to the hub id ``sentence-transformers/all-MiniLM-L6-v2``; any other HF encoder id or local
 folder works the same way.
 
-The protocol mirrors :class:`ccbench.backbones.ViTBackbone`:
+The protocol mirrors :class:`ccbench.backbones.ViTBackbone`. A batch travels as ONE long tensor
+``[B, 3, L]`` (rows: token ids, 0/1 attention mask, token types; see :func:`pack`), so that every
+part of ccbench that passes image tensors around (training, evaluation, fvcore tracing, latency)
+passes text the same way:
 
-* ``embed(input_ids, token_type_ids)`` -> tokens ``[B, L, D]`` (``[CLS]`` first);
-* ``blocks``: :class:`TextBlock` modules, ``block(x, attn_mask=None)`` with ``attn_mask`` bool
-  ``[B, 1, 1, L]`` (True = a real token that may be attended to); the computation is written out
-  (post-LayerNorm BERT layer) so that masks are explicit and fvcore sees every matmul;
+* ``start(inputs)`` -> ``(tokens [B, L, D], keys [B, 1, 1, L] bool)`` (``[CLS]`` first; True = a real
+  token that may be attended to);
+* ``blocks``: :class:`TextBlock` modules, ``block(x, keys)``; the computation is written out
+  (post-LayerNorm BERT layer) so that masks are explicit and fvcore sees every matmul; the MLP runs
+  on real tokens only (padding rows are not computed);
 * ``classify(cls_state)`` -> logits ``[B, C]`` (a new linear head on the ``[CLS]`` state; one output
   for a regression task).
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +66,18 @@ class TextConfig:
         return asdict(self)
 
 
+class TextMLP(nn.Module):
+    """The feed-forward part of a BERT layer, ``fc2(act(fc1(x)))`` (the shape of timm's ``Mlp``, so
+    width methods replace it the same way on both modalities)."""
+
+    def __init__(self, fc1: nn.Linear, act, fc2: nn.Linear):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = fc1, act, fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class TextBlock(nn.Module):
     """One post-LayerNorm BERT layer, written out: ``x = LN(x + attn(x)); x = LN(x + mlp(x))``."""
 
@@ -69,8 +86,8 @@ class TextBlock(nn.Module):
         att = layer.attention
         self.query, self.key, self.value = att.self.query, att.self.key, att.self.value
         self.attn_out, self.attn_norm = att.output.dense, att.output.LayerNorm
-        self.fc1, self.act = layer.intermediate.dense, layer.intermediate.intermediate_act_fn
-        self.fc2, self.out_norm = layer.output.dense, layer.output.LayerNorm
+        self.mlp = TextMLP(layer.intermediate.dense, layer.intermediate.intermediate_act_fn, layer.output.dense)
+        self.out_norm = layer.output.LayerNorm
         self.dropout = nn.Dropout(att.output.dropout.p)
         self.num_heads = num_heads
 
@@ -86,12 +103,18 @@ class TextBlock(nn.Module):
                                              attn_mask=attn_mask)
         return self.dropout(self.attn_out(out.transpose(1, 2).reshape(b, n, d)))
 
-    def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        """Second half with its residual and LayerNorm."""
-        return self.out_norm(x + self.dropout(self.fc2(self.act(self.fc1(x)))))
+    def feed_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Second half with its residual and LayerNorm, on the real tokens only (``attn_mask``
+        ``[B, 1, 1, L]``; None: every position). Padding positions come back as they went in."""
+        if attn_mask is None:
+            return self.out_norm(x + self.dropout(self.mlp(x)))
+        real = attn_mask[:, 0, 0, :]
+        rows = x[real]                                             # [T, D]
+        out = self.out_norm(rows + self.dropout(self.mlp(rows[None])[0]))
+        return x.masked_scatter(real[..., None], out)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.mlp(self.attn_norm(x + self.attention(x, attn_mask)))
+        return self.feed_forward(self.attn_norm(x + self.attention(x, attn_mask)), attn_mask)
 
 
 class TextBackbone(nn.Module):
@@ -100,7 +123,9 @@ class TextBackbone(nn.Module):
     def __init__(self, model_name: str = "minilm-l6", num_classes: int = 2, max_length: int = 128):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # loading a local folder takes no time worth a bar
         source = resolve_text_model(model_name)
         encoder = AutoModel.from_pretrained(source)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
@@ -121,6 +146,30 @@ class TextBackbone(nn.Module):
         return dict(self.tokenizer(first, second, padding="longest", truncation=True,
                                    max_length=self.config.max_length, return_tensors="pt"))
 
+    def encode(self, texts: list[tuple[str, ...]]) -> torch.Tensor:
+        """Texts -> the packed batch ``[B, 3, L]`` (see :func:`pack`)."""
+        return pack(self.tokenize(texts))
+
+    def start(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed batch ``[B, 3, L]`` -> ``(embeddings [B, L, D], keys [B, 1, 1, L] bool)``."""
+        return self.embed(inputs[:, 0], inputs[:, 2]), key_mask(inputs[:, 1])
+
+    def input_tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Real (non-padding) tokens per sample, long ``[B]``."""
+        return inputs[:, 1].sum(1)
+
+    def keep_blocks(self, k: int) -> None:
+        """Truncate to the first ``k`` blocks (the rest are removed from the model)."""
+        self.blocks = nn.ModuleList(list(self.blocks)[:k])
+
+    def make_exit_head(self) -> nn.Module:
+        """A copy of the final classifier, for an intermediate exit."""
+        return copy.deepcopy(self.head)
+
+    def head_macs(self) -> int:
+        """MACs of the classifier on one ``[CLS]`` state (no final norm: BERT's is inside the layer)."""
+        return self.config.embed_dim * self.config.num_classes
+
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids ``[B, L]`` -> embeddings ``[B, L, D]`` (word + position + type, LayerNorm)."""
         return self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
@@ -129,14 +178,25 @@ class TextBackbone(nn.Module):
         """``[CLS]`` state ``[B, D]`` -> logits ``[B, C]``."""
         return self.head(self.head_dropout(cls_state))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Dense forward: ids and 0/1 mask ``[B, L]`` -> logits ``[B, C]``."""
-        x = self.embed(input_ids, token_type_ids)
-        keys = attention_mask.bool()[:, None, None, :]
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Dense forward: packed batch ``[B, 3, L]`` -> logits ``[B, C]``."""
+        x, keys = self.start(inputs)
         for block in self.blocks:
             x = block(x, keys)
         return self.classify(x[:, 0])
+
+
+def pack(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Tokenizer output -> one long tensor ``[B, 3, L]``: ids, attention mask, token types (zeros when
+    the tokenizer gives none).
+
+    >>> pack({"input_ids": torch.tensor([[101, 7, 102]]), "attention_mask": torch.tensor([[1, 1, 1]])}).shape
+    torch.Size([1, 3, 3])
+    """
+    ids = batch["input_ids"]
+    types = batch.get("token_type_ids")
+    return torch.stack([ids, batch["attention_mask"].to(ids.dtype),
+                        types if types is not None else torch.zeros_like(ids)], 1)
 
 
 def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:

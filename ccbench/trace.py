@@ -10,6 +10,8 @@ honestly. Fields (more families add more):
   from the attention's (token merging or fusion inside a block; 0 where the MLP was replaced, e.g.
   by experts). Absent: equal to ``tokens_per_block``.
 * ``patches``: int ``[B]``, patch tokens embedded (absent: the backbone's number of patches).
+* ``input_tokens``: int ``[B]``, tokens of the input (text: real, non-padding tokens; the dense cost
+  of a text sample depends on it). Absent for images (every image has the tier's token count).
 * ``final_head_runs``: int ``[B]``, 1 when the backbone's final classifier produced the output, 0
   when an early-exit head did (absent: 1).
 * ``units/<component>``: ``[B]`` counts of a method's own components (predictor rows, matched token
@@ -18,7 +20,11 @@ honestly. Fields (more families add more):
 * ``halt_block``: int ``[B, num_tokens]``, block index (0-based) at which each token halted (A-ViT).
 * ``exit_block``: int ``[B]``, block index (0-based) after which the sample left (depth family).
 * ``expert_ids`` / ``expert_weights``: ``[B, L, N, K]``, per MoE layer, token and pick: the expert
-  (-1 = dropped over capacity) and its combine weight (width family, ``ccbench.moe_method``).
+  (-1 = dropped over capacity, -2 = a padding position, not a token) and its combine weight (width
+  family, ``ccbench.moe_method``).
+
+Per-token fields of text batches have different lengths; :meth:`Trace.cat` pads them (with
+``PAD_TOKEN`` for integer fields, 0 for float ones) to the longest.
 """
 from __future__ import annotations
 
@@ -26,8 +32,9 @@ from typing import Iterator, Mapping
 
 import torch
 
-KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "final_head_runs", "halt_block",
-                "exit_block", "expert_ids", "expert_weights"}
+KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "input_tokens", "final_head_runs",
+                "halt_block", "exit_block", "expert_ids", "expert_weights"}
+PAD_TOKEN = -2  # integer per-token fields at padding positions
 UNIT_PREFIX = "units/"
 
 
@@ -61,9 +68,29 @@ class Trace(Mapping[str, torch.Tensor]):
         """A detached copy on ``device``."""
         return Trace({k: v.detach().to(device) for k, v in self._fields.items()})
 
+    def select(self, index: torch.Tensor) -> "Trace":
+        """The rows at ``index`` (long ``[S]``), in that order."""
+        return Trace({k: v[index.to(v.device)] for k, v in self._fields.items()})
+
     @staticmethod
     def cat(traces: list["Trace"]) -> "Trace":
-        """Concatenate traces along the batch dimension (fields must match)."""
+        """Concatenate traces along the batch dimension (fields must match); fields whose other
+        dimensions differ (per-token fields of text batches) are padded to the largest first."""
         if not traces:
             return Trace({})
-        return Trace({k: torch.cat([t[k] for t in traces]) for k in traces[0]})
+        return Trace({k: torch.cat(_padded([t[k] for t in traces])) for k in traces[0]})
+
+
+def _padded(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Pad every tensor's non-batch dimensions to the largest (``PAD_TOKEN`` or 0)."""
+    shape = [max(p.shape[d] for p in parts) for d in range(1, parts[0].dim())]
+    out = []
+    for p in parts:
+        if list(p.shape[1:]) == shape:
+            out.append(p)
+            continue
+        fill = 0.0 if p.is_floating_point() else PAD_TOKEN
+        big = p.new_full((p.shape[0], *shape), fill)
+        big[(slice(None), *(slice(0, s) for s in p.shape[1:]))] = p
+        out.append(big)
+    return out

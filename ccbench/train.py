@@ -22,6 +22,32 @@ from .image_data import ImageSplit
 from .specs import RecipeSpec
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+SAVE_EVERY_S = 300.0  # a training state is also written this often (long single-epoch runs stay resumable)
+
+
+class ImageTrainData:
+    """Training batches of an :class:`ImageSplit`: normalised, random-resized-cropped and flipped at
+    the step's resolution (``recipe.stages``). The protocol :func:`train` uses: ``len``,
+    ``epoch_batches(epoch, batch_size, seed)`` and ``batch(idx, step, total_steps, gen, device)``."""
+
+    def __init__(self, split: ImageSplit, recipe: RecipeSpec, img_px: int):
+        self.split, self.recipe, self.img_px = split, recipe, img_px
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+        """Index batches of one epoch: a permutation drawn from ``(seed, epoch)``, cut in full batches."""
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        return [perm[i * batch_size:(i + 1) * batch_size] for i in range(max(len(self) // batch_size, 1))]
+
+    def batch(self, idx: torch.Tensor, step: int, total_steps: int, gen: torch.Generator,
+              device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented images ``[b, 3, px, px]`` and labels ``[b]``."""
+        images = normalize(self.split.images[idx].to(device))
+        px = stage_px(self.recipe, step, total_steps, self.img_px)
+        images = random_resized_crop(images, px, tuple(self.recipe.augment.scale), self.recipe.augment.flip, gen)
+        return images, self.split.labels[idx].to(device)
 
 
 @dataclass
@@ -78,18 +104,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSplit, img_px: int,
+def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: int | None,
           seed: int, state_path: Path | None = None, resume: bool = False,
           device: str = "cpu", monitor: Callable[[nn.Module], float] | None = None,
           desc: str = "train", progress: bool = True) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``recipe.samples`` samples.
 
-    ``loss_fn(model, images, labels) -> (loss, logits)`` gets normalised, augmented images
-    ``[B, 3, img_px, img_px]``. ``monitor(model) -> top-1 in %`` (e.g. on the calibration split) is
-    called at each epoch end for the curve. With ``resume`` and an existing ``state_path`` the run
-    continues from its last saved epoch."""
+    ``data`` is an :class:`ImageSplit` (wrapped in :class:`ImageTrainData` at ``img_px``) or any
+    object with that protocol (text: ``ccbench.workload.TextTrainData``).
+    ``loss_fn(model, inputs, labels) -> (loss, logits)`` gets a batch, e.g. normalised, augmented
+    images ``[B, 3, img_px, img_px]``. ``monitor(model) -> top-1 in %`` (e.g. on the calibration
+    split) is called at each epoch end for the curve. With ``resume`` and an existing ``state_path``
+    the run continues from its last saved state (written at epoch ends and every few minutes)."""
     from tqdm import tqdm
 
+    if isinstance(data, ImageSplit):
+        data = ImageTrainData(data, recipe, img_px)
     bs = recipe.batch_size
     total_steps = math.ceil(recipe.samples / bs)
     steps_per_epoch = max(len(data) // bs, 1)
@@ -123,20 +153,18 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     loss_sum, loss_n = 0.0, 0
+    last_save = time.perf_counter()
     while step < total_steps:
         epoch = step // steps_per_epoch
-        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        order = data.epoch_batches(epoch, bs, seed)
         start_in_epoch = step - epoch * steps_per_epoch
         for i in range(start_in_epoch, steps_per_epoch):
             if step >= total_steps:
                 break
             t0 = time.perf_counter()
-            idx = perm[i * bs:(i + 1) * bs]
-            images = normalize(data.images[idx].to(device))
-            px = stage_px(recipe, step, total_steps, img_px)
-            images = random_resized_crop(images, px, tuple(recipe.augment.scale), recipe.augment.flip, aug_gen)
-            labels = data.labels[idx].to(device)
-            loss, _ = loss_fn(model, images, labels)
+            idx = order[i]
+            inputs, labels = data.batch(idx, step, total_steps, aug_gen, device)
+            loss, _ = loss_fn(model, inputs, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
@@ -149,8 +177,11 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data: ImageSpli
             dt = time.perf_counter() - t0
             wall += dt
             loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{len(idx) / dt:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{len(idx) / dt:.0f}", refresh=False)
             bar.update(1)
+            if time.perf_counter() - last_save > SAVE_EVERY_S and step < total_steps:
+                save_state()
+                last_save = time.perf_counter()
         point = {"epoch": epoch + 1, "step": step, "samples": step * bs,
                  "train_loss": loss_sum / max(loss_n, 1), "wall_s": round(wall, 1)}
         loss_sum, loss_n = 0.0, 0

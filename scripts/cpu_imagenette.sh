@@ -18,7 +18,7 @@ declare -A JOBS=(
   [moefication]="--method moefication --knob k=2,4,8"
   [moe-expert-choice]="--method moe-expert-choice --knob capacity=0.5,1,2"
   [soft-moe]="--method soft-moe --knob slots=1,2"
-  [early-exit]="--method early-exit --knob threshold=0.5,0.7,0.9,0.99"
+  [early-exit]="--method early-exit --knob threshold=0.3,0.4,0.5,0.7,0.9,0.99"
   [patience]="--method patience --knob patience=1,2,3,4"
   [static-depth]="--method static-depth --knob blocks=4,6,8"
   [layer-skip]="--method layer-skip --knob target=0.5,0.67,0.83"

@@ -6,13 +6,13 @@ from ccbench import catalog
 from ccbench.backbones import ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
-from ccbench.cost import ViTCostTable, executed_macs, useful_macs
+from ccbench.cost import CostTable, executed_macs, useful_macs
 
 
 def test_dense_useful_equals_fvcore_executed(tiny_backbone, tiny_config):
     model = build_dense(tiny_backbone).eval()
     x = torch.randn(3, 3, 32, 32)
-    table = ViTCostTable.from_config(tiny_config)
+    table = CostTable.from_config(tiny_config)
     useful = useful_macs(table, model(x).trace)
     assert torch.all(useful == table.dense_macs())
     audit = executed_macs(model, x)
@@ -28,7 +28,7 @@ def test_timm_deit_tiny_reference_count():
     # timm's results CSV: 1.26 GMACs; the table applies the final norm to one token, timm to 197
     assert round(audit.macs / 1e9, 2) == 1.26
     cfg = ViTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=3, num_classes=1000)
-    assert abs(ViTCostTable.from_config(cfg).dense_macs() - audit.macs) == 5 * 192 * 196
+    assert abs(CostTable.from_config(cfg).dense_macs() - audit.macs) == 5 * 192 * 196
 
 
 def test_avit_batch1_executed_equals_useful_and_batchN_pads(tiny_backbone, tiny_config):
@@ -37,7 +37,7 @@ def test_avit_batch1_executed_equals_useful_and_batchN_pads(tiny_backbone, tiny_
     model.prepare(x)
     model.eval()
     model.set_knob(0.5)
-    table = ViTCostTable.from_config(tiny_config)
+    table = CostTable.from_config(tiny_config)
     useful = useful_macs(table, model(x).trace)
     for i in range(4):
         assert executed_macs(model, x[i:i + 1]).macs == int(useful[i].item())
@@ -48,7 +48,7 @@ def test_avit_batch1_executed_equals_useful_and_batchN_pads(tiny_backbone, tiny_
 
 def test_block_cost_hand_count():
     cfg = ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=1, num_heads=1, mlp_ratio=2.0, num_classes=3)
-    t = ViTCostTable.from_config(cfg)
+    t = CostTable.from_config(cfg)
     n, d, h = 5, 4, 8
     assert t.block(n) == n * (10 * d + 4 * d * d + 2 * d * h) + 2 * n * n * d
     assert t.patch_embed == 4 * d * 3 * 64
@@ -79,7 +79,7 @@ def test_every_method_useful_vs_executed_at_batch1(name, tiny_backbone, tiny_con
     model.eval()
     if model.knob_name and TINY_SAVING_KNOB.get(name, 0.5) is not None:  # skips compute on the tiny backbone
         model.set_knob(TINY_SAVING_KNOB.get(name, 0.5))
-    table = ViTCostTable.from_config(tiny_config, units=model.cost_units())
+    table = CostTable.from_config(tiny_config, units=model.cost_units())
     for i in range(3):
         xi = x[i:i + 1]
         useful = useful_macs(table, model(xi).trace).item()

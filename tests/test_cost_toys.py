@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ccbench.backbones import ViTBackbone, ViTConfig
-from ccbench.cost import ViTCostTable, executed_macs, useful_macs
+from ccbench.cost import CostTable, executed_macs, useful_macs
 from ccbench.trace import Trace
 
 D, H, N_PATCH = 8, 16, 4           # 16 px / patch 8 -> 4 patches, 5 tokens with the class token
@@ -23,7 +23,7 @@ def _backbone() -> ViTBackbone:
 
 
 def test_hand_counts_match_the_table():
-    t = ViTCostTable.from_config(CFG)
+    t = CostTable.from_config(CFG)
     assert (t.block(N), t.patch_embed, t.head) == (BLOCK, PATCH, HEAD)
     assert t.dense_macs() == PATCH + 2 * BLOCK + HEAD
 
@@ -35,7 +35,7 @@ def test_linear_layer():
 def test_one_attention_block_at_n_tokens():
     block = _backbone().blocks[0]
     for n in (1, 5, 9):
-        assert executed_macs(block, torch.randn(1, n, D)).macs == ViTCostTable.from_config(CFG).block(n)
+        assert executed_macs(block, torch.randn(1, n, D)).macs == CostTable.from_config(CFG).block(n)
     assert executed_macs(block, torch.randn(1, N, D)).macs == BLOCK
 
 
@@ -55,7 +55,7 @@ class _DropThenRun(nn.Module):
 def test_token_drop():
     trace = Trace({"tokens_per_block": torch.tensor([[N, 3]])})
     hand = PATCH + BLOCK + (3 * (2 * LN + 4 * D * D + 2 * D * H) + 2 * 9 * D) + HEAD
-    assert useful_macs(ViTCostTable.from_config(CFG), trace).item() == hand
+    assert useful_macs(CostTable.from_config(CFG), trace).item() == hand
     assert executed_macs(_DropThenRun(), torch.randn(1, 3, 16, 16)).macs == hand
 
 
@@ -98,7 +98,7 @@ def test_top1_moe_dispatch():
     executed = executed_macs(toy, images).macs
     assert sum(toy.routed) == N  # top-1: every token runs exactly one expert
     units = {"moe_token": LN + D * E, "expert_token": 2 * D * H}      # norm2 + router; one expert row
-    table = ViTCostTable.from_config(CFG, units=units)
+    table = CostTable.from_config(CFG, units=units)
     trace = Trace({"tokens_per_block": torch.tensor([[N, 0]]), "mlp_tokens_per_block": torch.tensor([[0, 0]]),
                    "units/moe_token": torch.tensor([N]), "units/expert_token": torch.tensor([N])})
     attn_part = N * (LN + 4 * D * D) + 2 * N * N * D
@@ -126,7 +126,7 @@ class _ExitAfterBlock0(nn.Module):
 
 
 def test_early_exit_at_block1_and_at_the_end():
-    table = ViTCostTable.from_config(CFG, units={"exit_head": HEAD})
+    table = CostTable.from_config(CFG, units={"exit_head": HEAD})
     images = torch.randn(1, 3, 16, 16)
     at_block1 = Trace({"tokens_per_block": torch.tensor([[N, 0]]), "final_head_runs": torch.tensor([0]),
                        "units/exit_head": torch.tensor([1])})
@@ -141,7 +141,7 @@ def test_early_exit_at_block1_and_at_the_end():
 def test_skipped_block_is_counted_as_zero():
     bb = _backbone()
     trace = Trace({"tokens_per_block": torch.tensor([[N, 0]])})
-    assert useful_macs(ViTCostTable.from_config(CFG), trace).item() == PATCH + BLOCK + HEAD
+    assert useful_macs(CostTable.from_config(CFG), trace).item() == PATCH + BLOCK + HEAD
 
     class SkipSecond(nn.Module):
         def __init__(self):
@@ -168,6 +168,6 @@ def test_fvcore_drops_a_head_that_only_drives_a_branch():
     """The trap the trace-derived count exists for: fvcore misses the head, the trace does not."""
     executed = executed_macs(_BranchOnlyHead(False), torch.randn(1, 3, 16, 16)).macs
     assert executed == PATCH + 2 * BLOCK + HEAD  # one head short: the exit head vanished
-    table = ViTCostTable.from_config(CFG, units={"exit_head": HEAD})
+    table = CostTable.from_config(CFG, units={"exit_head": HEAD})
     trace = Trace({"tokens_per_block": torch.tensor([[N, N]]), "units/exit_head": torch.tensor([1])})
     assert useful_macs(table, trace).item() == PATCH + 2 * BLOCK + 2 * HEAD

