@@ -10,6 +10,10 @@ sample has the same length (no padding). ``kappa = 1`` runs the unmodified block
 ccbench choices: fine-tuned under the common budget at ``train_keep_rate`` 0.6 (EViT fine-tunes;
 its keep-rate warm-up schedule is not used over a 2.7-epoch budget), then the keep rate is swept on
 that one model. The fused token's weights are normalised to sum to 1 (a weighted *average*).
+
+Text (padded batches): each sample keeps ``ceil(kappa * m_i)`` of its own ``m_i`` real non-class
+tokens and fuses the rest of its real tokens; the batch carries the longest kept set with a padding
+mask, so useful compute is counted per sample (``tokens_per_block`` = real tokens).
 """
 from __future__ import annotations
 
@@ -17,8 +21,7 @@ import math
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
+from ccbench.method import ConditionalModel, MethodOutput, input_fields
 from ccbench.token_ops import (add_attention, block_attention, block_mlp, check_keep_ratio, gather_tokens,
                                stage_blocks, tokens_trace_tensor)
 from ccbench.trace import Trace
@@ -33,7 +36,7 @@ METADATA = {
               "Zhan and Song, Yibing and Wang, Jue and Xie, Pengtao}, booktitle={ICLR}, year={2022}}",
     "knob": {"name": "keep_rate", "default": 0.6, "direction": "lower = less compute",
              "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False},
-    "modalities": ["image"],
+    "modalities": ["image", "text"],
     "description": "Top-k tokens by class-token attention kept at 1/4, 1/2, 3/4 depth, the rest fused "
                    "into one attention-weighted token; fine-tuned once at keep rate 0.6, knob swept.",
 }
@@ -45,7 +48,7 @@ class EViT(ConditionalModel):
     knob_name = "keep_rate"
     execution = "removed"
 
-    def __init__(self, backbone: ViTBackbone, keep_rate: float = 0.6, train_keep_rate: float = 0.6):
+    def __init__(self, backbone, keep_rate: float = 0.6, train_keep_rate: float = 0.6):
         super().__init__(backbone, knob=check_keep_ratio(keep_rate, "keep rate"))
         self.train_keep_rate = check_keep_ratio(train_keep_rate, "train_keep_rate")
         self.stages = stage_blocks(len(backbone.blocks))
@@ -66,6 +69,8 @@ class EViT(ConditionalModel):
     def forward(self, images: torch.Tensor) -> MethodOutput:
         """Keep-and-fuse at the stage blocks; the training path is the same (with gradients)."""
         kappa = self.train_keep_rate if self.training else float(self.knob)
+        if hasattr(self.backbone, "tokenizer"):
+            return self._forward_text(images, kappa)
         x = self.backbone.embed(images)
         b = x.shape[0]
         attn_counts, mlp_counts, fused = [], [], 0
@@ -94,6 +99,44 @@ class EViT(ConditionalModel):
         return MethodOutput(logits, logits.new_zeros(()), trace)
 
 
-def build(backbone: ViTBackbone, **config) -> EViT:
+    def _forward_text(self, inputs: torch.Tensor, kappa: float) -> MethodOutput:
+        """Per-sample keep-and-fuse on a padded batch (see module docstring)."""
+        x, keys = self.backbone.start(inputs)
+        real = keys[:, 0, 0, :]                                     # [B, N]
+        attn_counts, mlp_counts = [], []
+        fused = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        for i, block in enumerate(self.backbone.blocks):
+            n = real.sum(1)
+            attn_counts.append(n)
+            keep = torch.ceil(kappa * (n - 1) - 1e-9).long()         # per sample, of its m = n - 1 others
+            if i in self.stages and bool((keep < n - 1).any()):
+                out, cls_attn = block.attention_with_cls(x, keys)
+                x = block.attn_norm(x + out)
+                score = cls_attn[:, 1:].masked_fill(~real[:, 1:], -1.0)
+                order = score.argsort(dim=1, descending=True)
+                ranked = gather_tokens(x[:, 1:], order)               # real tokens first, best first
+                w = torch.gather(score, 1, order).clamp_min(0)
+                pos = torch.arange(order.shape[1], device=x.device)[None]
+                to_fuse = (pos >= keep[:, None]) & (pos < (n - 1)[:, None])
+                w = w * to_fuse
+                has_fused = to_fuse.any(1)
+                lo = int(keep.min())  # only the ranks some sample fuses are multiplied
+                token = (w[:, None, lo:] / w.sum(1).clamp_min(1e-12)[:, None, None]) @ ranked[:, lo:]
+                width = int(keep.max())
+                x = torch.cat([x[:, :1], ranked[:, :width], token], dim=1)
+                real = torch.cat([real[:, :1], pos[:, :width] < keep[:, None], has_fused[:, None]], dim=1)
+                keys = real[:, None, None, :]
+                fused += to_fuse.sum(1)
+                x = block.feed_forward(x, keys)
+            else:
+                x = block(x, keys)
+            mlp_counts.append(real.sum(1))
+        logits = self.backbone.classify(x[:, 0])
+        trace = Trace({"tokens_per_block": torch.stack(attn_counts, 1), "mlp_tokens_per_block": torch.stack(mlp_counts, 1),
+                       "units/evit_fused_token": fused, **input_fields(self.backbone, inputs)})
+        return MethodOutput(logits, logits.new_zeros(()), trace)
+
+
+def build(backbone, **config) -> EViT:
     """EViT around ``backbone``."""
     return EViT(backbone, **config)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,6 +103,24 @@ class TextBlock(nn.Module):
         out = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
                                              attn_mask=attn_mask)
         return self.dropout(self.attn_out(out.transpose(1, 2).reshape(b, n, d)))
+
+    def attention_with_cls(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`attention` written out with ``matmul`` (same MACs), also returning the ``[CLS]``
+        token's attention over the keys averaged over heads, ``[B, L]`` (0 at padding)."""
+        b, n, d = x.shape
+        h = self.num_heads
+
+        def heads(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        logits = (q @ k.transpose(-2, -1)) / math.sqrt(d // h)
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        attn = logits.softmax(-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        return self.dropout(self.attn_out(out)), attn[:, :, 0].mean(1)
 
     def feed_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Second half with its residual and LayerNorm, on the real tokens only (``attn_mask``

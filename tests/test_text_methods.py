@@ -44,7 +44,8 @@ def _backbone(folder, classes=2):
 
 
 @pytest.mark.parametrize("method,knob", [("dense", None), ("early-exit", 0.6), ("patience", 1),
-                                         ("layer-skip", None), ("moefication", 2), ("static-depth", None)])
+                                         ("layer-skip", None), ("moefication", 2), ("static-depth", None),
+                                         ("evit", 0.5)])
 def test_padded_batch_equals_samples_one_by_one(tiny_bert_dir, method, knob):
     bb = _backbone(tiny_bert_dir)
     config = {"num_experts": 4} if method == "moefication" else {}
@@ -73,11 +74,33 @@ def test_padded_batch_equals_samples_one_by_one(tiny_bert_dir, method, knob):
         assert torch.equal(useful_macs(table, out.trace), dense_macs_per_sample(table, out.trace))
 
 
-@pytest.mark.parametrize("method", ["dense", "early-exit", "moefication"])
+def test_evit_keeps_each_samples_share_and_equals_dense_at_rate_one(tiny_bert_dir):
+    import math
+
+    bb = _backbone(tiny_bert_dir)
+    model = catalog.methods().get("evit").build(bb).eval()
+    dense = catalog.methods().get("dense").build(bb).eval()
+    batch = bb.encode(SENTENCES)
+    n = batch[:, 1].sum(1)
+    with torch.no_grad():
+        model.set_knob(1.0)
+        assert torch.allclose(model(batch).logits, dense(batch).logits, atol=1e-5)
+        model.set_knob(0.5)
+        trace = model(batch).trace
+    first = model.stages[0]
+    keep = torch.tensor([math.ceil(0.5 * (int(v) - 1)) for v in n])
+    fused = (n - 1 - keep > 0).long()
+    assert torch.equal(trace["tokens_per_block"][:, first], n)                 # attention before the cut
+    assert torch.equal(trace["mlp_tokens_per_block"][:, first], 1 + keep + fused)
+
+
+@pytest.mark.parametrize("method", ["dense", "early-exit", "moefication", "evit"])
 def test_executed_equals_useful_for_one_unpadded_sample(tiny_bert_dir, method):
     bb = _backbone(tiny_bert_dir)
     model = catalog.methods().get(method).build(bb, **({"num_experts": 4, "k": 2} if method == "moefication"
                                                         else {})).eval()
+    if method == "evit":
+        model.set_knob(0.5)
     table = CostTable.from_text_config(bb.config).with_units(model.cost_units())
     x = bb.encode([SENTENCES[2]])
     with torch.no_grad():
