@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--img-size", type=int, default=None, help="override the input resolution (px)")
     cost.add_argument("--num-classes", type=int, default=10)
     cost.add_argument("--method", default=None, help="also list this method's own components (per unit)")
+    cost.add_argument("--task", default=None, help="a text task: describe the tier's text encoder instead")
+    cost.add_argument("--tokens", type=int, default=None, help="text: tokens per sample (default: the task's maximum)")
 
     plot = sub.add_parser("plot", help="pictures of a record (routing heatmaps)")
     plot.add_argument("what", choices=["routing"])
@@ -134,6 +136,8 @@ def cmd_cost(args) -> int:
     from .backbones import ViTConfig
     from .cost import CostTable
 
+    if args.task and catalog.tasks().get(args.task).modality == "text":
+        return _text_cost(args)
     b = catalog.budgets().get(args.budget).backbone
     cfg = ViTConfig(img_size=args.img_size or b.img_size, patch_size=b.patch_size, embed_dim=b.embed_dim,
                     depth=b.depth, num_heads=b.num_heads, mlp_ratio=b.mlp_ratio, num_classes=args.num_classes)
@@ -159,6 +163,41 @@ def cmd_cost(args) -> int:
             rows.append([f"{args.method}: {unit}", "per unit (trace field units/" + unit + ")", macs])
     print(f"{args.budget} backbone at {cfg.img_size}px / patch {cfg.patch_size}: {n} tokens, D={d}, "
           f"{cfg.depth} blocks, MLP {cfg.mlp_hidden}")
+    print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],
+                   headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
+    print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")
+    return 0
+
+
+def _text_cost(args) -> int:
+    """``ccbench cost --task <text task>``: the text encoder's table at ``--tokens`` tokens."""
+    from tabulate import tabulate
+    from transformers import AutoConfig
+
+    from . import catalog
+    from .cost import CostTable
+    from .errors import UserError
+    from .text_backbone import TextConfig, resolve_text_model
+
+    task, tier = catalog.tasks().get(args.task), catalog.budgets().get(args.budget)
+    if tier.text is None:
+        raise UserError(f"budget {args.budget!r} has no text section")
+    hf = AutoConfig.from_pretrained(resolve_text_model(tier.text.backbone))
+    cfg = TextConfig(hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads, hf.intermediate_size,
+                     1 if task.text.regression else len(task.classes), task.text.max_length)
+    t = CostTable.from_text_config(cfg)
+    n, d = args.tokens or cfg.max_length, cfg.embed_dim
+    rows = [["embedding lookups (0) + LayerNorm", f"per sample, {n} tokens", t.embed_per_token * n],
+            ["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
+            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
+            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
+            ["output projection", f"per block, {n} tokens", n * d * d],
+            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * cfg.mlp_hidden],
+            ["one block", f"{n} tokens", t.block(n)],
+            ["classifier on [CLS]", "per sample", t.head],
+            ["dense total", f"{cfg.depth} blocks, {n} tokens", t.dense_macs(n)]]
+    print(f"{args.budget} text encoder {tier.text.backbone} for {task.name}: {n} tokens, D={d}, {cfg.depth} blocks, "
+          f"MLP {cfg.mlp_hidden}; a sample's cost uses its own (unpadded) length")
     print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],
                    headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
     print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")

@@ -162,3 +162,13 @@ def test_text_run_end_to_end_writes_a_glue_record(tiny_bert_dir, isolated_cache,
     assert rec["budget"]["consumed"]["samples"] == 16
     assert "sst2" in capsys.readouterr().out
 
+
+
+def test_cost_table_of_the_text_encoder_matches_a_hand_count(capsys):
+    from ccbench.cli import main
+
+    assert main(["cost", "--task", "sst2", "--tokens", "10"]) == 0
+    out = capsys.readouterr().out
+    d, h, depth = 384, 1536, 6
+    block = 10 * (2 * 5 * d + 4 * d * d + 2 * d * h) + 2 * 10 * 10 * d
+    assert f"{5 * d * 10 + depth * block + 2 * d:,}" in out     # embedding LayerNorm + blocks + 2-class head
