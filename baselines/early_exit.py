@@ -14,13 +14,15 @@ loop. Cost counts every exit head that was evaluated, including those that did n
 
 Text (any encoder with padding masks) runs the same way; on a regression task (STS-B) the patience
 rule is PABEE's regression rule (successive heads' outputs differ by less than ``delta``) and the
-confidence rule does not apply (no class probabilities).
+confidence rule does not apply (no class probabilities): ``early-exit`` trains the heads (cached) and
+refuses to measure; ``patience`` measures them.
 """
 from __future__ import annotations
 
 import torch
 
 
+from ccbench.errors import UserError
 from ccbench.exits import CRITERIA, exit_diagnostics, exit_weights, make_exit_heads
 from ccbench.method import ConditionalModel, MethodOutput, input_fields, select_keys, task_loss
 from ccbench.trace import Trace
@@ -57,9 +59,6 @@ class EarlyExitModel(ConditionalModel):
         self.knob_name = "threshold" if rule == "confidence" else "patience"
         self.criterion, self.rule, self.delta = criterion, rule, delta
         self.regression = backbone.config.num_classes == 1
-        if self.regression and rule == "confidence":
-            raise ValueError("the confidence rule needs class probabilities; on a regression task use "
-                             "`--method patience` (PABEE's regression rule)")
         self.exit_heads = make_exit_heads(backbone)
         self._exit_logits: list[torch.Tensor] = []
 
@@ -122,6 +121,10 @@ class EarlyExitModel(ConditionalModel):
     def _exits_now(self, i: int, logits: torch.Tensor, state: dict) -> torch.Tensor:
         """Bool ``[b]``: which of the running samples leave after block ``i``."""
         if self.rule == "confidence":
+            if self.regression:
+                raise UserError("early-exit's confidence rule needs class probabilities and this task is a "
+                                "regression; its trained heads are cached: measure them with `--method patience` "
+                                "(PABEE's regression rule)")
             return CRITERIA[self.criterion](logits) >= float(self.knob)
         pred = logits[:, 0] if self.regression else logits.argmax(-1)
         if "prev" in state:

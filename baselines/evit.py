@@ -108,7 +108,8 @@ class EViT(ConditionalModel):
         for i, block in enumerate(self.backbone.blocks):
             n = real.sum(1)
             attn_counts.append(n)
-            keep = torch.ceil(kappa * (n - 1) - 1e-9).long()         # per sample, of its m = n - 1 others
+            # per sample, of its m = n - 1 others; float64 and rounding as kept_patches does for images
+            keep = torch.ceil(torch.round(kappa * (n - 1).double(), decimals=9)).long()
             if i in self.stages and bool((keep < n - 1).any()):
                 out, cls_attn = block.attention_with_cls(x, keys)
                 x = block.attn_norm(x + out)

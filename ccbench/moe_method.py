@@ -81,7 +81,8 @@ class MoEModel(ConditionalModel):
         all_experts = sum(sum(p.numel() for p in layer.experts.parameters()) for layer in self.moe_layers)
         shared = sum(p.numel() for p in self.parameters()) - all_experts
         ids = trace["expert_ids"]                                  # [S, L, N, K]
-        used = (ids >= 0).sum(-1).double().mean((0, 2))            # experts per token, per layer
+        is_token = ~(ids == PAD_TOKEN).all(-1)                     # [S, L, N]: padding positions are no tokens
+        used = ((ids >= 0).sum(-1) * is_token).sum((0, 2)).double() / is_token.sum((0, 2)).clamp_min(1)
         if self.soft_routing:
             used = torch.full_like(used, len(self.moe_layers[0].experts))
         return float(shared + sum(c * u for c, u in zip(per_expert, used.tolist())))

@@ -59,8 +59,9 @@ def write_record(record: dict, ids: list[str], labels: torch.Tensor, preds: torc
     path, samples = folder / f"{stem}.json", folder / f"{stem}.samples.npz"
     if path.exists():
         raise FileExistsError(f"record {path} exists; records are never overwritten")
-    arrays = {"ids": np.asarray(ids), "label": labels.numpy().astype(np.int16),
-              "pred": preds.numpy().astype(np.int16)}
+    # class indices fit int16; regression targets and outputs (STS-B) stay float32
+    kind = np.float32 if labels.is_floating_point() or preds.is_floating_point() else np.int16
+    arrays = {"ids": np.asarray(ids), "label": labels.numpy().astype(kind), "pred": preds.numpy().astype(kind)}
     for k, v in trace.items():
         v = v.cpu()
         # ints fit int16 (token/block/expert indices); floats (combine weights) are kept at half precision

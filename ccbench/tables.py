@@ -66,8 +66,8 @@ def _row(path, record: dict) -> dict:
 
 
 def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
-    """CI of seed-averaged per-sample correctness (samples aligned by example id). For a text task
-    whose main score is not accuracy this is the accuracy's CI (noted in the note)."""
+    """CI of seed-averaged per-sample correctness (samples aligned by example id); only for scores
+    that are accuracies."""
     per_seed = []
     for p in paths:
         s = load_samples(p)
@@ -94,12 +94,14 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
     for key, g in df.groupby(["task", "budget", "method", "knob", "backbone"], sort=True):
         if len(g) == 1:
             lo, hi = g.ci_lo.iloc[0], g.ci_hi.iloc[0]
-        else:
+        elif g.score_name.iloc[0] in ("top1", "accuracy"):
             lo, hi = _seed_ci(list(g.path))
+        else:  # F1, Matthews, correlations are not means of per-sample scores: no pooled CI across seeds yet
+            lo, hi = np.nan, np.nan
         out.append({
             "task": key[0], "budget": key[1], "method": key[2], "family": g.family.iloc[0], "knob": key[3],
             "seeds": len(g), "score_name": g.score_name.iloc[0], "top1": g.top1.mean(),
-            "top1_ci95": f"{lo:.1f}-{hi:.1f}",
+            "top1_ci95": "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}",
             "useful_gmacs": g.useful_gmacs.mean(), "pct_of_dense": g.pct_of_dense.mean(),
             "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
             "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),

@@ -141,13 +141,16 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
         if ema is not None and st.get("ema") is not None:
             ema.module.load_state_dict(st["ema"])
         step, wall, curve = st["step"], st["wall_s"], st["curve"]
+        if st.get("torch_rng") is not None:  # dropout, Gumbel noise: a resumed run draws what it would have
+            torch.set_rng_state(st["torch_rng"])
 
     def save_state():
         if state_path is not None:
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(),
                           "sched": sched.state_dict(), "aug_gen": aug_gen.get_state(),
                           "ema": ema.module.state_dict() if ema is not None else None,
-                          "step": step, "wall_s": wall, "curve": curve}, Path(state_path))
+                          "step": step, "wall_s": wall, "curve": curve, "torch_rng": torch.get_rng_state()},
+                         Path(state_path))
 
     model.to(device).train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress,

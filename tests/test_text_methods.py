@@ -172,3 +172,23 @@ def test_cost_table_of_the_text_encoder_matches_a_hand_count(capsys):
     d, h, depth = 384, 1536, 6
     block = 10 * (2 * 5 * d + 4 * d * d + 2 * d * h) + 2 * 10 * 10 * d
     assert f"{5 * d * 10 + depth * block + 2 * d:,}" in out     # embedding LayerNorm + blocks + 2-class head
+
+
+def test_regression_exits_use_pabee_rule_and_confidence_refuses(tiny_bert_dir):
+    from ccbench.errors import UserError
+
+    bb = _backbone(tiny_bert_dir, classes=1)
+    model = catalog.methods().get("patience").build(bb).eval()
+    batch = bb.encode(SENTENCES)
+    with torch.no_grad():
+        outs = model.all_exit_logits(batch)[..., 0]                       # [B, depth]
+        model.set_knob(0)
+        assert model(batch).trace["exit_block"].tolist() == [0] * len(SENTENCES)
+        model.set_knob(1)
+        got = model(batch).trace["exit_block"].tolist()
+    close = (outs[:, 1:] - outs[:, :-1]).abs() < model.delta                # head i agrees with head i-1
+    want = [int(row.nonzero()[0]) + 1 if row.any() else outs.shape[1] - 1 for row in close]
+    assert got == want
+    confident = catalog.methods().get("early-exit").build(_backbone(tiny_bert_dir, classes=1)).eval()
+    with pytest.raises(UserError, match="patience"), torch.no_grad():
+        confident(batch)
