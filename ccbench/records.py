@@ -32,8 +32,12 @@ def finalize(body: dict) -> dict:
     >>> r = finalize({"a": 1})
     >>> r["id"] == finalize({"a": 1})["id"], verify_record(r)
     (True, True)
+    >>> import json
+    >>> verify_record(json.loads(json.dumps(finalize({"hist": {0: 5, 10: 2, 2: 1}}))))   # int keys, as JSON has them
+    True
     """
-    body = {**body, "schema_version": SCHEMA_VERSION}
+    # the id must hash what the JSON file will hold: int dict keys become strings, tuples lists
+    body = json.loads(json.dumps({**body, "schema_version": SCHEMA_VERSION}))
     body.pop("id", None)
     return {"id": content_hash(body), **body}
 

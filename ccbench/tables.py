@@ -23,7 +23,9 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
               "dense time / method time, interleaved in one process. eff: speedup / ideal speedup (dense GMACs / "
               "useful GMACs of the timed samples). Width family: active params = parameters a token uses (measured "
               "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
-              "mutual information minus its mean over 20 label shuffles (mean over MoE layers).")
+              "mutual information minus its mean over 20 label shuffles (mean over MoE layers). vs static: score minus "
+              "the family's static control (depth: static-depth, token: static-res; with dense as the 100 % point) "
+              "interpolated linearly at the row's % of dense compute; '-' outside the control's range.")
 
 COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "score_name", "top1", "top1_ci95", "useful_gmacs",
            "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
@@ -114,6 +116,34 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
     return pd.DataFrame(out, columns=COLUMNS)
 
 
+STATIC_CONTROL = {"depth": "static-depth", "token": "static-res"}
+
+
+def static_gap(df: pd.DataFrame) -> pd.Series:
+    """Score minus the family's static control at the same compute (points), per row: the control's
+    curve (its knob values plus ``dense`` at 100 %) is interpolated linearly in % of dense compute;
+    NaN outside its range or without a control (``STATIC_CONTROL``: depth -> static-depth, token ->
+    static-res).
+
+    >>> df = pd.DataFrame({"task": ["t"] * 4, "budget": ["b"] * 4, "family": ["dense", "static", "static", "depth"],
+    ...                    "method": ["dense", "static-depth", "static-depth", "early-exit"],
+    ...                    "pct_of_dense": [100.0, 40.0, 60.0, 50.0], "top1": [70.0, 60.0, 64.0, 65.0]})
+    >>> static_gap(df).tolist()[3]   # the control at 50 % is 62.0
+    3.0
+    """
+    out = pd.Series(np.nan, index=df.index)
+    for (task, budget), g in df.groupby(["task", "budget"]):
+        for family, control in STATIC_CONTROL.items():
+            curve = g[(g.method == control) | (g.method == "dense")].sort_values("pct_of_dense")
+            if (curve.method == control).sum() < 1 or len(curve) < 2:
+                continue
+            rows = g[g.family == family]
+            x, y = curve.pct_of_dense.to_numpy(), curve.top1.to_numpy()
+            inside = (rows.pct_of_dense >= x.min()) & (rows.pct_of_dense <= x.max())
+            out[rows.index[inside]] = rows.top1[inside] - np.interp(rows.pct_of_dense[inside], x, y)
+    return out
+
+
 def _fmt(values, pattern: str) -> list[str]:
     return ["-" if pd.isna(v) else pattern.format(v) for v in values]
 
@@ -124,6 +154,14 @@ def _routing_columns(df: pd.DataFrame) -> dict:
         return {}
     return {"active params (M)": _fmt(df.active_params_m, "{:.2f}"), "util": _fmt(df.utilization, "{:.2f}"),
             "NMI (chance-corr.)": _fmt(df.nmi, "{:.3f}")}
+
+
+def _static_columns(df: pd.DataFrame) -> dict:
+    """``vs static``: score minus the static control at equal compute, when any row has one."""
+    gap = static_gap(df)
+    if gap.isna().all():
+        return {}
+    return {"vs static": _fmt(gap, "{:+.2f}")}
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
@@ -145,6 +183,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         "speedup bN": [f"{v:.2f}x (b{n})" for v, n in zip(df.speedup_bN, df.bN)],
         "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
         **_routing_columns(df),
+        **_static_columns(df),
         "train samples": df.train_samples, "backbone": df.backbone.str[:10],
     })
     text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)

@@ -228,3 +228,4 @@ def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_pa
     pat = records[("patience", 1)]
     assert pat["budget"]["consumed"]["label"].startswith("evaluates early-exit")
     assert records[("layer-skip", 0.5)]["method"]["config"]["target"] == 0.5
+    assert main(["table", "--results-dir", str(results)]) == 0                # every record verifies from disk
