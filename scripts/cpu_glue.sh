@@ -21,7 +21,7 @@ declare -A JOBS=(
   [evit-sst2]="--task sst2 --method evit --knob keep_rate=0.5,0.6,0.7,0.8"
   [evit-mrpc]="--task mrpc --method evit --knob keep_rate=0.5,0.6,0.7,0.8"
 )
-ORDER=(dense-sst2 dense-mrpc early-exit-sst2 early-exit-mrpc moefication-sst2 moefication-mrpc evit-sst2 evit-mrpc
+ORDER=(dense-sst2 early-exit-sst2 moefication-sst2 evit-sst2 dense-mrpc early-exit-mrpc moefication-mrpc evit-mrpc
        dense-cola dense-rte dense-stsb patience-sst2 patience-mrpc)
 for job in "${@:-${ORDER[@]}}"; do
   [[ -n "${JOBS[$job]:-}" ]] || { echo "unknown job $job (known: ${ORDER[*]})" >&2; exit 2; }
