@@ -105,3 +105,24 @@ def routing_metrics(expert_ids: np.ndarray, labels: np.ndarray, num_experts: int
         mean[k] = round(float(np.mean([lay["specialization"][k] for lay in layers])), 4)
     return {"assignment": "argmax combine weight (soft)" if soft else "each selected pick",
             "num_experts": num_experts, "mean_over_layers": mean, "layers": layers}
+
+
+def js_divergence_bits(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence between two expert-load distributions, in bits (0 = identical,
+    1 = disjoint support). ``p``, ``q``: non-negative ``[E]`` (normalised here). Note scipy's
+    ``jensenshannon`` returns the *square root* of the divergence, in nats by default.
+
+    >>> js_divergence_bits(np.array([0.5, 0.5]), np.array([1.0, 1.0]))
+    0.0
+    >>> js_divergence_bits(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    1.0
+    """
+    p = np.asarray(p, dtype=np.float64) / np.sum(p)
+    q = np.asarray(q, dtype=np.float64) / np.sum(q)
+    m = (p + q) / 2
+
+    def kl(a):
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+
+    return round(max(0.5 * kl(p) + 0.5 * kl(q), 0.0), 12)
