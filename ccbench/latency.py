@@ -38,8 +38,18 @@ def interleaved_latency(method: Callable[[torch.Tensor], object], dense: Callabl
                         inputs: list[torch.Tensor], warmup: int, device: str = "cpu") -> dict:
     """Time ``method`` and ``dense`` on each tensor of ``inputs`` (same batch size), alternating
     which goes first. Returns per-call latency summaries (ms) for both and the realized speedup
-    ``sum(dense) / sum(method)``."""
-    for x in inputs[:max(warmup, 1)]:
+    ``sum(dense) / sum(method)``.
+
+    Untimed warm-up: the first ``warmup`` inputs, plus one input of every other shape (text batches
+    differ in length, and the first call at a new shape pays one-off kernel set-up that would land
+    on whichever model happened to run first)."""
+    seen = {tuple(x.shape) for x in inputs[:max(warmup, 1)]}
+    extra = []
+    for x in inputs:
+        if tuple(x.shape) not in seen:
+            seen.add(tuple(x.shape))
+            extra.append(x)
+    for x in list(inputs[:max(warmup, 1)]) + extra:
         method(x)
         dense(x)
     m_ms, d_ms = [], []
