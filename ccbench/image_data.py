@@ -92,11 +92,15 @@ def _check_classes(task: TaskSpec, classes: list[str], origin: str) -> None:
 
 
 def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None = None) -> ImageSplit:
-    """Decoded ``split`` of ``task`` at ``px`` pixels, from the on-disk cache when present.
+    """Decoded ``split`` of ``task`` at ``px`` pixels, from the on-disk cache when present. A task
+    that is a ``subset_of`` another keeps that task's images of its own classes, relabelled in the
+    order of its ``classes`` (ids and the decode cache are the parent's).
 
     The cache file is keyed by task name, version, data hash, split and ``px``; a cache hit never
     opens the dataset itself. The file is written atomically, so an interrupted decode leaves nothing
     half-written."""
+    if task.subset_of:
+        return class_subset(load_image_split(_parent(task), split, px, data_dir), task.classes)
     ref = locate(task, split, data_dir)
     key = f"{task.name}-v{task.version}-{ref.data_hash[:16]}-{split}-{px}px.pt"
     path = cache_root() / "images" / key
@@ -118,6 +122,26 @@ def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None =
     images, labels = _decode(raw, px)
     atomic_torch_save({"images": images, "labels": labels, "ids": raw.ids, "classes": raw.classes}, path)
     return ImageSplit(images, labels, raw.ids, raw.classes, raw.data_hash)
+
+
+def _parent(task: TaskSpec) -> TaskSpec:
+    from . import catalog
+
+    parent = catalog.tasks().get(task.subset_of)
+    missing = sorted(set(task.classes) - set(parent.classes))
+    if missing:
+        raise UserError(f"task {task.name!r}: classes {missing} are not classes of {parent.name!r}")
+    return parent
+
+
+def class_subset(split: ImageSplit, classes: list[str]) -> ImageSplit:
+    """The rows of ``split`` whose class is in ``classes``, relabelled ``classes.index(class)``."""
+    old = torch.tensor([split.classes.index(c) for c in classes])
+    keep = torch.isin(split.labels, old).nonzero().flatten()
+    sub = split.subset(keep)
+    relabel = torch.full((len(split.classes),), -1, dtype=torch.long)
+    relabel[old] = torch.arange(len(classes))
+    return ImageSplit(sub.images, relabel[sub.labels], sub.ids, list(classes), split.data_hash)
 
 
 def calibration_mask(ids: list[str], labels: torch.Tensor, spec: CalibrationSpec) -> torch.Tensor:

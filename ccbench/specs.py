@@ -67,6 +67,7 @@ class TaskSpec(_Strict):
     main_score: str
     citation: str
     text: TextTaskSpec | None = None
+    subset_of: str | None = None  # an image task on some of another task's classes (relabelled 0..k-1)
 
 
 class BackboneSpec(_Strict):
