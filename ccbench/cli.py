@@ -144,12 +144,7 @@ def cmd_cost(args) -> int:
     t = CostTable.from_config(cfg)
     n, d = cfg.num_tokens, cfg.embed_dim
     rows = [["patch embedding (conv)", "per sample", t.patch_embed],
-            ["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
-            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
-            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
-            ["output projection", f"per block, {n} tokens", n * d * d],
-            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * cfg.mlp_hidden],
-            ["one block", f"{n} tokens", t.block(n)],
+            *_block_rows(t, n),
             ["final LayerNorm (class token) + head", "per sample", t.head],
             ["dense total", f"{cfg.depth} blocks", t.dense_macs()]]
     if args.method:
@@ -167,6 +162,17 @@ def cmd_cost(args) -> int:
                    headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
     print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")
     return 0
+
+
+def _block_rows(t, n: int) -> list[list]:
+    """The per-block rows of a MAC table (component, scope, MACs) at ``n`` tokens."""
+    d = t.embed_dim
+    return [["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
+            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
+            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
+            ["output projection", f"per block, {n} tokens", n * d * d],
+            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * t.mlp_hidden],
+            ["one block", f"{n} tokens", t.block(n)]]
 
 
 def _text_cost(args) -> int:
@@ -188,12 +194,7 @@ def _text_cost(args) -> int:
     t = CostTable.from_text_config(cfg)
     n, d = args.tokens or cfg.max_length, cfg.embed_dim
     rows = [["embedding lookups (0) + LayerNorm", f"per sample, {n} tokens", t.embed_per_token * n],
-            ["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
-            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
-            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
-            ["output projection", f"per block, {n} tokens", n * d * d],
-            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * cfg.mlp_hidden],
-            ["one block", f"{n} tokens", t.block(n)],
+            *_block_rows(t, n),
             ["classifier on [CLS]", "per sample", t.head],
             ["dense total", f"{cfg.depth} blocks, {n} tokens", t.dense_macs(n)]]
     print(f"{args.budget} text encoder {tier.text.backbone} for {task.name}: {n} tokens, D={d}, {cfg.depth} blocks, "
