@@ -130,8 +130,6 @@ def cmd_plot(args) -> int:
 
 def cmd_cost(args) -> int:
     """Print the per-component MAC table of a tier's backbone."""
-    from tabulate import tabulate
-
     from . import catalog
     from .backbones import ViTConfig
     from .cost import CostTable
@@ -156,8 +154,15 @@ def cmd_cost(args) -> int:
             model = catalog.methods().get(args.method).build(ViTBackbone(cfg))
         for unit, macs in sorted(model.cost_units().items()):
             rows.append([f"{args.method}: {unit}", "per unit (trace field units/" + unit + ")", macs])
-    print(f"{args.budget} backbone at {cfg.img_size}px / patch {cfg.patch_size}: {n} tokens, D={d}, "
-          f"{cfg.depth} blocks, MLP {cfg.mlp_hidden}")
+    return _print_cost_table(f"{args.budget} backbone at {cfg.img_size}px / patch {cfg.patch_size}: {n} tokens, "
+                             f"D={d}, {cfg.depth} blocks, MLP {cfg.mlp_hidden}", rows)
+
+
+def _print_cost_table(header: str, rows: list[list]) -> int:
+    """Print ``header`` and the (component, scope, MACs) ``rows`` as a table; returns exit code 0."""
+    from tabulate import tabulate
+
+    print(header)
     print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],
                    headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
     print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")
@@ -177,7 +182,6 @@ def _block_rows(t, n: int) -> list[list]:
 
 def _text_cost(args) -> int:
     """``ccbench cost --task <text task>``: the text encoder's table at ``--tokens`` tokens."""
-    from tabulate import tabulate
     from transformers import AutoConfig
 
     from . import catalog
@@ -197,12 +201,9 @@ def _text_cost(args) -> int:
             *_block_rows(t, n),
             ["classifier on [CLS]", "per sample", t.head],
             ["dense total", f"{cfg.depth} blocks, {n} tokens", t.dense_macs(n)]]
-    print(f"{args.budget} text encoder {tier.text.backbone} for {task.name}: {n} tokens, D={d}, {cfg.depth} blocks, "
-          f"MLP {cfg.mlp_hidden}; a sample's cost uses its own (unpadded) length")
-    print(tabulate([[a, b_, f"{m:,}", f"{m / 1e9:.4f}"] for a, b_, m in rows],
-                   headers=["component", "scope", "MACs", "GMACs"], tablefmt="github", disable_numparse=True))
-    print("1 MAC = one multiply-add (fvcore's convention); FLOPs = 2 x MACs. Element-wise ops count 0.")
-    return 0
+    return _print_cost_table(f"{args.budget} text encoder {tier.text.backbone} for {task.name}: {n} tokens, D={d}, "
+                             f"{cfg.depth} blocks, MLP {cfg.mlp_hidden}; a sample's cost uses its own (unpadded) length",
+                             rows)
 
 
 def cmd_run(args) -> int:
