@@ -20,6 +20,7 @@ refuses to measure; ``patience`` measures them.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 from ccbench.errors import UserError
@@ -71,6 +72,11 @@ class EarlyExitModel(ConditionalModel):
         elif float(value) < 0:
             raise ValueError(f"threshold must be >= 0, got {value}")
         self.knob = value
+
+    def classifier_heads(self) -> list:
+        """The final classifier and every exit head's classifier (its last linear layer)."""
+        return super().classifier_heads() + [[m for m in h.modules() if isinstance(m, nn.Linear)][-1]
+                                             for h in self.exit_heads]
 
     def method_config(self) -> dict:
         """Hyperparameters for the record."""

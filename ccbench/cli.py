@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | ls | pretrain | cost | table | plot | leaderboard.
+"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -34,6 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     run.add_argument("--train-only", action="store_true",
                      help="fine-tune (or find the cached model) and stop; a later run measures it")
+
+    sh = sub.add_parser("shift", help="evaluate a trained run (record id) on a shifted split, without adaptation")
+    sh.add_argument("record", help="id (or its first 6+ characters) of a `ccbench run` record")
+    sh.add_argument("--to", required=True, dest="target",
+                    help="shift target task: imagenette-c, imdb, amazon-<books|dvd|electronics|kitchen>")
+    sh.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
+    sh.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
+    sh.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    tr = sub.add_parser("transfer", help="move a trained run (record id) to a new task under a protocol")
+    tr.add_argument("record", help="id (or its first 6+ characters) of a `ccbench run` record (the source)")
+    tr.add_argument("--to", required=True, dest="target", help="target task, e.g. imagenette-b")
+    tr.add_argument("--protocol", required=True, help="head-only | router-only | modules-frozen | full")
+    tr.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
+    tr.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ls = sub.add_parser("ls", help="list methods, tasks, budgets or backbones")
     ls.add_argument("what", choices=["methods", "tasks", "budgets", "backbones"])
@@ -117,6 +133,22 @@ def cmd_pretrain(args) -> int:
     print(f"backbone {ckpt.path}\n  sha256 {ckpt.sha256}\n  {task.eval_split} top-1 {m['eval_top1']:.2f}% "
           f"(calibration {m['calib_top1']:.2f}%), {m['samples']} samples, "
           f"{m['train_wall_s'] / 60:.1f} min training")
+    return 0
+
+
+def cmd_shift(args) -> int:
+    """Evaluate a run on a shift target and write the shift record."""
+    from .shift import shift_run
+
+    shift_run(args.record, args.target, args.data_dir, args.results_dir, progress=not args.quiet)
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    """Transfer a run to a new task and write the transfer record."""
+    from .transfer import transfer_run
+
+    transfer_run(args.record, args.target, args.protocol, args.data_dir, args.results_dir, progress=not args.quiet)
     return 0
 
 
@@ -240,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     args = build_parser().parse_args(argv)
-    handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "table": cmd_table,
+    handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
+               "transfer": cmd_transfer,
+               "table": cmd_table,
                "leaderboard": cmd_leaderboard}[args.command]
     try:
         return handler(args)

@@ -65,6 +65,24 @@ class ConditionalModel(nn.Module):
         images ``[b, 3, H, W]`` in order, for methods that need another pass. ``{}`` when none."""
         return {}
 
+    # parameter names holding a method's decisions (routers, gates, token predictors, exit heads): the
+    # "router" of `ccbench transfer`'s protocols; classifier layers inside them count as heads
+    decision_markers: tuple[str, ...] = ("router", "gates.", "predictors.", "exit_heads.")
+
+    def classifier_heads(self) -> list[nn.Linear]:
+        """The layers that map features to the task's outputs (the final classifier; early-exit adds
+        its exit classifiers): re-initialised when the model moves to a new task."""
+        backbone = self.backbone
+        return [backbone.vit.head if hasattr(backbone, "vit") else backbone.head]
+
+    def parameter_roles(self) -> dict[str, str]:
+        """``{parameter name: role}``, role ``head`` (a classifier head), ``decision`` (see
+        ``decision_markers``) or ``module`` (everything else: embeddings, blocks, experts)."""
+        head_ids = {id(p) for h in self.classifier_heads() for p in h.parameters()}
+        return {name: "head" if id(p) in head_ids else
+                "decision" if any(m in name for m in self.decision_markers) else "module"
+                for name, p in self.named_parameters()}
+
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Training loss: the task loss of ``out.logits`` (:func:`task_loss`) plus ``out.aux_loss``."""
         return task_loss(out.logits, labels, label_smoothing) + out.aux_loss

@@ -90,15 +90,17 @@ def _samples_path(record_path: Path) -> Path:
     return p.with_name(p.name[:-len(".json")] + ".samples.npz")
 
 
-def load_records(results_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict]]:
-    """Every ``(path, record)`` under the results folder, verified (a record whose id does not
-    match its content raises ``ValueError``: records are never edited by hand)."""
+def load_records(results_dir: str | os.PathLike | None = None, kind: str | None = "run") -> list[tuple[Path, dict]]:
+    """Every ``(path, record)`` of ``kind`` under the results folder (``run``: ``ccbench run``'s;
+    ``shift``, ``transfer``; ``None``: all), verified (a record whose id does not match its content
+    raises ``ValueError``: records are never edited by hand)."""
     out = []
     for path in sorted(results_root(results_dir).rglob("*.json")):
         record = json.loads(path.read_text())
         if not verify_record(record):
             raise ValueError(f"{path}: id does not match content (edited by hand?)")
-        out.append((path, record))
+        if kind is None or record.get("kind", "run") == kind:
+            out.append((path, record))
     return out
 
 

@@ -152,7 +152,8 @@ def _fine_tune_or_load(model, method: str, meta: dict, source: str | None, train
     return consumed
 
 
-def _evaluate_split(model, work, split, batch_size: int, device: str, progress: bool = False) -> Evaluation:
+def evaluate_split(model, work, split, batch_size: int, device: str, progress: bool = False) -> Evaluation:
+    """``model``'s logits, labels, ids and trace over every sample of ``split``, in order."""
     return evaluate_inputs(model, work.batches(split, batch_size, device), split.labels, split.ids,
                            -(-len(split) // batch_size), progress)
 
@@ -180,7 +181,7 @@ def _calibrate_knob(model, knob_meta: dict, work, table: CostTable, batch_size: 
     calib = work.splits["calibration"]
     for v in knob_meta["sweep"] or [knob_meta["default"]]:
         model.set_knob(v)
-        ev = _evaluate_split(model, work, calib, batch_size, device)
+        ev = evaluate_split(model, work, calib, batch_size, device)
         frac = useful_macs(table, ev.trace).sum().item() / dense_macs_per_sample(table, ev.trace).sum().item()
         score = work.scores(ev.logits, ev.labels, seed)["main_score"]["value"]
         points.append(CalibrationPoint(v, round(score, 3), round(frac, 4)))
@@ -206,6 +207,9 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     meta = methods.metadata(method)
     task_spec: TaskSpec = tasks.get(task)
     tier: BudgetSpec = budgets.get(budget)
+    if task_spec.shift is not None and task_spec.shift.eval_only:
+        raise UserError(f"task {task_spec.name!r} is evaluation-only (a shift target): measure a trained run on it "
+                        f"with `ccbench shift <record id> --to {task_spec.name}`")
     if task_spec.modality not in meta["modalities"]:
         raise UserError(f"method {method!r} does not apply to {task_spec.modality} tasks "
                         f"(it supports: {', '.join(meta['modalities'])})")
@@ -237,18 +241,15 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
                               train_only, t_start, code_state)
 
 
-def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier, task_spec, seed, device, resume,
-                       progress, max_compute, results_dir, train_only, t_start, code_state) -> list[Path]:
-    """Build ``method`` with ``config``, give it its trained weights, then measure each knob value
-    (``None``: chosen on the calibration split) and write one record per value."""
+def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec, task_spec: TaskSpec, seed: int):
+    """``method``'s untrained model with ``config`` on the workload's backbone (or on the fine-tuned
+    backbone it ``starts_from``), and where its trained weights live: returns ``(model, source, run_name,
+    trained_path, start_run)`` (``source``: the method whose checkpoint it evaluates, or None)."""
     methods = catalog.methods()
-    table = work.table
-    dense_macs = table.dense_macs()
-    module = methods.get(method)
     starts_from = meta.get("starts_from", {}).get(work.modality)
     backbone, start_run = (_fine_tuned_backbone(starts_from, work, tier, task_spec, seed) if starts_from
                            else (work.new_backbone(), None))
-    model = module.build(backbone, **config)
+    model = methods.get(method).build(backbone, **config)
     source = meta.get("evaluates_checkpoint_of")
     trainer_config = (methods.get(source).build(work.new_backbone(), **config).method_config()
                       if source else model.method_config())
@@ -256,7 +257,17 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier,
         trainer_config = {**trainer_config, "starts_from": start_run}
     run_name = _run_name(source or method, tier, task_spec, seed, work.sha256, trainer_config, work.recipe,
                          work.train_settings)
-    trained_path = cache_root() / "runs" / f"{run_name}.pt"
+    return model, source, run_name, cache_root() / "runs" / f"{run_name}.pt", start_run
+
+
+def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier, task_spec, seed, device, resume,
+                       progress, max_compute, results_dir, train_only, t_start, code_state) -> list[Path]:
+    """Build ``method`` with ``config``, give it its trained weights, then measure each knob value
+    (``None``: chosen on the calibration split) and write one record per value."""
+    methods = catalog.methods()
+    table = work.table
+    dense_macs = table.dense_macs()
+    model, source, run_name, trained_path, start_run = build_for_run(method, meta, config, work, tier, task_spec, seed)
     consumed = _fine_tune_or_load(model, method, meta, source, trained_path, run_name, tier, task_spec,
                                   work, seed, device, resume, progress, dense_macs)
     if train_only:
@@ -283,7 +294,7 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier,
         if value is not None:
             model.set_knob(value)
         say(f"evaluating on {task_spec.eval_split} ({len(eval_split)} samples)")
-        ev = _evaluate_split(model, work, eval_split, tier.eval_batch_size, device, progress)
+        ev = evaluate_split(model, work, eval_split, tier.eval_batch_size, device, progress)
         metrics = _metrics(model, dense_ref, ev, work, table, tier, seed, device)
         record = finalize({
             "ccbench_version": __version__,

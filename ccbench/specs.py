@@ -44,12 +44,45 @@ class CalibrationSpec(_Strict):
 
 
 class TextTaskSpec(_Strict):
-    """What a text task adds: its GLUE layout (``ccbench.glue.LAYOUTS``), the maximum length in
-    tokens (head truncation) and whether the target is a regression score."""
+    """What a text task adds: its GLUE metric (and, for ``reader: glue``, its layout in
+    ``ccbench.glue.LAYOUTS``), the maximum length in tokens (head truncation), whether the target is a
+    regression score, the local file ``reader`` (``glue``: GLUE TSV; ``sentence_label_tsv``: a quoted
+    ``sentence<TAB>label`` TSV with a header; ``jsonl``: ``{"id", "text", "label"}`` per line) and the
+    hub dataset's text fields (default: the GLUE task's)."""
 
     glue_task: str
     max_length: int = Field(gt=0)
     regression: bool = False
+    reader: Literal["glue", "sentence_label_tsv", "jsonl"] = "glue"
+    hub_fields: list[str] | None = None
+
+
+class SubsetSpec(_Strict):
+    """A fixed stratified subset: per class the ``per_class`` examples with the smallest
+    ``sha256(seed:id)``."""
+
+    per_class: int = Field(gt=0)
+    seed: int = 0
+
+
+class CorruptionSpec(_Strict):
+    """ImageNet-C-style corruptions (``ccbench.corruptions``) applied to every image of the shift split
+    at ``at_px`` pixels (the stored resolution), before the tier's resize."""
+
+    names: list[str]
+    severities: list[int] = [1, 2, 3, 4, 5]
+    seed: int = 0
+    at_px: int = Field(224, gt=0)
+
+
+class ShiftSpec(_Strict):
+    """How a task serves as the *target* of ``ccbench shift``: the split it is evaluated on, an optional
+    fixed stratified subset of it, and (images) corruptions. ``eval_only`` tasks cannot be trained on."""
+
+    split: str
+    subset: SubsetSpec | None = None
+    corruptions: CorruptionSpec | None = None
+    eval_only: bool = False
 
 
 class TaskSpec(_Strict):
@@ -59,7 +92,7 @@ class TaskSpec(_Strict):
     version: int
     modality: Literal["image", "text"]
     description: str
-    hub: HubSource
+    hub: HubSource | None = None  # None: no hub copy exists; the data must be local
     local: LocalSource
     classes: list[str]
     calibration: CalibrationSpec = CalibrationSpec()
@@ -68,6 +101,7 @@ class TaskSpec(_Strict):
     citation: str
     text: TextTaskSpec | None = None
     subset_of: str | None = None  # an image task on some of another task's classes (relabelled 0..k-1)
+    shift: ShiftSpec | None = None  # set on tasks that are targets of `ccbench shift`
 
 
 class BackboneSpec(_Strict):
@@ -177,6 +211,7 @@ class BudgetSpec(_Strict):
     audit: AuditSpec
     seeds: list[int]
     text: TextBudgetSpec | None = None
+    transfer: RecipeSpec | None = None  # `ccbench transfer`'s fixed budget, the same for every protocol and method
 
 
 def load_yaml_spec(path: Path, model: type[BaseModel]):

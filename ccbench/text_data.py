@@ -46,27 +46,71 @@ def _spec_text(task: TaskSpec):
     return task.text
 
 
+def _read_local(task: TaskSpec, root, split: str) -> tuple[list[str], list[tuple[str, ...]], list, str]:
+    """``(ids, texts, labels, sha256 of the file)`` of a local split, by the spec's reader."""
+    text = task.text
+    file_split = task.local.splits[split]
+    if text.reader == "glue":
+        examples = read_glue_split(root, text.glue_task, file_split)
+        path = root / "glue" / LAYOUTS[text.glue_task].folder / f"{file_split}.tsv"
+        rows = [(e.id, e.texts, e.label) for e in examples]
+    else:
+        path = root / task.local.subdir / (f"{file_split}.tsv" if text.reader == "sentence_label_tsv"
+                                           else f"{file_split}.jsonl")
+        if not path.exists():
+            raise UserError(f"{task.name}: file not found: {path} (set CCBENCH_DATA to the folder holding "
+                            f"{task.local.subdir}/)")
+        rows = (read_sentence_label_tsv(path, file_split) if text.reader == "sentence_label_tsv"
+                else read_jsonl(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], digest
+
+
+def read_sentence_label_tsv(path, split: str) -> list[tuple[str, tuple[str], int]]:
+    """Rows of a ``sentence<TAB>label`` file with a header whose fields may be CSV-quoted (texts with
+    newlines, tabs or quotes): ``(id "<split>-<row>", (text,), label)``."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t")
+        header = next(rows)
+        if header[:2] != ["sentence", "label"]:
+            raise UserError(f"{path}: expected the header 'sentence<TAB>label', got {header[:2]}")
+        return [(f"{split}-{i}", (r[0],), int(r[1])) for i, r in enumerate(rows)]
+
+
+def read_jsonl(path) -> list[tuple[str, tuple[str], int]]:
+    """Rows of a JSON-lines file of ``{"id", "text", "label"}`` objects: ``(id, (text,), label)``."""
+    import json
+
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                out.append((str(obj["id"]), (obj["text"],), int(obj["label"])))
+    return out
+
+
 def load_text_split(task: TaskSpec, split: str, data_dir: str | None = None) -> TextSplit:
     """``split`` (the spec's name, e.g. ``train`` or ``dev``) of a text task, local or from the hub."""
     text = _spec_text(task)
     root = resolve_data_root(data_dir)
     if root is not None:
-        examples = read_glue_split(root, text.glue_task, task.local.splits[split])
-        path = root / "glue" / LAYOUTS[text.glue_task].folder / f"{task.local.splits[split]}.tsv"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        ids = [e.id for e in examples]
-        texts = [e.texts for e in examples]
-        labels = [e.label for e in examples]
+        ids, texts, labels, digest = _read_local(task, root, split)
     else:
         from datasets import load_dataset
 
         hub = task.hub
+        if hub is None:
+            raise UserError(f"task {task.name!r} has no hub copy: set $CCBENCH_DATA (or --data-dir) to a folder "
+                            f"holding {task.local.subdir}/")
         try:
             ds = load_dataset(hub.path, hub.name, revision=hub.revision, split=hub.splits[split])
         except Exception as err:
             raise UserError(f"could not load {hub.path}:{hub.name}@{hub.revision[:10]} from the hub "
                             f"({type(err).__name__}); offline, set $CCBENCH_DATA (or --data-dir) to a local copy") from None
-        fields = HUB_TEXT_FIELDS[text.glue_task]
+        fields = text.hub_fields or HUB_TEXT_FIELDS[text.glue_task]
         ids = [f"{split}/{i}" for i in range(len(ds))]
         texts = [tuple(row[f] for f in fields) for row in ds]
         labels = list(ds["label"])

@@ -173,6 +173,14 @@ class TextWorkload:
         self.table = CostTable.from_text_config(self.backbone.config)
         self._lengths: dict[int, np.ndarray] = {}
 
+    def set_max_length(self, tokens: int) -> None:
+        """Truncate the inputs this workload encodes at ``tokens`` from now on (a shift target such as
+        IMDB is read at its own maximum length; the encoder's weights are unchanged)."""
+        import dataclasses
+
+        self.backbone.config = dataclasses.replace(self.backbone.config, max_length=tokens)
+        self._lengths.clear()
+
     def new_backbone(self):
         """A fresh copy of the encoder with its initial head."""
         return copy.deepcopy(self.backbone)

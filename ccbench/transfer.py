@@ -1,0 +1,212 @@
+"""``ccbench transfer``: a trained run (by record id) moved to a new task under a named protocol (issue 8).
+
+Every parameter of a method's model has a role (``ConditionalModel.parameter_roles``): ``head`` (the
+classifier layers: re-initialised, seeded, on the target), ``decision`` (routers, gates, token predictors,
+exit heads) or ``module`` (embeddings, blocks, experts). A protocol says which roles train:
+
+* ``head-only``: the head; everything else frozen;
+* ``router-only``: head + decision parameters; modules frozen (n/a without decision parameters);
+* ``modules-frozen``: head + modules; the decision parameters are kept (n/a without them);
+* ``full``: everything.
+
+Every protocol gets the tier's fixed ``transfer`` budget (cpu: 5,000 target samples). The dense run from
+the same backbone under the same protocol is the reference (a protocol dense cannot have maps to the one
+that trains the same modules: ``router-only`` -> ``head-only``, ``modules-frozen`` -> ``full``); the
+**transfer gain** is the method's target score minus dense's. **Module reuse** (width family): per MoE
+layer, the share of target picks that go to the k experts most used on the source (k = experts per
+token), next to those experts' share on the source. Latency is not measured here (``ccbench run`` does).
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, catalog
+from .errors import UserError, unknown_name_error
+from .from_record import check_predictions, load_record_model
+from .image_data import cache_root
+from .messages import say
+from .provenance import content_hash, git_state, hardware
+from .records import finalize, load_records, load_samples, write_record
+from .shift import compute_summary, exit_histogram
+
+PROTOCOLS = {"head-only": ("head",), "router-only": ("head", "decision"),
+             "modules-frozen": ("head", "module"), "full": ("head", "decision", "module")}
+DENSE_REFERENCE = {"head-only": "head-only", "router-only": "head-only", "modules-frozen": "full", "full": "full"}
+
+
+def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str, int]]:
+    """Set ``requires_grad`` by role for ``protocol``; returns ``{role: {"params", "trainable"}}``
+    (parameter counts). Raises when the protocol needs decision parameters the method does not have."""
+    if protocol not in PROTOCOLS:
+        raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
+    roles = model.parameter_roles()
+    if protocol in ("router-only", "modules-frozen") and "decision" not in roles.values():
+        raise UserError(f"protocol {protocol!r} is n/a for this method: it has no separate router, gate, predictor "
+                        f"or exit parameters (use head-only or full)")
+    train_roles = PROTOCOLS[protocol]
+    counts: dict[str, dict[str, int]] = {}
+    for name, p in model.named_parameters():
+        role = roles[name]
+        # frozen word embeddings (a text tier setting) stay frozen under every protocol
+        frozen_by_tier = name.endswith("word_embeddings.weight")
+        p.requires_grad_(role in train_roles and not frozen_by_tier)
+        c = counts.setdefault(role, {"params": 0, "trainable": 0})
+        c["params"] += p.numel()
+        c["trainable"] += p.numel() if p.requires_grad else 0
+    return counts
+
+
+def reinit_heads(model: torch.nn.Module, num_classes: int, seed: int) -> None:
+    """Re-initialise every classifier head (PyTorch's default ``nn.Linear`` init, seeded)."""
+    torch.manual_seed(seed)
+    for head in model.classifier_heads():
+        if head.out_features != num_classes:
+            raise UserError(f"the source model has {head.out_features} outputs and the target {num_classes} classes; "
+                            f"transfer between label sets of different sizes is not supported yet")
+        head.reset_parameters()
+
+
+def module_reuse(source_ids: np.ndarray, target_ids: np.ndarray, num_experts: int, k: int) -> dict:
+    """Per MoE layer: the ``k`` experts with the most source picks, their share of the source picks and
+    of the target picks. ``*_ids [S, L, N, K]`` (-1 dropped, -2 padding)."""
+    layers = []
+    for layer in range(source_ids.shape[1]):
+        src = np.bincount(source_ids[:, layer][source_ids[:, layer] >= 0], minlength=num_experts)
+        tgt = np.bincount(target_ids[:, layer][target_ids[:, layer] >= 0], minlength=num_experts)
+        top = np.argsort(-src, kind="stable")[:k]
+        layers.append({"top_experts": [int(e) for e in top],
+                       "source_share": round(float(src[top].sum() / max(src.sum(), 1)), 4),
+                       "target_share": round(float(tgt[top].sum() / max(tgt.sum(), 1)), 4)})
+    return {"k": k, "uniform_share": round(k / num_experts, 4),
+            "target_share_mean": round(float(np.mean([x["target_share"] for x in layers])), 4),
+            "source_share_mean": round(float(np.mean([x["source_share"] for x in layers])), 4), "layers": layers}
+
+
+def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, protocol: str) -> dict | None:
+    """The dense transfer record from the same backbone to ``target`` under ``protocol``'s reference."""
+    want = DENSE_REFERENCE[protocol]
+    for _, r in load_records(results_dir, kind="transfer"):
+        if (r["method"]["name"] == "dense" and r["budget"]["name"] == budget and r["task"]["name"] == target
+                and r["source"]["backbone_sha256"] == backbone_sha and r["protocol"] == want):
+            return {"record_id": r["id"], "protocol": want, "score": r["metrics"]["main_score"]["value"]}
+    return None
+
+
+def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
+                 progress: bool = True) -> Path:
+    """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
+    from .pretrain import find_backbone
+    from .runner import _save_trained, evaluate_split
+    from .train import train
+    from .workload import make_workload
+
+    t0 = time.time()
+    code_state = git_state()
+    if protocol not in PROTOCOLS:
+        raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
+    tgt = catalog.tasks().get(target)
+    rm = load_record_model(record_id, data_dir, results_dir, progress)
+    src, tier, seed, device = rm.task, rm.tier, rm.record["seed"], rm.tier.device
+    if tier.transfer is None:
+        raise UserError(f"budget {tier.name!r} has no transfer budget")
+    if tgt.modality != src.modality:
+        raise UserError(f"{target!r} is a {tgt.modality} task and the source run is on {src.modality}")
+    if tgt.shift is not None and tgt.shift.eval_only:
+        raise UserError(f"{target!r} is evaluation-only; transfer needs a task with a train split")
+    seen = sorted(set(src.classes) & set(tgt.classes))
+    if seen:
+        raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {target!r}'s classes "
+                        f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
+                        f"transfer from imagenette-a runs to imagenette-b)")
+    model = rm.model
+    meta = rm.meta
+    if protocol in ("router-only", "modules-frozen") and "decision" not in model.parameter_roles().values():
+        apply_protocol(model, protocol)  # raises the n/a error before any work
+    say(f"checking the source model against its record on {src.name}/{src.eval_split}")
+    src_ev = evaluate_split(model, rm.work, rm.work.splits["eval"], tier.eval_batch_size, device, progress)
+    agreement = check_predictions(rm, src_ev.logits.argmax(-1) if src_ev.logits.shape[-1] > 1 else src_ev.logits[:, 0],
+                                  src_ev.ids)
+
+    backbone_path = None
+    if src.modality == "image":
+        backbone_path = str(find_backbone(tier, src, seed))
+    twork = make_workload(tgt, tier, data_dir, seed, backbone_path, progress)
+    reinit_heads(model, len(tgt.classes), seed)
+    counts = apply_protocol(model, protocol)
+    recipe = tier.transfer
+    run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
+                f"{content_hash(recipe.model_dump())[:8]}")
+    say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
+        f"{sum(c['trainable'] for c in counts.values()):,} trainable parameters, {recipe.samples} samples")
+
+    def loss_fn(m, x, y):
+        out = m(x)
+        return m.loss(out, y, recipe.label_smoothing), out.logits
+
+    result = train(model, loss_fn, recipe, twork.train_data(twork.splits["train"]), None, seed,
+                   state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=device,
+                   desc=f"transfer {protocol}", progress=progress)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
+    trained_path = cache_root() / "runs" / f"{run_name}.pt"
+    _save_trained(model, consumed, trained_path)
+
+    ev = evaluate_split(model, twork, twork.splits["eval"], tier.eval_batch_size, device, progress)
+    table = twork.table.with_units(model.cost_units())
+    preds = ev.logits[:, 0] if ev.logits.shape[-1] == 1 else ev.logits.argmax(-1)
+    metrics = {**twork.scores(ev.logits, ev.labels, seed), **compute_summary(table, ev.trace),
+               **model.extra_metrics(ev.trace, ev.labels, preds,
+                                     lambda: twork.batches(twork.splits["eval"], tier.eval_batch_size, device))}
+    exits = exit_histogram(ev.trace, len(model.backbone.blocks))
+    if exits:
+        metrics["exit_histogram"] = exits
+    if "expert_ids" in ev.trace:
+        source_ids = load_samples(rm.record_path)["trace.expert_ids"]
+        layer0 = model.moe_layers[0]
+        metrics["module_reuse"] = module_reuse(source_ids, ev.trace["expert_ids"].numpy(), len(layer0.experts),
+                                               int(getattr(layer0, "k", 1)))
+    reference = _dense_reference(results_dir, tier.name, tgt.name, rm.record["backbone"]["sha256"], protocol)
+    if reference:
+        reference["transfer_gain"] = round(metrics["main_score"]["value"] - reference["score"], 3)
+    record = finalize({
+        "kind": "transfer",
+        "ccbench_version": __version__,
+        "git": code_state,
+        "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
+                 "data_hash": ev_hash(twork), "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
+                 "main_score": tgt.main_score},
+        "source": {"record_id": rm.record["id"], "task": src.name, "task_version": src.version,
+                   "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
+                   "prediction_agreement_with_record": agreement},
+        "method": {"name": rm.record["method"]["name"], "family": meta["family"], "paper": meta["paper"],
+                   "config": rm.record["method"]["config"], "knob": rm.record["method"]["knob"]},
+        "protocol": protocol,
+        "trained_model": trained_path.name,
+        "trainable": counts,
+        "budget": {"name": tier.name, "version": tier.version, "transfer": recipe.model_dump(),
+                   "consumed": consumed},
+        "seed": seed,
+        "metrics": metrics,
+        "dense_reference": reference,
+        "hardware": hardware(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - t0, 1),
+    })
+    path = write_record(record, ev.ids, ev.labels, preds, ev.trace, results_dir)
+    gain = f", gain over dense {reference['transfer_gain']:+.2f}" if reference else " (no dense reference yet)"
+    print(f"{record['method']['name']} {src.name} -> {tgt.name} ({protocol}): {metrics['main_score']['name']} "
+          f"{metrics['main_score']['value']:.2f}{gain}, {metrics['useful_fraction_of_dense']:.1%} of dense compute\n"
+          f"  record: {path}")
+    return path
+
+
+def ev_hash(work) -> str:
+    """The data hash of a workload's eval split."""
+    return work.splits["eval"].data_hash

@@ -1,0 +1,169 @@
+"""Issue 8: `ccbench shift` and `ccbench transfer` end to end on the tiny image folder, and their parts."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ccbench.cli import main
+
+
+def _run(method, task, tiny_data, results, extra=()):
+    rc = main(["run", "--method", method, "--task", task, "--budget", "smoke", "--data-dir", str(tiny_data),
+               "--results-dir", str(results), "--quiet", *extra])
+    assert rc == 0
+    [path] = sorted((results / "smoke" / task / method).glob("*.json"))
+    return path, json.loads(path.read_text())
+
+
+def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    src_path, src = _run("moe-topk", "imagenette", tiny_data, results, ["--knob", "k=2"])
+    assert main(["shift", src["id"][:8], "--to", "imagenette-c", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--quiet"]) == 0
+    [path] = sorted((results / "smoke" / "imagenette-c" / "moe-topk").glob("shift-*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["kind"] == "shift" and rec["source"]["record_id"] == src["id"]
+    assert rec["source"]["backbone_sha256"] == src["backbone"]["sha256"]
+    assert rec["source"]["prediction_agreement_with_record"] == 1.0
+    assert rec["reference"]["name"] == "imagenette-c/clean" and rec["reference"]["n"] == 20  # 2 val images per class
+    assert len(rec["conditions"]) == 25 and set(rec["summary"]) == {"1", "2", "3", "4", "5"}
+    for row in rec["conditions"]:
+        shift = row["routing_shift"]
+        assert len(shift["layers"]) == 2  # the smoke backbone's MoE blocks 1 and 3
+        assert all(0.0 <= layer["js_bits"] <= 1.0 for layer in shift["layers"])
+        assert row["calibration_transfer"]["source_fraction_of_dense"] == src["metrics"]["useful_fraction_of_dense"]
+        drop = row["score_drop"]
+        assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
+    z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
+    assert len(z["gaussian_noise/5.pred"]) == 20
+    # a shift record is not a run: tables and the leaderboard's run rows ignore it
+    capsys.readouterr()
+    assert main(["table", "--results-dir", str(results)]) == 0
+    assert "imagenette-c" not in capsys.readouterr().out.split("\n\n")[0]
+
+
+def test_shift_refuses_targets_with_other_classes_and_unknown_ids(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    _, src = _run("dense", "imagenette", tiny_data, results)
+    assert main(["shift", src["id"][:8], "--to", "sst2", "--results-dir", str(results)]) == 2
+    assert "not a shift target" in capsys.readouterr().err
+    assert main(["shift", "abcdef12", "--to", "imagenette-c", "--results-dir", str(results)]) == 2
+    assert "no run record" in capsys.readouterr().err
+    assert main(["run", "--method", "dense", "--task", "imagenette-c", "--budget", "smoke"]) == 2
+    assert "evaluation-only" in capsys.readouterr().err
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data, isolated_cache, tmp_path, capsys):
+    from ccbench.from_record import find_record
+
+    results = tmp_path / "results"
+    _, dense = _run("dense", "imagenette-a", tiny_data, results)
+    _, ee = _run("early-exit", "imagenette-a", tiny_data, results, ["--knob", "threshold=0.9"])
+    runs = isolated_cache / "runs"
+    source_models = {p.name for p in runs.glob("*.pt")}
+
+    def transfer(record, protocol):
+        before = {p.name for p in runs.glob("transfer-*.pt")}
+        rc = main(["transfer", record["id"][:8], "--to", "imagenette-b", "--protocol", protocol,
+                   "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"])
+        assert rc == 0
+        [new] = {p.name for p in runs.glob("transfer-*.pt")} - before
+        return _state(runs / new)
+
+    src_ee = _state(runs / next(n for n in source_models if "early-exit" in n))
+    head_only = transfer(ee, "head-only")
+    heads = {"backbone.vit.head.weight", "backbone.vit.head.bias"} | {
+        k for k in src_ee if k.startswith("exit_heads.") and k.split(".")[2] == "1"}
+    for name, value in src_ee.items():
+        if name in heads:
+            assert not torch.equal(value, head_only[name]), name  # re-initialised and trained
+        else:
+            assert torch.equal(value, head_only[name]), name      # bit-identical
+    router_only = transfer(ee, "router-only")
+    assert not torch.equal(src_ee["exit_heads.0.0.weight"], router_only["exit_heads.0.0.weight"])  # exit norms train
+    assert torch.equal(src_ee["backbone.vit.blocks.0.attn.qkv.weight"], router_only["backbone.vit.blocks.0.attn.qkv.weight"])
+    full = transfer(dense, "full")
+    src_dense = _state(runs / next(n for n in source_models if "-dense-" in n))
+    assert not torch.equal(src_dense["backbone.vit.blocks.0.attn.qkv.weight"], full["backbone.vit.blocks.0.attn.qkv.weight"])
+
+    recs = [json.loads(p.read_text()) for p in (results / "smoke" / "imagenette-b").rglob("*.json")]
+    assert sorted((r["method"]["name"], r["protocol"]) for r in recs) == [
+        ("dense", "full"), ("early-exit", "head-only"), ("early-exit", "router-only")]
+    for r in recs:
+        assert r["kind"] == "transfer" and r["budget"]["consumed"]["samples"] == 64
+        _, source = find_record(r["source"]["record_id"], results)        # lineage resolves
+        assert source["backbone"]["sha256"] == r["source"]["backbone_sha256"]
+        assert source["task"]["name"] == "imagenette-a"
+    ee_head = next(r for r in recs if r["protocol"] == "head-only")
+    assert ee_head["trainable"]["module"]["trainable"] == 0 and ee_head["trainable"]["decision"]["trainable"] == 0
+
+    # dense has no decision parameters: router-only is n/a; a 10-class source has seen imagenette-b's labels
+    capsys.readouterr()
+    assert main(["transfer", dense["id"][:8], "--to", "imagenette-b", "--protocol", "router-only",
+                 "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]) == 2
+    assert "n/a" in capsys.readouterr().err
+    _, ten = _run("dense", "imagenette", tiny_data, results)
+    assert main(["transfer", ten["id"][:8], "--to", "imagenette-b", "--protocol", "full",
+                 "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]) == 2
+    assert "cannot be a transfer source" in capsys.readouterr().err
+
+
+def test_module_reuse_and_routing_shift_by_hand():
+    from ccbench.routing import js_divergence_bits
+    from ccbench.shift import routing_shift
+    from ccbench.transfer import module_reuse
+
+    src = np.array([[[[0], [0], [1], [2]]]])          # [S=1, L=1, N=4, K=1]: expert 0 takes half
+    tgt = np.array([[[[3], [3], [0], [-1]]]])         # one dropped pick
+    reuse = module_reuse(src, tgt, num_experts=4, k=1)
+    assert reuse["layers"][0] == {"top_experts": [0], "source_share": 0.5, "target_share": round(1 / 3, 4)}
+    same = routing_shift(src.repeat(10, 0), src.repeat(10, 0), num_experts=4)
+    assert same["layers"][0]["js_bits"] == 0.0 and same["layers"][0]["domain_nmi_raw"] == 0.0
+    apart = routing_shift(np.zeros((5, 1, 3, 1), int), np.ones((5, 1, 3, 1), int), num_experts=2)
+    assert apart["layers"][0]["js_bits"] == 1.0 and apart["layers"][0]["domain_nmi_raw"] == pytest.approx(1.0)
+    assert js_divergence_bits(np.array([3, 1]), np.array([3, 1])) == 0.0
+
+
+def test_review_readers_keep_quoted_newlines_and_tabs(tmp_path):
+    from ccbench.text_data import read_jsonl, read_sentence_label_tsv
+
+    tsv = tmp_path / "all.tsv"
+    tsv.write_text('sentence\tlabel\n"Great\n\tbook, said ""me"""\t1\nbad\t0\n', encoding="utf-8")
+    assert read_sentence_label_tsv(tsv, "all") == [("all-0", ('Great\n\tbook, said "me"',), 1), ("all-1", ("bad",), 0)]
+    jl = tmp_path / "test.jsonl"
+    jl.write_text('{"id": "test/neg/0_2.txt", "label": 0, "text": "a\\tb"}\n', encoding="utf-8")
+    assert read_jsonl(jl) == [("test/neg/0_2.txt", ("a\tb",), 0)]
+
+
+def test_stratified_subset_is_fixed_and_balanced():
+    from ccbench.shift_data import stratified_subset
+    from ccbench.specs import SubsetSpec
+
+    ids = [f"r{i}" for i in range(60)]
+    labels = torch.tensor([0] * 40 + [1] * 20)
+    a = stratified_subset(ids, labels, SubsetSpec(per_class=10, seed=0))
+    assert torch.equal(a, stratified_subset(list(reversed(ids))[::-1], labels, SubsetSpec(per_class=10, seed=0)))
+    assert (labels[a] == 0).sum() == 10 and (labels[a] == 1).sum() == 10
+    assert not torch.equal(a, stratified_subset(ids, labels, SubsetSpec(per_class=10, seed=1)))
+
+
+@pytest.mark.realdata
+def test_real_shift_targets_have_the_documented_sizes():
+    from conftest import real_data_root
+
+    from ccbench import catalog
+    from ccbench.shift_data import text_conditions
+
+    root = real_data_root()
+    if root is None or not (root / "imdb" / "test.jsonl").exists():
+        pytest.skip("needs CCBENCH_DATA with imdb/ and amazon_multidomain/")
+    [imdb] = text_conditions(catalog.tasks().get("imdb"), str(root)).values()
+    assert len(imdb) == 2000 and int(imdb.labels.sum()) == 1000
+    [books] = text_conditions(catalog.tasks().get("amazon-books"), str(root)).values()
+    assert len(books) == 2000 and int(books.labels.sum()) == 1000
