@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fine-tune (or find the cached model) and stop; a later run measures it")
 
     sh = sub.add_parser("shift", help="evaluate a trained run (record id) on a shifted split, without adaptation")
-    sh.add_argument("record", help="id (or its first 6+ characters) of a `ccbench run` record")
+    sh.add_argument("record", help="id (or its first 6+ characters, or the path) of a `ccbench run` record")
     sh.add_argument("--to", required=True, dest="target",
                     help="shift target task: imagenette-c, imdb, amazon-<books|dvd|electronics|kitchen>")
     sh.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tr = sub.add_parser("transfer", help="move a trained run (record id) to a new task under a protocol")
-    tr.add_argument("record", help="id (or its first 6+ characters) of a `ccbench run` record (the source)")
+    tr.add_argument("record", help="id (or its first 6+ characters, or the path) of a `ccbench run` record (the source)")
     tr.add_argument("--to", required=True, dest="target", help="target task, e.g. imagenette-b")
     tr.add_argument("--protocol", required=True, help="head-only | router-only | modules-frozen | full")
     tr.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")

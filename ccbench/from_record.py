@@ -36,7 +36,12 @@ class RecordModel:
 
 
 def find_record(record_id: str, results_dir=None) -> tuple[Path, dict]:
-    """The record whose id starts with ``record_id`` (at least 6 hex digits), verified."""
+    """The record whose id starts with ``record_id`` (at least 6 hex digits), or the record at the
+    path ``record_id`` (a ``.json`` file), verified."""
+    if record_id.endswith(".json") and Path(record_id).is_file():
+        import json
+
+        record_id = json.loads(Path(record_id).read_text())["id"]
     if len(record_id) < 6:
         raise UserError(f"give at least 6 characters of the record id, got {record_id!r}")
     records = load_records(results_dir)
