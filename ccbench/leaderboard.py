@@ -17,6 +17,19 @@ HEADER = ("# ccbench leaderboard\n\n"
           "Each row links to the record(s) it was computed from. Cite a row by its record id.\n")
 
 
+SPECIALIZATION_NOTE = (
+    "Shift: the run's own model on a shifted split (Imagenette-C: 1,000 val images, 5 corruptions; drop = "
+    "clean minus corrupted score, mean over the corruptions at each severity; Δ% dense = change in the useful "
+    "share of dense compute, in points; text: SST-2 dev -> the target). Routing JS = Jensen-Shannon "
+    "divergence (bits, 0-1) between the expert loads on reference and target, mean over MoE layers and "
+    "conditions; domain NMI = chance-corrected NMI between expert and domain on a 50/50 mix. 'knob kept "
+    "compute' = conditions where the source-calibrated knob stays within 2 points of its source share of "
+    "dense. Transfer: the tier's transfer budget on the target for every protocol; gain = score minus the "
+    "dense run's from the same backbone (router-only vs dense head-only, modules-frozen vs dense full); "
+    "module reuse = share of target picks going to the k experts most used on the source (the source's "
+    "own share in brackets; uniform routing gives k/E).")
+
+
 def published_backbone_hashes() -> dict[tuple[str, str], str]:
     """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``."""
     from .pretrain import load_backbone
@@ -71,6 +84,30 @@ def _record_path(results_dir, id_prefix: str) -> Path:
     raise FileNotFoundError(f"no record with id {id_prefix}")
 
 
+def _specialization_section(results_dir, admitted: list[pd.DataFrame]) -> str:
+    """The "Specialization & transfer" section: shift and transfer records whose source run is admitted."""
+    from .shift_tables import shift_markdown, shift_rows, transfer_markdown, transfer_rows
+
+    ids = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}
+    sources = {r["id"] for _, r in _all_runs(results_dir) if r["id"][:12] in ids or r["id"] in ids}
+    shift, transfer = shift_rows(results_dir, sources), transfer_rows(results_dir, sources)
+    if shift.empty and transfer.empty:
+        return ""
+    out = ["\n## Specialization & transfer\n\n" + SPECIALIZATION_NOTE + "\n"]
+    if not shift.empty:
+        out.append("\n### Under shift, without adaptation (`ccbench shift`)\n\n" + shift_markdown(shift) + "\n")
+    if not transfer.empty:
+        out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense)\n\n"
+                   + transfer_markdown(transfer) + "\n")
+    return "".join(out)
+
+
+def _all_runs(results_dir):
+    from .records import load_records
+
+    return load_records(results_dir)
+
+
 def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
     """Regenerate the leaderboard markdown (and plots) and return its path."""
     root = repo_root() or Path.cwd()
@@ -118,6 +155,7 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
                      "SST-2 and RTE accuracy, MRPC mean of F1 and accuracy, CoLA Matthews x 100, STS-B mean of "
                      "Pearson and Spearman x 100; the average only when all five tasks have a record.\n\n"
                      + glue_table(glue) + "\n")
+    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all))
     parts.append("\n" + NOISE_NOTE + "\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))

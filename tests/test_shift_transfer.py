@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -38,6 +39,10 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
         assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
     z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
     assert len(z["gaussian_noise/5.pred"]) == 20
+    from ccbench.shift_tables import shift_markdown, shift_rows
+
+    text = shift_markdown(shift_rows(results))
+    assert "imagenette → imagenette-c" in text and "drop s5" in text and rec["id"][:12] in text
     # a shift record is not a run: tables and the leaderboard's run rows ignore it
     capsys.readouterr()
     assert main(["table", "--results-dir", str(results)]) == 0
@@ -102,6 +107,15 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
         assert source["task"]["name"] == "imagenette-a"
     ee_head = next(r for r in recs if r["protocol"] == "head-only")
     assert ee_head["trainable"]["module"]["trainable"] == 0 and ee_head["trainable"]["decision"]["trainable"] == 0
+
+    from ccbench.shift_tables import transfer_markdown, transfer_rows
+
+    rows = transfer_rows(results)
+    assert rows.set_index(["method", "protocol"]).loc[("dense", "full"), "gain"] == 0.0
+    assert pd.isna(rows.set_index(["method", "protocol"]).loc[("early-exit", "router-only"), "gain"])  # no dense head-only
+    table = transfer_markdown(rows)
+    dense_line = next(line for line in table.splitlines() if line.startswith("| dense"))
+    assert dense_line.count("n/a") == 2 and "(+0.00)" in dense_line
 
     # dense has no decision parameters: router-only is n/a; a 10-class source has seen imagenette-b's labels
     capsys.readouterr()
