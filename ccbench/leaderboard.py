@@ -84,9 +84,10 @@ def _record_path(results_dir, id_prefix: str) -> Path:
     raise FileNotFoundError(f"no record with id {id_prefix}")
 
 
-def _specialization_section(results_dir, admitted: list[pd.DataFrame]) -> str:
-    """The "Specialization & transfer" section: shift and transfer records whose source run is admitted."""
-    from .shift_tables import shift_markdown, shift_rows, transfer_markdown, transfer_rows
+def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: Path) -> str:
+    """The "Specialization & transfer" section: shift and transfer records whose source run is admitted
+    (severity-curve plots go to ``out_dir``)."""
+    from .shift_tables import plot_severity, shift_markdown, shift_rows, transfer_markdown, transfer_rows
 
     ids = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}
     sources = {r["id"] for _, r in _all_runs(results_dir) if r["id"][:12] in ids or r["id"] in ids}
@@ -96,6 +97,11 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame]) -> str:
     out = ["\n## Specialization & transfer\n\n" + SPECIALIZATION_NOTE + "\n"]
     if not shift.empty:
         out.append("\n### Under shift, without adaptation (`ccbench shift`)\n\n" + shift_markdown(shift) + "\n")
+        for (budget, source, target), g in shift.groupby(["budget", "source", "target"]):
+            if "drop_1" in g.columns and g["drop_1"].notna().any():
+                png = out_dir / f"{budget}-{source}-to-{target}.png"
+                plot_severity(g[g["drop_1"].notna()], png)
+                out.append(f"\n![severity curves {source} -> {target}]({png.name})\n")
     if not transfer.empty:
         out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense)\n\n"
                    + transfer_markdown(transfer) + "\n")
@@ -155,7 +161,7 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
                      "SST-2 and RTE accuracy, MRPC mean of F1 and accuracy, CoLA Matthews x 100, STS-B mean of "
                      "Pearson and Spearman x 100; the average only when all five tasks have a record.\n\n"
                      + glue_table(glue) + "\n")
-    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all))
+    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all, out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))

@@ -124,3 +124,31 @@ def transfer_markdown(df: pd.DataFrame) -> str:
                                                   _f(full.class_nmi if full is not None else None, "{:.4f}")])
         parts.append(f"**{source} → {target}**\n\n" + tabulate(body, headers=head, tablefmt="github"))
     return "\n\n".join(parts)
+
+
+def plot_severity(df: pd.DataFrame, path) -> None:
+    """Severity curves of corrupted-image shift rows: score and share of dense compute vs severity
+    (0 = clean), one line per method (and knob). Written atomically to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    severities = sorted(int(c[5:]) for c in df.columns if c.startswith("drop_") and c[5:].isdigit())
+    fig, (ax_score, ax_cost) = plt.subplots(1, 2, figsize=(10, 4))
+    for _, r in df.sort_values(["method", "knob"]).iterrows():
+        label = r.method if r.knob == "-" else f"{r.method} {r.knob}"
+        ax_score.plot([0] + severities, [r.ref_score] + [r.ref_score - r[f"drop_{s}"] for s in severities],
+                      marker="o", label=label)
+        ax_cost.plot([0] + severities, [r.ref_dense_pct] + [r.ref_dense_pct + r[f"dense_pp_{s}"] for s in severities],
+                     marker="o", label=label)
+    ax_score.set(xlabel="severity (0 = clean)", ylabel="score, mean over corruptions", title="accuracy under shift")
+    ax_cost.set(xlabel="severity (0 = clean)", ylabel="% of dense compute (useful)", title="compute under shift")
+    ax_score.grid(alpha=0.3)
+    ax_cost.grid(alpha=0.3)
+    ax_score.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

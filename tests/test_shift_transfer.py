@@ -39,10 +39,13 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
         assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
     z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
     assert len(z["gaussian_noise/5.pred"]) == 20
-    from ccbench.shift_tables import shift_markdown, shift_rows
+    from ccbench.shift_tables import plot_severity, shift_markdown, shift_rows
 
-    text = shift_markdown(shift_rows(results))
+    rows = shift_rows(results)
+    text = shift_markdown(rows)
     assert "imagenette → imagenette-c" in text and "drop s5" in text and rec["id"][:12] in text
+    plot_severity(rows, tmp_path / "severity.png")
+    assert (tmp_path / "severity.png").stat().st_size > 1000
     # a shift record is not a run: tables and the leaderboard's run rows ignore it
     capsys.readouterr()
     assert main(["table", "--results-dir", str(results)]) == 0
