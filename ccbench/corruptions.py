@@ -48,10 +48,11 @@ def _disk(radius: float, alias_blur: float) -> torch.Tensor:
 
 
 def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Convolution with a disk of radius 3 .. 10 px (reflect borders); no randomness."""
+    """Convolution with a disk of radius 3 .. 10 px (reflect borders); no randomness. The convolution
+    runs in float32 (float64 took about a second per 224 px image on one core)."""
     radius, alias = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][_check(severity) - 1]
-    kernel = _disk(radius, alias)
-    img = torch.from_numpy(x / 255.0).permute(2, 0, 1)[:, None]             # [3, 1, H, W]
+    kernel = _disk(radius, alias).float()
+    img = torch.from_numpy(x / 255.0).float().permute(2, 0, 1)[:, None]     # [3, 1, H, W]
     p = kernel.shape[-1] // 2
     out = F.conv2d(F.pad(img, (p,) * 4, mode="reflect"), kernel[None, None])[:, 0].permute(1, 2, 0)
     return (out.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
