@@ -114,7 +114,7 @@ def _condition_metrics(rm: RecordModel, name: str, ev, ref_ev, ref_summary: dict
     exits = exit_histogram(ev.trace, depth)
     if exits:
         out["exits"] = exits
-    if "halt_block" in ev.trace or "mlp_tokens_per_block" in ev.trace or rm.meta["family"] == "token":
+    if rm.meta["family"] == "token":
         out["keep_ratio_per_block"] = keep_ratio_per_block(ev.trace, _dense_tokens(rm, ev.trace))
     if "expert_ids" in ev.trace:
         num_experts = len(rm.model.moe_layers[0].experts)

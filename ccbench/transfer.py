@@ -118,8 +118,8 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
         raise UserError(f"{target!r} is a {tgt.modality} task and the source run is on {src.modality}")
     if tgt.shift is not None and tgt.shift.eval_only:
         raise UserError(f"{target!r} is evaluation-only; transfer needs a task with a train split")
-    seen = sorted(set(src.classes) & set(tgt.classes))
-    if seen:
+    seen = sorted(set(src.classes) & set(tgt.classes)) if (src.subset_of or src.name) == (tgt.subset_of or tgt.name) else []
+    if seen or src.name == tgt.name:
         raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {target!r}'s classes "
                         f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
                         f"transfer from imagenette-a runs to imagenette-b)")
