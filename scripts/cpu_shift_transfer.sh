@@ -26,7 +26,18 @@ PY
 SOURCES=(dense early-exit moe-topk avit)
 protocols() { case $1 in dense|avit) echo "head-only full";; *) echo "head-only router-only modules-frozen full";; esac; }
 # one record per (source record, target, protocol): skip what exists
-has_transfer() { grep -l "\"protocol\": \"$3\"" results/cpu/imagenette-b/"$2"/*.json 2>/dev/null | xargs -r grep -l "$1" | grep -q . ; }
+# (read the JSON: a record's dense_reference also names a protocol, so grepping the text is not enough)
+has_transfer() { python - "$@" <<'PY'
+import json, sys
+from pathlib import Path
+source, method, protocol = sys.argv[1:4]
+for p in Path("results/cpu/imagenette-b", method).glob("*.json"):
+    r = json.loads(p.read_text())
+    if r.get("kind") == "transfer" and r["source"]["record_id"].startswith(source) and r["protocol"] == protocol:
+        sys.exit(0)
+sys.exit(1)
+PY
+}
 has_shift() { grep -l "\"record_id\": \"$1" results/cpu/"$2"/*/shift-*.json 2>/dev/null | grep -q . ; }
 
 job() {
