@@ -90,7 +90,9 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
     from .shift_tables import plot_severity, shift_markdown, shift_rows, transfer_markdown, transfer_rows
 
     ids = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}
-    sources = {r["id"] for _, r in _all_runs(results_dir) if r["id"][:12] in ids or r["id"] in ids}
+    from .records import load_records
+
+    sources = {r["id"] for _, r in load_records(results_dir) if r["id"][:12] in ids}
     shift, transfer = shift_rows(results_dir, sources), transfer_rows(results_dir, sources)
     if shift.empty and transfer.empty:
         return ""
@@ -106,12 +108,6 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
         out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense)\n\n"
                    + transfer_markdown(transfer) + "\n")
     return "".join(out)
-
-
-def _all_runs(results_dir):
-    from .records import load_records
-
-    return load_records(results_dir)
 
 
 def write_leaderboard(results_dir=None, out: str | None = None) -> Path:

@@ -45,9 +45,7 @@ def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str,
     if protocol not in PROTOCOLS:
         raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
     roles = model.parameter_roles()
-    if protocol in ("router-only", "modules-frozen") and "decision" not in roles.values():
-        raise UserError(f"protocol {protocol!r} is n/a for this method: it has no separate router, gate, predictor "
-                        f"or exit parameters (use head-only or full)")
+    check_protocol_applies(roles, protocol)
     train_roles = PROTOCOLS[protocol]
     counts: dict[str, dict[str, int]] = {}
     for name, p in model.named_parameters():
@@ -59,6 +57,13 @@ def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str,
         c["params"] += p.numel()
         c["trainable"] += p.numel() if p.requires_grad else 0
     return counts
+
+
+def check_protocol_applies(roles: dict[str, str], protocol: str) -> None:
+    """Raise when ``protocol`` needs decision parameters and ``roles`` (``parameter_roles()``) has none."""
+    if protocol in ("router-only", "modules-frozen") and "decision" not in roles.values():
+        raise UserError(f"protocol {protocol!r} is n/a for this method: it has no separate router, gate, predictor "
+                        f"or exit parameters (use head-only or full)")
 
 
 def reinit_heads(model: torch.nn.Module, num_classes: int, seed: int) -> None:
@@ -125,8 +130,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                         f"transfer from imagenette-a runs to imagenette-b)")
     model = rm.model
     meta = rm.meta
-    if protocol in ("router-only", "modules-frozen") and "decision" not in model.parameter_roles().values():
-        apply_protocol(model, protocol)  # raises the n/a error before any work
+    check_protocol_applies(model.parameter_roles(), protocol)  # before any work
     say(f"checking the source model against its record on {src.name}/{src.eval_split}")
     src_ev = evaluate_split(model, rm.work, rm.work.splits["eval"], tier.eval_batch_size, device, progress)
     agreement = check_predictions(rm, src_ev.logits.argmax(-1) if src_ev.logits.shape[-1] > 1 else src_ev.logits[:, 0],
@@ -180,7 +184,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
         "ccbench_version": __version__,
         "git": code_state,
         "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
-                 "data_hash": ev_hash(twork), "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
+                 "data_hash": twork.splits["eval"].data_hash, "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
                  "main_score": tgt.main_score},
         "source": {"record_id": rm.record["id"], "task": src.name, "task_version": src.version,
                    "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
@@ -206,7 +210,3 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
           f"  record: {path}")
     return path
 
-
-def ev_hash(work) -> str:
-    """The data hash of a workload's eval split."""
-    return work.splits["eval"].data_hash
