@@ -57,12 +57,6 @@ def write_record(record: dict, ids: list[str], labels: torch.Tensor, preds: torc
                  results_dir: str | os.PathLike | None = None) -> Path:
     """Write the per-sample file, then the record (the record's rename is the commit point). Refuses
     to overwrite an existing record. Returns the record path."""
-    folder = record_dir(results_root(results_dir), record)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = record["id"][:12]
-    path, samples = folder / f"{stem}.json", folder / f"{stem}.samples.npz"
-    if path.exists():
-        raise FileExistsError(f"record {path} exists; records are never overwritten")
     # class indices fit int16; regression targets and outputs (STS-B) stay float32
     kind = np.float32 if labels.is_floating_point() or preds.is_floating_point() else np.int16
     arrays = {"ids": np.asarray(ids), "label": labels.numpy().astype(kind), "pred": preds.numpy().astype(kind)}
@@ -70,6 +64,20 @@ def write_record(record: dict, ids: list[str], labels: torch.Tensor, preds: torc
         v = v.cpu()
         # ints fit int16 (token/block/expert indices); floats (combine weights) are kept at half precision
         arrays[f"trace.{k}"] = v.numpy().astype(np.int16) if not v.is_floating_point() else v.numpy().astype(np.float16)
+    return commit_record(record, arrays, results_dir)
+
+
+def commit_record(record: dict, arrays: dict[str, np.ndarray], results_dir: str | os.PathLike | None = None,
+                  prefix: str = "") -> Path:
+    """Write ``arrays`` as ``<prefix><id12>.samples.npz`` and the record as ``<prefix><id12>.json`` under
+    ``record_dir``, each to a temporary name first; the record's rename is the commit point. Refuses to
+    overwrite an existing record. Returns the record path."""
+    folder = record_dir(results_root(results_dir), record)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{prefix}{record['id'][:12]}"
+    path, samples = folder / f"{stem}.json", folder / f"{stem}.samples.npz"
+    if path.exists():
+        raise FileExistsError(f"record {path} exists; records are never overwritten")
     tmp_samples = folder / f".{stem}.samples.tmp.npz"
     np.savez_compressed(tmp_samples, **arrays)
     tmp = folder / f".{stem}.json.tmp"

@@ -30,7 +30,7 @@ from .errors import UserError
 from .from_record import RecordModel, check_predictions, load_record_model
 from .messages import say
 from .provenance import git_state, hardware
-from .records import finalize, results_root
+from .records import commit_record, finalize
 from .routing import js_divergence_bits, layer_metrics
 from .shift_data import CLEAN, shift_conditions
 from .stats import distribution
@@ -228,13 +228,7 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _write(record: dict, evals: dict, ref_ev, results_dir) -> Path:
-    """The per-condition predictions beside the record, then the record (the commit point)."""
-    folder = results_root(results_dir) / record["budget"]["name"] / record["task"]["name"] / record["method"]["name"]
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"shift-{record['id'][:12]}"
-    path, samples = folder / f"{stem}.json", folder / f"{stem}.samples.npz"
-    if path.exists():
-        raise FileExistsError(f"record {path} exists; records are never overwritten")
+    """The per-condition predictions beside the record, then the record (``commit_record``)."""
     arrays = {}
     for name, ev in [("reference", ref_ev), *evals.items()]:
         pred = ev.logits[:, 0] if ev.logits.shape[-1] == 1 else ev.logits.argmax(-1)
@@ -243,14 +237,7 @@ def _write(record: dict, evals: dict, ref_ev, results_dir) -> Path:
         arrays[f"{name}.pred"] = pred.numpy()
         if "exit_block" in ev.trace:
             arrays[f"{name}.exit_block"] = ev.trace["exit_block"].numpy().astype(np.int16)
-    tmp_samples = folder / f".{stem}.samples.tmp.npz"
-    np.savez_compressed(tmp_samples, **arrays)
-    tmp = folder / f".{stem}.json.tmp"
-    import json
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp_samples.replace(samples)
-    tmp.replace(path)
-    return path
+    return commit_record(record, arrays, results_dir, prefix="shift-")
 
 
 def _print(record: dict, path: Path) -> None:
