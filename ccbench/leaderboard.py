@@ -105,7 +105,7 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
                 plot_severity(g[g["drop_1"].notna()], png)
                 out.append(f"\n![severity curves {source} -> {target}]({png.name})\n")
     if not transfer.empty:
-        out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense)\n\n"
+        out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense) @ % of dense compute\n\n"
                    + transfer_markdown(transfer) + "\n")
     return "".join(out)
 

@@ -100,12 +100,13 @@ def shift_markdown(df: pd.DataFrame) -> str:
 
 def transfer_markdown(df: pd.DataFrame) -> str:
     """Markdown tables of transfer rows: per (source, target) one row per method, a column per protocol
-    with the target score and the gain over dense in brackets ('n/a': the method has no such modules)."""
+    with the target score, the gain over dense in brackets and the useful share of dense compute (%)
+    after '@' ('n/a': the method has no such modules)."""
     from tabulate import tabulate
 
     parts = []
     for (source, target), g in df.groupby(["source", "target"], sort=True):
-        head = ["method", "knob"] + list(PROTOCOLS) + ["% dense", "module reuse (source share)", "class NMI (full)"]
+        head = ["method", "knob"] + list(PROTOCOLS) + ["module reuse (source share)", "class NMI (full)"]
         body = []
         for (method, knob), m in g.groupby(["method", "knob"], sort=True):
             by = {r.protocol: r for _, r in m.iterrows()}
@@ -113,15 +114,14 @@ def transfer_markdown(df: pd.DataFrame) -> str:
             for p in PROTOCOLS:
                 if p in by:
                     r = by[p]
-                    cells.append(f"{r.score:.2f} ({_f(r.gain, '{:+.2f}')})")
+                    cells.append(f"{r.score:.2f} ({_f(r.gain, '{:+.2f}')}) @{r.dense_pct:.0f}%")
                 else:
                     no_decision = not m.has_decision.any()
                     cells.append("n/a" if no_decision and p in ("router-only", "modules-frozen") else "-")
             full = by.get("full")
             reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and full.reuse is not None
                      else "-")
-            body.append([method, knob] + cells + [_f(m.dense_pct.mean(), "{:.1f}"), reuse,
-                                                  _f(full.class_nmi if full is not None else None, "{:.4f}")])
+            body.append([method, knob] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
         parts.append(f"**{source} → {target}**\n\n" + tabulate(body, headers=head, tablefmt="github"))
     return "\n\n".join(parts)
 

@@ -118,7 +118,7 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
     assert pd.isna(rows.set_index(["method", "protocol"]).loc[("early-exit", "router-only"), "gain"])  # no dense head-only
     table = transfer_markdown(rows)
     dense_line = next(line for line in table.splitlines() if line.startswith("| dense"))
-    assert dense_line.count("n/a") == 2 and "(+0.00)" in dense_line
+    assert dense_line.count("n/a") == 2 and "(+0.00) @100%" in dense_line
 
     # dense has no decision parameters: router-only is n/a; a 10-class source has seen imagenette-b's labels
     capsys.readouterr()
