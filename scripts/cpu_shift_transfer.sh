@@ -8,6 +8,8 @@
 #   transfer-<m>        m's imagenette-a run -> imagenette-b under every protocol that applies
 #   shift-image         Imagenette runs -> imagenette-c (5 corruptions x 5 severities)
 #   shift-text          SST-2 runs -> imdb and amazon-books
+#   amazon-pair         dense and early-exit trained on amazon-books -> amazon-kitchen (a cross-domain pair;
+#                       256-token reviews: about 40 min of training per method on 2 cores)
 set -euo pipefail
 say() { echo "== $(date +%T) $*"; }
 # the one record of method $1 on task $2 (the source runs let calibration pick one knob value)
@@ -64,10 +66,18 @@ job() {
                   ccbench shift "$src" --to "$t" --quiet
                 done
               done ;;
+    amazon-pair) for m in dense early-exit; do
+                say "run $m on amazon-books"
+                [[ -n "$(ls results/cpu/amazon-books/"$m"/*.json 2>/dev/null)" ]] && echo "exists" \
+                  || ccbench run --method "$m" --task amazon-books --budget cpu --quiet --resume
+                src=$(record "$m" amazon-books)
+                say "shift $m ($src) -> amazon-kitchen"; has_shift "$(basename "$src" .json)" amazon-kitchen && { echo "exists"; continue; }
+                ccbench shift "$src" --to amazon-kitchen --quiet
+              done ;;
     *) echo "unknown job $1" >&2; exit 2 ;;
   esac
 }
-ORDER=(shift-image shift-text pretrain-a)
+ORDER=(shift-image shift-text amazon-pair pretrain-a)
 for m in "${SOURCES[@]}"; do ORDER+=("source-$m"); done
 for m in "${SOURCES[@]}"; do ORDER+=("transfer-$m"); done
 for j in "${@:-${ORDER[@]}}"; do job "$j"; done
