@@ -14,6 +14,8 @@ set -euo pipefail
 say() { echo "== $(date +%T) $*"; }
 # the one record of method $1 on task $2 (the source runs let calibration pick one knob value)
 record() { ls results/cpu/"$2"/"$1"/*.json | grep -v '/shift-' | head -1; }
+# whether method $1 has a run record on task $2 (shift records of other runs live beside them: not runs)
+has_run() { ls results/cpu/"$2"/"$1"/*.json 2>/dev/null | grep -q -v '/shift-'; }
 # the record of method $1 on task $2 whose knob has value $3
 record_at() { python - "$@" <<'PY'
 import json, sys
@@ -46,7 +48,7 @@ job() {
   case $1 in
     pretrain-a) say "pretrain imagenette-a"; ccbench pretrain --task imagenette-a --budget cpu --quiet ;;
     source-*) m=${1#source-}; say "run $m on imagenette-a"
-              [[ -n "$(ls results/cpu/imagenette-a/"$m"/*.json 2>/dev/null)" ]] && { echo "exists"; return; }
+              has_run "$m" imagenette-a && { echo "exists"; return; }
               ccbench run --method "$m" --task imagenette-a --budget cpu --quiet --resume ;;
     transfer-*) m=${1#transfer-}; src=$(record "$m" imagenette-a); id=$(basename "$src" .json)
               for p in $(protocols "$m"); do
@@ -68,7 +70,7 @@ job() {
               done ;;
     amazon-pair) for m in dense early-exit; do
                 say "run $m on amazon-books"
-                [[ -n "$(ls results/cpu/amazon-books/"$m"/*.json 2>/dev/null)" ]] && echo "exists" \
+                has_run "$m" amazon-books && echo "exists" \
                   || ccbench run --method "$m" --task amazon-books --budget cpu --quiet --resume
                 src=$(record "$m" amazon-books)
                 say "shift $m ($src) -> amazon-kitchen"; has_shift "$(basename "$src" .json)" amazon-kitchen && { echo "exists"; continue; }
