@@ -11,7 +11,7 @@ from .transfer import DENSE_REFERENCE, PROTOCOLS
 
 def _knob(record: dict) -> str:
     k = record["method"]["knob"]
-    return f"{k['name']}={k['value']}" if k["value"] is not None else "-"
+    return f"{k['name']}={k['value']:g}" if k["value"] is not None else "-"
 
 
 def shift_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def transfer_markdown(df: pd.DataFrame) -> str:
                     no_decision = not m.has_decision.any()
                     cells.append("n/a" if no_decision and p in ("router-only", "modules-frozen") else "-")
             full = by.get("full")
-            reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and full.reuse is not None
+            reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and pd.notna(full.reuse)
                      else "-")
             body.append([method, knob] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
         parts.append(f"**{source} → {target}**\n\n" + tabulate(body, headers=head, tablefmt="github"))

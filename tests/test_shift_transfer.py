@@ -184,3 +184,23 @@ def test_real_shift_targets_have_the_documented_sizes():
     assert len(imdb) == 2000 and int(imdb.labels.sum()) == 1000
     [books] = text_conditions(catalog.tasks().get("amazon-books"), str(root)).values()
     assert len(books) == 2000 and int(books.labels.sum()) == 1000
+
+
+def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
+    from ccbench.shift_tables import transfer_markdown
+
+    def row(method, protocol, score, gain, pct, reuse=None, decision=False):
+        return {"budget": "cpu", "source": "imagenette-a", "target": "imagenette-b", "method": method,
+                "knob": "-" if method == "dense" else "k=1", "protocol": protocol, "score": score, "gain": gain,
+                "dense_pct": pct, "reuse": reuse, "reuse_source": None if reuse is None else 0.168,
+                "class_nmi": None if reuse is None else 0.016, "has_decision": decision, "id": method[:4]}
+
+    df = pd.DataFrame([row("dense", "head-only", 52.6, 0.0, 100.0), row("dense", "full", 66.5, 0.0, 100.0),
+                       row("moe-topk", "router-only", 54.3, 1.7, 89.2, 0.142, True),
+                       row("moe-topk", "full", 67.7, 1.2, 90.0, 0.143, True)])
+    table = transfer_markdown(df)
+    assert "nan" not in table
+    moe = next(line for line in table.splitlines() if line.startswith("| moe-topk"))
+    assert "54.30 (+1.70) @89%" in moe and "67.70 (+1.20) @90%" in moe and "0.143 (0.168)" in moe
+    cells = [c.strip() for c in moe.strip("|").split("|")]
+    assert cells[2] == cells[4] == "-"  # head-only and modules-frozen not run: '-', not 'n/a'
