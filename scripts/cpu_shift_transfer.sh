@@ -61,7 +61,7 @@ job() {
                 say "shift $m ($src) -> imagenette-c"; has_shift "$(basename "$src" .json)" imagenette-c && { echo "exists"; continue; }
                 ccbench shift "$src" --to imagenette-c --quiet
               done ;;
-    shift-text) for spec in dense: early-exit:0.8 moefication:4; do
+    shift-text) for spec in dense: early-exit:0.8 moefication:4 evit:0.7; do
                 m=${spec%%:*}; v=${spec#*:}; src=$( [[ -z $v ]] && record "$m" sst2 || record_at "$m" sst2 "$v")
                 for t in imdb amazon-books; do
                   say "shift $m ($src) -> $t"; has_shift "$(basename "$src" .json)" "$t" && { echo "exists"; continue; }
