@@ -73,6 +73,15 @@ class EarlyExitModel(ConditionalModel):
             raise ValueError(f"threshold must be >= 0, got {value}")
         self.knob = value
 
+    def calibration_sweep(self, sweep: list) -> list:
+        """Drop thresholds at or below 1/C under max-softmax: a C-class softmax's maximum is never below
+        1/C, so every such tau exits every sample at the first head (on two classes tau <= 0.5 is a
+        chance-level classifier, and calibration would pick it as the cheapest point)."""
+        num_classes = self.backbone.config.num_classes
+        if self.rule != "confidence" or self.criterion != "max_softmax" or num_classes < 2:
+            return list(sweep)
+        return [v for v in sweep if v > 1.0 / num_classes]
+
     def classifier_heads(self) -> list:
         """The final classifier and every exit head's classifier (its last linear layer)."""
         return super().classifier_heads() + [[m for m in h.modules() if isinstance(m, nn.Linear)][-1]

@@ -49,6 +49,11 @@ class ConditionalModel(nn.Module):
         """Set the inference trade-off knob (no retraining needed when the method allows it)."""
         self.knob = value
 
+    def calibration_sweep(self, sweep: list) -> list:
+        """The knob values worth calibrating on this model (default: ``sweep`` unchanged). A method drops
+        values that are provably the same operating point as another (see early-exit on two classes)."""
+        return list(sweep)
+
     def method_config(self) -> dict:
         """Hyperparameters that define this model, for the record."""
         return {}

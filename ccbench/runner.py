@@ -179,7 +179,7 @@ def _calibrate_knob(model, knob_meta: dict, work, table: CostTable, batch_size: 
     list) and how it was chosen."""
     points = []
     calib = work.splits["calibration"]
-    for v in knob_meta["sweep"] or [knob_meta["default"]]:
+    for v in model.calibration_sweep(knob_meta["sweep"]) or [knob_meta["default"]]:
         model.set_knob(v)
         ev = evaluate_split(model, work, calib, batch_size, device)
         frac = useful_macs(table, ev.trace).sum().item() / dense_macs_per_sample(table, ev.trace).sum().item()

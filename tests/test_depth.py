@@ -113,3 +113,21 @@ def test_early_exit_trains_every_head(tiny_backbone):
     out = model(torch.randn(4, 3, 32, 32))
     model.loss(out, torch.tensor([0, 1, 2, 3])).backward()
     assert all(h[1].weight.grad is not None and h[1].weight.grad.abs().sum() > 0 for h in model.exit_heads)
+
+
+def test_calibration_drops_thresholds_every_sample_passes_at_the_first_head():
+    """max-softmax >= 1/C always, so tau <= 1/C is one operating point (all exit at block 1): not calibrated."""
+    from ccbench.backbones import ViTBackbone, ViTConfig
+
+    sweep = catalog.methods().metadata("early-exit")["knob"]["sweep"]
+    for classes, kept in ((2, [v for v in sweep if v > 0.5]), (10, sweep)):
+        backbone = ViTBackbone(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2,
+                                         num_classes=classes))
+        model = _model("early-exit", backbone)
+        assert model.calibration_sweep(sweep) == kept
+        model.set_knob(min(sweep))
+        x = torch.randn(5, 3, 32, 32)
+        if classes == 2:  # the dropped values really are degenerate: everything leaves at the first head
+            assert (model(x).trace["exit_block"] == 0).all()
+    assert _model("early-exit", backbone, criterion="entropy").calibration_sweep(sweep) == sweep
+    assert _model("patience", backbone).calibration_sweep([1, 2, 3]) == [1, 2, 3]
