@@ -110,6 +110,14 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
     return "".join(out)
 
 
+def _is_text(task: str) -> bool:
+    """Whether ``task`` is a text task (GLUE, IMDB, Amazon domains; unregistered names: GLUE's list)."""
+    from . import catalog
+
+    tasks = catalog.tasks()
+    return task in GLUE_TASKS or (task in tasks and tasks.metadata(task).get("modality") == "text")
+
+
 def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
     """Regenerate the leaderboard markdown (and plots) and return its path."""
     root = repo_root() or Path.cwd()
@@ -122,7 +130,7 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
         parts.append("\nNo records yet.\n")
     admitted_all = []
     for (budget, task), g in df.groupby(["budget", "task"], sort=True):
-        if task in GLUE_TASKS:  # text: the tier's public pretrained encoder is the published backbone
+        if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
             want = text_backbone_name(budget)
             admitted, rejected = g[g.backbone_name == want], g[g.backbone_name != want]
         else:

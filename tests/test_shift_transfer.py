@@ -204,3 +204,10 @@ def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
     assert "54.30 (+1.70) @89%" in moe and "67.70 (+1.20) @90%" in moe and "0.143 (0.168)" in moe
     cells = [c.strip() for c in moe.strip("|").split("|")]
     assert cells[2] == cells[4] == "-"  # head-only and modules-frozen not run: '-', not 'n/a'
+
+
+def test_leaderboard_admits_every_text_task_by_its_encoder():
+    from ccbench.leaderboard import _is_text
+
+    assert all(_is_text(t) for t in ("sst2", "imdb", "amazon-books", "amazon-kitchen"))
+    assert not any(_is_text(t) for t in ("imagenette", "imagenette-c", "imagenette-a"))
