@@ -20,7 +20,7 @@ HEADER = ("# ccbench leaderboard\n\n"
 SPECIALIZATION_NOTE = (
     "Shift: the run's own model on a shifted split (Imagenette-C: 1,000 val images, 5 corruptions; drop = "
     "clean minus corrupted score, mean over the corruptions at each severity; Δ% dense = change in the useful "
-    "share of dense compute, in points; text: SST-2 dev -> the target). Routing JS = Jensen-Shannon "
+    "share of dense compute, in points; text: the source task's eval split, e.g. SST-2 dev, -> the target). Routing JS = Jensen-Shannon "
     "divergence (bits, 0-1) between the expert loads on reference and target, mean over MoE layers and "
     "conditions; domain NMI = chance-corrected NMI between expert and domain on a 50/50 mix. 'knob kept "
     "compute' = conditions where the source-calibrated knob stays within 2 points of its source share of "
@@ -111,11 +111,11 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
 
 
 def _is_text(task: str) -> bool:
-    """Whether ``task`` is a text task (GLUE, IMDB, Amazon domains; unregistered names: GLUE's list)."""
+    """Whether ``task`` is a registered text task (GLUE, IMDB, the Amazon domains)."""
     from . import catalog
 
     tasks = catalog.tasks()
-    return task in GLUE_TASKS or (task in tasks and tasks.metadata(task).get("modality") == "text")
+    return task in tasks and tasks.metadata(task).get("modality") == "text"
 
 
 def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
