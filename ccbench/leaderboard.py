@@ -89,10 +89,7 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
     (severity-curve plots go to ``out_dir``)."""
     from .shift_tables import plot_severity, shift_markdown, shift_rows, transfer_markdown, transfer_rows
 
-    ids = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}
-    from .records import load_records
-
-    sources = {r["id"] for _, r in load_records(results_dir) if r["id"][:12] in ids}
+    sources = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}  # 12-character id prefixes
     shift, transfer = shift_rows(results_dir, sources), transfer_rows(results_dir, sources)
     if shift.empty and transfer.empty:
         return ""

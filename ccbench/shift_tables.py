@@ -15,12 +15,13 @@ def _knob(record: dict) -> str:
 
 
 def shift_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd.DataFrame:
-    """One row per shift record (source run id in ``admitted_sources`` when given): method, knob,
-    source -> target, reference score and share of dense, per-severity drop and change in the share of
-    dense compute, mean JS routing shift, domain NMI and how often the source knob kept its compute."""
+    """One row per shift record (the source run's 12-character id prefix in ``admitted_sources`` when
+    given): method, knob, source -> target, reference score and share of dense, per-severity drop and
+    change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
+    kept its compute."""
     rows = []
     for _, r in load_records(results_dir, kind="shift"):
-        if admitted_sources is not None and r["source"]["record_id"] not in admitted_sources:
+        if admitted_sources is not None and r["source"]["record_id"][:12] not in admitted_sources:
             continue
         ref = r["reference"]
         row = {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
@@ -46,7 +47,7 @@ def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None) ->
     """One row per transfer record with its gain over the dense transfer from the same backbone under
     the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
     records = [r for _, r in load_records(results_dir, kind="transfer")
-               if admitted_sources is None or r["source"]["record_id"] in admitted_sources]
+               if admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources]
     dense = {(r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], r["protocol"]):
              r["metrics"]["main_score"]["value"] for r in records if r["method"]["name"] == "dense"}
     rows = []

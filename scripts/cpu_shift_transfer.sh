@@ -15,7 +15,7 @@ say() { echo "== $(date +%T) $*"; }
 # the one record of method $1 on task $2 (the source runs let calibration pick one knob value)
 record() { ls results/cpu/"$2"/"$1"/*.json | grep -v '/shift-' | head -1; }
 # whether method $1 has a run record on task $2 (shift records of other runs live beside them: not runs)
-has_run() { ls results/cpu/"$2"/"$1"/*.json 2>/dev/null | grep -q -v '/shift-'; }
+has_run() { record "$1" "$2" > /dev/null 2>&1; }
 # the record of method $1 on task $2 whose knob has value $3
 record_at() { python - "$@" <<'PY'
 import json, sys
