@@ -59,11 +59,12 @@ def locate_local_imagefolder(root: Path, subdir: str, split_dir: str) -> DataRef
     with HF ``datasets``' imagefolder builder is deferred to ``DataRef.load``.
 
     Raises ``UserError`` naming the folder looked in when it is missing or empty."""
-    folder = root / subdir
+    # absolute (not resolved: symlinked files stay where they are listed), as HF datasets returns its paths
+    folder = Path(os.path.abspath(root / subdir))
     split_folder = folder / split_dir
     if not split_folder.is_dir():
         raise UserError(
-            f"no data at {split_folder} (looked under --data-dir/${DATA_ENV}={root}); "
+            f"no data at {root / subdir / split_dir} (looked under --data-dir/${DATA_ENV}={root}); "
             f"expected {subdir}/{split_dir}/<class>/*.JPEG — point ${DATA_ENV} at the folder holding "
             f"'{subdir}/'"
         )
@@ -77,7 +78,7 @@ def locate_local_imagefolder(root: Path, subdir: str, split_dir: str) -> DataRef
         ds = load_dataset("imagefolder", data_files={"split": [str(f) for f in files]}, split="split")
         classes = list(ds.features["label"].names)
         paths = [row["path"] for row in ds.cast_column("image", Image(decode=False))["image"]]
-        ids = [str(Path(p).relative_to(folder)) for p in paths]
+        ids = [Path(os.path.abspath(p)).relative_to(folder).as_posix() for p in paths]
         return RawSplit(ds, ids, classes, digest, origin)
 
     digest, origin = _hash_folder(folder, files), f"local:{split_folder}"
