@@ -43,7 +43,8 @@ METADATA = {
               "and Kautz, Jan and Molchanov, Pavlo}, booktitle={CVPR}, pages={10809--10818}, year={2022}}",
     "knob": {"name": "threshold", "default": 0.99, "direction": "lower = less compute",
              "sweep": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "minimum": 0, "exclusive_minimum": True, "maximum": 1},
     "modalities": ["image"],
     "description": "Per-token cumulative halting from the first embedding dimension; halted tokens "
                    "are removed (not zeroed), so savings show at batch 1.",

@@ -39,7 +39,8 @@ METADATA = {
               "Dynamic Token Sparsification}, author={Rao, Yongming and Zhao, Wenliang and Liu, Benlin and "
               "Lu, Jiwen and Zhou, Jie and Hsieh, Cho-Jui}, booktitle={NeurIPS}, year={2021}}",
     "knob": {"name": "keep_ratio", "default": 0.6, "direction": "lower = less compute",
-             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False},
+             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False,
+             "minimum": 0, "exclusive_minimum": True, "maximum": 1},
     "modalities": ["image"],
     "description": "Prediction modules at 1/4, 1/2, 3/4 depth keep ceil(rho^s N) patch tokens; Gumbel "
                    "straight-through masks in training, tokens removed at inference. Fine-tuned once at "

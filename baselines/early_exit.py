@@ -36,7 +36,8 @@ METADATA = {
               "Overthinking}, author={Kaya, Yigitcan and Hong, Sanghyun and Dumitras, Tudor}, booktitle={ICML}, "
               "year={2019}}",
     "knob": {"name": "threshold", "default": 0.8, "direction": "lower = less compute",
-             "sweep": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], "needs_retraining": False},
+             "sweep": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], "needs_retraining": False,
+             "minimum": 0},
     "modalities": ["image", "text"],
     "description": "Exit heads after every block trained jointly (depth-weighted cross-entropies); a sample "
                    "leaves at the first head whose max-softmax reaches the threshold; exited samples leave "

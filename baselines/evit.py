@@ -35,7 +35,8 @@ METADATA = {
               "Transformers via Token Reorganizations}, author={Liang, Youwei and Ge, Chongjian and Tong, "
               "Zhan and Song, Yibing and Wang, Jue and Xie, Pengtao}, booktitle={ICLR}, year={2022}}",
     "knob": {"name": "keep_rate", "default": 0.6, "direction": "lower = less compute",
-             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False},
+             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False,
+             "minimum": 0, "exclusive_minimum": True, "maximum": 1},
     "modalities": ["image", "text"],
     "description": "Top-k tokens by class-token attention kept at 1/4, 1/2, 3/4 depth, the rest fused "
                    "into one attention-weighted token; fine-tuned once at keep rate 0.6, knob swept.",

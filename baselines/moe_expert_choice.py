@@ -16,7 +16,8 @@ METADATA = {
               "Vincent and Dai, Andrew and Chen, Zhifeng and Le, Quoc and Laudon, James}, booktitle={NeurIPS}, "
               "year={2022}}",
     "knob": {"name": "capacity", "default": 1.0, "direction": "lower = less compute", "sweep": [0.5, 1.0, 2.0],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "minimum": 0, "exclusive_minimum": True},
     "modalities": ["image"],
     "description": "E = 8 upcycled experts in every other block; each expert takes its top ceil(c N / E) "
                    "tokens per sample; trained at c = 1.",

@@ -17,7 +17,8 @@ METADATA = {
               "Jenatton, Rodolphe and Pinto, Andr{\\'e} Susano and Keysers, Daniel and Houlsby, Neil}, "
               "booktitle={NeurIPS}, year={2021}}",
     "knob": {"name": "k", "default": 1, "direction": "lower = less compute", "sweep": [1, 2],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "integer": True, "minimum": 1},
     "modalities": ["image"],
     "description": "E = 8 upcycled experts in every other block, top-k token choice with capacity factor "
                    "1.25 per sample, Switch load balancing + router z-loss; trained at k = 1.",

@@ -29,7 +29,8 @@ METADATA = {
               "Mixtures of Experts}, author={Zhang, Zhengyan and Lin, Yankai and Liu, Zhiyuan and Li, Peng and "
               "Sun, Maosong and Zhou, Jie}, booktitle={Findings of ACL}, year={2022}}",
     "knob": {"name": "k", "default": 4, "direction": "lower = less compute", "sweep": [2, 4, 6, 8],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "integer": True, "minimum": 1},
     "modalities": ["image", "text"],
     "starts_from": {"text": "dense"},
     "description": "Dense MLPs of every other block split into 8 experts by balanced k-means; routers "

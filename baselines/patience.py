@@ -14,7 +14,8 @@ METADATA = {
               "Exit}, author={Zhou, Wangchunshu and Xu, Canwen and Ge, Tao and McAuley, Julian and Xu, Ke and "
               "Wei, Furu}, booktitle={NeurIPS}, year={2020}}",
     "knob": {"name": "patience", "default": 2, "direction": "lower = less compute", "sweep": [0, 1, 2, 3, 4, 6],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "integer": True, "minimum": 0},
     "modalities": ["image", "text"],
     "trains": False,
     "evaluates_checkpoint_of": "early-exit",

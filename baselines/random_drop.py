@@ -24,7 +24,8 @@ METADATA = {
     "paper": "control (no paper): uniform random token dropping at DynamicViT's stages and ratios",
     "bibtex": "",
     "knob": {"name": "keep_ratio", "default": 0.6, "direction": "lower = less compute",
-             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False},
+             "sweep": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "needs_retraining": False,
+             "minimum": 0, "exclusive_minimum": True, "maximum": 1},
     "modalities": ["image"],
     "description": "Keeps ceil(rho^s N) uniformly random patch tokens after stage s (DynamicViT's "
                    "schedule); fine-tuned at rho = 0.6 with the same dropping. The floor a learned "

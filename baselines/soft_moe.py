@@ -14,7 +14,8 @@ METADATA = {
               "author={Puigcerver, Joan and Riquelme, Carlos and Mustafa, Basil and Houlsby, Neil}, "
               "booktitle={ICLR}, year={2024}}",
     "knob": {"name": "slots", "default": 2, "direction": "lower = less compute", "sweep": [1, 2, 4],
-             "needs_retraining": True},
+             "needs_retraining": True,
+             "integer": True, "minimum": 1},
     "modalities": ["image"],
     "description": "E = 8 upcycled experts in every other block; each processes `slots` softmax-weighted "
                    "mixes of the sample's tokens, outputs combined back per token; no token dropped.",

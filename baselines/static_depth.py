@@ -15,7 +15,8 @@ METADATA = {
     "paper": "static baseline (no paper): a truncated backbone",
     "bibtex": "",
     "knob": {"name": "blocks", "default": 8, "direction": "lower = less compute", "sweep": [4, 6, 8],
-             "needs_retraining": True},
+             "needs_retraining": True,
+             "integer": True, "minimum": 1},
     "modalities": ["image", "text"],
     "description": "The first k blocks + the classifier, fine-tuned under the common budget; one model per k.",
 }

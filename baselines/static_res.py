@@ -23,7 +23,8 @@ METADATA = {
     "paper": "static baseline (no paper): the dense model at a lower input resolution",
     "bibtex": "",
     "knob": {"name": "resolution", "default": 96, "direction": "lower = less compute", "sweep": [112, 96, 80],
-             "needs_retraining": True},
+             "needs_retraining": True,
+             "integer": True, "minimum": 1},
     "modalities": ["image"],
     "description": "Dense backbone on images resized to a lower resolution (fewer patch tokens for every "
                    "sample), fine-tuned at that resolution under the common budget; one model per value.",

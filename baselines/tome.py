@@ -29,7 +29,8 @@ METADATA = {
               "Daniel and Fu, Cheng-Yang and Dai, Xiaoliang and Zhang, Peizhao and Feichtenhofer, Christoph "
               "and Hoffman, Judy}, booktitle={ICLR}, year={2023}}",
     "knob": {"name": "r", "default": 3, "direction": "higher = less compute", "sweep": [0, 1, 2, 3, 4, 5],
-             "needs_retraining": False},
+             "needs_retraining": False,
+             "integer": True, "minimum": 0},
     "modalities": ["image"],
     "trains": False,
     "evaluates_checkpoint_of": "dense",

@@ -9,18 +9,35 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (what is wrong, where to look), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _seed(text: str) -> int:
+    """``--seed`` value: an integer in [0, 2**32)."""
+    from .errors import UserError, check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer from 0 to 4294967295") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="imagenette", help="task name (see `ccbench ls tasks`)")
     p.add_argument("--budget", default="cpu", help="budget tier (see `ccbench ls budgets`)")
     p.add_argument("--data-dir", default=None,
                    help="local data root (default: $CCBENCH_DATA; unset = load from the hub)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the tier's first seed)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed (default: the tier's first seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="ccbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ccbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train (under the tier's budget) and measure a method on a task")

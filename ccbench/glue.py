@@ -22,16 +22,17 @@ class Layout:
     folder: str
     text_columns: tuple[int, ...]
     label_column: int
-    header: bool
+    header: tuple[str, ...] | None  # the header line's fields, checked; None: the file has no header
     labels: tuple[str, ...] | None
 
 
 LAYOUTS = {
-    "sst2": Layout("SST-2", (0,), 1, True, ("0", "1")),
-    "cola": Layout("CoLA", (3,), 1, False, ("0", "1")),
-    "mrpc": Layout("MRPC", (3, 4), 0, True, ("0", "1")),
-    "rte": Layout("RTE", (1, 2), 3, True, ("entailment", "not_entailment")),
-    "stsb": Layout("STS-B", (7, 8), 9, True, None),
+    "sst2": Layout("SST-2", (0,), 1, ("sentence", "label"), ("0", "1")),
+    "cola": Layout("CoLA", (3,), 1, None, ("0", "1")),
+    "mrpc": Layout("MRPC", (3, 4), 0, ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), ("0", "1")),
+    "rte": Layout("RTE", (1, 2), 3, ("index", "sentence1", "sentence2", "label"), ("entailment", "not_entailment")),
+    "stsb": Layout("STS-B", (7, 8), 9, ("index", "genre", "filename", "year", "old_index", "source1", "source2",
+                                        "sentence1", "sentence2", "score"), None),
 }
 
 
@@ -56,7 +57,10 @@ def read_glue_split(root: str | Path, task: str, split: str) -> list[TextExample
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
-            next(rows)
+            header = tuple(c.strip() for c in next(rows, []))
+            if header != layout.header:
+                raise UserError(f"{path}: the first line is {'/'.join(header)[:80]!r}, expected GLUE's {task} header "
+                                f"{'/'.join(layout.header)!r} (tab-separated); restore the file from GLUE")
         for i, row in enumerate(rows):
             if not row:
                 continue
@@ -65,10 +69,15 @@ def read_glue_split(root: str | Path, task: str, split: str) -> list[TextExample
                 raise UserError(f"{path}: row {i + 1} has {len(row)} columns, expected at least {need}")
             raw = row[layout.label_column].strip()
             if layout.labels is None:
-                label: int | float = float(raw)
+                try:
+                    label: int | float = float(raw)
+                except ValueError:
+                    raise UserError(f"{path}: row {i + 1} has score {raw!r}, expected a number") from None
             elif raw in layout.labels:
                 label = layout.labels.index(raw)
             else:
                 raise UserError(f"{path}: row {i + 1} has label {raw!r}, expected one of {layout.labels}")
             out.append(TextExample(f"{split}-{i}", tuple(row[c].strip() for c in layout.text_columns), label))
+    if not out:
+        raise UserError(f"{path} holds no examples; restore the file from GLUE")
     return out

@@ -64,9 +64,15 @@ def _decode(raw: RawSplit, px: int) -> tuple[torch.Tensor, torch.Tensor]:
         where = item.get("path") or raw.ids[i]
         try:
             src = item["bytes"] if item.get("bytes") else open(item["path"], "rb").read()
+            if not src:
+                raise UserError(f"image {where} is empty (0 bytes); replace or delete it")
             img = Image.open(io.BytesIO(src)).convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
-            raise UserError(f"cannot read image {where}: {err}") from None
+        except UnidentifiedImageError:
+            raise UserError(f"image {where} is not an image PIL can read ({len(src)} bytes); replace or "
+                            f"delete it") from None
+        except OSError as err:  # truncated or corrupt data; PIL's messages name no file
+            raise UserError(f"cannot read image {where}: {str(err).splitlines()[0][:120]}; replace or "
+                            f"delete it") from None
         w, h = img.size
         scale = px / min(w, h)
         nw, nh = max(px, round(w * scale)), max(px, round(h * scale))
@@ -87,8 +93,12 @@ def locate(task: TaskSpec, split: str, data_dir: str | None) -> DataRef:
 
 def _check_classes(task: TaskSpec, classes: list[str], origin: str) -> None:
     if classes != task.classes:
-        raise UserError(f"classes in {origin} ({classes}) differ from task {task.name!r} "
-                        f"v{task.version} ({task.classes})")
+        missing, extra = sorted(set(task.classes) - set(classes)), sorted(set(classes) - set(task.classes))
+        what = "; ".join(part for part in (f"missing class folders {missing}" if missing else "",
+                                           f"unexpected folders {extra}" if extra else "") if part)
+        raise UserError(f"{origin} does not hold task {task.name!r} v{task.version}'s classes: "
+                        f"{what or 'same classes in another order'}; expected one folder per class: "
+                        f"{', '.join(task.classes)}")
 
 
 def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None = None) -> ImageSplit:

@@ -17,7 +17,7 @@ from . import __version__, catalog
 from .atomic import atomic_torch_save
 from .backbones import count_parameters
 from .cost import CostTable, dense_macs_per_sample, executed_macs, useful_macs
-from .errors import UserError
+from .errors import UserError, check_seed
 from .evaluate import Evaluation, evaluate_inputs
 from .image_data import cache_root
 from .latency import interleaved_latency
@@ -33,25 +33,39 @@ MASKED_COMPUTE_TOLERANCE = 0.02  # executed > useful by more than this fraction 
 DEFAULT_MAX_COMPUTE = 0.6        # knob chosen on calibration: best accuracy at <= this share of dense
 
 
-def parse_knob(text: str | None, knob_name: str | None) -> list[float] | None:
-    """``"threshold=0.9,0.99"`` (or ``"0.9,0.99"``) -> ``[0.9, 0.99]``; checks the knob's name.
+def parse_knob(text: str | None, knob: dict) -> list[float] | None:
+    """``"threshold=0.9,0.99"`` (or ``"0.9,0.99"``) -> ``[0.9, 0.99]``, each value checked against the
+    knob's declared domain (``knob``: the method's ``METADATA["knob"]``) before any work is done.
 
-    >>> parse_knob("threshold=0.5,0.9", "threshold")
-    [0.5, 0.9]
-    >>> parse_knob("r=0,2", "r")   # integers stay integers (record values, table labels)
+    >>> knob = {"name": "r", "integer": True, "minimum": 0}
+    >>> parse_knob("r=0,2", knob)   # integers stay integers (record values, table labels)
     [0, 2]
+    >>> parse_knob("r=0.5", knob)
+    Traceback (most recent call last):
+    ...
+    ccbench.errors.UserError: --knob r=0.5: r takes an integer >= 0
     """
     if text is None:
         return None
+    from .method_meta import KnobMetadata
+
     name, _, values = text.rpartition("=")
-    if name and name != knob_name:
-        raise UserError(f"this method's knob is {knob_name!r}, not {name!r} (use --knob {knob_name}=...)")
-    if knob_name is None:
-        raise UserError("this method has no knob; drop --knob")
-    try:
-        return [_number(v.strip()) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--knob values must be numbers, got {values!r}") from None
+    if knob["name"] == "none":
+        raise UserError(f"this method has no knob; drop --knob {text}")
+    if name and name != knob["name"]:
+        raise UserError(f"this method's knob is {knob['name']!r}, not {name!r} (use --knob {knob['name']}=...)")
+    items = [v.strip() for v in values.split(",")]
+    if not all(items):
+        raise UserError(f"--knob {text} has an empty value; e.g. --knob {knob['name']}={knob.get('default')}")
+    domain = KnobMetadata.model_validate({"default": None, "direction": "none",
+                                          **{k: v for k, v in knob.items() if k not in ("default", "sweep")}})
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(domain.check(_number(item)))
+        except ValueError:
+            raise UserError(f"--knob {knob['name']}={item}: {knob['name']} takes {domain.domain()}") from None
+    return parsed
 
 
 def _number(text: str) -> int | float:
@@ -91,12 +105,12 @@ def _seeded_subset(split, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(len(split), generator=g)[:n]
 
 
-def _run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, backbone_sha: str,
-              config: dict, recipe: RecipeSpec, extra: dict | None = None) -> str:
-    """Cache name of a trained model: what it was trained from and how (``extra``: more training
-    settings of the modality, e.g. frozen word embeddings)."""
-    ident = [config, recipe.model_dump()] + ([extra] if extra else [])
-    return f"{budget.name}-{task.name}-{method}-s{seed}-{backbone_sha[:12]}-{content_hash(ident)[:10]}"
+def _run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, config: dict) -> str:
+    """Cache name of a trained model: everything it was trained from and how (the backbone, the
+    training data's hash, the method config, the recipe and the modality's training settings, e.g.
+    frozen word embeddings)."""
+    ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
+    return f"{budget.name}-{task.name}-{method}-s{seed}-{work.sha256[:12]}-{content_hash(ident)[:10]}"
 
 
 def _save_trained(model, consumed: dict, path: Path) -> None:
@@ -162,8 +176,7 @@ def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task_spec: TaskSpe
     """The backbone of ``method``'s fine-tuned model on this task (default config), and its run name:
     the starting point of a method that transforms a fine-tuned model (``starts_from``)."""
     model = catalog.methods().get(method).build(work.new_backbone())
-    name = _run_name(method, tier, task_spec, seed, work.sha256, model.method_config(), work.recipe,
-                     work.train_settings)
+    name = _run_name(method, tier, task_spec, seed, work, model.method_config())
     path = cache_root() / "runs" / f"{name}.pt"
     if not path.exists():
         raise UserError(f"this method starts from {method!r}'s fine-tuned model, which is not in the cache yet: "
@@ -215,8 +228,8 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
                         f"(it supports: {', '.join(meta['modalities'])})")
     if tier.device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"budget {budget!r} needs a CUDA GPU and none is visible; use --budget cpu")
-    knob_values = parse_knob(knob, meta["knob"]["name"] if meta["knob"]["name"] != "none" else None)
-    seed = tier.seeds[0] if seed is None else seed
+    knob_values = parse_knob(knob, meta["knob"])
+    seed = tier.seeds[0] if seed is None else check_seed(seed)
     device = tier.device
     if tier.threads:
         torch.set_num_threads(tier.threads)
@@ -249,15 +262,34 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
     starts_from = meta.get("starts_from", {}).get(work.modality)
     backbone, start_run = (_fine_tuned_backbone(starts_from, work, tier, task_spec, seed) if starts_from
                            else (work.new_backbone(), None))
-    model = methods.get(method).build(backbone, **config)
+    try:
+        model = methods.get(method).build(backbone, **config)
+    except ValueError as err:  # a knob value that needs retraining, out of range for this backbone
+        if not config:
+            raise
+        raise UserError(f"{method} cannot be built with {config}: {err}") from None
     source = meta.get("evaluates_checkpoint_of")
     trainer_config = (methods.get(source).build(work.new_backbone(), **config).method_config()
                       if source else model.method_config())
     if start_run:
         trainer_config = {**trainer_config, "starts_from": start_run}
-    run_name = _run_name(source or method, tier, task_spec, seed, work.sha256, trainer_config, work.recipe,
-                         work.train_settings)
+    run_name = _run_name(source or method, tier, task_spec, seed, work, trainer_config)
     return model, source, run_name, cache_root() / "runs" / f"{run_name}.pt", start_run
+
+
+def _check_knob_values(model, knob_meta: dict, values: list | None) -> None:
+    """Apply each user-given knob value to the untrained model once, so that a value the model
+    refuses (beyond what the declared domain says, e.g. more blocks than the backbone has) fails
+    before any training rather than after it."""
+    if not values or knob_meta["name"] == "none":
+        return
+    initial = model.knob
+    for value in values:
+        try:
+            model.set_knob(value)
+        except ValueError as err:
+            raise UserError(f"--knob {knob_meta['name']}={value}: {err}") from None
+    model.set_knob(initial)
 
 
 def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier, task_spec, seed, device, resume,
@@ -268,6 +300,7 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier,
     table = work.table
     dense_macs = table.dense_macs()
     model, source, run_name, trained_path, start_run = build_for_run(method, meta, config, work, tier, task_spec, seed)
+    _check_knob_values(model, meta["knob"], knob_values)
     consumed = _fine_tune_or_load(model, method, meta, source, trained_path, run_name, tier, task_spec,
                                   work, seed, device, resume, progress, dense_macs)
     if train_only:
@@ -301,6 +334,7 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier,
             "git": code_state,
             "task": {"name": task_spec.name, "version": task_spec.version, "modality": task_spec.modality,
                      "data_hash": eval_split.data_hash, "eval_split": task_spec.eval_split, "n_eval": len(eval_split),
+                     "train_data_hash": work.splits["train"].data_hash,
                      "main_score": task_spec.main_score, "calibration": task_spec.calibration.model_dump()},
             "method": {"name": method, "family": meta["family"], "paper": meta["paper"],
                        "config": model.method_config(), "execution": model.execution,

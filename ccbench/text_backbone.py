@@ -178,7 +178,10 @@ class TextBackbone(nn.Module):
         return inputs[:, 1].sum(1)
 
     def keep_blocks(self, k: int) -> None:
-        """Truncate to the first ``k`` blocks (the rest are removed from the model)."""
+        """Truncate to the first ``k`` blocks (the rest are removed from the model); ``ValueError``
+        unless ``1 <= k <=`` the current depth."""
+        if not 1 <= k <= len(self.blocks):
+            raise ValueError(f"blocks must be between 1 and the backbone's {len(self.blocks)} blocks, got {k}")
         self.blocks = nn.ModuleList(list(self.blocks)[:k])
 
     def make_exit_head(self) -> nn.Module:

@@ -73,10 +73,18 @@ def read_sentence_label_tsv(path, split: str) -> list[tuple[str, tuple[str], int
 
     with open(path, encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t")
-        header = next(rows)
+        header = next(rows, [])
         if header[:2] != ["sentence", "label"]:
             raise UserError(f"{path}: expected the header 'sentence<TAB>label', got {header[:2]}")
-        return [(f"{split}-{i}", (r[0],), int(r[1])) for i, r in enumerate(rows)]
+        out = []
+        for i, r in enumerate(rows):
+            try:
+                out.append((f"{split}-{i}", (r[0],), int(r[1])))
+            except (IndexError, ValueError):
+                raise UserError(f"{path}: row {i + 1} is not 'sentence<TAB>integer label': {r[:2]!r}"[:200]) from None
+    if not out:
+        raise UserError(f"{path} holds no examples")
+    return out
 
 
 def read_jsonl(path) -> list[tuple[str, tuple[str], int]]:
@@ -85,10 +93,16 @@ def read_jsonl(path) -> list[tuple[str, tuple[str], int]]:
 
     out = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             if line.strip():
-                obj = json.loads(line)
-                out.append((str(obj["id"]), (obj["text"],), int(obj["label"])))
+                try:
+                    obj = json.loads(line)
+                    out.append((str(obj["id"]), (str(obj["text"]),), int(obj["label"])))
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"{path}: line {n} is not a JSON object with id, text and an integer "
+                                    f"label") from None
+    if not out:
+        raise UserError(f"{path} holds no examples")
     return out
 
 

@@ -144,7 +144,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     counts = apply_protocol(model, protocol)
     recipe = tier.transfer
     run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
-                f"{content_hash(recipe.model_dump())[:8]}")
+                f"{content_hash([recipe.model_dump(), twork.splits['train'].data_hash])[:8]}")
     say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
         f"{sum(c['trainable'] for c in counts.values()):,} trainable parameters, {recipe.samples} samples")
 
@@ -185,7 +185,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
         "git": code_state,
         "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
                  "data_hash": twork.splits["eval"].data_hash, "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
-                 "main_score": tgt.main_score},
+                 "train_data_hash": twork.splits["train"].data_hash, "main_score": tgt.main_score},
         "source": {"record_id": rm.record["id"], "task": src.name, "task_version": src.version,
                    "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
                    "prediction_agreement_with_record": agreement},
