@@ -442,3 +442,7 @@ def _print_summary(record: dict, path: Path) -> None:
           f"executed/useful b1 {m['executed_over_useful']['batch1']:.3f}, "
           f"speedup b1 {lat['batch1']['speedup']:.2f}x b{lat['batchN']['batch_size']} "
           f"{lat['batchN']['speedup']:.2f}x (ideal b1 {lat['batch1']['ideal_speedup']:.2f}x)\n  record: {path}")
+    for batch in ("batch1", "batchN"):
+        warning = lat[batch].get("check", {}).get("warning")
+        if warning:
+            print(f"  warning ({batch}): {warning}")
