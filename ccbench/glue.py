@@ -57,7 +57,10 @@ def read_glue_split(root: str | Path, task: str, split: str) -> list[TextExample
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if layout.header:
-            header = tuple(c.strip() for c in next(rows, []))
+            first = next(rows, None)
+            if first is None:
+                raise UserError(f"{path} is empty; restore the file from GLUE")
+            header = tuple(c.strip() for c in first)
             if header != layout.header:
                 raise UserError(f"{path}: the first line is {'/'.join(header)[:80]!r}, expected GLUE's {task} header "
                                 f"{'/'.join(layout.header)!r} (tab-separated); restore the file from GLUE")

@@ -267,7 +267,8 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
     except ValueError as err:  # a knob value that needs retraining, out of range for this backbone
         if not config:
             raise
-        raise UserError(f"{method} cannot be built with {config}: {err}") from None
+        settings = ", ".join(f"{k}={v}" for k, v in config.items())
+        raise UserError(f"{method} cannot be built with {settings}: {err}") from None
     source = meta.get("evaluates_checkpoint_of")
     trainer_config = (methods.get(source).build(work.new_backbone(), **config).method_config()
                       if source else model.method_config())
