@@ -31,12 +31,11 @@ def resize(images: torch.Tensor, out_px: int) -> torch.Tensor:
                          align_corners=False)
 
 
-def random_resized_crop(images: torch.Tensor, out_px: int, scale: tuple[float, float],
-                        flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Float ``[B, 3, H, W]`` -> ``[B, 3, out_px, out_px]``: per image a crop of area fraction in
-    ``scale`` and aspect ratio in [3/4, 4/3] (log-uniform), resized to ``out_px``, mirrored with
-    probability 1/2 when ``flip``. Random numbers come from ``generator`` (CPU) so runs repeat."""
-    b = images.shape[0]
+def sample_crops(b: int, scale: tuple[float, float], flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """``b`` random-resized-crop boxes as affine parameters ``float32 [b, 2, 3]`` (for
+    :func:`apply_crops`): per image an area fraction in ``scale``, an aspect ratio in [3/4, 4/3]
+    (log-uniform), a position, and a mirror with probability 1/2 when ``flip``. Random numbers come
+    from ``generator`` (CPU), so a crop is reproducible from its seed and can be stored."""
     area = torch.empty(b).uniform_(scale[0], scale[1], generator=generator)
     log_r = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
     ratio = torch.exp(log_r)
@@ -52,6 +51,20 @@ def random_resized_crop(images: torch.Tensor, out_px: int, scale: tuple[float, f
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    theta = theta.to(images.device)
-    grid = F.affine_grid(theta, [b, 3, out_px, out_px], align_corners=False)
+    return theta
+
+
+def apply_crops(images: torch.Tensor, theta: torch.Tensor, out_px: int) -> torch.Tensor:
+    """Float ``[B, 3, H, W]`` -> ``[B, 3, out_px, out_px]``: each image's crop box ``theta[i]``
+    (:func:`sample_crops`) resampled bilinearly, whatever the source resolution."""
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta, [images.shape[0], 3, out_px, out_px], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_resized_crop(images: torch.Tensor, out_px: int, scale: tuple[float, float],
+                        flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Float ``[B, 3, H, W]`` -> ``[B, 3, out_px, out_px]``: a random-resized crop per image
+    (:func:`sample_crops`), resized to ``out_px``. Random numbers come from ``generator`` (CPU) so
+    runs repeat."""
+    return apply_crops(images, sample_crops(images.shape[0], scale, flip, generator), out_px)
