@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from .errors import UserError
 from .method_meta import MethodMetadata
@@ -54,8 +55,10 @@ def _validated(module: str, meta: dict, known: dict[str, dict]) -> dict:
         meta = {**inherited, **meta}
     try:
         return MethodMetadata.model_validate(meta).model_dump()
-    except Exception as err:
-        raise UserError(f"method module {module} has invalid METADATA: {str(err).splitlines()[0]}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise UserError(f"method module {module} has invalid METADATA: {where}: {first['msg']}") from None
 
 
 @lru_cache(maxsize=None)

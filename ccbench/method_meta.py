@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .names import NAME_RULE, is_safe_name
 
 
 class KnobMetadata(BaseModel):
@@ -17,6 +19,14 @@ class KnobMetadata(BaseModel):
     direction: Literal["lower = less compute", "higher = less compute", "none"]
     sweep: list[float] = []
     needs_retraining: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        """Knob names end up in folder names and table cells: :data:`ccbench.names.NAME_RULE`."""
+        if not is_safe_name(name):
+            raise ValueError(f"knob name {name!r} is not allowed: use {NAME_RULE}")
+        return name
 
 
 class MethodMetadata(BaseModel):
