@@ -28,12 +28,16 @@ METHOD_ENTRY_POINT_GROUP = "ccbench.methods"
 
 
 def read_literal_metadata(source_file: Path) -> dict | None:
-    """The literal ``METADATA = {...}`` assigned at module level in ``source_file``, or ``None``."""
+    """The literal ``METADATA = {...}`` assigned at module level in ``source_file``, or ``None`` (also when
+    it is not a literal: the caller then imports the module)."""
     tree = ast.parse(Path(source_file).read_text(), filename=str(source_file))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "METADATA" for t in node.targets):
-            return ast.literal_eval(node.value)
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                return None
     return None
 
 

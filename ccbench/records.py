@@ -22,13 +22,18 @@ import zipfile
 from numbers import Real
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from .errors import UserError
 from .names import NAME_RULE, is_safe_name
 from .provenance import content_hash
-from .trace import Trace
+
+if TYPE_CHECKING:  # reading records needs neither torch nor the trace module
+    import torch
+
+    from .trace import Trace
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
