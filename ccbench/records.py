@@ -240,7 +240,7 @@ def record_problem(path: Path, record) -> str | None:
         return (f"schema_version {record.get('schema_version')!r} is not supported "
                 f"(this ccbench reads {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})")
     kind = record.get("kind", "run")
-    if kind not in KIND_PREFIXES:
+    if not isinstance(kind, str) or kind not in KIND_PREFIXES:
         return f"kind {kind!r} is unknown (known: {', '.join(KIND_PREFIXES)})"
     missing = _missing_fields(record)
     if missing:

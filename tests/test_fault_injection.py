@@ -303,3 +303,21 @@ def test_smoke_tier_and_other_budget_versions_are_not_admitted(tmp_path, capsys)
     assert re.search(r"^\| mrpc +\| cpu ", text, re.M) and not re.search(r"^\| rte +\| cpu ", text, re.M)
     assert not re.search(r"^\| sst2 +\| smoke ", text, re.M)
     assert [rows for rows, _ in _table_shapes(text)] == [3, 3]  # mrpc's table and the GLUE table
+
+
+def test_markup_in_shift_and_transfer_rows_is_escaped():
+    import pandas as pd
+
+    from ccbench.shift_tables import shift_markdown, transfer_markdown
+
+    shift = pd.DataFrame([{"source": "sst2", "target": HOSTILE_METHOD, "method": HOSTILE_METHOD, "knob": HOSTILE_KNOB,
+                           "ref_score": 80.0, "ref_dense_pct": 100.0, "drop_all": 1.0, "dense_pp_all": 0.0,
+                           "target_score": 79.0, "target_dense_pct": 100.0, "js_bits": None, "domain_nmi": None,
+                           "same_compute": "1/1", "id": "0123456789ab"}])
+    transfer = pd.DataFrame([{"source": "imagenette-a", "target": "imagenette-b", "method": HOSTILE_METHOD,
+                              "knob": HOSTILE_KNOB, "protocol": "full", "score": 70.0, "gain": None,
+                              "dense_pct": 100.0, "reuse": None, "reuse_source": None, "class_nmi": None,
+                              "has_decision": False, "id": "0123456789ab"}])
+    for text in (shift_markdown(shift), transfer_markdown(transfer)):
+        assert "<img" not in text and "&lt;img" in text
+        assert [rows for rows, _ in _table_shapes(text)] == [3]  # header, rule, one row
