@@ -249,8 +249,11 @@ def record_problem(path: Path, record) -> str | None:
         return f"file name does not match its id {record['id'][:12]} (renamed?)"
     if not _samples_path(path).is_file():
         return "its samples file is missing"
-    if "samples_sha256" in record and samples_hash(load_samples(path)) != record["samples_sha256"]:
-        return "its samples file does not match the record's samples_sha256 (altered?)"
+    if "samples_sha256" in record:
+        if samples_hash(load_samples(path)) != record["samples_sha256"]:
+            return "its samples file does not match the record's samples_sha256 (altered?)"
+    elif not zipfile.is_zipfile(_samples_path(path)):  # an older record: no hash, check the file is whole
+        return "its samples file is corrupt (not a complete .npz)"
     return None
 
 

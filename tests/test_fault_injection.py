@@ -135,6 +135,11 @@ def test_new_records_hash_their_samples_and_old_ones_stay_loadable(tmp_path):
     np.savez_compressed(folder / f"{old['id'][:12]}.samples.npz", **samples())
     good, bad = scan_records(tmp_path)
     assert bad == [] and sorted(r["id"] for _, r in good) == sorted([record["id"], old["id"]])
+    old_samples = folder / f"{old['id'][:12]}.samples.npz"
+    old_samples.write_bytes(old_samples.read_bytes()[:-30])  # truncated: caught without a hash
+    _, bad = scan_records(tmp_path)
+    assert bad == [f"{folder / old['id'][:12]}.json: its samples file is corrupt (not a complete .npz); "
+                   "restore it from git or delete it"]
 
 
 def test_load_samples_refuses_pickles_and_names_a_corrupt_file(tmp_path):
