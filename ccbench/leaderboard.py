@@ -140,6 +140,22 @@ def _is_text(task: str) -> bool:
     return task in tasks and tasks.metadata(task).get("modality") == "text"
 
 
+def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tuple:
+    """``(published backbone or None, admitted rows, rows refused for their backbone, tier refusal or
+    None)`` of the rows ``g`` of one (budget, task); a tier refusal (:func:`tier_refusal`) refuses every
+    row."""
+    if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
+        want = text_backbone_name(budget)
+        same = g.backbone_name == want
+    else:
+        want = published.get((budget, task))
+        same = (g.backbone == want) if want else pd.Series(False, index=g.index)
+    refusal = tier_refusal(budget, set(g.budget_version))
+    if refusal:
+        return want, g.iloc[0:0], g.iloc[0:0], refusal
+    return want, g[same], g[~same], None
+
+
 def _methods(rows: pd.DataFrame) -> str:
     """The rows' distinct method names, sorted, escaped, comma-separated."""
     return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
@@ -161,19 +177,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append("\nNo records yet.\n")
     admitted_all = []
     for (budget, task), g in df.groupby(["budget", "task"], sort=True):
-        if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
-            want = text_backbone_name(budget)
-            admitted, rejected = g[g.backbone_name == want], g[g.backbone_name != want]
-        else:
-            want = published.get((budget, task))
-            admitted = g[g.backbone == want] if want else g.iloc[0:0]
-            rejected = g[g.backbone != want] if want else g
-        refusal = tier_refusal(budget, set(g.budget_version))
-        if refusal:
-            admitted, tier_rejected = g.iloc[0:0], g
-        else:
-            tier_rejected = g.iloc[0:0]
-        rejected = rejected[~rejected.index.isin(tier_rejected.index)]
+        want, admitted, rejected, refusal = _admission(budget, task, g, published)
+        tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
         parts.append(f"\n## {escape_cell(task)} — budget `{escape_cell(budget)}`\n")
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
