@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from .errors import UserError
 from .method_meta import MethodMetadata
@@ -27,12 +28,16 @@ METHOD_ENTRY_POINT_GROUP = "ccbench.methods"
 
 
 def read_literal_metadata(source_file: Path) -> dict | None:
-    """The literal ``METADATA = {...}`` assigned at module level in ``source_file``, or ``None``."""
+    """The literal ``METADATA = {...}`` assigned at module level in ``source_file``, or ``None`` (also when
+    it is not a literal: the caller then imports the module)."""
     tree = ast.parse(Path(source_file).read_text(), filename=str(source_file))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "METADATA" for t in node.targets):
-            return ast.literal_eval(node.value)
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                return None
     return None
 
 
@@ -54,8 +59,10 @@ def _validated(module: str, meta: dict, known: dict[str, dict]) -> dict:
         meta = {**inherited, **meta}
     try:
         return MethodMetadata.model_validate(meta).model_dump()
-    except Exception as err:
-        raise UserError(f"method module {module} has invalid METADATA: {str(err).splitlines()[0]}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise UserError(f"method module {module} has invalid METADATA: {where}: {first['msg']}") from None
 
 
 @lru_cache(maxsize=None)

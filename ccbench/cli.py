@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     tab.add_argument("--task", default=None)
     tab.add_argument("--budget", default=None)
+    tab.add_argument("--strict", action="store_true",
+                     help="refuse (exit 2) when any record file is bad instead of skipping it")
 
     cost = sub.add_parser("cost", help="print the per-component MAC table of a tier's backbone")
     cost.add_argument("--budget", default="cpu", help="tier whose backbone to describe")
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard/README.md from results/")
     lb.add_argument("--results-dir", default=None)
     lb.add_argument("--out", default=None)
+    lb.add_argument("--strict", action="store_true",
+                    help="refuse (exit 2) when any record file is bad instead of skipping it")
     return parser
 
 
@@ -268,8 +272,11 @@ def cmd_run(args) -> int:
 
 def cmd_table(args) -> int:
     """Print the results table."""
+    from .records import require_valid_records
     from .tables import load_table, render
 
+    if args.strict:
+        require_valid_records(args.results_dir)
     df = load_table(args.results_dir, task=args.task, budget=args.budget)
     print(render(df, args.format))
     return 0
@@ -279,7 +286,7 @@ def cmd_leaderboard(args) -> int:
     """Regenerate the leaderboard."""
     from .leaderboard import write_leaderboard
 
-    path = write_leaderboard(args.results_dir, args.out)
+    path = write_leaderboard(args.results_dir, args.out, strict=args.strict)
     print(f"wrote {path}")
     return 0
 
@@ -287,8 +294,10 @@ def cmd_leaderboard(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
+    from .records import start_report
 
     args = build_parser().parse_args(argv)
+    start_report()
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
@@ -296,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except UserError as err:
-        print(f"ccbench: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # one line per problem (e.g. each bad record under --strict)
+            print(f"ccbench: error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("ccbench: interrupted; nothing half-written was kept (rerun with --resume to continue "

@@ -15,7 +15,7 @@ import torch
 from . import catalog
 from .errors import UserError
 from .messages import say
-from .records import load_records, load_samples, results_root
+from .records import load_records, load_samples, read_record, results_root
 from .specs import BudgetSpec, TaskSpec
 
 PREDICTION_AGREEMENT_MIN = 0.999  # below this the cached model is not the one that wrote the record
@@ -39,9 +39,7 @@ def find_record(record_id: str, results_dir=None) -> tuple[Path, dict]:
     """The record whose id starts with ``record_id`` (at least 6 hex digits), or the record at the
     path ``record_id`` (a ``.json`` file), verified."""
     if record_id.endswith(".json") and Path(record_id).is_file():
-        import json
-
-        record_id = json.loads(Path(record_id).read_text())["id"]
+        record_id = read_record(Path(record_id))["id"]
     if len(record_id) < 6:
         raise UserError(f"give at least 6 characters of the record id, got {record_id!r}")
     records = load_records(results_dir)

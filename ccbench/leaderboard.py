@@ -1,7 +1,10 @@
 """``leaderboard/README.md`` (and a plot per task/budget), generated from ``results/`` alone.
 
 A row is admitted only when its backbone hash equals the published checkpoint's
-(``checkpoints/<budget>-<task>.pt`` in the checkout); others are listed as not admitted.
+(``checkpoints/<budget>-<task>.pt`` in the checkout; text: the tier's public encoder), its budget
+version is the registered tier's, and the tier evaluates the whole eval split (no ``eval_limit``, e.g.
+not ``smoke``); others are listed as not admitted. Every string taken from a record is escaped
+(:func:`ccbench.markdown.escape_cell`) and plot file names are built from safe names only.
 """
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .markdown import escape_cell
+from .names import file_stem
 from .provenance import repo_root
+from .records import require_valid_records
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -48,8 +54,26 @@ def text_backbone_name(budget: str) -> str | None:
     """The pretrained text encoder a tier names (None: the tier has no text tasks)."""
     from . import catalog
 
+    if budget not in catalog.budgets():
+        return None
     tier = catalog.budgets().get(budget)
     return tier.text.backbone if tier.text else None
+
+
+def tier_refusal(budget: str, versions: set) -> str | None:
+    """Why rows of tier ``budget`` measured under budget ``versions`` are not admitted, or ``None``:
+    the tier must be registered, evaluate its whole eval split (no ``eval_limit``) and have the
+    records' version."""
+    from . import catalog
+
+    if budget not in catalog.budgets():
+        return "the budget tier is not registered"
+    tier = catalog.budgets().get(budget)
+    if tier.eval_limit:
+        return f"tier {tier.name} evaluates only {tier.eval_limit} samples of the eval split"
+    if versions != {tier.version}:
+        return f"budget version differs from tier {tier.name}'s version {tier.version}"
+    return None
 
 
 def _plot(df: pd.DataFrame, path: Path, title: str) -> None:
@@ -98,9 +122,10 @@ def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: 
         out.append("\n### Under shift, without adaptation (`ccbench shift`)\n\n" + shift_markdown(shift) + "\n")
         for (budget, source, target), g in shift.groupby(["budget", "source", "target"]):
             if "drop_1" in g.columns and g["drop_1"].notna().any():
-                png = out_dir / f"{budget}-{source}-to-{target}.png"
+                png = out_dir / f"{file_stem(budget, source, 'to', target)}.png"
                 plot_severity(g[g["drop_1"].notna()], png)
-                out.append(f"\n![severity curves {source} -> {target}]({png.name})\n")
+                out.append(f"\n![severity curves {escape_cell(source)} -> {escape_cell(target)}]"
+                           f"({escape_cell(png.name)})\n")
     if not transfer.empty:
         out.append("\n### Transfer to a new task (`ccbench transfer`), score (gain over dense) @ % of dense compute\n\n"
                    + transfer_markdown(transfer) + "\n")
@@ -115,10 +140,35 @@ def _is_text(task: str) -> bool:
     return task in tasks and tasks.metadata(task).get("modality") == "text"
 
 
-def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
-    """Regenerate the leaderboard markdown (and plots) and return its path."""
+def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tuple:
+    """``(published backbone or None, admitted rows, rows refused for their backbone, tier refusal or
+    None)`` of the rows ``g`` of one (budget, task); a tier refusal (:func:`tier_refusal`) refuses every
+    row."""
+    if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
+        want = text_backbone_name(budget)
+        same = g.backbone_name == want
+    else:
+        want = published.get((budget, task))
+        same = (g.backbone == want) if want else pd.Series(False, index=g.index)
+    refusal = tier_refusal(budget, set(g.budget_version))
+    if refusal:
+        return want, g.iloc[0:0], g.iloc[0:0], refusal
+    return want, g[same], g[~same], None
+
+
+def _methods(rows: pd.DataFrame) -> str:
+    """The rows' distinct method names, sorted, escaped, comma-separated."""
+    return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
+
+
+def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False) -> Path:
+    """Regenerate the leaderboard markdown (and plots) and return its path. Bad record files are
+    skipped with one line each on stderr, or with ``strict`` refused (``RecordError``) before anything
+    is written."""
     root = repo_root() or Path.cwd()
     out_path = Path(out) if out else root / "leaderboard" / "README.md"
+    if strict:
+        require_valid_records(results_dir or (root / "results"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df = load_table(results_dir or (root / "results"))
     published = published_backbone_hashes()
@@ -127,35 +177,32 @@ def write_leaderboard(results_dir=None, out: str | None = None) -> Path:
         parts.append("\nNo records yet.\n")
     admitted_all = []
     for (budget, task), g in df.groupby(["budget", "task"], sort=True):
-        if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
-            want = text_backbone_name(budget)
-            admitted, rejected = g[g.backbone_name == want], g[g.backbone_name != want]
-        else:
-            want = published.get((budget, task))
-            admitted = g[g.backbone == want] if want else g.iloc[0:0]
-            rejected = g[g.backbone != want] if want else g
+        want, admitted, rejected, refusal = _admission(budget, task, g, published)
+        tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
-        parts.append(f"\n## {task} — budget `{budget}`\n")
+        parts.append(f"\n## {escape_cell(task)} — budget `{escape_cell(budget)}`\n")
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
-            plot = out_path.parent / f"{budget}-{task}.png"
+            plot = out_path.parent / f"{file_stem(budget, task)}.png"
             _plot(admitted, plot, f"{task} ({budget})")
-            parts.append(f"\n![top-1 vs GMACs]({plot.name})\n")
+            parts.append(f"\n![top-1 vs GMACs]({escape_cell(plot.name)})\n")
             routed = admitted[admitted.utilization.notna()]
             if not routed.empty:
                 from .plots import plot_routing
 
                 best = routed.sort_values(["nmi", "top1"]).iloc[-1]
                 first_path = _record_path(results_dir or (root / "results"), best.record_ids.split(",")[-1])
-                png = plot_routing(first_path, out_path.parent / f"{budget}-{task}-routing.png")
-                parts.append(f"\nRouting of the most class-specialised width-family row ({best.method} {best.knob}, "
-                             f"chance-corrected NMI {best.nmi:.3f}), expert x class share per MoE layer:\n\n"
-                             f"![routing]({png.name})\n")
-            parts.append("\nRecords: " + ", ".join(f"`{i}`" for i in ",".join(admitted.record_ids).split(",")) + "\n")
+                png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png")
+                parts.append(f"\nRouting of the most class-specialised width-family row ({escape_cell(best.method)} "
+                             f"{escape_cell(best.knob)}, chance-corrected NMI {best.nmi:.3f}), expert x class share "
+                             f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
+            parts.append("\nRecords: " + ", ".join(f"`{escape_cell(i)}`" for i in ",".join(admitted.record_ids).split(","))
+                         + "\n")
         if not rejected.empty:
-            parts.append(f"\nNot admitted (backbone differs from the published one): "
-                         f"{', '.join(sorted(set(rejected.method)))}\n")
+            parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
+        if not tier_rejected.empty:
+            parts.append(f"\nNot admitted ({refusal}): {_methods(tier_rejected)}\n")
     glue = pd.concat(admitted_all) if admitted_all else df.iloc[0:0]
     if glue.task.isin(GLUE_TASKS).any():
         parts.append("\n## GLUE — main scores (dev), share of dense compute in brackets\n\n"

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from .names import NAME_RULE, is_safe_name
 
 
 class KnobMetadata(BaseModel):
@@ -61,9 +63,9 @@ class KnobMetadata(BaseModel):
         ...
         ValueError: r=0.5 is not an integer >= 0
         """
-        bad = ValueError(f"{self.name}={value:g} is not {self.domain()}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{self.name}={value!r} is not {self.domain()}")
+        bad = ValueError(f"{self.name}={value:g} is not {self.domain()}")
         if self.integer:
             if float(value) != int(value):
                 raise bad
@@ -73,6 +75,14 @@ class KnobMetadata(BaseModel):
         if self.maximum is not None and value > self.maximum:
             raise bad
         return value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        """Knob names end up in folder names and table cells: :data:`ccbench.names.NAME_RULE`."""
+        if not is_safe_name(name):
+            raise ValueError(f"knob name {name!r} is not allowed: use {NAME_RULE}")
+        return name
 
 
 class MethodMetadata(BaseModel):

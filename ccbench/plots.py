@@ -1,13 +1,12 @@
 """Pictures of records: ``ccbench plot routing <record>`` (expert x class heatmaps, one per MoE layer)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
-from .records import load_samples
+from .records import load_samples, read_record
 
 
 def routing_counts(expert_ids: np.ndarray, labels: np.ndarray, num_experts: int, num_labels: int) -> np.ndarray:
@@ -38,7 +37,7 @@ def plot_routing(record_path: str | Path, out: str | Path | None = None) -> Path
     record_path = Path(record_path)
     if not record_path.exists():
         raise UserError(f"no record at {record_path}")
-    record = json.loads(record_path.read_text())
+    record = read_record(record_path)
     samples = load_samples(record_path)
     if "trace.expert_ids" not in samples:
         raise UserError(f"record {record_path.name} ({record['method']['name']}) has no routing trace; "

@@ -18,6 +18,10 @@ ccbench.registry.DuplicateNameError: method 'dense' is registered twice (builtin
 Traceback (most recent call last):
 ...
 ccbench.errors.UserError: unknown method 'dens'; did you mean 'dense'? (known: dense)
+>>> r.add("../../escaped", "math:floor", source="plugin evil")
+Traceback (most recent call last):
+...
+ccbench.errors.UserError: method name '../../escaped' from plugin evil is not allowed: use 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import UserError, unknown_name_error
+from .names import check_name
 
 
 class DuplicateNameError(UserError):
@@ -59,7 +64,9 @@ class Registry:
 
     def add(self, name: str, loader: str | Callable[[], Any], metadata: dict | None = None,
             source: str = "builtin") -> None:
-        """Register ``name``; raises :class:`DuplicateNameError` if it exists."""
+        """Register ``name``; raises :class:`DuplicateNameError` if it exists and ``UserError`` when it
+        is not a safe name (:mod:`ccbench.names`: names become folders and table cells)."""
+        check_name(self.kind, name, source)
         if name in self._entries:
             raise DuplicateNameError(f"{self.kind} {name!r} is registered twice "
                                      f"({self._entries[name].source} and {source})")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .records import load_records
+from .markdown import escape_cell
+from .records import load_records, rows_of
 from .transfer import DENSE_REFERENCE, PROTOCOLS
 
 
@@ -19,52 +20,59 @@ def shift_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd
     given): method, knob, source -> target, reference score and share of dense, per-severity drop and
     change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
     kept its compute."""
-    rows = []
-    for _, r in load_records(results_dir, kind="shift"):
-        if admitted_sources is not None and r["source"]["record_id"][:12] not in admitted_sources:
-            continue
-        ref = r["reference"]
-        row = {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
-               "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
-               "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
-               "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
-        for sev, s in r["summary"].items():
-            row[f"drop_{sev}"] = s["score_drop_mean"]
-            row[f"dense_pp_{sev}"] = 100 * s["fraction_of_dense_change"]
-        conds = r["conditions"]
-        row["target_score"] = (sum(c["main_score"]["value"] for c in conds) / len(conds))
-        row["target_dense_pct"] = 100 * sum(c["useful_fraction_of_dense"] for c in conds) / len(conds)
-        js = [c["routing_shift"]["js_bits_mean"] for c in conds if "routing_shift" in c]
-        nmi = [c["routing_shift"]["domain_nmi_mean"] for c in conds if "routing_shift" in c]
-        row["js_bits"] = sum(js) / len(js) if js else None
-        row["domain_nmi"] = sum(nmi) / len(nmi) if nmi else None
-        row["same_compute"] = f"{sum(c['calibration_transfer']['same_compute'] for c in conds)}/{len(conds)}"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    records = [(p, r) for p, r in load_records(results_dir, kind="shift")
+               if admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources]
+    return pd.DataFrame(rows_of(records, _shift_row))
+
+
+def _shift_row(_, r: dict) -> dict:
+    """One shift record's row (see :func:`shift_rows`)."""
+    ref = r["reference"]
+    row = {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+           "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
+           "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
+           "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
+    for sev, s in r["summary"].items():
+        row[f"drop_{sev}"] = s["score_drop_mean"]
+        row[f"dense_pp_{sev}"] = 100 * s["fraction_of_dense_change"]
+    conds = r["conditions"]
+    row["target_score"] = (sum(c["main_score"]["value"] for c in conds) / len(conds))
+    row["target_dense_pct"] = 100 * sum(c["useful_fraction_of_dense"] for c in conds) / len(conds)
+    js = [c["routing_shift"]["js_bits_mean"] for c in conds if "routing_shift" in c]
+    nmi = [c["routing_shift"]["domain_nmi_mean"] for c in conds if "routing_shift" in c]
+    row["js_bits"] = sum(js) / len(js) if js else None
+    row["domain_nmi"] = sum(nmi) / len(nmi) if nmi else None
+    row["same_compute"] = f"{sum(c['calibration_transfer']['same_compute'] for c in conds)}/{len(conds)}"
+    return row
 
 
 def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd.DataFrame:
     """One row per transfer record with its gain over the dense transfer from the same backbone under
     the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
-    records = [r for _, r in load_records(results_dir, kind="transfer")
+    records = [(p, r) for p, r in load_records(results_dir, kind="transfer")
                if admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources]
-    dense = {(r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], r["protocol"]):
-             r["metrics"]["main_score"]["value"] for r in records if r["method"]["name"] == "dense"}
-    rows = []
-    for r in records:
+    dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
+
+    def row(_, r: dict) -> dict:
         key = (r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], DENSE_REFERENCE[r["protocol"]])
         score = r["metrics"]["main_score"]["value"]
         reuse = r["metrics"].get("module_reuse")
         routing = r["metrics"].get("routing")
-        rows.append({"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
-                     "method": r["method"]["name"], "knob": _knob(r), "protocol": r["protocol"], "score": score,
-                     "gain": round(score - dense[key], 3) if key in dense else None,
-                     "dense_pct": 100 * r["metrics"]["useful_fraction_of_dense"],
-                     "reuse": reuse["target_share_mean"] if reuse else None,
-                     "reuse_source": reuse["source_share_mean"] if reuse else None,
-                     "class_nmi": routing["mean_over_layers"]["nmi"] if routing else None,
-                     "has_decision": "decision" in r["trainable"], "id": r["id"][:12]})
-    return pd.DataFrame(rows)
+        return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+                "method": r["method"]["name"], "knob": _knob(r), "protocol": r["protocol"], "score": score,
+                "gain": round(score - dense[key], 3) if key in dense else None,
+                "dense_pct": 100 * r["metrics"]["useful_fraction_of_dense"],
+                "reuse": reuse["target_share_mean"] if reuse else None,
+                "reuse_source": reuse["source_share_mean"] if reuse else None,
+                "class_nmi": routing["mean_over_layers"]["nmi"] if routing else None,
+                "has_decision": "decision" in r["trainable"], "id": r["id"][:12]}
+    return pd.DataFrame(rows_of(records, row))
+
+
+def _dense_score(_, r: dict) -> tuple[tuple, float]:
+    """``((budget, target, source backbone, protocol), score)`` of a dense transfer record."""
+    return ((r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], r["protocol"]),
+            r["metrics"]["main_score"]["value"])
 
 
 def _f(v, pattern: str) -> str:
@@ -86,16 +94,16 @@ def shift_markdown(df: pd.DataFrame) -> str:
         head += ["routing JS (bits)", "domain NMI", "knob kept compute", "record"]
         body = []
         for _, r in g.sort_values(["method", "knob"]).iterrows():
-            row = [r.method, r.knob, f"{r.ref_score:.2f}", f"{r.ref_dense_pct:.1f}"]
+            row = [escape_cell(r.method), escape_cell(r.knob), f"{r.ref_score:.2f}", f"{r.ref_dense_pct:.1f}"]
             if severities != ["all"]:
                 row += [_f(r[f"drop_{s}"], "{:+.2f}") for s in severities]
                 row += [_f(r[f"dense_pp_{s}"], "{:+.1f}") for s in severities]
             else:
                 row += [f"{r.target_score:.2f}", _f(r["drop_all"], "{:+.2f}"), f"{r.target_dense_pct:.1f}",
                         _f(r["dense_pp_all"], "{:+.1f}")]
-            row += [_f(r.js_bits, "{:.4f}"), _f(r.domain_nmi, "{:.4f}"), r.same_compute, f"`{r.id}`"]
+            row += [_f(r.js_bits, "{:.4f}"), _f(r.domain_nmi, "{:.4f}"), r.same_compute, f"`{escape_cell(r.id)}`"]
             body.append(row)
-        parts.append(f"**{source} → {target}**\n\n" + tabulate(body, headers=head, tablefmt="github"))
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github"))
     return "\n\n".join(parts)
 
 
@@ -122,9 +130,14 @@ def transfer_markdown(df: pd.DataFrame) -> str:
             full = by.get("full")
             reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and pd.notna(full.reuse)
                      else "-")
-            body.append([method, knob] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
-        parts.append(f"**{source} → {target}**\n\n" + tabulate(body, headers=head, tablefmt="github"))
+            body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github"))
     return "\n\n".join(parts)
+
+
+def _heading(source: str, target: str) -> str:
+    """``**source → target**`` and a blank line, the names escaped (they come from records)."""
+    return f"**{escape_cell(source)} → {escape_cell(target)}**\n\n"
 
 
 def plot_severity(df: pd.DataFrame, path) -> None:

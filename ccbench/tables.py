@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import load_records, load_samples
+from .markdown import escape_cell
+from .records import load_records, load_samples, rows_of
 from .stats import bootstrap_ci
 
 NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official main score, x 100) with a "
@@ -29,7 +30,8 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
 
 COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "score_name", "top1", "top1_ci95", "useful_gmacs",
            "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
-           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "backbone_name", "record_ids"]
+           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "backbone_name", "budget_version",
+           "record_ids"]
 
 
 def _knob_text(value) -> str:
@@ -41,16 +43,24 @@ def _knob_text(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
+def _number(value) -> float:
+    """``value`` when it is a number (not a bool), else ``TypeError`` (a crafted record)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a number")
+    return value
+
+
 def _row(path, record: dict) -> dict:
     m = record["metrics"]
     k = record["method"]["knob"]
     score = m.get("main_score", {"name": "top1", "value": m.get("top1"), "ci95": m.get("top1_ci95")})
     return {
         "task": record["task"]["name"], "budget": record["budget"]["name"],
+        "budget_version": record["budget"].get("version"),
         "method": record["method"]["name"], "family": record["method"]["family"],
         "knob": f"{k['name']}={_knob_text(k['value'])}" if k["value"] is not None else "-",
-        "seed": record["seed"], "score_name": score["name"], "top1": score["value"],
-        "ci_lo": score["ci95"][0], "ci_hi": score["ci95"][1],
+        "seed": record["seed"], "score_name": str(score["name"]), "top1": _number(score["value"]),
+        "ci_lo": _number(score["ci95"][0]), "ci_hi": _number(score["ci95"][1]),
         "useful_gmacs": m["useful_gmacs"]["mean"], "pct_of_dense": 100 * m["useful_fraction_of_dense"],
         "exec_over_useful_b1": m["executed_over_useful"]["batch1"],
         "flag_masked": bool(m["flag_executed_exceeds_useful"]),
@@ -81,7 +91,7 @@ def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
 
 def load_table(results_dir=None, task: str | None = None, budget: str | None = None) -> pd.DataFrame:
     """Aggregated table of every record under ``results_dir`` (filtered by task/budget)."""
-    rows = [_row(p, r) for p, r in load_records(results_dir)]
+    rows = rows_of(load_records(results_dir), _row)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -111,6 +121,7 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
             "active_params_m": g.active_params_m.mean(), "utilization": g.utilization.mean(), "nmi": g.nmi.mean(),
             "train_samples": int(g.train_samples.mean()), "backbone": key[4],
             "backbone_name": g.backbone_name.iloc[0],
+            "budget_version": g.budget_version.iloc[0] if g.budget_version.nunique(dropna=False) == 1 else None,
             "record_ids": ",".join(i[:12] for i in g.record_id),
         })
     return pd.DataFrame(out, columns=COLUMNS)
@@ -164,6 +175,11 @@ def _static_columns(df: pd.DataFrame) -> dict:
     return {"vs static": _fmt(gap, "{:+.2f}")}
 
 
+def _escaped(column: pd.Series) -> list[str]:
+    """Each value of a record-derived column escaped for a markdown cell (:func:`escape_cell`)."""
+    return [escape_cell(v) for v in column]
+
+
 def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
     """Markdown (with the noise note unless ``note=False``) or CSV text of a table from
     :func:`load_table`."""
@@ -173,9 +189,11 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         return "(no records)"
     from tabulate import tabulate
 
+    cell = _escaped
     view = pd.DataFrame({
-        "task": df.task, "budget": df.budget, "method": df.method, "knob": df.knob, "seeds": df.seeds,
-        "score": [f"{v:.2f}" + ("" if n == "top1" else f" ({n})") for v, n in zip(df.top1, df.score_name)],
+        "task": cell(df.task), "budget": cell(df.budget), "method": cell(df.method), "knob": cell(df.knob),
+        "seeds": df.seeds,
+        "score": [f"{v:.2f}" + ("" if n == "top1" else f" ({escape_cell(n)})") for v, n in zip(df.top1, df.score_name)],
         "95% CI": df.top1_ci95,
         "GMACs": df.useful_gmacs.map("{:.3f}".format), "% dense": df.pct_of_dense.map("{:.1f}".format),
         "exec/useful": [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)],
@@ -184,7 +202,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
         **_routing_columns(df),
         **_static_columns(df),
-        "train samples": df.train_samples, "backbone": df.backbone.str[:10],
+        "train samples": df.train_samples, "backbone": cell(df.backbone.str[:10]),
     })
     text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
     return text + "\n\n" + NOISE_NOTE if note else text
@@ -204,7 +222,7 @@ def glue_table(df: pd.DataFrame) -> str:
     rows = []
     for (budget, method, knob), g in glue.groupby(["budget", "method", "knob"], sort=True):
         by_task = {t: g[g.task == t].iloc[0] for t in GLUE_TASKS if (g.task == t).any()}
-        row = {"budget": budget, "method": method, "knob": knob}
+        row = {"budget": escape_cell(budget), "method": escape_cell(method), "knob": escape_cell(knob)}
         for t in GLUE_TASKS:
             row[t] = (f"{by_task[t].top1:.2f} ({by_task[t].pct_of_dense:.0f}%)" if t in by_task else "-")
         row["average"] = (f"{np.mean([by_task[t].top1 for t in GLUE_TASKS]):.2f}"

@@ -187,10 +187,12 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert main(["table", "--results-dir", str(results)]) == 0
     assert "NMI" in capsys.readouterr().out
-    # admitted rows (pretend the smoke backbone is published) get a routing heatmap on the leaderboard
+    # admitted rows (pretend the smoke backbone is published and the smoke tier, which subsets its eval
+    # split, admissible) get a routing heatmap on the leaderboard
     import ccbench.leaderboard as lb
     monkeypatch.setattr(lb, "published_backbone_hashes",
                         lambda: {("smoke", "imagenette"): records[0]["backbone"]["sha256"]})
+    monkeypatch.setattr(lb, "tier_refusal", lambda budget, versions: None)
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     assert "![routing](smoke-imagenette-routing.png)" in board.read_text()
