@@ -1,7 +1,7 @@
 """``leaderboard/README.md`` (and a plot per task/budget), generated from ``results/`` alone.
 
 A row is admitted only when its backbone hash equals the published checkpoint's
-(``checkpoints/<budget>-<task>.pt`` in the checkout); others are listed as not admitted.
+(``checkpoints/<budget>-<task>.safetensors`` in the checkout); others are listed as not admitted.
 """
 from __future__ import annotations
 
@@ -31,16 +31,22 @@ SPECIALIZATION_NOTE = (
 
 
 def published_backbone_hashes() -> dict[tuple[str, str], str]:
-    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``."""
-    from .pretrain import load_backbone
+    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``, as
+    stated in each safetensors header (read without torch and without loading the weights;
+    ``ccbench run`` recomputes the hash from the weights when it loads one)."""
+    from .safefile import read_meta
 
     root = repo_root()
     out = {}
     if root is None:
         return out
-    for path in sorted((root / "checkpoints").glob("*.pt")):
-        _, ckpt = load_backbone(path)
-        out[(ckpt.meta["budget"], ckpt.meta["task"])] = ckpt.sha256
+    for path in sorted((root / "checkpoints").glob("*.safetensors")):
+        meta = read_meta(path, "restore it from git (`git checkout -- checkpoints/`)").get("meta") or {}
+        if not all(isinstance(meta.get(k), str) for k in ("budget", "task", "backbone_sha256")):
+            from .errors import UserError
+            raise UserError(f"{path} states no budget/task/backbone_sha256 in its header; restore it from git "
+                            "(`git checkout -- checkpoints/`)")
+        out[(meta["budget"], meta["task"])] = meta["backbone_sha256"]
     return out
 
 
