@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import ViTBackbone, ViTConfig
+from .errors import UserError
 from .image_data import cache_root, task_splits
 from .provenance import content_hash, git_state, hardware, repo_root
 from .safefile import load_tensors, read_meta, save_tensors
@@ -88,7 +89,6 @@ def checkpoint_meta(path: Path) -> dict:
     safetensors header alone: no tensor is loaded and nothing is unpickled."""
     meta = read_meta(path, checkpoint_fix(path)).get("meta")
     if not isinstance(meta, dict):
-        from .errors import UserError
         raise UserError(f"{path} has no backbone 'meta' in its header; {checkpoint_fix(path)}")
     return meta
 
@@ -97,8 +97,6 @@ def load_backbone(path: Path) -> tuple[ViTBackbone, BackboneCheckpoint]:
     """Load a checkpoint written by :func:`save_backbone`; weights are cast to fp32 and the hash
     is recomputed from them (a tampered file is detected by a hash mismatch). Anything but a
     ccbench safetensors checkpoint is refused with a one-line ``UserError``."""
-    from .errors import UserError
-
     path = Path(path)
     state, blob = load_tensors(path, checkpoint_fix(path))
     if not isinstance(blob.get("config"), dict) or not isinstance(blob.get("meta"), dict):
@@ -107,10 +105,10 @@ def load_backbone(path: Path) -> tuple[ViTBackbone, BackboneCheckpoint]:
     stated = blob["meta"].get("backbone_sha256")
     if stated and stated != digest:
         raise UserError(f"backbone {path} is corrupt: weights hash {digest[:12]} != recorded {stated[:12]}")
-    backbone = ViTBackbone(ViTConfig(**blob["config"]))
     try:
+        backbone = ViTBackbone(ViTConfig(**blob["config"]))
         backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except RuntimeError as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path} does not fit its own backbone config ({str(err).splitlines()[0]}); "
                         f"{checkpoint_fix(path)}") from None
     return backbone, BackboneCheckpoint(path, digest, blob["meta"])
@@ -135,6 +133,10 @@ def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path | None:
         if checkpoint_meta(pub).get("recipe_hash") == want:
             return pub
     cached = cached_path(budget, task, seed)
+    if not cached.exists() and cached.with_suffix(".pt").exists():
+        from .messages import say
+        say(f"ignoring {cached.with_suffix('.pt')} (a pickled checkpoint of an older ccbench, never loaded now); "
+            f"convert it with `python scripts/convert_checkpoints.py {cached.with_suffix('.pt')}` to reuse it")
     return cached if cached.exists() else None
 
 

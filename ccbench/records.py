@@ -89,7 +89,7 @@ def commit_record(record: dict, arrays: dict[str, np.ndarray], results_dir: str 
 
 def load_samples(record_path: Path) -> dict[str, np.ndarray]:
     """The per-sample arrays stored beside a record."""
-    with np.load(_samples_path(record_path)) as z:
+    with np.load(_samples_path(record_path), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 

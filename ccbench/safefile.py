@@ -38,11 +38,11 @@ def read_header(path: str | os.PathLike, fix: str) -> dict:
                 raise _unreadable(path, "shorter than 8 bytes", fix)
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER_BYTES:
-                raise _unreadable(path, f"header length {n} bytes is over the {MAX_HEADER_BYTES >> 20} MiB cap; "
-                                        "a pickle or other format?", fix)
+                raise _unreadable(path, f"its header length {n} is over the {MAX_HEADER_BYTES >> 20} MiB cap: "
+                                        "a pickled .pt or another format?", fix)
             raw = f.read(n)
     except OSError as err:
-        raise _unreadable(path, err.strerror or type(err).__name__, fix) from None
+        raise UserError(f"cannot read {path} ({err.strerror or type(err).__name__}); {fix}") from None
     if len(raw) < n:
         raise _unreadable(path, f"truncated header ({len(raw)} of {n} bytes)", fix)
     try:

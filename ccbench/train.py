@@ -8,6 +8,7 @@ step, wall time) is written atomically at every epoch end and at the end of the 
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,9 +113,11 @@ def load_state(path: Path) -> dict:
     An unreadable file is a one-line ``UserError``."""
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the restricted unpickler, zip and EOF errors all mean "unreadable"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"resume state {path} is unreadable ({reason[:200]}); delete it to start this "
+    except pickle.UnpicklingError:  # the restricted unpickler met a global it does not allow, or garbage
+        raise UserError(f"resume state {path} is not a plain-tensor torch file (refused; nothing in it was "
+                        "run); delete it to start this training over") from None
+    except Exception as err:  # zip, EOF and I/O errors: a truncated or foreign file
+        raise UserError(f"resume state {path} is unreadable ({type(err).__name__}); delete it to start this "
                         "training over") from None
     if not isinstance(st, dict) or not {"model", "opt", "sched", "aug_gen", "step"} <= set(st):
         raise UserError(f"resume state {path} is not a ccbench training state; delete it to start this "

@@ -109,6 +109,23 @@ def test_malformed_safetensors_headers_are_one_line_errors(content, tmp_path):
     _one_line_naming(err.value, path)
 
 
+def test_safetensors_not_written_by_ccbench_are_one_line_errors(tiny_backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    from ccbench.pretrain import load_backbone
+    from ccbench.runner import _load_trained
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(UserError, match="no 'ccbench' metadata"):
+        load_backbone(plain)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign), metadata={"ccbench": json.dumps({"consumed": {}})})
+    with pytest.raises(UserError) as err:
+        _load_trained(tiny_backbone, foreign)
+    assert "does not fit this model" in _one_line_naming(err.value, foreign)
+
+
 def test_backbone_round_trip_keeps_the_hash(tiny_backbone, tmp_path):
     from ccbench.pretrain import checkpoint_meta, load_backbone, save_backbone, weights_sha256
 
