@@ -85,17 +85,30 @@ def load_tensors(path: str | os.PathLike, fix: str) -> tuple[dict, dict]:
 
 def save_tensors(tensors: dict, meta: dict, path: str | os.PathLike) -> Path:
     """Write ``tensors`` (name -> tensor) and the JSON-able ``meta`` to ``path`` as safetensors,
-    atomically (temporary name, then rename). Tensors are copied to contiguous CPU memory first, so
-    aliased entries of a ``state_dict`` (shared storage) are stored as separate tensors."""
+    atomically (temporary name, then rename). Aliased entries of a ``state_dict`` (several tensors
+    on one storage, e.g. tied weights) are stored as separate copies."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    owned = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(owned, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    save_file(_owned(tensors), str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     tmp.replace(path)
     return path
+
+
+def _owned(tensors: dict) -> dict:
+    """``tensors`` on the CPU, each owning its whole storage: a tensor sharing storage with an
+    earlier one, or viewing part of a larger one, is copied (safetensors refuses shared storage)."""
+    seen, out = set(), {}
+    for name, value in tensors.items():
+        t = value.detach().to("cpu").contiguous()
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
 
 
 def load_cache(path: str | os.PathLike, want: tuple[str, ...]) -> tuple[dict, dict] | None:
