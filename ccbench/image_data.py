@@ -3,7 +3,8 @@
 JPEG decoding never sits in a training loop: the first use of a (task, data hash, split, size)
 decodes every image (shorter side resized to ``px`` with bicubic antialiasing, then centre-cropped)
 into ``uint8 [N, 3, px, px]`` and saves it under the cache folder (``$CCBENCH_CACHE``, default
-``~/.cache/ccbench``); later uses load that file.
+``~/.cache/ccbench``); later uses load that file. The file is safetensors (images, labels; ids and
+class names as JSON in its header), so loading it never unpickles; an unreadable one is rebuilt.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_torch_save
 from .data_source import DataRef, RawSplit, locate_hub, locate_local_imagefolder, resolve_data_root
 from .errors import UserError
+from .safefile import load_cache, save_tensors
 from .specs import CalibrationSpec, TaskSpec
 
 CACHE_ENV = "CCBENCH_CACHE"
@@ -112,12 +113,13 @@ def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None =
     if task.subset_of:
         return class_subset(load_image_split(_parent(task), split, px, data_dir), task.classes)
     ref = locate(task, split, data_dir)
-    key = f"{task.name}-v{task.version}-{ref.data_hash[:16]}-{split}-{px}px.pt"
+    key = f"{task.name}-v{task.version}-{ref.data_hash[:16]}-{split}-{px}px.safetensors"
     path = cache_root() / "images" / key
-    if path.exists():
-        blob = torch.load(path, weights_only=False)
-        _check_classes(task, blob["classes"], ref.origin)
-        return ImageSplit(blob["images"], blob["labels"], blob["ids"], blob["classes"], ref.data_hash)
+    cached = load_cache(path, ("images", "labels"))
+    if cached is not None and _cache_fits(cached, path):
+        tensors, meta = cached
+        _check_classes(task, meta["classes"], ref.origin)
+        return ImageSplit(tensors["images"], tensors["labels"], meta["ids"], meta["classes"], ref.data_hash)
     try:
         raw = ref.load()
     except UserError as err:
@@ -130,8 +132,21 @@ def load_image_split(task: TaskSpec, split: str, px: int, data_dir: str | None =
         raise
     _check_classes(task, raw.classes, raw.origin)
     images, labels = _decode(raw, px)
-    atomic_torch_save({"images": images, "labels": labels, "ids": raw.ids, "classes": raw.classes}, path)
+    save_tensors({"images": images, "labels": labels}, {"ids": list(raw.ids), "classes": list(raw.classes)}, path)
     return ImageSplit(images, labels, raw.ids, raw.classes, raw.data_hash)
+
+
+def _cache_fits(cached: tuple[dict, dict], path: Path) -> bool:
+    """Whether a decode cache's header lists an id per image and the class names (else: a miss)."""
+    from .messages import say
+
+    tensors, meta = cached
+    ids, classes = meta.get("ids"), meta.get("classes")
+    if (isinstance(ids, list) and isinstance(classes, list) and len(ids) == len(tensors["images"])
+            == len(tensors["labels"])):
+        return True
+    say(f"ignoring cache file {path}: its ids/classes do not match its images; rebuilding it")
+    return False
 
 
 def _parent(task: TaskSpec) -> TaskSpec:

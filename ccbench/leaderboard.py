@@ -1,7 +1,7 @@
 """``leaderboard/README.md`` (and a plot per task/budget), generated from ``results/`` alone.
 
 A row is admitted only when its backbone hash equals the published checkpoint's
-(``checkpoints/<budget>-<task>.pt`` in the checkout; text: the tier's public encoder), its budget
+(``checkpoints/<budget>-<task>.safetensors`` in the checkout; text: the tier's public encoder), its budget
 version is the registered tier's, and the tier evaluates the whole eval split (no ``eval_limit``, e.g.
 not ``smoke``); others are listed as not admitted. Every string taken from a record is escaped
 (:func:`ccbench.markdown.escape_cell`) and plot file names are built from safe names only.
@@ -37,16 +37,22 @@ SPECIALIZATION_NOTE = (
 
 
 def published_backbone_hashes() -> dict[tuple[str, str], str]:
-    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``."""
-    from .pretrain import load_backbone
+    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``, as
+    stated in each safetensors header (read without torch and without loading the weights;
+    ``ccbench run`` recomputes the hash from the weights when it loads one)."""
+    from .safefile import read_meta
 
     root = repo_root()
     out = {}
     if root is None:
         return out
-    for path in sorted((root / "checkpoints").glob("*.pt")):
-        _, ckpt = load_backbone(path)
-        out[(ckpt.meta["budget"], ckpt.meta["task"])] = ckpt.sha256
+    for path in sorted((root / "checkpoints").glob("*.safetensors")):
+        meta = read_meta(path, "restore it from git (`git checkout -- checkpoints/`)").get("meta") or {}
+        if not all(isinstance(meta.get(k), str) for k in ("budget", "task", "backbone_sha256")):
+            from .errors import UserError
+            raise UserError(f"{path} states no budget/task/backbone_sha256 in its header; restore it from git "
+                            "(`git checkout -- checkpoints/`)")
+        out[(meta["budget"], meta["task"])] = meta["backbone_sha256"]
     return out
 
 

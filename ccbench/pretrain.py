@@ -1,10 +1,14 @@
 """The dense backbone of a (budget tier, task): trained once, hashed, shared by every method.
 
-Lookup order for a run: an explicit path; the checkout's published ``checkpoints/<budget>-<task>.pt``
-when its recipe hash matches the tier's current recipe; the cache
-(``$CCBENCH_CACHE/checkpoints``); otherwise it is pretrained first. The *backbone hash* is the
-sha256 of the fp16 weights alone (:func:`weights_sha256`), so metadata such as wall time never
+Lookup order for a run: an explicit path; the checkout's published
+``checkpoints/<budget>-<task>.safetensors`` when its recipe hash matches the tier's current recipe;
+the cache (``$CCBENCH_CACHE/checkpoints``); otherwise it is pretrained first. The *backbone hash* is
+the sha256 of the fp16 weights alone (:func:`weights_sha256`), so metadata such as wall time never
 changes it.
+
+A checkpoint is a safetensors file (never a pickle): the fp16 weights as tensors, and
+``{"config": ..., "meta": {..., "backbone_sha256": ...}}`` as JSON in its header metadata
+(:mod:`ccbench.safefile`), readable without torch.
 """
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_torch_save
 from .backbones import ViTBackbone, ViTConfig
+from .errors import UserError
 from .image_data import cache_root, task_splits
 from .provenance import content_hash, git_state, hardware, repo_root
+from .safefile import load_tensors, read_meta, save_tensors
 from .specs import BudgetSpec, TaskSpec
 
 
@@ -58,40 +63,66 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def checkpoint_fix(path) -> str:
+    """What to do about an unreadable backbone checkpoint ``path`` (the end of a one-line error)."""
+    return (f"a backbone checkpoint must be a ccbench safetensors file: re-create {Path(path).name} with "
+            "`ccbench pretrain` (a file from an older ccbench: convert it with scripts/convert_checkpoints.py)")
+
+
+def write_checkpoint(state: dict[str, torch.Tensor], config: dict, meta: dict, path: Path) -> str:
+    """Write the fp16 ``state`` (name -> tensor), the backbone ``config`` and ``meta`` to ``path`` as
+    safetensors, atomically; return the backbone hash (also stored as ``meta["backbone_sha256"]``)."""
+    digest = weights_sha256(state)
+    save_tensors(state, {"config": config, "meta": {**meta, "backbone_sha256": digest}}, path)
+    return digest
+
+
 def save_backbone(backbone: ViTBackbone, path: Path, meta: dict) -> str:
     """Write fp16 weights, config and ``meta`` atomically; return the backbone hash."""
     state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
              for k, v in backbone.state_dict().items()}
-    digest = weights_sha256(state)
-    atomic_torch_save({"config": backbone.config.to_dict(), "state_dict": state,
-                       "meta": {**meta, "backbone_sha256": digest}}, path)
-    return digest
+    return write_checkpoint(state, backbone.config.to_dict(), meta, path)
+
+
+def checkpoint_meta(path: Path) -> dict:
+    """The ``meta`` of checkpoint ``path`` (recipe, stated ``backbone_sha256``...) read from the
+    safetensors header alone: no tensor is loaded and nothing is unpickled."""
+    meta = read_meta(path, checkpoint_fix(path)).get("meta")
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} has no backbone 'meta' in its header; {checkpoint_fix(path)}")
+    return meta
 
 
 def load_backbone(path: Path) -> tuple[ViTBackbone, BackboneCheckpoint]:
     """Load a checkpoint written by :func:`save_backbone`; weights are cast to fp32 and the hash
-    is recomputed from them (a tampered file is detected by a hash mismatch)."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    digest = weights_sha256(blob["state_dict"])
+    is recomputed from them (a tampered file is detected by a hash mismatch). Anything but a
+    ccbench safetensors checkpoint is refused with a one-line ``UserError``."""
+    path = Path(path)
+    state, blob = load_tensors(path, checkpoint_fix(path))
+    if not isinstance(blob.get("config"), dict) or not isinstance(blob.get("meta"), dict):
+        raise UserError(f"{path} has no backbone config/meta in its header; {checkpoint_fix(path)}")
+    digest = weights_sha256(state)
     stated = blob["meta"].get("backbone_sha256")
     if stated and stated != digest:
-        from .errors import UserError
         raise UserError(f"backbone {path} is corrupt: weights hash {digest[:12]} != recorded {stated[:12]}")
-    backbone = ViTBackbone(ViTConfig(**blob["config"]))
-    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v
-                              for k, v in blob["state_dict"].items()})
-    return backbone, BackboneCheckpoint(Path(path), digest, blob["meta"])
+    try:
+        backbone = ViTBackbone(ViTConfig(**blob["config"]))
+        backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} does not fit its own backbone config ({str(err).splitlines()[0]}); "
+                        f"{checkpoint_fix(path)}") from None
+    return backbone, BackboneCheckpoint(path, digest, blob["meta"])
 
 
 def published_path(budget: BudgetSpec, task: TaskSpec) -> Path | None:
-    """``checkpoints/<budget>-<task>.pt`` in the checkout (``None`` after a plain install)."""
+    """``checkpoints/<budget>-<task>.safetensors`` in the checkout (``None`` after a plain install)."""
     root = repo_root()
-    return root / "checkpoints" / f"{budget.name}-{task.name}.pt" if root else None
+    return root / "checkpoints" / f"{budget.name}-{task.name}.safetensors" if root else None
 
 
 def cached_path(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path:
     """Where ``ccbench pretrain`` writes by default: the cache, keyed by the recipe hash."""
-    return cache_root() / "checkpoints" / f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+    return cache_root() / "checkpoints" / f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.safetensors"
 
 
 def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path | None:
@@ -99,10 +130,13 @@ def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path | None:
     want = recipe_hash(budget, task, seed)
     pub = published_path(budget, task)
     if pub is not None and pub.exists():
-        meta = torch.load(pub, map_location="cpu", weights_only=False)["meta"]
-        if meta.get("recipe_hash") == want:
+        if checkpoint_meta(pub).get("recipe_hash") == want:
             return pub
     cached = cached_path(budget, task, seed)
+    if not cached.exists() and cached.with_suffix(".pt").exists():
+        from .messages import say
+        say(f"ignoring {cached.with_suffix('.pt')} (a pickled checkpoint of an older ccbench, never loaded now); "
+            f"convert it with `python scripts/convert_checkpoints.py {cached.with_suffix('.pt')}` to reuse it")
     return cached if cached.exists() else None
 
 

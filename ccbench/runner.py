@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from . import __version__, catalog
-from .atomic import atomic_torch_save
 from .backbones import count_parameters
 from .cost import CostTable, dense_macs_per_sample, executed_macs, useful_macs
 from .errors import UserError, check_seed
@@ -24,6 +23,7 @@ from .latency import interleaved_latency
 from .messages import say
 from .provenance import content_hash, git_state, hardware
 from .records import finalize, write_record
+from .safefile import load_tensors, save_tensors
 from .specs import BudgetSpec, RecipeSpec, TaskSpec
 from .stats import distribution
 from .train import train
@@ -114,13 +114,22 @@ def _run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, 
 
 
 def _save_trained(model, consumed: dict, path: Path) -> None:
-    atomic_torch_save({"model": model.state_dict(), "consumed": consumed}, path)
+    """Cache a trained model: its ``state_dict`` as safetensors, ``consumed`` (the training budget
+    spent) as JSON in the header; written atomically."""
+    save_tensors(model.state_dict(), {"consumed": consumed}, path)
 
 
 def _load_trained(model, path: Path) -> dict:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(blob["model"])
-    return blob["consumed"]
+    """Load the cached weights at ``path`` into ``model`` (never unpickles); returns ``consumed``."""
+    fix = f"delete {path} and re-run to train it again"
+    state, meta = load_tensors(path, fix)
+    if not isinstance(meta.get("consumed"), dict):
+        raise UserError(f"{path} has no 'consumed' budget in its header; {fix}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not fit this model ({str(err).splitlines()[0]}); {fix}") from None
+    return meta["consumed"]
 
 
 def _fine_tune_or_load(model, method: str, meta: dict, source: str | None, trained_path: Path, run_name: str,
@@ -177,7 +186,7 @@ def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task_spec: TaskSpe
     the starting point of a method that transforms a fine-tuned model (``starts_from``)."""
     model = catalog.methods().get(method).build(work.new_backbone())
     name = _run_name(method, tier, task_spec, seed, work, model.method_config())
-    path = cache_root() / "runs" / f"{name}.pt"
+    path = cache_root() / "runs" / f"{name}.safetensors"
     if not path.exists():
         raise UserError(f"this method starts from {method!r}'s fine-tuned model, which is not in the cache yet: "
                         f"run `ccbench run --method {method} --task {task_spec.name} --budget {tier.name}` first")
@@ -275,7 +284,7 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
     if start_run:
         trainer_config = {**trainer_config, "starts_from": start_run}
     run_name = _run_name(source or method, tier, task_spec, seed, work, trainer_config)
-    return model, source, run_name, cache_root() / "runs" / f"{run_name}.pt", start_run
+    return model, source, run_name, cache_root() / "runs" / f"{run_name}.safetensors", start_run
 
 
 def _check_knob_values(model, knob_meta: dict, values: list | None) -> None:

@@ -6,7 +6,8 @@
 * Corrupted image targets (``imagenette-c``): the fixed stratified subset decoded at the stored
   resolution (``corruptions.at_px``), then one condition per (corruption, severity) plus ``clean``, the
   same images through the same path without a corruption. Each condition is resized to the tier's pixels
-  like every image and cached as ``uint8`` under ``$CCBENCH_CACHE/images``.
+  like every image and cached as ``uint8`` under ``$CCBENCH_CACHE/images`` (safetensors; an unreadable
+  cache file is rebuilt).
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_torch_save
 from .errors import UserError
+from .safefile import load_cache, save_tensors
 from .specs import SubsetSpec, TaskSpec
 
 CLEAN = "clean"
@@ -75,9 +76,10 @@ def image_conditions(task: TaskSpec, px: int, data_dir: str | None = None, progr
     bar = tqdm(conditions, desc=f"{task.name} conditions", unit="cond", disable=not progress, leave=False)
     for name, corruption, severity in bar:
         path = (cache_root() / "images" /
-                f"{task.name}-v{task.version}-{key}-{name.replace('/', '-s')}-seed{spec.seed}-{px}px.pt")
-        if path.exists():
-            images = torch.load(path, weights_only=True)
+                f"{task.name}-v{task.version}-{key}-{name.replace('/', '-s')}-seed{spec.seed}-{px}px.safetensors")
+        cached = load_cache(path, ("images",))
+        if cached is not None:
+            images = cached[0]["images"]
         else:
             if corruption is None:
                 stored = base.images
@@ -86,7 +88,7 @@ def image_conditions(task: TaskSpec, px: int, data_dir: str | None = None, progr
                 stored = torch.from_numpy(np.stack([corrupt(hwc[i], corruption, severity, base.ids[i], spec.seed)
                                                     for i in range(len(base))])).permute(0, 3, 1, 2)
             images = resize_uint8(stored, px).contiguous()
-            atomic_torch_save(images, path)
+            save_tensors({"images": images}, {}, path)
         out[name] = ImageSplit(images, base.labels, base.ids, base.classes,
                                hashlib.sha256(f"{base.data_hash}:{name}:{spec.seed}".encode()).hexdigest())
     return out

@@ -146,7 +146,7 @@ class TextBackbone(nn.Module):
 
         hf_logging.disable_progress_bar()  # loading a local folder takes no time worth a bar
         source = resolve_text_model(model_name)
-        encoder = AutoModel.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source, use_safetensors=True)  # never a pickled pytorch_model.bin
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         cfg = encoder.config
         self.source = model_name

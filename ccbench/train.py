@@ -8,6 +8,7 @@ step, wall time) is written atomically at every epoch end and at the end of the 
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from .atomic import atomic_torch_save
 from .augment import normalize, random_resized_crop
+from .errors import UserError
 from .image_data import ImageSplit
 from .specs import RecipeSpec
 
@@ -104,6 +106,25 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def load_state(path: Path) -> dict:
+    """A resume state written by :func:`train`, read with ``torch.load(weights_only=True)``: tensors
+    and plain containers only (the optimizer's and scheduler's state dicts, RNG byte tensors, the
+    curve as a list of dicts), so no global is allow-listed and nothing in the file can run code.
+    An unreadable file is a one-line ``UserError``."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # the restricted unpickler met a global it does not allow, or garbage
+        raise UserError(f"resume state {path} is not a plain-tensor torch file (refused; nothing in it was "
+                        "run); delete it to start this training over") from None
+    except Exception as err:  # zip, EOF and I/O errors: a truncated or foreign file
+        raise UserError(f"resume state {path} is unreadable ({type(err).__name__}); delete it to start this "
+                        "training over") from None
+    if not isinstance(st, dict) or not {"model", "opt", "sched", "aug_gen", "step"} <= set(st):
+        raise UserError(f"resume state {path} is not a ccbench training state; delete it to start this "
+                        "training over")
+    return st
+
+
 def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: int | None,
           seed: int, state_path: Path | None = None, resume: bool = False,
           device: str = "cpu", monitor: Callable[[nn.Module], float] | None = None,
@@ -133,7 +154,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
         ema = ModelEmaV3(model, decay=recipe.ema_decay)
     step, wall, curve = 0, 0.0, []
     if resume and state_path is not None and Path(state_path).exists():
-        st = torch.load(state_path, weights_only=False)
+        st = load_state(Path(state_path))
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])

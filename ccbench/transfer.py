@@ -159,7 +159,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     for p in model.parameters():
         p.requires_grad_(True)
     consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
-    trained_path = cache_root() / "runs" / f"{run_name}.pt"
+    trained_path = cache_root() / "runs" / f"{run_name}.safetensors"
     _save_trained(model, consumed, trained_path)
 
     ev = evaluate_split(model, twork, twork.splits["eval"], tier.eval_batch_size, device, progress)

@@ -18,17 +18,18 @@ from ccbench.evaluate import evaluate
 from ccbench.image_data import cache_root, task_splits
 from ccbench.method import MethodOutput
 from ccbench.pretrain import load_backbone
+from ccbench.runner import _load_trained
 from ccbench.token_ops import staged_keep_forward, tokens_trace_tensor
 from ccbench.trace import Trace
 
 
 def main(rho: float) -> None:
-    backbone, _ = load_backbone("checkpoints/cpu-imagenette.pt")
+    backbone, _ = load_backbone("checkpoints/cpu-imagenette.safetensors")
     model = catalog.methods().get("dynamicvit").build(copy.deepcopy(backbone))
-    cached = sorted((cache_root() / "runs").glob("cpu-imagenette-dynamicvit-*.pt"))
+    cached = sorted((cache_root() / "runs").glob("cpu-imagenette-dynamicvit-*.safetensors"))
     if not cached:
         sys.exit("no cached dynamicvit model: run `ccbench run --method dynamicvit --train-only` first")
-    model.load_state_dict(torch.load(cached[-1], weights_only=False)["model"])
+    _load_trained(model, cached[-1])
     model.eval().set_knob(rho)
     split = task_splits(catalog.tasks().get("imagenette"), 128, None)["eval"]
     val = split.subset(torch.arange(0, len(split), 4))

@@ -164,7 +164,7 @@ def test_train_only_then_cost_with_method_units(tiny_data, isolated_cache, tmp_p
     assert main(["run", "--method", "evit", "--budget", "smoke", "--data-dir", str(tiny_data),
                  "--results-dir", str(results), "--quiet", "--train-only"]) == 0
     assert not results.exists() or not _records(results)
-    assert list((isolated_cache / "runs").glob("smoke-imagenette-evit-*.pt"))
+    assert list((isolated_cache / "runs").glob("smoke-imagenette-evit-*.safetensors"))
     assert main(["cost", "--budget", "cpu", "--method", "evit"]) == 0
     assert "evit_fused_token" in capsys.readouterr().out
 

@@ -28,7 +28,7 @@ def test_imagenette_splits_counts_and_calibration(tmp_path, monkeypatch):
     assert calib_counts.tolist() == [math.ceil(0.05 * n) for n in full_counts.tolist()]
     assert torch.bincount(splits["eval"].labels).tolist() == [387, 395, 357, 386, 409, 394, 389, 419, 399, 390]
     # decoded once: the cache now holds both splits and a second load reads them back identically
-    assert len(list((cache_root() / "images").glob("*-24px.pt"))) == 2
+    assert len(list((cache_root() / "images").glob("*-24px.safetensors"))) == 2
     again = task_splits(task, 24, str(real_data_root()))
     assert again["calibration"].ids == splits["calibration"].ids
     assert torch.equal(again["eval"].images, splits["eval"].images)

@@ -64,7 +64,9 @@ def test_shift_refuses_targets_with_other_classes_and_unknown_ids(tiny_data, iso
 
 
 def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data, isolated_cache, tmp_path, capsys):
@@ -74,14 +76,14 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
     _, dense = _run("dense", "imagenette-a", tiny_data, results)
     _, ee = _run("early-exit", "imagenette-a", tiny_data, results, ["--knob", "threshold=0.9"])
     runs = isolated_cache / "runs"
-    source_models = {p.name for p in runs.glob("*.pt")}
+    source_models = {p.name for p in runs.glob("*.safetensors")}
 
     def transfer(record, protocol):
-        before = {p.name for p in runs.glob("transfer-*.pt")}
+        before = {p.name for p in runs.glob("transfer-*.safetensors")}
         rc = main(["transfer", record["id"][:8], "--to", "imagenette-b", "--protocol", protocol,
                    "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"])
         assert rc == 0
-        [new] = {p.name for p in runs.glob("transfer-*.pt")} - before
+        [new] = {p.name for p in runs.glob("transfer-*.safetensors")} - before
         return _state(runs / new)
 
     src_ee = _state(runs / next(n for n in source_models if "early-exit" in n))
