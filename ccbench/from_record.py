@@ -52,6 +52,22 @@ def find_record(record_id: str, results_dir=None) -> tuple[Path, dict]:
     return hits[0]
 
 
+def record_backbone_path(record: dict) -> str | None:
+    """The checkpoint of an image record's own backbone, found by its weights hash among the published
+    and cached checkpoints (the tier's current recipe may have moved on since); ``None`` for text
+    (the encoder is named, not hashed into a file)."""
+    from .pretrain import find_backbone_by_hash
+
+    if record["task"].get("modality", "image") != "image":
+        return None
+    sha = record["backbone"]["sha256"]
+    path = find_backbone_by_hash(sha)
+    if path is None:
+        raise UserError(f"record {record['id'][:12]}'s backbone {sha[:12]} is neither published in checkpoints/ "
+                        f"nor in the cache; restore its checkpoint (git history) or pretrain it")
+    return str(path)
+
+
 def load_record_model(record_id: str, data_dir: str | None = None, results_dir=None,
                       progress: bool = True) -> RecordModel:
     """Rebuild the trained model of the run record ``record_id`` from the cache (see module docstring)."""
@@ -67,7 +83,7 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
     if tier.threads:
         torch.set_num_threads(tier.threads)
     torch.manual_seed(seed)
-    work = make_workload(task, tier, data_dir, seed, None, progress)
+    work = make_workload(task, tier, data_dir, seed, record_backbone_path(record), progress)
     if work.sha256 != record["backbone"]["sha256"]:
         raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
                         f"but this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")

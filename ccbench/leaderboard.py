@@ -52,7 +52,36 @@ def published_backbone_hashes() -> dict[tuple[str, str], str]:
             from .errors import UserError
             raise UserError(f"{path} states no budget/task/backbone_sha256 in its header; restore it from git "
                             "(`git checkout -- checkpoints/`)")
-        out[(meta["budget"], meta["task"])] = meta["backbone_sha256"]
+        if path.stem == f"{meta['budget']}-{meta['task']}":  # other files are variants (e.g. *-scratch)
+            out[(meta["budget"], meta["task"])] = meta["backbone_sha256"]
+    return out
+
+
+PREVIOUS_FIELDS = ("budget", "task", "budget_version", "sha256", "eval_top1", "recipe", "checkpoint")
+
+
+def previous_backbones() -> dict[tuple[str, str], list[dict]]:
+    """``{(budget, task): [entry, ...]}`` from ``checkpoints/previous.json``: backbones an earlier tier
+    version published and a newer one replaced (their records are shown as the previous leaderboard
+    version, never ranked with the current one). Each entry has :data:`PREVIOUS_FIELDS`; ``checkpoint``
+    says where its weights are (a variant file, or the git commit that published them)."""
+    import json
+
+    root = repo_root()
+    path = root / "checkpoints" / "previous.json" if root else None
+    if path is None or not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+        assert isinstance(entries, list) and all(isinstance(e, dict) and set(PREVIOUS_FIELDS) <= set(e)
+                                                 for e in entries)
+    except (ValueError, AssertionError):
+        from .errors import UserError
+        raise UserError(f"{path} is not a list of previous backbones with fields {', '.join(PREVIOUS_FIELDS)}; "
+                        f"restore it from git") from None
+    out: dict[tuple[str, str], list[dict]] = {}
+    for e in entries:
+        out.setdefault((e["budget"], e["task"]), []).append(e)
     return out
 
 
@@ -66,10 +95,11 @@ def text_backbone_name(budget: str) -> str | None:
     return tier.text.backbone if tier.text else None
 
 
-def tier_refusal(budget: str, versions: set) -> str | None:
+def tier_refusal(budget: str, versions: set, modality: str = "image") -> str | None:
     """Why rows of tier ``budget`` measured under budget ``versions`` are not admitted, or ``None``:
-    the tier must be registered, evaluate its whole eval split (no ``eval_limit``) and have the
-    records' version."""
+    the tier must be registered, evaluate its whole eval split (no ``eval_limit``) and the records'
+    versions must be comparable with its current one for ``modality``
+    (:meth:`ccbench.specs.BudgetSpec.comparable_versions`)."""
     from . import catalog
 
     if budget not in catalog.budgets():
@@ -77,8 +107,10 @@ def tier_refusal(budget: str, versions: set) -> str | None:
     tier = catalog.budgets().get(budget)
     if tier.eval_limit:
         return f"tier {tier.name} evaluates only {tier.eval_limit} samples of the eval split"
-    if versions != {tier.version}:
-        return f"budget version differs from tier {tier.name}'s version {tier.version}"
+    comparable = tier.comparable_versions(modality)
+    if not set(versions) <= set(comparable):
+        return (f"budget version differs from tier {tier.name}'s version {tier.version}"
+                + (f" (comparable for {modality}: {comparable.start}-{tier.version})" if len(comparable) > 1 else ""))
     return None
 
 
@@ -156,7 +188,7 @@ def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tupl
     else:
         want = published.get((budget, task))
         same = (g.backbone == want) if want else pd.Series(False, index=g.index)
-    refusal = tier_refusal(budget, set(g.budget_version))
+    refusal = tier_refusal(budget, set(g.budget_version), "text" if _is_text(task) else "image")
     if refusal:
         return want, g.iloc[0:0], g.iloc[0:0], refusal
     return want, g[same], g[~same], None
@@ -181,8 +213,14 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     parts = [HEADER]
     if df.empty:
         parts.append("\nNo records yet.\n")
-    admitted_all = []
+    admitted_all, earlier_all = [], []
+    previous = previous_backbones()
     for (budget, task), g in df.groupby(["budget", "task"], sort=True):
+        earlier = {(e["sha256"], e["budget_version"]): e for e in previous.get((budget, task), [])}
+        is_earlier = pd.Series([(b, v) in earlier for b, v in zip(g.backbone, g.budget_version)], index=g.index,
+                               dtype=bool)
+        g, earlier_rows = g[~is_earlier], g[is_earlier]
+        earlier_all.append(earlier_rows)
         want, admitted, rejected, refusal = _admission(budget, task, g, published)
         tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
@@ -209,13 +247,24 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:
             parts.append(f"\nNot admitted ({refusal}): {_methods(tier_rejected)}\n")
+        for (sha, version), rows in earlier_rows.groupby(["backbone", "budget_version"], sort=False):
+            e = earlier[(sha, version)]
+            parts.append(f"\n<details><summary>Previous leaderboard version: tier {escape_cell(budget)} v{version}, "
+                         f"backbone <code>{escape_cell(sha[:16])}</code> ({escape_cell(e['recipe'])}, "
+                         f"{float(e['eval_top1']):.2f} % val top-1; weights: {escape_cell(e['checkpoint'])}); "
+                         f"not ranked with the rows above</summary>\n\n"
+                         + render(rows, "markdown", note=False) + "\n\nRecords: "
+                         + ", ".join(f"`{escape_cell(i)}`" for i in ",".join(rows.record_ids).split(","))
+                         + "\n\n</details>\n")
     glue = pd.concat(admitted_all) if admitted_all else df.iloc[0:0]
     if glue.task.isin(GLUE_TASKS).any():
         parts.append("\n## GLUE — main scores (dev), share of dense compute in brackets\n\n"
                      "SST-2 and RTE accuracy, MRPC mean of F1 and accuracy, CoLA Matthews x 100, STS-B mean of "
                      "Pearson and Spearman x 100; the average only when all five tasks have a record.\n\n"
                      + glue_table(glue) + "\n")
-    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all, out_path.parent))
+    # shift and transfer records of the previous version's runs stay visible until the track is re-run
+    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all + earlier_all,
+                                         out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))

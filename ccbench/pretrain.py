@@ -46,9 +46,12 @@ def backbone_config(budget: BudgetSpec, task: TaskSpec) -> ViTConfig:
 
 
 def recipe_hash(budget: BudgetSpec, task: TaskSpec, seed: int) -> str:
-    """Hash of everything that determines the pretrained weights (first 16 hex digits)."""
+    """Hash of the recipe that determines the pretrained weights (first 16 hex digits); the training
+    data is identified beside it (a checkpoint's ``data_hash``). A recipe without distillation hashes as
+    it did before distillation existed."""
+    recipe = budget.pretrain.model_dump(exclude={"distill"} if budget.pretrain.distill is None else None)
     return content_hash({"task": [task.name, task.version], "backbone": budget.backbone.model_dump(),
-                         "init": budget.backbone_init, "recipe": budget.pretrain.model_dump(),
+                         "init": budget.backbone_init, "recipe": recipe,
                          "cache_px": budget.cache_px, "seed": seed})[:16]
 
 
@@ -120,24 +123,40 @@ def published_path(budget: BudgetSpec, task: TaskSpec) -> Path | None:
     return root / "checkpoints" / f"{budget.name}-{task.name}.safetensors" if root else None
 
 
-def cached_path(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path:
-    """Where ``ccbench pretrain`` writes by default: the cache, keyed by the recipe hash."""
-    return cache_root() / "checkpoints" / f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.safetensors"
+def cached_path(budget: BudgetSpec, task: TaskSpec, seed: int, data_hash: str) -> Path:
+    """Where ``ccbench pretrain`` writes by default: the cache, keyed by the recipe hash and the
+    training data's hash."""
+    return (cache_root() / "checkpoints" /
+            f"{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}-{data_hash[:12]}.safetensors")
 
 
-def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int) -> Path | None:
-    """The checkpoint a run should use, or ``None`` when it must be pretrained first."""
+def find_backbone(budget: BudgetSpec, task: TaskSpec, seed: int, data_hash: str) -> Path | None:
+    """The checkpoint a run should use, or ``None`` when it must be pretrained first: the published one
+    when it was trained with the tier's current recipe on the same training data (``data_hash``),
+    else the cache's."""
     want = recipe_hash(budget, task, seed)
     pub = published_path(budget, task)
     if pub is not None and pub.exists():
-        if checkpoint_meta(pub).get("recipe_hash") == want:
+        meta = checkpoint_meta(pub)
+        if meta.get("recipe_hash") == want and meta.get("data_hash") == data_hash:
             return pub
-    cached = cached_path(budget, task, seed)
-    if not cached.exists() and cached.with_suffix(".pt").exists():
-        from .messages import say
-        say(f"ignoring {cached.with_suffix('.pt')} (a pickled checkpoint of an older ccbench, never loaded now); "
-            f"convert it with `python scripts/convert_checkpoints.py {cached.with_suffix('.pt')}` to reuse it")
+    cached = cached_path(budget, task, seed, data_hash)
     return cached if cached.exists() else None
+
+
+def find_backbone_by_hash(sha256: str) -> Path | None:
+    """The published or cached checkpoint whose weights hash is ``sha256`` (read from headers only), or
+    ``None``: how a record's own backbone is found again after the tier's recipe moved on."""
+    root = repo_root()
+    folders = ([root / "checkpoints"] if root else []) + [cache_root() / "checkpoints"]
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            try:
+                if checkpoint_meta(path).get("backbone_sha256") == sha256:
+                    return path
+            except UserError:
+                continue
+    return None
 
 
 def init_backbone(budget: BudgetSpec, config: ViTConfig) -> ViTBackbone:
@@ -161,8 +180,9 @@ def init_backbone(budget: BudgetSpec, config: ViTConfig) -> ViTBackbone:
 def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int = 0,
              resume: bool = True, out: Path | None = None, progress: bool = True) -> BackboneCheckpoint:
     """Train the tier's dense backbone on ``task``'s train split (never its calibration or eval
-    split) with the tier's pretraining recipe, monitor calibration top-1 per epoch, report eval
-    top-1 once at the end, and write the checkpoint (default: the cache). Resumable."""
+    split) with the tier's pretraining recipe (distilled from the teacher when the recipe says so),
+    monitor calibration top-1 per epoch, report eval top-1 once at the end, and write the checkpoint
+    (default: the cache). Resumable."""
     from .evaluate import top1
     from .train import train
 
@@ -170,35 +190,94 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
     if budget.threads:
         torch.set_num_threads(budget.threads)
     device = budget.device
+    recipe = budget.pretrain
     splits = task_splits(task, budget.cache_px, data_dir)
+    data_hash = splits["train"].data_hash
     config = backbone_config(budget, task)
     model = init_backbone(budget, config)
-    if budget.pretrain.drop_path:
-        model.set_drop_path(budget.pretrain.drop_path)
-    out = Path(out) if out else cached_path(budget, task, seed)
-    state_name = f"pretrain-{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}.pt"
+    if recipe.drop_path:
+        model.set_drop_path(recipe.drop_path)
+    out = Path(out) if out else cached_path(budget, task, seed, data_hash)
+    state_name = f"pretrain-{budget.name}-{task.name}-{recipe_hash(budget, task, seed)}-{data_hash[:12]}.pt"
     state_path = cache_root() / "train_state" / state_name
 
-    def loss_fn(m, x, y):
-        logits = m(x)
-        return F.cross_entropy(logits, y, label_smoothing=budget.pretrain.label_smoothing), logits
+    teacher_meta = None
+    if recipe.distill is None:
+        data = splits["train"]
+
+        def loss_fn(m, x, y):
+            logits = m(x)
+            return F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing), logits
+    else:
+        data, teacher_meta, loss_fn = _distillation(budget, task, data_dir, splits, config.img_size, progress)
 
     def monitor(m):
         return top1(m, splits["calibration"], config.img_size, budget.eval_batch_size, device)
 
     t0 = time.time()
-    result = train(model, loss_fn, budget.pretrain, splits["train"], config.img_size, seed,
+    result = train(model, loss_fn, recipe, data, config.img_size, seed,
                    state_path=state_path, resume=resume, device=device, monitor=monitor,
                    desc=f"pretrain {budget.name}/{task.name}", progress=progress)
     model.set_drop_path(0.0)
     eval_top1 = top1(model, splits["eval"], config.img_size, budget.eval_batch_size, device)
-    meta = {"task": task.name, "task_version": task.version, "data_hash": splits["train"].data_hash,
+    meta = {"task": task.name, "task_version": task.version, "data_hash": data_hash,
             "budget": budget.name, "budget_version": budget.version, "seed": seed,
-            "recipe_hash": recipe_hash(budget, task, seed), "recipe": budget.pretrain.model_dump(),
+            "recipe_hash": recipe_hash(budget, task, seed), "recipe": recipe.model_dump(),
             "init": budget.backbone_init, "samples": result.samples, "steps": result.steps,
             "train_wall_s": round(result.wall_s, 1), "total_wall_s": round(time.time() - t0, 1),
             "curve": result.curve, "calib_top1": result.curve[-1].get("calib_top1") if result.curve else None,
             "eval_top1": eval_top1, "eval_split": task.eval_split, "git": git_state(),
             "hardware": hardware(device)}
+    if teacher_meta:
+        meta["teacher"] = teacher_meta
     digest = save_backbone(model.cpu(), out, meta)
     return BackboneCheckpoint(out, digest, {**meta, "backbone_sha256": digest})
+
+
+def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, splits: dict, img_px: int,
+                  progress: bool):
+    """Training data, teacher provenance and loss of a distilled pretraining: the teacher's stored views
+    of the training images (computed once for the root task's images, shared by its class subsets),
+    its own top-1 on the calibration and eval splits at ``teacher_px``, and the distillation loss."""
+    from . import catalog
+    from .distill import SOURCE_PX, DistillTrainData, distillation_loss, teacher_top1, teacher_views
+    from .messages import say
+    from .teacher import load_teacher
+
+    spec = budget.pretrain.distill
+    teacher = load_teacher()
+    root = task
+    while root.subset_of:
+        root = catalog.tasks().get(root.subset_of)
+    views = teacher_views(teacher, task_splits(root, SOURCE_PX, data_dir)["train"], spec, progress=progress)
+    source = task_splits(task, SOURCE_PX, data_dir)
+    figures = _cached_json(cache_root() / "teacher" / views.key / f"top1-{task.name}-{spec.teacher_px}px.json",
+                           lambda: {split: teacher_top1(teacher, source[split], task.classes, spec.teacher_px)
+                                    for split in ("calibration", "eval")})
+    say(f"teacher {spec.teacher}: top-1 {figures['calibration']:.1f}% calibration, {figures['eval']:.1f}% "
+        f"{task.eval_split} at {spec.teacher_px}px on {task.name}'s classes")
+    teacher_meta = {**teacher.provenance(), "views_key": views.key, "classes": list(task.classes),
+                    "top1_calibration": figures["calibration"], f"top1_{task.eval_split}": figures["eval"],
+                    "px": spec.teacher_px, "note": "the teacher was trained on ImageNet-1k, which holds every "
+                                                   "Imagenette class (imagenette-b's included)"}
+    data = DistillTrainData(source["train"], views, task.classes, budget.pretrain, img_px)
+
+    def loss_fn(m, x, y):
+        logits = m(x)
+        return distillation_loss(logits, y, spec, budget.pretrain.label_smoothing), logits
+    return data, teacher_meta, loss_fn
+
+
+def _cached_json(path: Path, compute) -> dict:
+    """``compute()``'s JSON-able result, kept at ``path`` (a cache: recomputed when missing or unreadable)."""
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        value = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+        return value

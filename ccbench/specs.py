@@ -140,6 +140,29 @@ class RecipeSpec(_Strict):
     stages: list[tuple[float, int]] | None = None  # (fraction of samples, img_size) progressive resolution
 
 
+class DistillSpec(_Strict):
+    """Distillation from the ImageNet teacher (``ccbench.teacher``), FKD-style: ``views`` stored crops
+    per training image (area ``scale``, ``flip``, seeded by ``view_seed``) seen by the teacher at
+    ``teacher_px``; ``loss`` soft (KL at ``temperature``) or hard (teacher argmax), weighted ``alpha``
+    against cross-entropy on the true labels."""
+
+    teacher: Literal["efficientnet-lite0"] = "efficientnet-lite0"
+    views: int = Field(8, ge=1)
+    teacher_px: int = Field(160, ge=32)
+    scale: tuple[float, float] = (0.35, 1.0)
+    flip: bool = True
+    view_seed: int = 0
+    loss: Literal["soft", "hard"] = "soft"
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(1.0, ge=0, le=1)
+
+
+class PretrainSpec(RecipeSpec):
+    """The backbone's pretraining recipe: a :class:`RecipeSpec`, optionally distilled from a teacher."""
+
+    distill: DistillSpec | None = None
+
+
 class LatencySpec(_Strict):
     """Latency protocol: ``samples_b1`` images timed one at a time, ``batches`` batches of
     ``batch_size``; dense and method alternate on the same inputs; ``warmup`` untimed calls."""
@@ -203,7 +226,7 @@ class BudgetSpec(_Strict):
     cache_px: int
     backbone: BackboneSpec
     backbone_init: str = "scratch"
-    pretrain: RecipeSpec
+    pretrain: PretrainSpec
     finetune: RecipeSpec
     eval_batch_size: int
     eval_limit: int | None = None  # evaluate only the first N of the split (smoke tier only)
@@ -212,6 +235,13 @@ class BudgetSpec(_Strict):
     seeds: list[int]
     text: TextBudgetSpec | None = None
     transfer: RecipeSpec | None = None  # `ccbench transfer`'s fixed budget, the same for every protocol and method
+    # per modality, the oldest tier version whose records still compare with this version's (a version
+    # that changes only the image backbone leaves text records comparable); default: this version only
+    comparable_since: dict[Literal["image", "text"], int] = {}
+
+    def comparable_versions(self, modality: str) -> range:
+        """Tier versions whose records of ``modality`` are comparable with this version's."""
+        return range(self.comparable_since.get(modality, self.version), self.version + 1)
 
 
 def load_yaml_spec(path: Path, model: type[BaseModel]):

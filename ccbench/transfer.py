@@ -27,7 +27,7 @@ import torch
 
 from . import __version__, catalog
 from .errors import UserError, unknown_name_error
-from .from_record import check_predictions, load_record_model
+from .from_record import check_predictions, load_record_model, record_backbone_path
 from .image_data import cache_root
 from .messages import say
 from .provenance import content_hash, git_state, hardware
@@ -105,7 +105,6 @@ def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, p
 def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
                  progress: bool = True) -> Path:
     """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
-    from .pretrain import find_backbone
     from .runner import _save_trained, evaluate_split
     from .train import train
     from .workload import make_workload
@@ -136,9 +135,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     agreement = check_predictions(rm, src_ev.logits.argmax(-1) if src_ev.logits.shape[-1] > 1 else src_ev.logits[:, 0],
                                   src_ev.ids)
 
-    backbone_path = None
-    if src.modality == "image":
-        backbone_path = str(find_backbone(tier, src, seed))
+    backbone_path = record_backbone_path(rm.record)
     twork = make_workload(tgt, tier, data_dir, seed, backbone_path, progress)
     reinit_heads(model, len(tgt.classes), seed)
     counts = apply_protocol(model, protocol)

@@ -39,7 +39,8 @@ class ImageWorkload:
         self.splits = task_splits(task, tier.cache_px, data_dir)
         if tier.eval_limit:
             self.splits["eval"] = self.splits["eval"].subset(torch.arange(min(tier.eval_limit, len(self.splits["eval"]))))
-        path = Path(backbone_path) if backbone_path else find_backbone(tier, task, seed)
+        path = (Path(backbone_path) if backbone_path
+                else find_backbone(tier, task, seed, self.splits["train"].data_hash))
         if path is None:
             say(f"no {tier.name}/{task.name} backbone yet: pretraining it first "
                 f"({tier.pretrain.samples} samples; `ccbench pretrain` does this alone)")

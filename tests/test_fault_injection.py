@@ -1,14 +1,19 @@
 """Issue 15: nothing a user or a submitter types crashes ccbench, corrupts its records or runs code in a
 reader's browser. Bad record files, concurrent writers, hostile names and markup in records.
 
-Each group of cases sits in its own clearly named test functions (kill + resume cases go beside them).
+Each group of cases sits in its own clearly named test functions: kill + resume, bad record files,
+concurrent writers, hostile names, markup in records.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +26,7 @@ from ccbench.errors import UserError
 from ccbench.provenance import content_hash
 from ccbench.records import RecordError, commit_record, finalize, load_samples, scan_records
 from ccbench.registry import Registry
+from conftest import write_tiny_imagenette
 from record_helpers import run_body, samples
 
 @pytest.fixture(autouse=True)
@@ -298,13 +304,13 @@ def test_escape_keeps_the_committed_leaderboard_values():
 def test_smoke_tier_and_other_budget_versions_are_not_admitted(tmp_path, capsys):
     results = tmp_path / "results"
     commit(run_body("dense", budget="smoke"), results)
-    commit(run_body("dense", task="rte", version=2), results)
-    commit(run_body("dense", task="mrpc"), results)
+    commit(run_body("dense", task="rte", version=3), results)
+    commit(run_body("dense", task="mrpc"), results)             # version 1: text is comparable since v1
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     text = board.read_text()
     assert "Not admitted (tier smoke evaluates only 64 samples of the eval split): dense" in text
-    assert "Not admitted (budget version differs from tier cpu's version 1): dense" in text
+    assert "Not admitted (budget version differs from tier cpu's version 2 (comparable for text: 1-2)): dense" in text
     assert re.search(r"^\| mrpc +\| cpu ", text, re.M) and not re.search(r"^\| rte +\| cpu ", text, re.M)
     assert not re.search(r"^\| sst2 +\| smoke ", text, re.M)
     assert [rows for rows, _ in _table_shapes(text)] == [3, 3]  # mrpc's table and the GLUE table
@@ -326,3 +332,97 @@ def test_markup_in_shift_and_transfer_rows_is_escaped():
     for text in (shift_markdown(shift), transfer_markdown(transfer)):
         assert "<img" not in text and "&lt;img" in text
         assert [rows for rows, _ in _table_shapes(text)] == [3]  # header, rule, one row
+
+
+# -- kill + resume --
+
+# runs ccbench's CLI in a child process whose optimizer kills the process (SIGKILL: no cleanup, no
+# handler) right before its KILL_AT_STEP-th step, counted from the start of that process
+CHILD = """
+import os, signal, sys, torch
+kill_at = int(os.environ.get("KILL_AT_STEP", "0"))
+if kill_at:
+    step = torch.optim.AdamW.step
+    count = {"n": 0}
+    def killing_step(self, *a, **k):
+        count["n"] += 1
+        if count["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(self, *a, **k)
+    torch.optim.AdamW.step = killing_step
+from ccbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _ccbench(args: list[str], cache: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CCBENCH_CACHE": str(cache), "KILL_AT_STEP": str(kill_at)}
+    env.pop("CCBENCH_DATA", None)
+    return subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _record_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.json"))
+
+
+def test_sigkill_during_fine_tuning_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = write_tiny_imagenette(tmp_path / "data")
+    run = ["run", "--method", "avit", "--task", "imagenette", "--budget", "smoke", "--knob", "threshold=0.5",
+           "--data-dir", str(data), "--quiet"]
+
+    # the reference: never interrupted (its backbone, pretrained here, is shared with the killed run)
+    ref_cache, ref_results = tmp_path / "cache-ref", tmp_path / "results-ref"
+    done = _ccbench(run + ["--results-dir", str(ref_results)], ref_cache)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [ref] = _record_files(ref_results)
+
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    shutil.copytree(ref_cache / "checkpoints", cache / "checkpoints")
+    killed = _ccbench(run + ["--results-dir", str(results)], cache, kill_at=3)
+    assert killed.returncode == -signal.SIGKILL
+    # nothing half-written: no record, no samples file, no temporary file, no trained model
+    assert not results.exists() or not any(p.is_file() for p in results.rglob("*"))
+    assert not (cache / "runs").exists() or not list((cache / "runs").iterdir())
+    assert list((cache / "train_state").glob("*")), "the killed run saved no state to resume from"
+
+    # resumed, not restarted: a restart would take 4 steps and be killed at its 3rd again
+    resumed = _ccbench(run + ["--results-dir", str(results), "--resume"], cache, kill_at=3)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    [out] = _record_files(results)
+    a, b = json.loads(ref.read_text()), json.loads(out.read_text())
+    assert b["budget"]["consumed"]["samples"] == a["budget"]["consumed"]["samples"] > 0
+    assert b["metrics"]["main_score"] == a["metrics"]["main_score"]
+    assert b["metrics"]["useful_gmacs"] == a["metrics"]["useful_gmacs"]
+    sa = np.load(ref.with_name(ref.name.replace(".json", ".samples.npz")))
+    sb = np.load(out.with_name(out.name.replace(".json", ".samples.npz")))
+    assert (sa["pred"] == sb["pred"]).all() and (sa["ids"] == sb["ids"]).all()
+    assert not [p for p in results.rglob("*") if p.is_file() and ".tmp" in p.name]
+
+
+def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monkeypatch):
+    """Image rows of tier version 1 on the backbone version 2 replaced: in a collapsed "previous
+    version" block with the old backbone named, not ranked and not refused; version-2 rows on the
+    published backbone are the table."""
+    import ccbench.leaderboard as lb
+
+    old, new = "11" * 32, "22" * 32
+    monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {("cpu", "imagenette"): new})
+    monkeypatch.setattr(lb, "previous_backbones", lambda: {("cpu", "imagenette"): [
+        {"budget": "cpu", "task": "imagenette", "budget_version": 1, "sha256": old, "eval_top1": 68.3,
+         "recipe": "from scratch", "checkpoint": "git 2eee781"}]})
+    results = tmp_path / "results"
+    for method, sha, version in (("dense", old, 1), ("avit", old, 1), ("dense", new, 2)):
+        body = run_body(method, knob=("threshold", 0.5) if method == "avit" else ("none", None),
+                        task="imagenette", version=version)
+        body["task"]["modality"] = "image"
+        body["backbone"] = {"sha256": sha, "file": "cpu-imagenette.safetensors"}
+        commit(body, results)
+    board = tmp_path / "lb" / "README.md"
+    assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
+    text = board.read_text()
+    current, _, previous = text.partition("<details>")
+    assert re.search(r"^\| imagenette +\| cpu +\| dense ", current, re.M)
+    assert not re.search(r"^\| imagenette +\| cpu +\| avit ", current, re.M) and "Not admitted" not in text
+    assert f"Previous leaderboard version: tier cpu v1, backbone <code>{old[:16]}</code> (from scratch" in previous
+    assert re.search(r"^\| imagenette +\| cpu +\| avit ", previous, re.M) and "</details>" in previous

@@ -88,7 +88,7 @@ def test_published_checkpoint_that_is_a_pickle_is_refused(evil, tmp_path, monkey
     pub = evil(tmp_path / "checkpoints" / "smoke-imagenette.safetensors")
     monkeypatch.setattr(ccbench.pretrain, "published_path", lambda b, t: pub)
     with pytest.raises(UserError) as err:
-        ccbench.pretrain.find_backbone(budget, task, 0)
+        ccbench.pretrain.find_backbone(budget, task, 0, "00" * 32)
     _one_line_naming(err.value, pub)
     monkeypatch.setattr(ccbench.leaderboard, "repo_root", lambda: tmp_path)
     with pytest.raises(UserError) as err:

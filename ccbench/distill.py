@@ -1,0 +1,189 @@
+"""Knowledge distillation for the tier backbone, FKD-style: the teacher runs once, not per step.
+
+For every training image, ``views`` random-resized crops are drawn from a seeded generator and stored
+as boxes; the teacher's ImageNet logits of each crop (at ``teacher_px``) are computed once and cached
+(``$CCBENCH_CACHE/teacher/<key>/view-<v>.safetensors``, one file per view, written atomically, so an
+interrupted pass keeps its finished views and resumes). The student then trains on the same boxes at
+its own resolution, each step drawing one stored view per image, against the teacher's logits
+restricted to the task's classes. Full 1,000-class logits are kept, so one pass serves every task
+whose classes are ImageNet classes (Imagenette and its halves) and every recipe that shares the views.
+Shen & Xing 2022 (FKD) do the same; DeiT's hard-label and soft (KL, temperature) losses are offered.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .augment import apply_crops, normalize, sample_crops
+from .errors import UserError
+from .image_data import ImageSplit, cache_root
+from .messages import say
+from .provenance import content_hash
+from .specs import DistillSpec, RecipeSpec
+from .teacher import Teacher, class_indices, task_logits
+from .train import stage_px
+
+SOURCE_PX = 224  # crops are cut from the 224-px decode (the data's own resolution) for teacher and student
+
+
+@dataclass
+class TeacherViews:
+    """Stored crops and teacher outputs of one training split: example ``ids`` (row order), crop boxes
+    ``theta float32 [V, N, 2, 3]`` and ImageNet logits ``logits float16 [V, N, 1000]``."""
+
+    ids: list[str]
+    theta: torch.Tensor
+    logits: torch.Tensor
+    key: str
+
+    def rows(self, ids: list[str]) -> torch.Tensor:
+        """Row index ``int64 [n]`` of each of ``ids``; ``UserError`` if one has no teacher output."""
+        where = {i: r for r, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in where]
+        if missing:
+            raise UserError(f"{len(missing)} training images (e.g. {missing[0]}) have no teacher output in "
+                            f"teacher cache {self.key}; delete that folder to recompute it")
+        return torch.tensor([where[i] for i in ids])
+
+
+def views_key(teacher: Teacher, split: ImageSplit, spec: DistillSpec) -> str:
+    """What determines the stored views: teacher weights, the exact images, crop rule and resolution."""
+    ids_hash = hashlib.sha256("\n".join(split.ids).encode()).hexdigest()
+    return content_hash({"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": ids_hash,
+                         "teacher_px": spec.teacher_px, "scale": list(spec.scale), "flip": spec.flip,
+                         "view_seed": spec.view_seed, "source_px": SOURCE_PX})[:16]
+
+
+def _write_view(path: Path, theta: torch.Tensor, logits: torch.Tensor, ids: list[str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({"theta": theta.contiguous(), "logits": logits.contiguous()}, str(tmp),
+              metadata={"ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()})
+    tmp.replace(path)
+
+
+def _read_view(path: Path, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if f.metadata().get("ids_sha256") != hashlib.sha256("\n".join(ids).encode()).hexdigest():
+                raise ValueError("ids differ")
+            return f.get_tensor("theta"), f.get_tensor("logits")
+    except Exception as err:
+        raise UserError(f"teacher cache file {path} is unreadable ({type(err).__name__}: {err}); delete it and "
+                        f"rerun to recompute that view") from None
+
+
+def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_size: int = 64,
+                  progress: bool = True) -> TeacherViews:
+    """The teacher's logits on ``spec.views`` stored crops of every image of ``split`` (a 224-px
+    training split), computed view by view where missing (resumable) and cached."""
+    from tqdm import tqdm
+
+    key = views_key(teacher, split, spec)
+    folder = cache_root() / "teacher" / key
+    thetas, logits = [], []
+    for v in range(spec.views):
+        path = folder / f"view-{v}.safetensors"
+        if not path.exists():
+            gen = torch.Generator().manual_seed(spec.view_seed * 1000 + v)
+            theta = sample_crops(len(split), tuple(spec.scale), spec.flip, gen)
+            out = torch.empty(len(split), 1000, dtype=torch.float16)
+            all_classes = torch.arange(1000)
+            for start in tqdm(range(0, len(split), batch_size), desc=f"teacher view {v + 1}/{spec.views}",
+                              unit="batch", disable=not progress, mininterval=2):
+                sl = slice(start, start + batch_size)
+                crops = apply_crops(split.images[sl].float().div_(255.0), theta[sl], spec.teacher_px)
+                out[sl] = task_logits(teacher, crops, all_classes).half()
+            _write_view(path, theta, out, split.ids)
+        t, lg = _read_view(path, split.ids)
+        thetas.append(t)
+        logits.append(lg)
+    say(f"teacher outputs: {spec.views} views x {len(split)} images at {spec.teacher_px}px (cache {key})")
+    return TeacherViews(list(split.ids), torch.stack(thetas), torch.stack(logits), key)
+
+
+@dataclass
+class DistillTargets:
+    """A training batch's targets: the true labels ``[b]`` and the teacher's task logits ``[b, C]``."""
+
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+
+
+class DistillTrainData:
+    """Training batches for distillation (the :func:`ccbench.train.train` data protocol): each image
+    of ``split`` (224 px) is cut to one of its stored views, drawn per step, at the step's resolution,
+    normalised as every ccbench input; the targets carry the teacher's logits of the same crop."""
+
+    def __init__(self, split: ImageSplit, views: TeacherViews, classes: list[str], recipe: RecipeSpec, img_px: int):
+        self.split, self.recipe, self.img_px = split, recipe, img_px
+        rows = views.rows(split.ids)
+        self.theta = views.theta[:, rows]                                      # [V, N, 2, 3]
+        self.logits = views.logits[:, rows][:, :, class_indices(classes)]      # [V, N, C] float16
+        self.n_views = self.theta.shape[0]
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+        """Index batches of one epoch: a permutation drawn from ``(seed, epoch)``, cut in full batches."""
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        return [perm[i * batch_size:(i + 1) * batch_size] for i in range(max(len(self) // batch_size, 1))]
+
+    def batch(self, idx: torch.Tensor, step: int, total_steps: int, gen: torch.Generator,
+              device: str) -> tuple[torch.Tensor, DistillTargets]:
+        """Images ``[b, 3, px, px]`` (one stored view each) and their :class:`DistillTargets`."""
+        view = torch.randint(self.n_views, (len(idx),), generator=gen)
+        px = stage_px(self.recipe, step, total_steps, self.img_px)
+        images = apply_crops(normalize(self.split.images[idx].to(device)), self.theta[view, idx], px)
+        targets = DistillTargets(self.split.labels[idx].to(device), self.logits[view, idx].float().to(device))
+        return images, targets
+
+
+def distillation_loss(logits: torch.Tensor, targets: DistillTargets, spec: DistillSpec,
+                      label_smoothing: float) -> torch.Tensor:
+    """Scalar loss for student ``logits [b, C]``. ``soft``: ``alpha * T^2 * KL(teacher_T || student_T)
+    + (1 - alpha) * CE(labels)`` (Hinton et al.; T = ``temperature``). ``hard``: DeiT's hard-label
+    distillation, ``alpha * CE(teacher argmax) + (1 - alpha) * CE(labels)``.
+
+    >>> t = DistillTargets(torch.tensor([0]), torch.tensor([[5.0, 0.0]]))
+    >>> s = DistillSpec(loss="soft", temperature=1.0, alpha=1.0)
+    >>> round(distillation_loss(torch.tensor([[5.0, 0.0]]), t, s, 0.0).item(), 6)   # student = teacher
+    0.0
+    """
+    ce = F.cross_entropy(logits, targets.labels, label_smoothing=label_smoothing) if spec.alpha < 1 else 0.0
+    if spec.loss == "hard":
+        kd = F.cross_entropy(logits, targets.teacher_logits.argmax(-1), label_smoothing=label_smoothing)
+    else:
+        t = spec.temperature
+        kd = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(targets.teacher_logits / t, -1),
+                      log_target=True, reduction="batchmean") * t * t
+    return spec.alpha * kd + (1 - spec.alpha) * ce
+
+
+@torch.inference_mode()
+def teacher_top1(teacher: Teacher, split: ImageSplit, classes: list[str], px: int, batch_size: int = 64) -> float:
+    """The teacher's top-1 (%) on ``split`` (centre view, resized to ``px``), logits restricted to ``classes``."""
+    from .augment import resize
+
+    idx = class_indices(classes)
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        x = resize(split.images[start:start + batch_size].float().div_(255.0), px)
+        correct += (task_logits(teacher, x, idx).argmax(-1) == split.labels[start:start + batch_size]).sum().item()
+    return round(100 * correct / max(len(split), 1), 3)
+
+
+def describe(spec: DistillSpec) -> str:
+    """One line for logs."""
+    return json.dumps(spec.model_dump())

@@ -1,0 +1,54 @@
+"""Compare distillation losses on a short schedule before the full backbone run (issue 17).
+
+Each probe is the cpu tier's pretraining recipe shortened to ``--samples`` at 64 px, with the
+distillation loss replaced; it reuses the tier's cached teacher views, reports calibration top-1 per
+epoch (never val) and writes nothing to checkpoints/. Usage:
+
+    CCBENCH_DATA=../shared/data python scripts/distill_probe.py --samples 60000 \
+        soft:2.0:0.9 soft:1.0:1.0 hard:1.0:0.5 none
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from ccbench import catalog
+from ccbench.pretrain import pretrain
+
+
+def probe_tier(samples: int, loss: str):
+    """The cpu tier with a ``samples``-long 64-px pretraining and the distillation ``loss``
+    (``soft:T:alpha``, ``hard:T:alpha`` or ``none`` for plain cross-entropy)."""
+    tier = catalog.budgets().get("cpu")
+    recipe = tier.pretrain.model_copy(update={"samples": samples, "stages": [(1.0, 64)], "warmup_steps": 60})
+    if loss == "none":
+        recipe = recipe.model_copy(update={"distill": None})
+    else:
+        kind, t, alpha = loss.split(":")
+        recipe = recipe.model_copy(update={"distill": recipe.distill.model_copy(
+            update={"loss": kind, "temperature": float(t), "alpha": float(alpha)})})
+    return tier.model_copy(update={"pretrain": recipe})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("losses", nargs="+", help="soft:T:alpha | hard:T:alpha | none")
+    parser.add_argument("--samples", type=int, default=60000)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    task = catalog.tasks().get("imagenette")
+    for loss in args.losses:
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as out:
+            ckpt = pretrain(probe_tier(args.samples, loss), task, args.data_dir, resume=False,
+                            out=Path(out) / "probe.safetensors", progress=False)
+        curve = [round(p["calib_top1"], 1) for p in ckpt.meta["curve"]]
+        print(json.dumps({"loss": loss, "samples": args.samples, "calib_top1_curve": curve,
+                          "final_calib_top1": curve[-1], "wall_s": round(time.time() - t0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
