@@ -27,7 +27,7 @@ from .messages import say
 from .provenance import content_hash
 from .specs import DistillSpec, RecipeSpec
 from .teacher import Teacher, class_indices, task_logits
-from .train import stage_px
+from .train import ImageTrainData, stage_px
 
 SOURCE_PX = 224  # crops are cut from the 224-px decode (the data's own resolution) for teacher and student
 
@@ -120,25 +120,18 @@ class DistillTargets:
     teacher_logits: torch.Tensor
 
 
-class DistillTrainData:
-    """Training batches for distillation (the :func:`ccbench.train.train` data protocol): each image
-    of ``split`` (224 px) is cut to one of its stored views, drawn per step, at the step's resolution,
-    normalised as every ccbench input; the targets carry the teacher's logits of the same crop."""
+class DistillTrainData(ImageTrainData):
+    """Training batches for distillation (the :func:`ccbench.train.train` data protocol, epochs as
+    :class:`ccbench.train.ImageTrainData`'s): each image of ``split`` (224 px) is cut to one of its
+    stored views, drawn per step, at the step's resolution, normalised as every ccbench input; the
+    targets carry the teacher's logits of the same crop."""
 
     def __init__(self, split: ImageSplit, views: TeacherViews, classes: list[str], recipe: RecipeSpec, img_px: int):
-        self.split, self.recipe, self.img_px = split, recipe, img_px
+        super().__init__(split, recipe, img_px)
         rows = views.rows(split.ids)
         self.theta = views.theta[:, rows]                                      # [V, N, 2, 3]
         self.logits = views.logits[:, rows][:, :, class_indices(classes)]      # [V, N, C] float16
         self.n_views = self.theta.shape[0]
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-        """Index batches of one epoch: a permutation drawn from ``(seed, epoch)``, cut in full batches."""
-        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        return [perm[i * batch_size:(i + 1) * batch_size] for i in range(max(len(self) // batch_size, 1))]
 
     def batch(self, idx: torch.Tensor, step: int, total_steps: int, gen: torch.Generator,
               device: str) -> tuple[torch.Tensor, DistillTargets]:
