@@ -12,8 +12,6 @@ Shen & Xing 2022 (FKD) do the same; DeiT's hard-label and soft (KL, temperature)
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from .errors import UserError
 from .image_data import ImageSplit, cache_root
 from .messages import say
 from .provenance import content_hash
+from .safefile import load_cache, save_tensors
 from .specs import DistillSpec, RecipeSpec
 from .teacher import Teacher, class_indices, task_logits
 from .train import ImageTrainData, stage_px
@@ -54,33 +53,22 @@ class TeacherViews:
 
 def views_key(teacher: Teacher, split: ImageSplit, spec: DistillSpec) -> str:
     """What determines the stored views: teacher weights, the exact images, crop rule and resolution."""
-    ids_hash = hashlib.sha256("\n".join(split.ids).encode()).hexdigest()
-    return content_hash({"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": ids_hash,
+    return content_hash({"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": _ids_sha256(split.ids),
                          "teacher_px": spec.teacher_px, "scale": list(spec.scale), "flip": spec.flip,
                          "view_seed": spec.view_seed, "source_px": SOURCE_PX})[:16]
 
 
-def _write_view(path: Path, theta: torch.Tensor, logits: torch.Tensor, ids: list[str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({"theta": theta.contiguous(), "logits": logits.contiguous()}, str(tmp),
-              metadata={"ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()})
-    tmp.replace(path)
+def _ids_sha256(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _read_view(path: Path, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            if f.metadata().get("ids_sha256") != hashlib.sha256("\n".join(ids).encode()).hexdigest():
-                raise ValueError("ids differ")
-            return f.get_tensor("theta"), f.get_tensor("logits")
-    except Exception as err:
-        raise UserError(f"teacher cache file {path} is unreadable ({type(err).__name__}: {err}); delete it and "
-                        f"rerun to recompute that view") from None
+def _read_view(path: Path, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A stored view's ``(theta, logits)``, or ``None`` when it is missing, unreadable or of other images
+    (a cache miss: the view is recomputed)."""
+    cached = load_cache(path, ("theta", "logits"))
+    if cached is None or cached[1].get("ids_sha256") != _ids_sha256(ids):
+        return None
+    return cached[0]["theta"], cached[0]["logits"]
 
 
 def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_size: int = 64,
@@ -94,7 +82,8 @@ def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_
     thetas, logits = [], []
     for v in range(spec.views):
         path = folder / f"view-{v}.safetensors"
-        if not path.exists():
+        stored = _read_view(path, split.ids)
+        if stored is None:
             gen = torch.Generator().manual_seed(spec.view_seed * 1000 + v)
             theta = sample_crops(len(split), tuple(spec.scale), spec.flip, gen)
             out = torch.empty(len(split), 1000, dtype=torch.float16)
@@ -104,10 +93,10 @@ def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_
                 sl = slice(start, start + batch_size)
                 crops = apply_crops(split.images[sl].float().div_(255.0), theta[sl], spec.teacher_px)
                 out[sl] = task_logits(teacher, crops, all_classes).half()
-            _write_view(path, theta, out, split.ids)
-        t, lg = _read_view(path, split.ids)
-        thetas.append(t)
-        logits.append(lg)
+            save_tensors({"theta": theta, "logits": out}, {"ids_sha256": _ids_sha256(split.ids)}, path)
+            stored = theta, out
+        thetas.append(stored[0])
+        logits.append(stored[1])
     say(f"teacher outputs: {spec.views} views x {len(split)} images at {spec.teacher_px}px (cache {key})")
     return TeacherViews(list(split.ids), torch.stack(thetas), torch.stack(logits), key)
 
@@ -175,8 +164,3 @@ def teacher_top1(teacher: Teacher, split: ImageSplit, classes: list[str], px: in
         x = resize(split.images[start:start + batch_size].float().div_(255.0), px)
         correct += (task_logits(teacher, x, idx).argmax(-1) == split.labels[start:start + batch_size]).sum().item()
     return round(100 * correct / max(len(split), 1), 3)
-
-
-def describe(spec: DistillSpec) -> str:
-    """One line for logs."""
-    return json.dumps(spec.model_dump())
