@@ -21,7 +21,8 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
               "CIs are noise. GMACs: 1e9 multiply-adds per sample (fvcore convention; FLOPs = 2 x MACs). "
               "exec/useful: fvcore-executed over trace-derived useful MACs at batch 1 ('!' = more than "
               "2 % of the compute is executed but not useful, i.e. masked rather than skipped). speedup: "
-              "dense time / method time, interleaved in one process. eff: speedup / ideal speedup (dense GMACs / "
+              "dense time / method time, interleaved in one process ('?' = the run's dense-vs-dense control or the "
+              "spread between repeats says the timing was disturbed; re-measure). eff: speedup / ideal speedup (dense GMACs / "
               "useful GMACs of the timed samples). Width family: active params = parameters a token uses (measured "
               "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
               "mutual information minus its mean over 20 label shuffles (mean over MoE layers). vs static: score minus "
@@ -29,7 +30,7 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
               "interpolated linearly at the row's % of dense compute; '-' outside the control's range.")
 
 COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "score_name", "top1", "top1_ci95", "useful_gmacs",
-           "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "eff_b1", "eff_bN",
+           "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "flag_latency", "eff_b1", "eff_bN",
            "active_params_m", "utilization", "nmi", "train_samples", "backbone", "backbone_name", "budget_version",
            "record_ids"]
 
@@ -66,6 +67,8 @@ def _row(path, record: dict) -> dict:
         "flag_masked": bool(m["flag_executed_exceeds_useful"]),
         "speedup_b1": m["latency"]["batch1"]["speedup"], "speedup_bN": m["latency"]["batchN"]["speedup"],
         "bN": m["latency"]["batchN"]["batch_size"],
+        # records older than the latency check have none: they count as unchecked, not as flagged
+        "flag_latency": any(not m["latency"][b].get("check", {}).get("ok", True) for b in ("batch1", "batchN")),
         "eff_b1": m["latency"]["batch1"]["efficiency"], "eff_bN": m["latency"]["batchN"]["efficiency"],
         "train_samples": record["budget"]["consumed"]["samples"],
         "backbone": record["backbone"]["sha256"], "backbone_name": record["backbone"]["file"],
@@ -117,6 +120,7 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
             "useful_gmacs": g.useful_gmacs.mean(), "pct_of_dense": g.pct_of_dense.mean(),
             "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
             "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),
+            "flag_latency": bool(g.flag_latency.any()),
             "eff_b1": g.eff_b1.mean(), "eff_bN": g.eff_bN.mean(),
             "active_params_m": g.active_params_m.mean(), "utilization": g.utilization.mean(), "nmi": g.nmi.mean(),
             "train_samples": int(g.train_samples.mean()), "backbone": key[4],
@@ -197,8 +201,8 @@ def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
         "95% CI": df.top1_ci95,
         "GMACs": df.useful_gmacs.map("{:.3f}".format), "% dense": df.pct_of_dense.map("{:.1f}".format),
         "exec/useful": [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)],
-        "speedup b1": df.speedup_b1.map("{:.2f}x".format),
-        "speedup bN": [f"{v:.2f}x (b{n})" for v, n in zip(df.speedup_bN, df.bN)],
+        "speedup b1": [f"{v:.2f}x{' ?' if f else ''}" for v, f in zip(df.speedup_b1, df.flag_latency)],
+        "speedup bN": [f"{v:.2f}x (b{n}){' ?' if f else ''}" for v, n, f in zip(df.speedup_bN, df.bN, df.flag_latency)],
         "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
         **_routing_columns(df),
         **_static_columns(df),

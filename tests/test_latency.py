@@ -56,3 +56,18 @@ def test_one_disturbed_call_flags_the_timing(monkeypatch):
     assert not check["ok"]
     assert check["repeat_ratio_p90"] == 100.0
     assert "re-measure on an idle machine" in check["warning"]
+
+
+def test_a_flagged_timing_is_marked_in_the_table(tmp_path):
+    from ccbench.records import commit_record, finalize
+    from ccbench.tables import load_table, render
+    from record_helpers import run_body, samples
+
+    for method, ok in (("dense", True), ("early-exit", False)):
+        body = run_body(method, knob=("none", None) if method == "dense" else ("threshold", 0.5))
+        body["metrics"]["latency"]["batchN"]["check"] = {"ok": ok, "warning": None if ok else "latency unreliable"}
+        commit_record(finalize(body), samples(), tmp_path)
+    text = render(load_table(tmp_path), note=False)
+    dense, early = (next(line for line in text.splitlines() if f"| {m} " in line) for m in ("dense", "early-exit"))
+    assert "?" not in dense
+    assert "1.00x ?" in early and "1.00x (b4) ?" in early
