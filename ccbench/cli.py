@@ -312,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         print("ccbench: interrupted; nothing half-written was kept (rerun with --resume to continue "
               "training)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ccbench ls methods | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # as a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -136,3 +136,16 @@ def test_trained_models_are_not_reused_across_training_data(isolated_cache, tmp_
         [path] = sorted(results.rglob("*.json"))
         hashes.append(json.loads(path.read_text())["task"]["train_data_hash"])
     assert hashes[0] != hashes[1]
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`ccbench ls methods | head -1`: the closed pipe ends ccbench quietly."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from ccbench.cli import main; sys.exit(main())",
+                             "ls", "methods"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before ccbench has written anything: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
