@@ -4,7 +4,6 @@ later blocks are removed from the model, not skipped)."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ccbench.method import ConditionalModel, MethodOutput, input_fields
 from ccbench.trace import Trace

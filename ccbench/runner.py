@@ -24,7 +24,7 @@ from .messages import say
 from .provenance import content_hash, git_state, hardware
 from .records import finalize, write_record
 from .safefile import load_tensors, save_tensors
-from .specs import BudgetSpec, RecipeSpec, TaskSpec
+from .specs import BudgetSpec, TaskSpec
 from .stats import distribution
 from .train import train
 from .workload import make_workload

@@ -155,18 +155,21 @@ def test_tampered_backbone_weights_are_detected(tiny_backbone, tmp_path):
 
 
 def test_published_checkpoints_keep_the_hashes_of_the_records():
-    """The safetensors conversion left every backbone hash as the records (and leaderboard) cite it."""
-    from ccbench.leaderboard import published_backbone_hashes
+    """Every published backbone (current or replaced, listed in checkpoints/previous.json) has the hash
+    its records cite, and each current file's weights hash to what its header states."""
+    from ccbench.leaderboard import previous_backbones, published_backbone_hashes
     from ccbench.pretrain import load_backbone
 
     published = published_backbone_hashes()
     assert set(published) == {("cpu", "imagenette"), ("cpu", "imagenette-a")}
+    earlier = {(k, e["sha256"]) for k, entries in previous_backbones().items() for e in entries}
     for (budget, task), stated in published.items():
         _, ckpt = load_backbone(REPO / "checkpoints" / f"{budget}-{task}.safetensors")
         assert ckpt.sha256 == stated
+    for (budget, task), sha in {*published.items(), *earlier}:
         cited = {json.loads(p.read_text())["backbone"]["sha256"]
                  for p in (REPO / "results" / budget / task / "dense").glob("*.json")}
-        assert stated in cited, (task, stated[:12], sorted(c[:12] for c in cited))
+        assert sha in cited, (task, sha[:12], sorted(c[:12] for c in cited))
 
 
 def test_checkpoint_header_is_read_without_torch():

@@ -1,6 +1,5 @@
 """Issue 8: `ccbench shift` and `ccbench transfer` end to end on the tiny image folder, and their parts."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
