@@ -17,13 +17,18 @@ from pathlib import Path
 
 from ccbench import catalog
 from ccbench.pretrain import pretrain
+from ccbench.specs import DistillSpec
+
+# the views the probes (and the 360k-sample run of issue 17) used: 8 crops per image seen at 160 px
+DISTILL = DistillSpec(views=8, teacher_px=160, loss="soft", temperature=2.0, alpha=0.9)
 
 
 def probe_tier(samples: int, loss: str):
     """The cpu tier with a ``samples``-long 64-px pretraining and the distillation ``loss``
     (``soft:T:alpha``, ``hard:T:alpha`` or ``none`` for plain cross-entropy)."""
     tier = catalog.budgets().get("cpu")
-    recipe = tier.pretrain.model_copy(update={"samples": samples, "stages": [(1.0, 64)], "warmup_steps": 60})
+    recipe = tier.pretrain.model_copy(update={"samples": samples, "stages": [(1.0, 64)], "warmup_steps": 60,
+                                              "distill": tier.pretrain.distill or DISTILL})
     if loss == "none":
         recipe = recipe.model_copy(update={"distill": None})
     else:

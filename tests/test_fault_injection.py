@@ -305,12 +305,12 @@ def test_smoke_tier_and_other_budget_versions_are_not_admitted(tmp_path, capsys)
     results = tmp_path / "results"
     commit(run_body("dense", budget="smoke"), results)
     commit(run_body("dense", task="rte", version=3), results)
-    commit(run_body("dense", task="mrpc"), results)             # version 1: text is comparable since v1
+    commit(run_body("dense", task="mrpc"), results)
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     text = board.read_text()
     assert "Not admitted (tier smoke evaluates only 64 samples of the eval split): dense" in text
-    assert "Not admitted (budget version differs from tier cpu's version 2 (comparable for text: 1-2)): dense" in text
+    assert "Not admitted (budget version differs from tier cpu's version 1): dense" in text
     assert re.search(r"^\| mrpc +\| cpu ", text, re.M) and not re.search(r"^\| rte +\| cpu ", text, re.M)
     assert not re.search(r"^\| sst2 +\| smoke ", text, re.M)
     assert [rows for rows, _ in _table_shapes(text)] == [3, 3]  # mrpc's table and the GLUE table
@@ -400,7 +400,19 @@ def test_sigkill_during_fine_tuning_then_resume_matches_an_uninterrupted_run(tmp
     assert not [p for p in results.rglob("*") if p.is_file() and ".tmp" in p.name]
 
 
-def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monkeypatch):
+@pytest.fixture
+def cpu_v2(monkeypatch):
+    """The cpu tier as a version 2 that changed only the image backbone (text comparable since v1)."""
+    import ccbench.catalog as cat
+
+    v2 = catalog.budgets().get("cpu").model_copy(update={"version": 2, "comparable_since": {"text": 1}})
+    registry = Registry("budget")
+    registry.add("cpu", lambda: v2, {})
+    monkeypatch.setattr(cat, "budgets", lambda: registry)
+    return v2
+
+
+def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monkeypatch, cpu_v2):
     """Image rows of tier version 1 on the backbone version 2 replaced: in a collapsed "previous
     version" block with the old backbone named, not ranked and not refused; version-2 rows on the
     published backbone are the table."""
@@ -426,3 +438,13 @@ def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monk
     assert not re.search(r"^\| imagenette +\| cpu +\| avit ", current, re.M) and "Not admitted" not in text
     assert f"Previous leaderboard version: tier cpu v1, backbone <code>{old[:16]}</code> (from scratch" in previous
     assert re.search(r"^\| imagenette +\| cpu +\| avit ", previous, re.M) and "</details>" in previous
+
+
+def test_a_tier_can_keep_one_modality_comparable_across_versions(cpu_v2):
+    """A version that changes only the image backbone declares text comparable since the old version."""
+    from ccbench.leaderboard import tier_refusal
+
+    assert list(cpu_v2.comparable_versions("text")) == [1, 2] and list(cpu_v2.comparable_versions("image")) == [2]
+    assert tier_refusal("cpu", {1}, "text") is None
+    assert tier_refusal("cpu", {1}, "image") == "budget version differs from tier cpu's version 2"
+    assert "comparable for text: 1-2" in tier_refusal("cpu", {3}, "text")
