@@ -249,8 +249,9 @@ def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, spli
     root = task
     while root.subset_of:
         root = catalog.tasks().get(root.subset_of)
-    views = teacher_views(teacher, task_splits(root, SOURCE_PX, data_dir)["train"], spec, progress=progress)
     source = task_splits(task, SOURCE_PX, data_dir)
+    root_train = source["train"] if root.name == task.name else task_splits(root, SOURCE_PX, data_dir)["train"]
+    views = teacher_views(teacher, root_train, spec, progress=progress)
     figures = _cached_json(cache_root() / "teacher" / views.key / f"top1-{task.name}-{spec.teacher_px}px.json",
                            lambda: {split: teacher_top1(teacher, source[split], task.classes, spec.teacher_px)
                                     for split in ("calibration", "eval")})
