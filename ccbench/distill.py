@@ -12,6 +12,7 @@ Shen & Xing 2022 (FKD) do the same; DeiT's hard-label and soft (KL, temperature)
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .messages import say
 from .provenance import content_hash
 from .safefile import load_cache, save_tensors
 from .specs import DistillSpec, RecipeSpec
-from .teacher import Teacher, class_indices, task_logits
+from .teacher import Teacher, class_indices, logits_and_features, task_logits
 from .train import ImageTrainData, stage_px
 
 SOURCE_PX = 224  # crops are cut from the 224-px decode (the data's own resolution) for teacher and student
@@ -34,12 +35,14 @@ SOURCE_PX = 224  # crops are cut from the 224-px decode (the data's own resoluti
 @dataclass
 class TeacherViews:
     """Stored crops and teacher outputs of one training split: example ``ids`` (row order), crop boxes
-    ``theta float32 [V, N, 2, 3]`` and ImageNet logits ``logits float16 [V, N, 1000]``."""
+    ``theta float32 [V, N, 2, 3]``, ImageNet logits ``logits float16 [V, N, 1000]`` and, when the
+    recipe distils features, the teacher's pooled feature maps ``features float16 [V, N, C, g, g]``."""
 
     ids: list[str]
     theta: torch.Tensor
     logits: torch.Tensor
     key: str
+    features: torch.Tensor | None = None
 
     def rows(self, ids: list[str]) -> torch.Tensor:
         """Row index ``int64 [n]`` of each of ``ids``; ``UserError`` if one has no teacher output."""
@@ -52,61 +55,72 @@ class TeacherViews:
 
 
 def views_key(teacher: Teacher, split: ImageSplit, spec: DistillSpec) -> str:
-    """What determines the stored views: teacher weights, the exact images, crop rule and resolution."""
-    return content_hash({"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": _ids_sha256(split.ids),
-                         "teacher_px": spec.teacher_px, "scale": list(spec.scale), "flip": spec.flip,
-                         "view_seed": spec.view_seed, "source_px": SOURCE_PX})[:16]
+    """What determines the stored views: teacher weights, the exact images, crop rule and resolution,
+    and which feature map is stored (when one is)."""
+    key = {"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": _ids_sha256(split.ids),
+           "teacher_px": spec.teacher_px, "scale": list(spec.scale), "flip": spec.flip,
+           "view_seed": spec.view_seed, "source_px": SOURCE_PX}
+    if spec.feature_weight > 0:
+        key["features"] = {"stage": spec.teacher_stage, "grid": spec.feature_grid}
+    return content_hash(key)[:16]
 
 
 def _ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _read_view(path: Path, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """A stored view's ``(theta, logits)``, or ``None`` when it is missing, unreadable or of other images
-    (a cache miss: the view is recomputed)."""
-    cached = load_cache(path, ("theta", "logits"))
+def _read_view(path: Path, ids: list[str], names: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """A stored view's tensors ``names`` (theta, logits, features), or ``None`` when it is missing,
+    unreadable or of other images (a cache miss: the view is recomputed)."""
+    cached = load_cache(path, names)
     if cached is None or cached[1].get("ids_sha256") != _ids_sha256(ids):
         return None
-    return cached[0]["theta"], cached[0]["logits"]
+    return cached[0]
 
 
 def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_size: int = 64,
                   progress: bool = True) -> TeacherViews:
-    """The teacher's logits on ``spec.views`` stored crops of every image of ``split`` (a 224-px
-    training split), computed view by view where missing (resumable) and cached."""
+    """The teacher's logits (and, when ``spec.feature_weight`` > 0, pooled feature maps) on
+    ``spec.views`` stored crops of every image of ``split`` (a 224-px training split), computed view by
+    view where missing (resumable) and cached."""
     from tqdm import tqdm
 
     key = views_key(teacher, split, spec)
     folder = cache_root() / "teacher" / key
-    thetas, logits = [], []
+    names = ("theta", "logits", "features") if spec.feature_weight > 0 else ("theta", "logits")
+    stored_views = []
     for v in range(spec.views):
         path = folder / f"view-{v}.safetensors"
-        stored = _read_view(path, split.ids)
+        stored = _read_view(path, split.ids, names)
         if stored is None:
             gen = torch.Generator().manual_seed(spec.view_seed * 1000 + v)
-            theta = sample_crops(len(split), tuple(spec.scale), spec.flip, gen)
-            out = torch.empty(len(split), 1000, dtype=torch.float16)
-            all_classes = torch.arange(1000)
+            stored = {"theta": sample_crops(len(split), tuple(spec.scale), spec.flip, gen)}
+            outs: dict[str, list[torch.Tensor]] = {"logits": [], "features": []}
             for start in tqdm(range(0, len(split), batch_size), desc=f"teacher view {v + 1}/{spec.views}",
                               unit="batch", disable=not progress, mininterval=2):
                 sl = slice(start, start + batch_size)
-                crops = apply_crops(split.images[sl].float().div_(255.0), theta[sl], spec.teacher_px)
-                out[sl] = task_logits(teacher, crops, all_classes).half()
-            save_tensors({"theta": theta, "logits": out}, {"ids_sha256": _ids_sha256(split.ids)}, path)
-            stored = theta, out
-        thetas.append(stored[0])
-        logits.append(stored[1])
+                crops = apply_crops(split.images[sl].float().div_(255.0), stored["theta"][sl], spec.teacher_px)
+                logits, features = logits_and_features(teacher, crops, spec.teacher_stage)
+                outs["logits"].append(logits.half())
+                if spec.feature_weight > 0:
+                    outs["features"].append(F.adaptive_avg_pool2d(features, spec.feature_grid).half())
+            stored.update({name: torch.cat(outs[name]) for name in names[1:]})
+            save_tensors(stored, {"ids_sha256": _ids_sha256(split.ids)}, path)
+        stored_views.append(stored)
     say(f"teacher outputs: {spec.views} views x {len(split)} images at {spec.teacher_px}px (cache {key})")
-    return TeacherViews(list(split.ids), torch.stack(thetas), torch.stack(logits), key)
+    features = torch.stack([s["features"] for s in stored_views]) if "features" in names else None
+    return TeacherViews(list(split.ids), torch.stack([s["theta"] for s in stored_views]),
+                        torch.stack([s["logits"] for s in stored_views]), key, features)
 
 
 @dataclass
 class DistillTargets:
-    """A training batch's targets: the true labels ``[b]`` and the teacher's task logits ``[b, C]``."""
+    """A training batch's targets: the true labels ``[b]``, the teacher's task logits ``[b, C]`` and,
+    when features are distilled, its pooled feature maps ``[b, C_f, g, g]``."""
 
     labels: torch.Tensor
     teacher_logits: torch.Tensor
+    teacher_features: torch.Tensor | None = None
 
 
 class DistillTrainData(ImageTrainData):
@@ -120,6 +134,7 @@ class DistillTrainData(ImageTrainData):
         rows = views.rows(split.ids)
         self.theta = views.theta[:, rows]                                      # [V, N, 2, 3]
         self.logits = views.logits[:, rows][:, :, class_indices(classes)]      # [V, N, C] float16
+        self.features = views.features[:, rows] if views.features is not None else None
         self.n_views = self.theta.shape[0]
 
     def batch(self, idx: torch.Tensor, step: int, total_steps: int, gen: torch.Generator,
@@ -128,7 +143,9 @@ class DistillTrainData(ImageTrainData):
         view = torch.randint(self.n_views, (len(idx),), generator=gen)
         px = stage_px(self.recipe, step, total_steps, self.img_px)
         images = apply_crops(normalize(self.split.images[idx].to(device)), self.theta[view, idx], px)
-        targets = DistillTargets(self.split.labels[idx].to(device), self.logits[view, idx].float().to(device))
+        features = self.features[view, idx].float().to(device) if self.features is not None else None
+        targets = DistillTargets(self.split.labels[idx].to(device), self.logits[view, idx].float().to(device),
+                                 features)
         return images, targets
 
 
@@ -151,6 +168,24 @@ def distillation_loss(logits: torch.Tensor, targets: DistillTargets, spec: Disti
         kd = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(targets.teacher_logits / t, -1),
                       log_target=True, reduction="batchmean") * t * t
     return spec.alpha * kd + (1 - spec.alpha) * ce
+
+
+def feature_loss(patch_tokens: torch.Tensor, teacher_features: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """Scalar mean squared error between the student's patch tokens ``[b, P, D]`` (P = g'^2, row-major
+    grid) mapped by ``head`` (D -> C) and the teacher's feature maps ``[b, C, g, g]`` pooled to the
+    student's grid and layer-normalised over channels (so every layer and resolution weighs alike).
+
+    >>> head = torch.nn.Linear(2, 2, bias=False)
+    >>> _ = torch.nn.init.eye_(head.weight)
+    >>> t = torch.tensor([[1.0, -1.0]]).view(1, 2, 1, 1).expand(1, 2, 2, 2)
+    >>> feature_loss(torch.tensor([[[1.0, -1.0]] * 4]), t, head).item()     # tokens already match
+    0.0
+    """
+    b, p, _ = patch_tokens.shape
+    grid = math.isqrt(p)
+    target = F.adaptive_avg_pool2d(teacher_features, grid).flatten(2).transpose(1, 2)    # [b, P, C]
+    target = F.layer_norm(target, target.shape[-1:])
+    return F.mse_loss(head(patch_tokens), target)
 
 
 @torch.inference_mode()

@@ -159,9 +159,13 @@ def find_backbone_by_hash(sha256: str) -> Path | None:
     return None
 
 
-def init_backbone(budget: BudgetSpec, config: ViTConfig) -> ViTBackbone:
-    """A fresh backbone: random (``scratch``) or from timm weights (``timm:<name>``, needs the hub)."""
+def init_backbone(budget: BudgetSpec, config: ViTConfig, seed: int = 0) -> ViTBackbone:
+    """A fresh backbone: random (``scratch``), random with mimetic attention (``mimetic``,
+    :mod:`ccbench.mimetic`, seeded by ``seed``) or from timm weights (``timm:<name>``, needs the hub)."""
     backbone = ViTBackbone(config)
+    if budget.backbone_init == "mimetic":
+        from .mimetic import mimetic_init_
+        mimetic_init_(backbone.blocks, config.num_heads, seed)
     if budget.backbone_init.startswith("timm:"):
         import timm
         from .errors import UserError
@@ -194,7 +198,7 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
     splits = task_splits(task, budget.cache_px, data_dir)
     data_hash = splits["train"].data_hash
     config = backbone_config(budget, task)
-    model = init_backbone(budget, config)
+    model = init_backbone(budget, config, seed)
     if recipe.drop_path:
         model.set_drop_path(recipe.drop_path)
     out = Path(out) if out else cached_path(budget, task, seed, data_hash)
@@ -209,7 +213,7 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
             logits = m(x)
             return F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing), logits
     else:
-        data, teacher_meta, loss_fn = _distillation(budget, task, data_dir, splits, config.img_size, progress)
+        data, teacher_meta, loss_fn = _distillation(budget, task, data_dir, splits, model, progress)
 
     def monitor(m):
         return top1(m, splits["calibration"], config.img_size, budget.eval_batch_size, device)
@@ -219,6 +223,8 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
                    state_path=state_path, resume=resume, device=device, monitor=monitor,
                    desc=f"pretrain {budget.name}/{task.name}", progress=progress)
     model.set_drop_path(0.0)
+    if hasattr(model, "distill_head"):  # used only to distil features; not part of the backbone
+        del model.distill_head
     eval_top1 = top1(model, splits["eval"], config.img_size, budget.eval_batch_size, device)
     meta = {"task": task.name, "task_version": task.version, "data_hash": data_hash,
             "budget": budget.name, "budget_version": budget.version, "seed": seed,
@@ -234,13 +240,14 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
     return BackboneCheckpoint(out, digest, {**meta, "backbone_sha256": digest})
 
 
-def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, splits: dict, img_px: int,
+def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, splits: dict, model: ViTBackbone,
                   progress: bool):
     """Training data, teacher provenance and loss of a distilled pretraining: the teacher's stored views
     of the training images (computed once for the root task's images, shared by its class subsets),
-    its own top-1 on the calibration and eval splits at ``teacher_px``, and the distillation loss."""
+    its own top-1 on the calibration and eval splits at ``teacher_px``, and the distillation loss. When
+    features are distilled, ``model`` gets a ``distill_head`` (tokens -> teacher channels) to train with it."""
     from . import catalog
-    from .distill import SOURCE_PX, DistillTrainData, distillation_loss, teacher_top1, teacher_views
+    from .distill import SOURCE_PX, DistillTrainData, distillation_loss, feature_loss, teacher_top1, teacher_views
     from .messages import say
     from .teacher import load_teacher
 
@@ -261,11 +268,31 @@ def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, spli
                     "top1_calibration": figures["calibration"], f"top1_{task.eval_split}": figures["eval"],
                     "px": spec.teacher_px, "note": "the teacher was trained on ImageNet-1k, which holds every "
                                                    "Imagenette class (imagenette-b's included)"}
-    data = DistillTrainData(source["train"], views, task.classes, budget.pretrain, img_px)
+    data = DistillTrainData(source["train"], views, task.classes, budget.pretrain, model.config.img_size)
+    if spec.feature_weight == 0:
+        def loss_fn(m, x, y):
+            logits = m(x)
+            return distillation_loss(logits, y, spec, budget.pretrain.label_smoothing), logits
+        return data, teacher_meta, loss_fn
+
+    if not 1 <= spec.feature_block <= budget.backbone.depth:
+        raise UserError(f"distill.feature_block must be between 1 and the backbone's {budget.backbone.depth} "
+                        f"blocks, got {spec.feature_block}")
+    teacher_meta["features"] = {"teacher_stage": spec.teacher_stage, "grid": spec.feature_grid,
+                                "student_block": spec.feature_block, "weight": spec.feature_weight}
+
+    # a linear map from student tokens to teacher channels, trained with the backbone, dropped after training
+    model.distill_head = torch.nn.Linear(model.config.embed_dim, views.features.shape[2])
 
     def loss_fn(m, x, y):
-        logits = m(x)
-        return distillation_loss(logits, y, spec, budget.pretrain.label_smoothing), logits
+        tokens = m.embed(x)
+        for i, block in enumerate(m.blocks):
+            tokens = block(tokens)
+            if i + 1 == spec.feature_block:
+                middle = tokens
+        logits = m.classify(tokens[:, 0])
+        loss = distillation_loss(logits, y, spec, budget.pretrain.label_smoothing)
+        return loss + spec.feature_weight * feature_loss(middle[:, 1:], y.teacher_features, m.distill_head), logits
     return data, teacher_meta, loss_fn
 
 

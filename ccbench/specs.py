@@ -144,7 +144,11 @@ class DistillSpec(_Strict):
     """Distillation from the ImageNet teacher (``ccbench.teacher``), FKD-style: ``views`` stored crops
     per training image (area ``scale``, ``flip``, seeded by ``view_seed``) seen by the teacher at
     ``teacher_px``; ``loss`` soft (KL at ``temperature``) or hard (teacher argmax), weighted ``alpha``
-    against cross-entropy on the true labels."""
+    against cross-entropy on the true labels. With ``feature_weight`` > 0 the teacher's feature map after
+    its block stage ``teacher_stage`` (stride 16 for stages 3-4) is stored too, pooled to a
+    ``feature_grid`` square, and the student's patch tokens after block ``feature_block`` learn to
+    predict it through a linear head used only in pretraining (locality guidance from a CNN, Li et al.
+    2022, "Locality Guidance for Improving Vision Transformers on Tiny Datasets")."""
 
     teacher: Literal["efficientnet-lite0"] = "efficientnet-lite0"
     views: int = Field(8, ge=1)
@@ -155,6 +159,10 @@ class DistillSpec(_Strict):
     loss: Literal["soft", "hard"] = "soft"
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(1.0, ge=0, le=1)
+    feature_weight: float = Field(0.0, ge=0)
+    feature_block: int = Field(6, ge=1)
+    teacher_stage: int = Field(4, ge=0, le=6)
+    feature_grid: int = Field(8, ge=1)
 
 
 class PretrainSpec(RecipeSpec):
@@ -225,7 +233,9 @@ class BudgetSpec(_Strict):
     threads: int | None = None
     cache_px: int
     backbone: BackboneSpec
-    backbone_init: str = "scratch"
+    # scratch (timm's initialisation), mimetic (attention initialised as Trockman & Kolter 2023 do,
+    # ccbench.init) or timm:<name> (pretrained timm weights; needs the hub)
+    backbone_init: str = Field("scratch", pattern=r"^(scratch|mimetic|timm:[A-Za-z0-9_.\-]+)$")
     pretrain: PretrainSpec
     finetune: RecipeSpec
     eval_batch_size: int

@@ -110,3 +110,20 @@ def teacher_normalize(images: torch.Tensor) -> torch.Tensor:
 def task_logits(teacher: Teacher, images01: torch.Tensor, classes_idx: torch.Tensor) -> torch.Tensor:
     """Teacher logits of a task's classes ``float32 [B, C]`` for images in ``[0, 1]`` ``[B, 3, H, W]``."""
     return teacher.model(teacher_normalize(images01))[:, classes_idx].float()
+
+
+@torch.inference_mode()
+def logits_and_features(teacher: Teacher, images01: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet logits ``float32 [B, 1000]`` and the feature map after block stage ``stage``
+    ``float32 [B, C, H/s, W/s]`` (timm's ``blocks[stage]``; stride ``s`` = 16 for stages 3 and 4) of
+    images in ``[0, 1]`` ``[B, 3, H, W]``, from one forward pass."""
+    m = teacher.model
+    x = m.bn1(m.conv_stem(teacher_normalize(images01)))
+    features = None
+    for i, block in enumerate(m.blocks):
+        x = block(x)
+        if i == stage:
+            features = x
+    if features is None:
+        raise UserError(f"the teacher has {len(m.blocks)} block stages; teacher_stage {stage} does not exist")
+    return m.forward_head(m.bn2(m.conv_head(x))).float(), features.float()

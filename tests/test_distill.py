@@ -95,3 +95,50 @@ def test_distilled_pretraining_records_the_teacher(teacher, tiny_data, isolated_
     assert meta["weights_sha256"] == teacher.weights_sha256 and meta["px"] == 32
     assert 0 <= meta["top1_calibration"] <= 100 and 0 <= meta["top1_val"] <= 100
     assert "ImageNet" in meta["note"] and loaded.meta["recipe"]["distill"]["views"] == 2
+
+
+def test_feature_views_store_the_pooled_teacher_map(teacher, tiny_data, isolated_cache):
+    from ccbench.teacher import logits_and_features
+
+    train = task_splits(catalog.tasks().get("imagenette"), 64, str(tiny_data))["train"]
+    plain = DistillSpec(views=1, teacher_px=64)
+    spec = DistillSpec(views=1, teacher_px=64, feature_weight=1.0, teacher_stage=4, feature_grid=2)
+    views = teacher_views(teacher, train, spec, progress=False)
+    assert views.key != teacher_views(teacher, train, plain, progress=False).key
+    assert views.features.shape == (1, len(train), 112, 2, 2)       # stage 4: 112 channels at stride 16
+    crops = apply_crops(train.images[:2].float() / 255, views.theta[0, :2], 64)
+    logits, fmap = logits_and_features(teacher, crops, 4)
+    assert fmap.shape == (2, 112, 4, 4)
+    assert torch.allclose(views.features[0, :2].float(), torch.nn.functional.avg_pool2d(fmap, 2), atol=2e-2)
+    assert torch.allclose(views.logits[0, :2].float(), logits, atol=2e-2)
+    assert torch.allclose(logits, teacher.model(crops * 2 - 1), atol=1e-4)   # the same forward as the classifier
+
+
+def test_feature_loss_pools_to_the_student_grid_and_trains_its_head():
+    from ccbench.distill import feature_loss
+
+    torch.manual_seed(0)
+    teacher_map = torch.randn(3, 5, 4, 4)
+    head = torch.nn.Linear(8, 5)
+    tokens = torch.randn(3, 4, 8, requires_grad=True)                 # a 2 x 2 student grid
+    loss = feature_loss(tokens, teacher_map, head)
+    pooled = torch.nn.functional.avg_pool2d(teacher_map, 2).flatten(2).transpose(1, 2)
+    want = torch.nn.functional.layer_norm(pooled, (5,))
+    assert torch.isclose(loss, ((head(tokens) - want) ** 2).mean())
+    loss.backward()
+    assert tokens.grad.abs().sum() > 0 and head.weight.grad.abs().sum() > 0
+
+
+def test_feature_distilled_pretraining_drops_its_head(teacher, tiny_data, isolated_cache, tmp_path):
+    from ccbench.pretrain import load_backbone, pretrain
+
+    smoke = catalog.budgets().get("smoke")
+    spec = DistillSpec(views=1, teacher_px=32, feature_weight=0.5, feature_block=1, feature_grid=2)
+    tier = smoke.model_copy(update={"backbone_init": "mimetic",
+                                    "pretrain": smoke.pretrain.model_copy(update={"distill": spec})})
+    ckpt = pretrain(tier, catalog.tasks().get("imagenette"), str(tiny_data), out=tmp_path / "f.safetensors",
+                    progress=False)
+    backbone, loaded = load_backbone(ckpt.path)                      # no stray distill_head tensors
+    assert not any(k.startswith("distill_head") for k in backbone.state_dict())
+    assert loaded.meta["teacher"]["features"] == {"teacher_stage": 4, "grid": 2, "student_block": 1, "weight": 0.5}
+    assert loaded.meta["init"] == "mimetic"
