@@ -8,6 +8,10 @@ its own resolution, each step drawing one stored view per image, against the tea
 restricted to the task's classes. Full 1,000-class logits are kept, so one pass serves every task
 whose classes are ImageNet classes (Imagenette and its halves) and every recipe that shares the views.
 Shen & Xing 2022 (FKD) do the same; DeiT's hard-label and soft (KL, temperature) losses are offered.
+A recipe may also distil the teacher's intermediate feature map (stored per view, pooled to a small
+grid): the student's patch tokens at one block learn to predict it through a linear head that exists
+only during pretraining (:func:`feature_loss`), which gives a from-scratch ViT on few images the
+locality a CNN has (Li et al. 2022).
 """
 from __future__ import annotations
 
