@@ -34,19 +34,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # module -> (file, its fast test files). Doctests of the module run too.
+R, P = "tests/test_regressions.py", "tests/test_properties.py"
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "stats": ("ccbench/stats.py", ["tests/test_regressions.py", "tests/test_properties.py"]),
-    "sampling": ("ccbench/sampling.py", ["tests/test_sampling.py", "tests/test_avit.py", "tests/test_properties.py"]),
-    "exits": ("ccbench/exits.py", ["tests/test_depth.py", "tests/test_regressions.py"]),
-    "routing": ("ccbench/routing.py", ["tests/test_moe.py", "tests/test_regressions.py", "tests/test_properties.py"]),
-    "cost": ("ccbench/cost.py", ["tests/test_cost.py", "tests/test_cost_toys.py", "tests/test_regressions.py",
-                                 "tests/test_properties.py", "tests/test_depth.py"]),
-    "trace": ("ccbench/trace.py", ["tests/test_properties.py", "tests/test_text_methods.py", "tests/test_records.py"]),
+    "stats": ("ccbench/stats.py", ["tests/test_stats.py", f"{R}::test_bootstrap_ci_width_matches_the_normal_approximation_at_its_level",
+                                   f"{P}::test_bootstrap_ci_width_is_within_ten_percent_of_the_normal_approximation",
+                                   "tests/test_tables.py"]),
+    "sampling": ("ccbench/sampling.py", ["tests/test_sampling.py", "tests/test_avit.py::test_hand_checked_halting_depths_remainders_and_output",
+                                         f"{P}::test_halting_depth_is_the_first_block_reaching_the_threshold"]),
+    "exits": ("ccbench/exits.py", ["tests/test_depth.py", f"{R}::test_every_exit_head_a_sample_ran_is_counted"]),
+    "routing": ("ccbench/routing.py", ["tests/test_moe.py::test_routing_metrics_hand_case",
+                                       "tests/test_moe.py::test_chance_corrected_nmi_zero_when_independent_one_for_a_bijection",
+                                       f"{R}::test_chance_correction_removes_the_small_sample_bias_of_nmi",
+                                       f"{P}::test_nmi_of_a_bijection_is_one_raw_and_near_one_corrected",
+                                       "tests/test_shift_transfer.py::test_module_reuse_and_routing_shift_by_hand"]),
+    "cost": ("ccbench/cost.py", ["tests/test_cost_toys.py", "tests/test_cost.py", f"{R}::test_tome_similarity_pairs_are_a_times_b_per_merging_block",
+                                 f"{R}::test_every_exit_head_a_sample_ran_is_counted", f"{P}::test_useful_macs_are_monotone_in_tokens_and_units",
+                                 f"{P}::test_expert_rows_add_their_cost_and_dense_trace_is_dense"]),
+    "trace": ("ccbench/trace.py", [f"{P}::test_trace_cat_pads_per_token_fields_and_select_inverts_it", "tests/test_records.py"]),
     "latency": ("ccbench/latency.py", ["tests/test_latency.py"]),
-    "records": ("ccbench/records.py", ["tests/test_records.py", "tests/test_fault_injection.py",
-                                       "tests/test_regressions.py"]),
-    "tome": ("baselines/tome.py", ["tests/test_token_methods.py", "tests/test_regressions.py", "tests/test_cost.py"]),
-    "early_exit": ("baselines/early_exit.py", ["tests/test_depth.py", "tests/test_regressions.py", "tests/test_cost.py"]),
+    "records": ("ccbench/records.py", ["tests/test_records.py", f"{R}::test_a_record_with_any_changed_field_fails_verification",
+                                       "tests/test_fault_injection.py"]),
+    "tome": ("baselines/tome.py", ["tests/test_token_methods.py", f"{R}::test_tome_merging_exact_duplicates_is_lossless_with_proportional_attention",
+                                   f"{R}::test_tome_similarity_pairs_are_a_times_b_per_merging_block"]),
+    "early_exit": ("baselines/early_exit.py", ["tests/test_depth.py", f"{R}::test_every_exit_head_a_sample_ran_is_counted"]),
 }
 PACKAGE_OF = {"ccbench": "ccbench", "baselines": "ccbench.baselines"}
 
