@@ -1,4 +1,5 @@
-"""Speed figures (not pass/fail tests). Run:
+"""Speed figures (not pass/fail tests: they assert nothing by design and are deselected from the test
+run by the ``benchmark`` marker; regressions are caught by ``tests/``). Run:
 
     python -m pytest benchmarks -m benchmark -s
 

@@ -64,3 +64,13 @@ def real_data_root() -> Path | None:
     if value and (Path(value) / "imagenette" / "train").is_dir():
         return Path(value)
     return None
+
+
+def assert_drawn(path: Path, min_colours: int = 20) -> None:
+    """``path`` is a PNG that decodes to an image with at least ``min_colours`` distinct colours (a
+    drawn figure, not an empty canvas or a truncated file)."""
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) >= min_colours

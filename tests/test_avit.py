@@ -98,3 +98,12 @@ def test_training_gradients_reach_backbone(tiny_backbone):
     assert torch.isfinite(out.logits).all()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+    # every backbone part on the path to the logits gets a non-zero gradient, not just any parameter
+    vit = tiny_backbone.vit
+    parts = [("patch_embed", vit.patch_embed.proj.weight), ("cls_token", vit.cls_token), ("pos_embed", vit.pos_embed),
+             ("head", vit.head.weight), ("final norm", vit.norm.weight)]
+    for i, blk in enumerate(vit.blocks):
+        parts += [(f"block {i} qkv", blk.attn.qkv.weight), (f"block {i} fc1", blk.mlp.fc1.weight),
+                  (f"block {i} fc2", blk.mlp.fc2.weight)]
+    for name, param in parts:
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

@@ -2,10 +2,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ccbench.cli import main
-from conftest import write_tiny_imagenette
+from conftest import assert_drawn as _assert_drawn, write_tiny_imagenette
 
 
 def _records(results: Path):
@@ -178,13 +179,17 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     for r in records:
         routing = r["metrics"]["routing"]
         assert len(routing["layers"]) == len(r["method"]["config"]["moe_blocks"])
-        assert 0 <= routing["mean_over_layers"]["utilization"] <= 1
+        for layer in routing["layers"]:   # utilization: share of experts with >= 1 % of the picks
+            assert layer["utilization"] == round(float(np.mean(np.array(layer["load"]) >= 0.01)), 4)
+            assert sum(layer["load"]) == pytest.approx(1.0, abs=1e-4)
+        assert routing["mean_over_layers"]["utilization"] == round(
+            float(np.mean([layer["utilization"] for layer in routing["layers"]])), 4)
         assert r["metrics"]["executed_over_useful"]["batch1"] == 1.0
     by_k = {r["method"]["knob"]["value"]: r["metrics"] for r in records}
     assert by_k[2]["active_params_per_token"] > by_k[1]["active_params_per_token"]
     capsys.readouterr()
     assert main(["plot", "routing", str(paths[0]), "--out", str(tmp_path / "r.png")]) == 0
-    assert (tmp_path / "r.png").stat().st_size > 1000
+    _assert_drawn(tmp_path / "r.png")
     assert main(["table", "--results-dir", str(results)]) == 0
     assert "NMI" in capsys.readouterr().out
     # admitted rows (pretend the smoke backbone is published and the smoke tier, which subsets its eval
@@ -225,7 +230,10 @@ def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_pa
     assert first["exits"]["exit_histogram"]["0"] == first["n_eval"]           # every sample left at block 0
     assert last["exits"]["exit_histogram"][str(3)] == last["n_eval"]           # smoke backbone: 4 blocks
     assert first["useful_fraction_of_dense"] < last["useful_fraction_of_dense"]
-    assert 0 <= last["exits"]["overthinking_rate"] <= 1
+    # exiting at the first (last) exit, the reported score is that exit's accuracy alone
+    assert first["exits"]["accuracy_of_each_exit_alone"]["0"] == pytest.approx(first["top1"], abs=1e-3)
+    assert last["exits"]["accuracy_of_each_exit_alone"]["3"] == pytest.approx(last["top1"], abs=1e-3)
+    assert last["exits"]["overthinking_rate"] == first["exits"]["overthinking_rate"]   # a property of the heads
     assert set(last["exits"]["accuracy_of_each_exit_alone"]) == {"0", "1", "2", "3"}
     pat = records[("patience", 1)]
     assert pat["budget"]["consumed"]["label"].startswith("evaluates early-exit")

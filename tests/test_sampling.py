@@ -22,6 +22,17 @@ def test_gumbel_softmax_low_temperature_follows_argmax():
     assert y[:, 1].mean() > 0.95
 
 
+def test_gumbel_softmax_hard_samples_follow_softmax_of_the_logits():
+    """The Gumbel-max property: a hard sample picks class i with probability softmax(logits)_i, so
+    the noise is there (without it every row would pick the argmax) and has the right law."""
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])).repeat(4000, 1)
+    freq = gumbel_softmax(logits, tau=1.0, hard=True).mean(0)
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.03)     # 4.5 sd at n = 4000
+    soft = gumbel_softmax(logits[:2], tau=1.0, hard=False)
+    assert not torch.allclose(soft[0], soft[1])                                   # two draws differ
+
+
 def test_straight_through_topk_forward_hard_backward_softmax():
     scores = torch.tensor([[0.5, 2.0, -1.0, 1.0]], requires_grad=True)
     mask = straight_through_topk(scores, 2)

@@ -1,0 +1,69 @@
+"""Tables from records: seeds pooled over samples aligned by id, re-measured seeds, and the GLUE table
+(hand-made records, no training)."""
+import numpy as np
+import pytest
+import torch
+
+from ccbench.records import commit_record
+from ccbench.stats import bootstrap_ci
+from ccbench.tables import glue_table, load_table, render
+from record_helpers import run_body
+
+
+def _commit(tmp_path, ids, label, pred, **body):
+    arrays = {"ids": np.asarray(ids), "label": np.array(label, dtype=np.int16), "pred": np.array(pred, dtype=np.int16)}
+    return commit_record(run_body(**body), arrays, tmp_path)
+
+
+def test_seeds_are_pooled_over_samples_aligned_by_id(tmp_path):
+    # seed 0 right on a, b, c; seed 1 (its samples stored in another order) right on b, d
+    _commit(tmp_path, ["a", "b", "c", "d"], [1, 1, 0, 0], [1, 1, 0, 1], seed=0, score=75.0)
+    _commit(tmp_path, ["d", "c", "b", "a"], [0, 0, 1, 1], [0, 1, 1, 0], seed=1, score=50.0)
+    [row] = load_table(tmp_path).to_dict("records")
+    assert row["seeds"] == 2 and row["top1"] == 62.5
+    # per example, seed-averaged correctness: a 0.5, b 1, c 0.5, d 0.5
+    lo, hi = bootstrap_ci(torch.tensor([0.5, 1.0, 0.5, 0.5]))
+    assert row["top1_ci95"] == f"{100 * lo:.1f}-{100 * hi:.1f}"
+    # aligned by position instead of id the example means would be 1, 0.5, 1, 0: another interval
+    lo2, hi2 = bootstrap_ci(torch.tensor([1.0, 0.5, 1.0, 0.0]))
+    assert row["top1_ci95"] != f"{100 * lo2:.1f}-{100 * hi2:.1f}"
+
+
+def test_one_seed_keeps_its_own_interval_and_a_remeasured_seed_replaces_the_earlier(tmp_path):
+    _commit(tmp_path, ["a", "b"], [1, 0], [1, 0], seed=0, score=80.0)
+    body = run_body(seed=0, score=90.0)
+    body["date"] = "2026-02-01T00:00:00+00:00"
+    commit_record(body, {"ids": np.asarray(["a", "b"]), "label": np.array([1, 0], dtype=np.int16),
+                         "pred": np.array([1, 1], dtype=np.int16)}, tmp_path)
+    [row] = load_table(tmp_path).to_dict("records")
+    assert row["seeds"] == 1 and row["top1"] == 90.0 and row["top1_ci95"] == "89.0-91.0"   # run_body: score +- 1
+
+
+def test_scores_that_are_not_means_get_no_pooled_interval(tmp_path):
+    for seed in (0, 1):
+        body = run_body(task="mrpc", seed=seed, score=70.0 + seed)
+        body["metrics"]["main_score"]["name"] = "f1_acc"
+        commit_record(body, {"ids": np.asarray(["a"]), "label": np.array([1], dtype=np.int16),
+                             "pred": np.array([1], dtype=np.int16)}, tmp_path)
+    [row] = load_table(tmp_path).to_dict("records")
+    assert row["seeds"] == 2 and row["top1_ci95"] == "-" and row["top1"] == 70.5
+    text = render(load_table(tmp_path), note=False)
+    [line] = [line for line in text.splitlines() if "70.50 (f1_acc)" in line]
+    assert [c.strip() for c in line.strip("|").split("|")][6] == "-"                            # the 95% CI cell
+
+
+def test_glue_table_averages_only_when_all_five_tasks_exist(tmp_path):
+    scores = {"sst2": 90.0, "mrpc": 80.0, "cola": 40.0, "rte": 60.0, "stsb": 85.0}
+    for task, score in scores.items():
+        _commit(tmp_path, ["a"], [1], [1], task=task, score=score)
+    _commit(tmp_path, ["a"], [1], [1], task="sst2", method="early-exit", knob=("threshold", 0.9), score=88.0)
+    table = glue_table(load_table(tmp_path))
+    lines = [line for line in table.splitlines() if line.startswith("|") and "---" not in line]
+    header, rows = lines[0], {line.split("|")[2].strip(): line for line in lines[1:]}
+    assert [c.strip() for c in header.strip("|").split("|")] == ["budget", "method", "knob", "sst2", "mrpc", "cola",
+                                                                   "rte", "stsb", "average"]
+    assert rows["dense"].rstrip(" |").endswith(f"{np.mean(list(scores.values())):.2f}")        # 71.00
+    assert "90.00 (100%)" in rows["dense"]
+    ee = [c.strip() for c in rows["early-exit"].strip("|").split("|")]
+    assert ee[3] == "88.00 (100%)" and ee[4:] == ["-"] * 5                                      # no average
+    assert glue_table(load_table(tmp_path, task="nothing")) == "(no GLUE records)"
