@@ -68,17 +68,18 @@ TINY_SAVING_KNOB = {"tome": 2, "static-res": 24, "soft-moe": 2, "moe-topk": 1, "
                     "static-depth": None, "layer-skip": None}   # None: the built (trained) value
 
 
-def _branch_only_macs(name: str, table: CostTable, trace) -> int:
-    """MACs whose result only decides a Python branch, which fvcore drops from the traced graph
-    (``test_cost_toys.test_fvcore_drops_a_head_that_only_drives_a_branch``; DESIGN.md section 4): the
-    exit heads whose logits were not the output, and layer-skip's gates."""
+def _branch_only_units(name: str, table: CostTable, trace) -> tuple[int, int]:
+    """``(MACs of one unit, how many units at most)`` whose result may only decide a Python branch, which
+    fvcore drops from the traced graph (``test_cost_toys.test_fvcore_drops_a_head_that_only_drives_a_branch``;
+    DESIGN.md section 4): the exit heads whose logits were not the output (fewer when a head's logits
+    also feed a later decision, e.g. patience comparing consecutive predictions), and layer-skip's gates."""
     if name in ("early-exit", "patience"):
         heads = int(trace["units/exit_head"].item())
         output_head = 1 - int(trace["final_head_runs"].item())   # the exit head that gave the logits
-        return (heads - output_head) * table.units["exit_head"]
+        return table.units["exit_head"], heads - output_head
     if name == "layer-skip":
-        return int(trace["units/skip_gate"].item()) * table.units["skip_gate"]
-    return 0
+        return table.units["skip_gate"], int(trace["units/skip_gate"].item())
+    return 1, 0
 
 
 @pytest.mark.parametrize("name", catalog.methods().names())
@@ -106,4 +107,6 @@ def test_every_method_useful_vs_executed_at_batch1(name, tiny_backbone, tiny_con
                 assert executed > 1.02 * useful
         else:
             assert useful == int(useful)
-            assert executed == int(useful) - _branch_only_macs(name, table, trace)
+            unit, most = _branch_only_units(name, table, trace)
+            gap = int(useful) - executed                     # whole branch-only units, never anything else
+            assert gap % unit == 0 and 0 <= gap // unit <= most, (gap, unit, most)
