@@ -97,6 +97,8 @@ class ExpertBank:
     counters and storage (a load or an update restacks them); in training they are stacked on every
     call, so gradients reach each expert's own parameters."""
 
+    max_padding = 0.25  # pad (one bmm) while padded rows <= this fraction of the real rows, else slices
+
     def __init__(self, experts: nn.ModuleList):
         self.experts = experts
         self.parts = [_expert_parts(m) for m in experts]
@@ -146,7 +148,9 @@ def grouped_experts(bank: ExpertBank, x: torch.Tensor, rows: torch.Tensor, exper
                     weight: torch.Tensor | None, training: bool) -> tuple[torch.Tensor, int]:
     """:func:`run_experts` through ``bank`` in one pass: picks sorted by expert (stable), each expert's
     rows packed into an ``[E, C, D]`` buffer with ``C`` = the busiest expert's rows, one batched matmul
-    per projection, one weighted ``index_add`` back. ``x [T, D]``; ``rows``, ``expert``, ``weight``
+    per projection, one weighted ``index_add`` back. When padding to ``C`` would add more than
+    ``bank.max_padding`` of the real rows, each expert runs on its contiguous slice of the sorted rows
+    instead (one gather, no padding). ``x [T, D]``; ``rows``, ``expert``, ``weight``
     ``[M]`` (``weight`` None: all 1). Returns ``(out [T, D_out], padding rows executed)``; a row's
     contributions are summed in expert order, as :func:`run_experts` does."""
     e = len(bank.experts)
@@ -157,16 +161,24 @@ def grouped_experts(bank: ExpertBank, x: torch.Tensor, rows: torch.Tensor, exper
     counts = torch.bincount(expert, minlength=e)                          # [E]
     cap = int(counts.max())
     order = torch.argsort(expert, stable=True)
-    sorted_e = expert[order]
-    slot = torch.arange(m, device=x.device) - (counts.cumsum(0) - counts)[sorted_e]
-    dest = sorted_e * cap + slot                                          # [M]: place in the buffer
     src_rows = rows[order]
-    buf = x.new_zeros(e * cap, x.shape[1]).index_copy_(0, dest, x[src_rows])
-    y = bank.run(buf.view(e, cap, -1), training).reshape(e * cap, d_out)[dest]
+    if e * cap - m <= bank.max_padding * m:
+        sorted_e = expert[order]
+        slot = torch.arange(m, device=x.device) - (counts.cumsum(0) - counts)[sorted_e]
+        dest = sorted_e * cap + slot                                      # [M]: place in the buffer
+        buf = x.new_zeros(e * cap, x.shape[1]).index_copy_(0, dest, x[src_rows])
+        y = bank.run(buf.view(e, cap, -1), training).reshape(e * cap, d_out)[dest]
+        pad = e * cap - m
+    else:   # too uneven to pad: each expert on its contiguous slice of the sorted rows, no padding
+        xs = x[src_rows]
+        bounds = [0] + counts.cumsum(0).tolist()
+        y = torch.cat([bank.experts[i](xs[bounds[i]:bounds[i + 1]]) for i in range(e)
+                       if bounds[i + 1] > bounds[i]])
+        pad = 0
     if weight is not None:
         y = y * weight[order, None]
     out = x.new_zeros(x.shape[0], d_out).index_add_(0, src_rows, y)
-    return out, e * cap - m
+    return out, pad
 
 
 def expert_bank(layer: nn.Module) -> ExpertBank:

@@ -6,7 +6,7 @@ from timm.layers import Mlp
 
 from ccbench import catalog
 from ccbench.cost import CostTable, executed_macs, useful_macs
-from ccbench.moe import ExpertChoiceMoE, MoEficationMLP, SoftMoE, TopKMoE, expert_bank
+from ccbench.moe import ExpertBank, ExpertChoiceMoE, MoEficationMLP, SoftMoE, TopKMoE, expert_bank
 from ccbench.trace import declared_padding_macs
 
 D = 16
@@ -33,8 +33,10 @@ def _reference(layer, x):
         bank.grouped = True
 
 
+@pytest.mark.parametrize("max_padding", [0.0, float("inf")])   # sorted slices / always one padded bmm
 @pytest.mark.parametrize("cls,kw", LAYERS)
-def test_grouped_layer_equals_the_loop_over_experts(cls, kw):
+def test_grouped_layer_equals_the_loop_over_experts(cls, kw, max_padding, monkeypatch):
+    monkeypatch.setattr(ExpertBank, "max_padding", max_padding)
     layer = _layer(cls, kw).eval()
     x = torch.randn(3, 9, D)
     grouped = layer(x)
@@ -42,8 +44,8 @@ def test_grouped_layer_equals_the_loop_over_experts(cls, kw):
     assert torch.allclose(grouped, _reference(layer, x), atol=1e-5)
     assert torch.equal(layer.routing.expert_ids, ids)
     assert layer.routing.padding_rows == 0                          # the loop never pads
-    if cls in (ExpertChoiceMoE, SoftMoE):
-        assert pad == 0                                             # equal rows per expert: exact buffer
+    if cls in (ExpertChoiceMoE, SoftMoE) or max_padding == 0:
+        assert pad == 0                                             # equal rows per expert, or no padding
 
 
 @pytest.mark.parametrize("cls,kw", LAYERS)
@@ -74,7 +76,8 @@ def test_stacked_weight_cache_follows_loaded_weights():
     assert not any("bank" in k for k in layer.state_dict())
 
 
-def test_padding_rows_count_the_busiest_expert():
+def test_padding_rows_count_the_busiest_expert(monkeypatch):
+    monkeypatch.setattr(ExpertBank, "max_padding", float("inf"))
     layer = TopKMoE(Mlp(D, 32), D, num_experts=4, k=1, capacity_factor=4.0).eval()
     with torch.no_grad():
         layer.router.weight.zero_()
@@ -84,10 +87,15 @@ def test_padding_rows_count_the_busiest_expert():
     layer(torch.nn.functional.one_hot(torch.tensor(wants), D).float()[None])
     assert layer.routing.expert_rows.tolist() == [5]
     assert layer.routing.padding_rows == 4 * 3 - 5
+    monkeypatch.setattr(ExpertBank, "max_padding", 1.0)           # 7 padded rows > 1.0 * 5: slices instead
+    layer(torch.nn.functional.one_hot(torch.tensor(wants), D).float()[None])
+    assert layer.routing.padding_rows == 0
 
 
+@pytest.mark.parametrize("max_padding", [0.25, float("inf")])
 @pytest.mark.parametrize("name", ["moe-topk", "moe-expert-choice", "soft-moe", "moefication"])
-def test_executed_equals_useful_plus_declared_padding(name, tiny_backbone, tiny_config):
+def test_executed_equals_useful_plus_declared_padding(name, max_padding, tiny_backbone, tiny_config, monkeypatch):
+    monkeypatch.setattr(ExpertBank, "max_padding", max_padding)
     model = catalog.methods().get(name).build(tiny_backbone)
     x = torch.randn(5, 3, 32, 32)
     if hasattr(model, "prepare"):
