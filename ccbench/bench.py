@@ -89,9 +89,10 @@ def _inputs(task, tier, backbone, calls: int, seed: int) -> tuple[torch.Tensor, 
     """``[calls_needed, 3, px, px]`` normalised eval images (or seeded noise) and where they came from."""
     px = backbone.config.img_size
     try:
-        from .image_data import normalize, resize, task_splits
+        from .augment import normalize, resize
+        from .image_data import load_image_split
 
-        split = task_splits(task, tier.cache_px, None)["eval"]
+        split = load_image_split(task, task.eval_split, tier.cache_px, None)
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(split), generator=g)[:calls]
         return resize(normalize(split.images[idx]), px), f"{task.name} eval images"
@@ -122,7 +123,10 @@ def build_point(name: str, backbone, value, state, warm: torch.Tensor):
     trained ``state`` loaded when given and it fits (``trained`` says whether it did)."""
     from . import catalog
 
-    model = catalog.methods().get(name).build(copy.deepcopy(backbone))
+    meta = catalog.methods().metadata(name)
+    retrain = value is not None and meta["knob"].get("needs_retraining") and meta["knob"]["name"] != "none"
+    config = {meta["knob"]["name"]: type(meta["knob"]["default"])(value)} if retrain else {}
+    model = catalog.methods().get(name).build(copy.deepcopy(backbone), **config)
     if state is not None:
         try:
             model.load_state_dict(state)
@@ -130,7 +134,7 @@ def build_point(name: str, backbone, value, state, warm: torch.Tensor):
             state = None
     if state is None and hasattr(model, "prepare"):   # calibration of fresh modules (e.g. A-ViT's beta)
         model.prepare(warm)
-    if value is not None and model.knob_name:
+    if value is not None and model.knob_name and not retrain:
         model.set_knob(value)
     return model.eval(), state is not None
 
@@ -211,6 +215,7 @@ def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[
                 model, trained = build_point(name, backbone, value, state, images[:8])
             except (ValueError, UserError) as err:
                 rows.append(BenchRow(name, str(value), "-", float("nan"), note=f"skipped: {err}"))
+                progress(format_row(rows[-1], batches))
                 continue
             table = CostTable.from_config(backbone.config, units=model.cost_units())
             knob = f"{meta['knob']['name']}={value:g}" if value is not None else "-"
