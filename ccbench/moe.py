@@ -8,7 +8,9 @@ never depends on the rest of its batch.
 Execution is grouped (:class:`ExpertBank`): the experts' weights are stacked once (cached at
 evaluation) and every expert runs in one batched matmul per projection (``torch.bmm`` over an
 ``[E, C, D]`` buffer). Expert-choice and Soft MoE fill that buffer exactly (every expert has the same
-number of rows); top-k and MoEfication pad each expert's rows to the busiest expert's. Padding is
+number of rows); top-k and MoEfication pad each expert's rows to the busiest expert's, or, when that
+would pad more than ``ExpertBank.max_padding`` of the real rows, run each expert on its contiguous
+slice of the expert-sorted rows (no padding). Padding is
 executed work, not useful work: each layer reports its padded rows (``Routing.padding_rows``) and the
 method declares them in the trace (``padding/expert_row``), so fvcore's executed MACs equal useful +
 declared padding exactly. :func:`run_experts` (a loop over the E experts) is the reference path and
