@@ -5,8 +5,15 @@ In every block, between the attention and the MLP, the tokens are split alternat
 similar token of B by cosine similarity of the keys (averaged over heads), and the ``r`` best-matched
 A tokens are merged into their B partners by a size-weighted average (the class token is never
 merged). Each token's size (how many patches it stands for) adds ``log(size)`` to the attention
-logits as a key (proportional attention). The sequence shrinks by ``r`` per block for every sample
-alike (no padding). ``r = 0`` runs the unmodified blocks: exactly dense.
+logits as a key (proportional attention), in every block after the first merge, also once too few
+tokens remain to merge (as the authors' code does). The sequence shrinks by ``r`` per block for every
+sample alike (no padding). ``r = 0`` runs the unmodified blocks: exactly dense.
+
+Execution (issue 18): ``x * size`` and ``size`` are merged as one ``[B, N, D + 1]`` tensor (one gather,
+one scatter-add, one concatenation per block instead of two of each: the same sums, bit for bit).
+The attention is written out (``ToMe.fused_attention = False``, the default: it equals the authors'
+explicit softmax bit for bit); ``True`` runs it through ``scaled_dot_product_attention`` with
+``log(size)`` as a float mask (same MACs, equal up to float rounding).
 
 Decision overhead counted as useful MACs: the A x B similarity matmul, ``|A| * |B| * head_dim``
 per block (unit ``tome_pair``); normalisation, argmax, sorting and the scatter-add are element-wise
@@ -60,15 +67,11 @@ def merge_tokens(x: torch.Tensor, size: torch.Tensor, plan) -> tuple[torch.Tenso
     are added into their B partners as a size-weighted average. Returns the shorter ``x`` and ``size``
     (``[B, N - r, ...]``: unmerged A tokens, then all of B)."""
     unmerged, merged, partner = plan
-
-    def combine(t: torch.Tensor) -> torch.Tensor:
-        a, b = t[:, ::2], t[:, 1::2]
-        src = gather_tokens(a, merged)
-        dst = b.scatter_add(1, partner[..., None].expand(-1, -1, t.shape[-1]), src)
-        return torch.cat([gather_tokens(a, unmerged), dst], dim=1)
-
-    weighted = combine(x * size)
-    size = combine(size)
+    t = torch.cat([x * size, size], dim=-1)                     # one merge for both: [B, N, D + 1]
+    a, b = t[:, ::2], t[:, 1::2]
+    dst = b.scatter_add(1, partner[..., None].expand(-1, -1, t.shape[-1]), gather_tokens(a, merged))
+    t = torch.cat([gather_tokens(a, unmerged), dst], dim=1)
+    weighted, size = t[..., :-1], t[..., -1:]
     return weighted / size, size
 
 
@@ -77,6 +80,7 @@ class ToMe(ConditionalModel):
 
     knob_name = "r"
     execution = "removed"
+    fused_attention = False  # True: scaled_dot_product_attention (see the module docstring)
 
     def __init__(self, backbone: ViTBackbone, r: int = 3):
         super().__init__(backbone)
@@ -101,16 +105,20 @@ class ToMe(ConditionalModel):
         x = self.backbone.embed(images)
         b = x.shape[0]
         size = x.new_ones(b, x.shape[1], 1)
-        attn_counts, mlp_counts, pairs = [], [], 0
+        attn_counts, mlp_counts, pairs, merged = [], [], 0, False
         for block in self.backbone.blocks:
             n = int(x.shape[1])
             r = min(self.knob, (n - 1) // 2)
             attn_counts.append(n)
-            if r > 0:
-                res = block_attention(block, x, key_bias=size[..., 0].log())
+            if r > 0 or merged:   # proportional attention in every block after the first merge
+                res = block_attention(block, x, key_bias=size[..., 0].log(), fused=self.fused_attention)
                 x = add_attention(block, x, res.out)
-                x, size = merge_tokens(x, size, bipartite_merge_plan(res.keys, r))
-                pairs += ((n + 1) // 2) * (n // 2)
+                if r > 0:
+                    x, size = merge_tokens(x, size, bipartite_merge_plan(res.keys, r))
+                    pairs += ((n + 1) // 2) * (n // 2)
+                    merged = True
+                else:   # the authors' size-weighted average with nothing to merge: (x * size) / size
+                    x = (x * size) / size
                 x = block_mlp(block, x)
             else:
                 x = block(x)

@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard.
+"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | bench.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("what", choices=["routing"])
     plot.add_argument("record", help="path of a record JSON in results/")
     plot.add_argument("--out", default=None, help="PNG path (default: beside the record)")
+
+    _add_bench_parser(sub)
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard/README.md from results/")
     lb.add_argument("--results-dir", default=None)
@@ -291,6 +293,51 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def _add_bench_parser(sub) -> None:
+    """``ccbench bench`` (issue 18): efficiency of every method against dense, batch 1 and batch N."""
+    bench = sub.add_parser("bench", help="time every method against dense (efficiency at batch 1 and N)")
+    bench.add_argument("--budget", default="cpu", help="tier whose published backbone to time on")
+    bench.add_argument("--task", default="imagenette", help="image task (its eval images are the inputs)")
+    bench.add_argument("--method", action="append", default=None, help="only this method (repeatable)")
+    bench.add_argument("--point", action="append", default=None,
+                       help="operating points METHOD=V1,V2 (knob values) instead of the defaults (repeatable)")
+    bench.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes")
+    bench.add_argument("--calls", type=int, default=30, help="timed calls per point and batch size")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: the tier's)")
+    bench.add_argument("--fresh", action="store_true", help="never load cached trained method weights")
+    bench.add_argument("--no-variants", action="store_true",
+                       help="skip the variant rows (MoE's loop over experts, ToMe's SDPA attention)")
+    bench.add_argument("--seed", type=_seed, default=0)
+    bench.add_argument("--json", default=None, help="also write the rows as JSON here (never under results/)")
+
+
+def cmd_bench(args) -> int:
+    """Print the efficiency table (see ``ccbench.bench``)."""
+    from pathlib import Path
+
+    from .bench import format_row, header, parse_points, run_bench, write_json
+    from .errors import UserError
+
+    try:
+        batches = tuple(int(b) for b in args.batch_sizes.split(","))
+        if not batches or min(batches) < 1:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected positive integers like 1,8") from None
+    if args.calls < 1 or args.warmup < 0:
+        raise UserError("--calls must be >= 1 and --warmup >= 0")
+    print(header(batches))
+    rows, setting = run_bench(args.budget, args.task, args.method, parse_points(args.point), batches, args.calls,
+                              args.warmup, args.seed, args.threads, args.fresh, not args.no_variants)
+    print(f"setting: {setting}; useful = useful / dense MACs; eff = speedup / ideal; "
+          f"'?' = the dense-vs-dense control was out of range (a loaded machine)")
+    if args.json:
+        write_json(rows, setting, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
@@ -301,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
-               "leaderboard": cmd_leaderboard}[args.command]
+               "leaderboard": cmd_leaderboard, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except UserError as err:

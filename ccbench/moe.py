@@ -3,9 +3,18 @@
 Every layer maps the block's normalised tokens ``[B, N, D] -> [B, N, D]`` and leaves on itself, after
 each call, a :class:`Routing` record (which expert processed which token, with what weight) that the
 method turns into trace fields. Capacity and selection are computed *per sample*, so a sample's output
-never depends on the rest of its batch. Dispatch gathers each expert's rows and scatters them back
-(:func:`run_experts`): a loop over the E experts, never over tokens, and no expert runs on padding, so
-fvcore's executed MACs equal the trace-derived useful MACs.
+never depends on the rest of its batch.
+
+Execution is grouped (:class:`ExpertBank`): the experts' weights are stacked once (cached at
+evaluation) and every expert runs in one batched matmul per projection (``torch.bmm`` over an
+``[E, C, D]`` buffer). Expert-choice and Soft MoE fill that buffer exactly (every expert has the same
+number of rows); top-k and MoEfication pad each expert's rows to the busiest expert's, or, when that
+would pad more than ``ExpertBank.max_padding`` of the real rows, run each expert on its contiguous
+slice of the expert-sorted rows (no padding). Padding is
+executed work, not useful work: each layer reports its padded rows (``Routing.padding_rows``) and the
+method declares them in the trace (``padding/expert_row``), so fvcore's executed MACs equal useful +
+declared padding exactly. :func:`run_experts` (a loop over the E experts) is the reference path and
+the fallback for experts that are not ``fc2(act(fc1(x)))``.
 
 Experts are *upcycled*: each starts as a copy of the dense MLP it replaces (Komatsuzaki et al. 2023).
 Combine weights are ``p_e / stop_grad(sum of the selected p)``: they sum to 1 over a token's experts
@@ -32,13 +41,15 @@ class Routing:
     capacity) or does not exist; ``weights [B, N, K]``: combine weight of each pick (0 when dropped);
     ``expert_rows [B]``: token rows the experts processed for each sample (slots for Soft MoE);
     ``aux_loss``: the layer's auxiliary loss (already weighted), scalar; ``routed``: whether the
-    router (or slot logits) ran — MoEfication's all-experts path skips it."""
+    router (or slot logits) ran — MoEfication's all-experts path skips it; ``padding_rows``: expert rows
+    executed on padding by the whole call (all samples together; grouped execution), an int."""
 
     expert_ids: torch.Tensor
     weights: torch.Tensor
     expert_rows: torch.Tensor
     aux_loss: torch.Tensor
     routed: bool = True
+    padding_rows: int = 0
 
 
 def upcycle(mlp: nn.Module, num_experts: int) -> nn.ModuleList:
@@ -63,6 +74,135 @@ def run_experts(experts: nn.ModuleList, x: torch.Tensor, rows: torch.Tensor, exp
         r = rows[sel]
         out = out.index_add(0, r, module(x[r]) * weight[sel, None])
     return out
+
+
+def _expert_parts(module: nn.Module):
+    """``(fc1, act, fc2, drops)`` of an expert computing ``fc2(act(fc1(x)))`` (timm ``Mlp`` with no
+    norm, ccbench's ``TextMLP``, or a ``Sequential(Linear, act, Linear)``), else None."""
+    if isinstance(module, nn.Sequential) and len(module) == 3 and isinstance(module[0], nn.Linear) \
+            and isinstance(module[2], nn.Linear):
+        return module[0], module[1], module[2], ()
+    fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
+        return None
+    if not isinstance(getattr(module, "norm", nn.Identity()), nn.Identity):
+        return None
+    drops = tuple(d for d in (getattr(module, "drop1", None), getattr(module, "drop2", None)) if d is not None)
+    return fc1, module.act, fc2, drops
+
+
+class ExpertBank:
+    """The E experts of a layer as stacked weights, run together: ``run(buf [E, C, D]) -> [E, C, D_out]``
+    with one ``torch.bmm`` per projection (fvcore counts ``E * C * D * H`` MACs each, padding included).
+
+    At evaluation the stacked weights are cached, keyed by the experts' parameters' in-place version
+    counters and storage (a load or an update restacks them); in training they are stacked on every
+    call, so gradients reach each expert's own parameters."""
+
+    max_padding = 0.25  # pad (one bmm) while padded rows <= this fraction of the real rows, else slices
+
+    def __init__(self, experts: nn.ModuleList):
+        self.experts = experts
+        self.parts = [_expert_parts(m) for m in experts]
+        self.grouped = all(p is not None for p in self.parts) and len(experts) > 0
+        self._cache: tuple | None = None
+
+    def _weights(self, training: bool) -> tuple:
+        params = [p for m in self.experts for p in m.parameters()]
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+        if not training and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        fc1s, fc2s = [p[0] for p in self.parts], [p[2] for p in self.parts]
+
+        def bias(layers):
+            if layers[0].bias is None:
+                return None
+            return torch.stack([m.bias for m in layers])[:, None, :]           # [E, 1, out]
+
+        weights = (torch.stack([m.weight.t() for m in fc1s]), bias(fc1s),    # [E, D, H], [E, 1, H]
+                   torch.stack([m.weight.t() for m in fc2s]), bias(fc2s))    # [E, H, D_out], [E, 1, D_out]
+        if training:
+            self._cache = None
+        else:
+            weights = tuple(None if w is None else w.detach().contiguous() for w in weights)
+            self._cache = (key, weights)
+        return weights
+
+    def run(self, buf: torch.Tensor, training: bool) -> torch.Tensor:
+        """``buf [E, C, D]`` (row c of expert e's input) -> ``[E, C, D_out]``."""
+        w1, b1, w2, b2 = self._weights(training)
+        act, drops = self.parts[0][1], self.parts[0][3]
+        h = torch.bmm(buf, w1)
+        if b1 is not None:
+            h = h + b1
+        h = act(h)
+        if drops:
+            h = drops[0](h)
+        y = torch.bmm(h, w2)
+        if b2 is not None:
+            y = y + b2
+        if len(drops) > 1:
+            y = drops[1](y)
+        return y
+
+
+def grouped_experts(bank: ExpertBank, x: torch.Tensor, rows: torch.Tensor, expert: torch.Tensor,
+                    weight: torch.Tensor | None, training: bool) -> tuple[torch.Tensor, int]:
+    """:func:`run_experts` through ``bank`` in one pass: picks sorted by expert (stable), each expert's
+    rows packed into an ``[E, C, D]`` buffer with ``C`` = the busiest expert's rows, one batched matmul
+    per projection, one weighted ``index_add`` back. When padding to ``C`` would add more than
+    ``bank.max_padding`` of the real rows, each expert runs on its contiguous slice of the sorted rows
+    instead (one gather, no padding). ``x [T, D]``; ``rows``, ``expert``, ``weight``
+    ``[M]`` (``weight`` None: all 1). Returns ``(out [T, D_out], padding rows executed)``; a row's
+    contributions are summed in expert order, as :func:`run_experts` does."""
+    e = len(bank.experts)
+    d_out = bank.parts[0][2].out_features
+    m = int(expert.shape[0])
+    if m == 0:
+        return x.new_zeros(x.shape[0], d_out), 0
+    counts = torch.bincount(expert, minlength=e)                          # [E]
+    cap = int(counts.max())
+    order = torch.argsort(expert, stable=True)
+    src_rows = rows[order]
+    if e * cap - m <= bank.max_padding * m:
+        sorted_e = expert[order]
+        slot = torch.arange(m, device=x.device) - (counts.cumsum(0) - counts)[sorted_e]
+        dest = sorted_e * cap + slot                                      # [M]: place in the buffer
+        buf = x.new_zeros(e * cap, x.shape[1]).index_copy_(0, dest, x[src_rows])
+        y = bank.run(buf.view(e, cap, -1), training).reshape(e * cap, d_out)[dest]
+        pad = e * cap - m
+    else:   # too uneven to pad: each expert on its contiguous slice of the sorted rows, no padding
+        xs = x[src_rows]
+        bounds = [0] + counts.cumsum(0).tolist()
+        y = torch.cat([bank.experts[i](xs[bounds[i]:bounds[i + 1]]) for i in range(e)
+                       if bounds[i + 1] > bounds[i]])
+        pad = 0
+    if weight is not None:
+        y = y * weight[order, None]
+    out = x.new_zeros(x.shape[0], d_out).index_add_(0, src_rows, y)
+    return out, pad
+
+
+def expert_bank(layer: nn.Module) -> ExpertBank:
+    """``layer.experts`` as an :class:`ExpertBank`, made once per layer (kept outside the module's
+    parameters and state dict)."""
+    bank = layer.__dict__.get("_bank")
+    if bank is None or bank.experts is not layer.experts:
+        bank = layer.__dict__["_bank"] = ExpertBank(layer.experts)
+    return bank
+
+
+def dispatch(layer: nn.Module, x: torch.Tensor, rows: torch.Tensor, expert: torch.Tensor,
+             weight: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """Run ``layer.experts`` on the picks (``x [T, D]``; ``rows``, ``expert``, ``weight [M]``) grouped
+    when the experts allow it (:func:`grouped_experts`), else by :func:`run_experts`. Returns
+    ``(out [T, D_out], padding rows executed)``."""
+    bank = expert_bank(layer)
+    if bank.grouped:
+        return grouped_experts(bank, x, rows, expert, weight, layer.training)
+    if weight is None:
+        weight = x.new_ones(rows.shape[0])
+    return run_experts(layer.experts, x, rows, expert, weight), 0
 
 
 def positions_in_queue(onehot: torch.Tensor) -> torch.Tensor:
@@ -105,14 +245,15 @@ class TopKMoE(nn.Module):
         weights = renormalised(top_p) * kept
         rows = torch.arange(b * n, device=x.device)[:, None].expand(-1, k).reshape(-1)
         flat_kept = kept.reshape(-1)
-        out = run_experts(self.experts, x.reshape(b * n, d), rows[flat_kept], top_e.reshape(-1)[flat_kept],
-                          weights.reshape(-1)[flat_kept])
+        out, pad = dispatch(self, x.reshape(b * n, d), rows[flat_kept], top_e.reshape(-1)[flat_kept],
+                            weights.reshape(-1)[flat_kept])
         aux = x.new_zeros(())
         if self.training:
             f = F.one_hot(top_e[..., 0], e).float().mean((0, 1))
             aux = (self.balance_weight * e * (f * probs.mean((0, 1))).sum()
                    + self.z_weight * torch.logsumexp(logits, -1).pow(2).mean())
-        self.routing = Routing(torch.where(kept, top_e, -1), weights.detach(), kept.sum((1, 2)), aux)
+        self.routing = Routing(torch.where(kept, top_e, -1), weights.detach(), kept.sum((1, 2)), aux,
+                               padding_rows=pad)
         return out.reshape(b, n, d)
 
 
@@ -142,8 +283,10 @@ class ExpertChoiceMoE(nn.Module):
         chosen = probs.topk(c, dim=1).indices                      # [B, c, E]: tokens per expert
         taken = torch.zeros_like(probs).scatter(1, chosen, 1.0)    # [B, N, E]
         gate = renormalised(probs * taken + (taken.sum(-1, keepdim=True) == 0) * 1e-9) * taken
-        bi, ni, ei = taken.nonzero(as_tuple=True)
-        out = run_experts(self.experts, x.reshape(b * n, d), bi * n + ni, ei, gate[bi, ni, ei])
+        # expert by expert (sample-major within each): an exact [E, B*c] dispatch, no padding
+        rows = (chosen + torch.arange(b, device=x.device)[:, None, None] * n).permute(2, 0, 1).reshape(-1)
+        ei = torch.arange(e, device=x.device).repeat_interleave(b * c)
+        out, _ = dispatch(self, x.reshape(b * n, d), rows, ei, gate.gather(1, chosen).permute(2, 0, 1).reshape(-1))
         ids = torch.where(taken.bool(), torch.arange(e, device=x.device), -1)      # [B, N, E]
         self.routing = Routing(ids, gate.detach(), taken.sum((1, 2)).long(), x.new_zeros(()))
         return out.reshape(b, n, d)
@@ -177,8 +320,13 @@ class SoftMoE(nn.Module):
         dispatch, combine = self.slot_weights(x)
         slot_in = dispatch.transpose(1, 2) @ x                     # [B, E*S, D]
         slot_in = slot_in.reshape(b, self.num_experts, self.slots, d)
-        slot_out = torch.stack([self.experts[i](slot_in[:, i]) for i in range(self.num_experts)], 1)
-        out = combine @ slot_out.reshape(b, self.num_experts * self.slots, d)
+        bank = expert_bank(self)
+        if bank.grouped:   # every expert has exactly B * slots rows: one exact [E, B*S, D] buffer
+            grouped = slot_in.transpose(0, 1).reshape(self.num_experts, b * self.slots, d)
+            slot_out = bank.run(grouped, self.training).reshape(self.num_experts, b, self.slots, -1).transpose(0, 1)
+        else:
+            slot_out = torch.stack([self.experts[i](slot_in[:, i]) for i in range(self.num_experts)], 1)
+        out = combine @ slot_out.reshape(b, self.num_experts * self.slots, -1)
         # for routing statistics: each token's strongest slot's expert (marked 'soft' in metrics)
         top_w, top_slot = combine.max(-1)
         self.routing = Routing((top_slot // self.slots)[..., None], top_w.detach()[..., None],
@@ -284,7 +432,8 @@ class MoEficationMLP(nn.Module):
         pred = self.router(x)                                      # predicted mass [B, N, E]
         top = pred.topk(self.k, dim=-1).indices                    # [B, N, k]
         rows = torch.arange(b * n, device=x.device)[:, None].expand(-1, self.k).reshape(-1)
-        out = run_experts(self.experts, x.reshape(b * n, d), rows, top.reshape(-1), x.new_ones(rows.shape[0]))
+        out, pad = dispatch(self, x.reshape(b * n, d), rows, top.reshape(-1), None)
         self.routing = Routing(top, torch.ones(b, n, self.k, device=x.device),
-                               torch.full((b,), n * self.k, device=x.device, dtype=torch.long), x.new_zeros(()))
+                               torch.full((b,), n * self.k, device=x.device, dtype=torch.long), x.new_zeros(()),
+                               padding_rows=pad)
         return out.reshape(b, n, d) + self.out_bias

@@ -9,7 +9,9 @@ the layers' auxiliary losses and writes the trace:
 * ``mlp_tokens_per_block``: 0 at MoE blocks (their norm2 is counted in ``units/moe_token``);
 * ``units/moe_token``: tokens entering MoE layers (their norm2);
 * ``units/router_token``: tokens routed (router, or slot logits + dispatch + combine);
-* ``units/expert_row``: rows (tokens or slots) processed by experts, summed over layers.
+* ``units/expert_row``: rows (tokens or slots) processed by experts, summed over layers;
+* ``padding/expert_row``: rows the grouped execution ran on padding (``ccbench.moe``), summed over
+  layers and spread evenly over the batch's samples (0 for expert-choice and Soft MoE: they never pad).
 """
 from __future__ import annotations
 
@@ -126,5 +128,9 @@ class MoEModel(ConditionalModel):
             "units/expert_row": rows,
             **input_fields(self.backbone, inputs),
         })
+        b = trace.batch_size
+        padding = sum(r.padding_rows for r in routes)
+        trace = Trace({**trace, "padding/expert_row": torch.full((b,), padding / b, dtype=torch.float64,
+                                                                 device=n.device)})
         aux = sum((r.aux_loss for r in routes), logits.new_zeros(()))
         return MethodOutput(logits, aux, trace)

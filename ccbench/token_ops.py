@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -59,27 +60,37 @@ def keep_class_and_patches(x: torch.Tensor, patch_index: torch.Tensor) -> torch.
 @dataclass
 class AttentionResult:
     """``out [B, N, D]``: the attention branch (after proj, before the residual); ``cls_attn [B, N]``:
-    the class token's attention over all keys, averaged over heads; ``keys [B, N, Dh]``: keys averaged
-    over heads (ToMe's similarity metric)."""
+    the class token's attention over all keys, averaged over heads (None from the fused path);
+    ``keys [B, N, Dh]``: keys averaged over heads (ToMe's similarity metric)."""
 
     out: torch.Tensor
-    cls_attn: torch.Tensor
+    cls_attn: torch.Tensor | None
     keys: torch.Tensor
 
 
 def block_attention(block: nn.Module, x: torch.Tensor, key_bias: torch.Tensor | None = None,
-                    key_policy: torch.Tensor | None = None) -> AttentionResult:
+                    key_policy: torch.Tensor | None = None, fused: bool = False) -> AttentionResult:
     """The attention branch of a timm ``Block`` on ``x [B, N, D]``, written out.
 
     ``key_bias [B, N]`` is added to every query's logits for each key (ToMe's ``log(size)``);
     ``key_policy [B, N]`` in [0, 1] scales each key's unnormalised weight, with every token always
-    attending to itself (DynamicViT's attention masking; differentiable in the policy)."""
+    attending to itself (DynamicViT's attention masking; differentiable in the policy).
+
+    ``fused``: the attention through ``F.scaled_dot_product_attention`` (``key_bias`` as a float mask;
+    fvcore counts it through ccbench's handle, the same MACs); the same result up to float rounding,
+    without the attention map (``cls_attn`` is None). Not with ``key_policy``."""
     attn_mod = block.attn
     b, n, c = x.shape
     h = attn_mod.num_heads
     qkv = attn_mod.qkv(block.norm1(x)).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
+    if fused and key_policy is None:
+        mask = None if key_bias is None else key_bias[:, None, None, :].to(q.dtype)
+        drop = attn_mod.attn_drop.p if attn_mod.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=attn_mod.scale)
+        out = attn_mod.proj_drop(attn_mod.proj(attn_mod.norm(out.transpose(1, 2).reshape(b, n, c))))
+        return AttentionResult(out, None, k.mean(1))
     logits = (q * attn_mod.scale) @ k.transpose(-2, -1)            # [B, H, N, N]
     if key_bias is not None:
         logits = logits + key_bias[:, None, None, :]

@@ -23,6 +23,10 @@ honestly. Fields (more families add more):
   (-1 = dropped over capacity, -2 = a padding position, not a token) and its combine weight (width
   family, ``ccbench.moe_method``).
 
+* ``padding/<component>``: ``[B]`` (float) units executed on padding, not useful work (grouped
+  MoE execution pads each expert's rows to the busiest expert's): a batch's padding is spread evenly
+  over its samples. Useful MACs ignore these fields; executed MACs = useful + :func:`declared_padding_macs`.
+
 Per-token fields of text batches have different lengths; :meth:`Trace.cat` pads them (with
 ``PAD_TOKEN`` for integer fields, 0 for float ones) to the longest.
 """
@@ -36,6 +40,7 @@ KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "input_to
                 "halt_block", "exit_block", "expert_ids", "expert_weights"}
 PAD_TOKEN = -2  # integer per-token fields at padding positions
 UNIT_PREFIX = "units/"
+PADDING_PREFIX = "padding/"
 
 
 class Trace(Mapping[str, torch.Tensor]):
@@ -45,7 +50,7 @@ class Trace(Mapping[str, torch.Tensor]):
         sizes = {int(v.shape[0]) for v in fields.values()}
         if len(sizes) > 1:
             raise ValueError(f"trace fields disagree on batch size: { {k: v.shape for k, v in fields.items()} }")
-        unknown = {k for k in fields if k not in KNOWN_FIELDS and not k.startswith(UNIT_PREFIX)}
+        unknown = {k for k in fields if k not in KNOWN_FIELDS and not k.startswith((UNIT_PREFIX, PADDING_PREFIX))}
         if unknown:
             raise ValueError(f"unknown trace fields {sorted(unknown)}; known: {sorted(KNOWN_FIELDS)}")
         self._fields = dict(fields)
@@ -94,3 +99,23 @@ def _padded(parts: list[torch.Tensor]) -> list[torch.Tensor]:
         big[(slice(None), *(slice(0, s) for s in p.shape[1:]))] = p
         out.append(big)
     return out
+
+
+def declared_padding_macs(trace: Mapping[str, torch.Tensor], units: Mapping[str, int]) -> torch.Tensor:
+    """MACs a method declares it executed on padding, float64 ``[B]``: each ``padding/<name>`` count
+    times the cost of one ``<name>`` unit (``units``: the cost table's, e.g. ``CostTable.units``);
+    zeros when the trace declares none.
+
+    >>> t = Trace({"tokens_per_block": torch.tensor([[3], [3]]), "padding/expert_row": torch.tensor([1.0, 2.0])})
+    >>> declared_padding_macs(t, {"expert_row": 10}).tolist()
+    [10.0, 20.0]
+    """
+    batch = next(iter(trace.values())).shape[0] if len(trace) else 0
+    total = torch.zeros(batch, dtype=torch.float64)
+    for key in trace:
+        if key.startswith(PADDING_PREFIX):
+            name = key[len(PADDING_PREFIX):]
+            if name not in units:
+                raise KeyError(f"trace declares padding of unit {name!r} but has no cost for it (known: {sorted(units)})")
+            total = total + units[name] * trace[key].to(torch.float64).cpu()
+    return total

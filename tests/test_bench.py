@@ -1,0 +1,36 @@
+"""``ccbench bench`` (issue 18): argument checking and one tiny timing pass (no speed is asserted)."""
+import pytest
+
+from ccbench.bench import BenchRow, format_row, parse_points
+from ccbench.cli import main
+from ccbench.errors import UserError
+
+
+def test_parse_points():
+    assert parse_points(["tome=3,5", "evit=0.5"]) == {"tome": [3.0, 5.0], "evit": [0.5]}
+    with pytest.raises(UserError, match="METHOD=V1,V2"):
+        parse_points(["tome"])
+    with pytest.raises(UserError, match="METHOD=V1,V2"):
+        parse_points(["tome=a"])
+
+
+def test_bench_refuses_bad_arguments(capsys):
+    assert main(["bench", "--batch-sizes", "0"]) == 2
+    assert "--batch-sizes" in capsys.readouterr().err
+    assert main(["bench", "--method", "no-such-method", "--calls", "1"]) == 2
+
+
+def test_format_row_marks_an_unreliable_timing():
+    row = BenchRow("tome", "r=3", "fresh", 0.5, {1: {"speedup": 1.2, "ideal": 2.0, "efficiency": 0.6,
+                                                      "method_ms": 1.0, "dense_ms": 1.2, "ok": False}})
+    line = format_row(row, [1])
+    assert "0.600?" in line and "tome" in line
+
+
+def test_bench_times_a_method_against_dense(capsys):
+    assert main(["bench", "--method", "static-depth", "--point", "static-depth=6", "--batch-sizes", "1",
+                 "--calls", "2", "--warmup", "0", "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert "static-depth" in out and "blocks=6" in out and "ccbench dense vs timm" in out
+    line = next(l for l in out.splitlines() if l.startswith("static-depth"))
+    assert float(line.split()[3]) == pytest.approx(0.5, abs=0.02)   # 6 of 12 blocks: about half the MACs
