@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard.
+"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | manifest.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default=None)
     lb.add_argument("--strict", action="store_true",
                     help="refuse (exit 2) when any record file is bad instead of skipping it")
+    man = sub.add_parser("manifest", help="regenerate checkpoints/manifest.json from the checkpoint headers")
+    man.add_argument("--check", action="store_true",
+                     help="only say whether the manifest agrees with the headers (exit 2 when not)")
     return parser
 
 
@@ -291,6 +294,25 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_manifest(args) -> int:
+    """Write (or with ``--check`` verify) ``checkpoints/manifest.json`` from the checkpoint headers."""
+    from .errors import UserError
+    from pathlib import Path
+
+    from .manifest import manifest_problem, write_manifest
+    from .provenance import repo_root
+
+    folder = (repo_root() or Path.cwd()) / "checkpoints"
+    if args.check:
+        problem = manifest_problem(folder)
+        if problem:
+            raise UserError(problem)
+        print(f"{folder / 'manifest.json'} agrees with the checkpoint headers")
+        return 0
+    print(f"wrote {write_manifest(folder)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
@@ -301,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
-               "leaderboard": cmd_leaderboard}[args.command]
+               "leaderboard": cmd_leaderboard, "manifest": cmd_manifest}[args.command]
     try:
         return handler(args)
     except UserError as err:
