@@ -10,10 +10,11 @@ file, and so its content id, is never rewritten.
 
 >>> Knob(name="none", value=None).label(), Knob(name="r", value=3.0).label()
 ('-', 'r=3')
->>> parse_record({"id": "x", "schema_version": 1, "kind": "shift"})
+>>> parse_record({"id": "x", "schema_version": 1, "kind": "shift", "task": {"name": "t"}, "budget": {"name": "b"},
+...               "method": {"name": "m", "family": "f", "knob": {"name": "none", "value": None}}})
 Traceback (most recent call last):
 ...
-ccbench.record_schema.SchemaError: lacks required field(s) task, budget, method, seed, source
+ccbench.record_schema.SchemaError: lacks required field(s) seed, source.record_id, source.task, source.backbone_sha256
 """
 from __future__ import annotations
 
@@ -216,6 +217,24 @@ def upgrade_v1(raw: dict) -> dict:
     return {**raw, "metrics": {**metrics, "main_score": main}}
 
 
+def _required_leaves(model: type[BaseModel], dotted: str) -> list[str]:
+    """The required leaf fields under the missing field ``dotted`` of ``model`` (itself when a leaf),
+    so that a record lacking ``metrics`` is told which metrics it needs.
+
+    >>> _required_leaves(RunRecord, "backbone")
+    ['backbone.sha256', 'backbone.file']
+    """
+    for key in dotted.split("."):
+        info = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if info is None:
+            return [dotted]
+        model = info.annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return [dotted]
+    return [f"{dotted}.{leaf}" for name, info in model.model_fields.items() if info.is_required()
+            for leaf in _required_leaves(model, name)]
+
+
 def parse_record(raw: dict, check: bool = True) -> AnyRecord:
     """The typed record of the parsed JSON object ``raw`` (version 1 through :func:`upgrade_v1`);
     :class:`SchemaError` names the missing or mistyped fields (dotted) or the unknown kind/version.
@@ -235,6 +254,7 @@ def parse_record(raw: dict, check: bool = True) -> AnyRecord:
         fields = []
         for e in err.errors():
             loc = ".".join(str(p) for p in e["loc"] if str(p) not in _UNION_TAGS and "[" not in str(p))
-            if loc not in fields:
-                fields.append(loc)
+            for f in (_required_leaves(MODELS[kind], loc) if e["type"] == "missing" else [loc]):
+                if f not in fields:
+                    fields.append(f)
         raise SchemaError(f"lacks required field(s) {', '.join(fields)}") from None

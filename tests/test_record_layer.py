@@ -122,8 +122,8 @@ def test_metric_registry_scores_as_glue_did():
     from ccbench.metrics import GLUE_MAIN_SCORE, metric
     from ccbench.text_metrics import glue_scores
 
-    pred, label = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 0, 1])
-    assert glue_scores("mrpc", pred, label)["main"] == pytest.approx((100 * 0.75 + 100 * 0.8) / 2)
+    pred, label = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 1, 0, 1])  # F1 4/6, accuracy 3/5
+    assert glue_scores("mrpc", pred, label)["main"] == pytest.approx((100 * 4 / 6 + 100 * 3 / 5) / 2)
     assert glue_scores("cola", pred, label) == metric("matthews").scores(pred, label)
     assert set(GLUE_MAIN_SCORE.values()) <= {"accuracy", "matthews", "mean of f1 and accuracy",
                                              "mean of pearson and spearman"}
