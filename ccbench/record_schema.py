@@ -140,12 +140,12 @@ class Latency(_Open):
 class RunMetrics(_Open):
     """``metrics`` of a run record."""
 
-    main_score: MainScore = Field(description="the task's main score (v1 files: from top1/top1_ci95)")
     useful_gmacs: Mean = Field(description="useful GMACs per sample (1e9 multiply-adds, fvcore convention)")
     useful_fraction_of_dense: Number = Field(description="useful MACs over the dense model's (ratio, 0-1)")
     executed_over_useful: ExecutedOverUseful
     flag_executed_exceeds_useful: StrictBool = Field(description="more than 2 % of executed MACs are not useful")
     latency: Latency
+    main_score: MainScore = Field(description="the task's main score (v1 files: from top1/top1_ci95)")
     active_params_per_token: Union[Number, None] = Field(None, description="parameters a token uses (width family)")
     routing: Union[dict, None] = Field(None, description="routing statistics (width family): utilization, nmi, ...")
 
