@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | bench.
+"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | manifest | bench.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default=None)
     lb.add_argument("--strict", action="store_true",
                     help="refuse (exit 2) when any record file is bad instead of skipping it")
+    man = sub.add_parser("manifest", help="regenerate checkpoints/manifest.json from the checkpoint headers")
+    man.add_argument("--check", action="store_true",
+                     help="only say whether the manifest agrees with the headers (exit 2 when not)")
     return parser
 
 
@@ -335,6 +338,22 @@ def cmd_bench(args) -> int:
     if args.json:
         write_json(rows, setting, Path(args.json))
         print(f"wrote {args.json}")
+def cmd_manifest(args) -> int:
+    """Write (or with ``--check`` verify) ``checkpoints/manifest.json`` from the checkpoint headers."""
+    from .errors import UserError
+    from pathlib import Path
+
+    from .manifest import manifest_problem, write_manifest
+    from .provenance import repo_root
+
+    folder = (repo_root() or Path.cwd()) / "checkpoints"
+    if args.check:
+        problem = manifest_problem(folder)
+        if problem:
+            raise UserError(problem)
+        print(f"{folder / 'manifest.json'} agrees with the checkpoint headers")
+        return 0
+    print(f"wrote {write_manifest(folder)}")
     return 0
 
 
@@ -348,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
-               "leaderboard": cmd_leaderboard, "bench": cmd_bench}[args.command]
+               "leaderboard": cmd_leaderboard, "manifest": cmd_manifest, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except UserError as err:

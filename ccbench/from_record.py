@@ -15,7 +15,8 @@ import torch
 from . import catalog
 from .errors import UserError
 from .messages import say
-from .records import load_records, load_samples, read_record, results_root
+from .record_schema import NO_KNOB
+from .records import find_record, load_samples  # noqa: F401  (find_record: its historical import path)
 from .specs import BudgetSpec, TaskSpec
 
 PREDICTION_AGREEMENT_MIN = 0.999  # below this the cached model is not the one that wrote the record
@@ -33,23 +34,6 @@ class RecordModel:
     record: dict
     record_path: Path
     trained_file: str
-
-
-def find_record(record_id: str, results_dir=None) -> tuple[Path, dict]:
-    """The record whose id starts with ``record_id`` (at least 6 hex digits), or the record at the
-    path ``record_id`` (a ``.json`` file), verified."""
-    if record_id.endswith(".json") and Path(record_id).is_file():
-        record_id = read_record(Path(record_id))["id"]
-    if len(record_id) < 6:
-        raise UserError(f"give at least 6 characters of the record id, got {record_id!r}")
-    records = load_records(results_dir)
-    hits = [(p, r) for p, r in records if r["id"].startswith(record_id)]
-    if not hits:
-        raise UserError(f"no run record with id {record_id!r} under {results_root(results_dir)} "
-                        f"(record ids are the file names in results/<budget>/<task>/<method>/)")
-    if len(hits) > 1:
-        raise UserError(f"record id {record_id!r} is ambiguous: {', '.join(r['id'][:12] for _, r in hits)}")
-    return hits[0]
 
 
 def record_backbone_path(record: dict) -> str | None:
@@ -88,7 +72,7 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
         raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
                         f"but this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
     knob = record["method"]["knob"]
-    config = {knob["name"]: knob["value"]} if meta["knob"].get("needs_retraining") and knob["name"] != "none" else {}
+    config = {knob["name"]: knob["value"]} if meta["knob"].get("needs_retraining") and knob["name"] != NO_KNOB else {}
     model, source, run_name, trained_path, _ = build_for_run(method, meta, config, work, tier, task, seed)
     if not trained_path.exists():
         knob_arg = f" --knob {knob['name']}={knob['value']}" if config else ""

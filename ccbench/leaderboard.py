@@ -1,10 +1,12 @@
 """``leaderboard/README.md`` (and a plot per task/budget), generated from ``results/`` alone.
 
 A row is admitted only when its backbone hash equals the published checkpoint's
-(``checkpoints/<budget>-<task>.safetensors`` in the checkout; text: the tier's public encoder), its budget
+(``checkpoints/<budget>-<task>.safetensors`` as listed in ``checkpoints/manifest.json``, so no checkpoint
+is opened; text: the tier's public encoder), its budget
 version is the registered tier's, and the tier evaluates the whole eval split (no ``eval_limit``, e.g.
 not ``smoke``); others are listed as not admitted. Every string taken from a record is escaped
-(:func:`ccbench.markdown.escape_cell`) and plot file names are built from safe names only.
+(:func:`ccbench.markdown.escape_cell`) and plot file names are built from safe names only. A build reads and verifies each record file once.
+Reporting only: no torch and no run-side module is imported here.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pandas as pd
 from .markdown import escape_cell
 from .names import file_stem
 from .provenance import repo_root
-from .records import require_valid_records
+from .records import RecordError, find_record, report_skipped, scan_records
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -37,24 +39,13 @@ SPECIALIZATION_NOTE = (
 
 
 def published_backbone_hashes() -> dict[tuple[str, str], str]:
-    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``, as
-    stated in each safetensors header (read without torch and without loading the weights;
-    ``ccbench run`` recomputes the hash from the weights when it loads one)."""
-    from .safefile import read_meta
+    """``{(budget, task): backbone sha256}`` of the checkpoints published in ``checkpoints/``, as listed
+    in ``checkpoints/manifest.json`` (:mod:`ccbench.manifest`; no checkpoint is opened; ``ccbench run``
+    recomputes the hash from the weights when it loads one)."""
+    from .manifest import published_hashes
 
     root = repo_root()
-    out = {}
-    if root is None:
-        return out
-    for path in sorted((root / "checkpoints").glob("*.safetensors")):
-        meta = read_meta(path, "restore it from git (`git checkout -- checkpoints/`)").get("meta") or {}
-        if not all(isinstance(meta.get(k), str) for k in ("budget", "task", "backbone_sha256")):
-            from .errors import UserError
-            raise UserError(f"{path} states no budget/task/backbone_sha256 in its header; restore it from git "
-                            "(`git checkout -- checkpoints/`)")
-        if path.stem == f"{meta['budget']}-{meta['task']}":  # other files are variants (e.g. *-scratch)
-            out[(meta["budget"], meta["task"])] = meta["backbone_sha256"]
-    return out
+    return published_hashes(root / "checkpoints") if root is not None else {}
 
 
 PREVIOUS_FIELDS = ("budget", "task", "budget_version", "sha256", "eval_top1", "recipe", "checkpoint")
@@ -136,23 +127,14 @@ def _plot(df: pd.DataFrame, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def _record_path(results_dir, id_prefix: str) -> Path:
-    """The record file whose id starts with ``id_prefix``."""
-    from .records import load_records
-
-    for path, record in load_records(results_dir):
-        if record["id"].startswith(id_prefix):
-            return path
-    raise FileNotFoundError(f"no record with id {id_prefix}")
-
-
-def _specialization_section(results_dir, admitted: list[pd.DataFrame], out_dir: Path) -> str:
-    """The "Specialization & transfer" section: shift and transfer records whose source run is admitted
-    (severity-curve plots go to ``out_dir``)."""
+def _specialization_section(records: list, admitted: list[pd.DataFrame], out_dir: Path) -> str:
+    """The "Specialization & transfer" section: shift and transfer records (of the verified
+    ``records``) whose source run is admitted (severity-curve plots go to ``out_dir``)."""
     from .shift_tables import plot_severity, shift_markdown, shift_rows, transfer_markdown, transfer_rows
 
     sources = {i for g in admitted for ids in g.record_ids for i in ids.split(",")}  # 12-character id prefixes
-    shift, transfer = shift_rows(results_dir, sources), transfer_rows(results_dir, sources)
+    shift = shift_rows(admitted_sources=sources, records=records)
+    transfer = transfer_rows(admitted_sources=sources, records=records)
     if shift.empty and transfer.empty:
         return ""
     out = ["\n## Specialization & transfer\n\n" + SPECIALIZATION_NOTE + "\n"]
@@ -205,10 +187,13 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     is written."""
     root = repo_root() or Path.cwd()
     out_path = Path(out) if out else root / "leaderboard" / "README.md"
-    if strict:
-        require_valid_records(results_dir or (root / "results"))
+    records, bad = scan_records(results_dir or (root / "results"))  # every record file read and verified once
+    if strict and bad:
+        raise RecordError("\n".join(bad))
+    report_skipped(bad)
+    runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    df = load_table(results_dir or (root / "results"))
+    df = load_table(records=runs)
     published = published_backbone_hashes()
     parts = [HEADER]
     if df.empty:
@@ -236,8 +221,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                 from .plots import plot_routing
 
                 best = routed.sort_values(["nmi", "top1"]).iloc[-1]
-                first_path = _record_path(results_dir or (root / "results"), best.record_ids.split(",")[-1])
-                png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png")
+                first_path, first = find_record(best.record_ids.split(",")[-1], records=runs)
+                png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png", first)
                 parts.append(f"\nRouting of the most class-specialised width-family row ({escape_cell(best.method)} "
                              f"{escape_cell(best.knob)}, chance-corrected NMI {best.nmi:.3f}), expert x class share "
                              f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
@@ -263,8 +248,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                      "Pearson and Spearman x 100; the average only when all five tasks have a record.\n\n"
                      + glue_table(glue) + "\n")
     # shift and transfer records of the previous version's runs stay visible until the track is re-run
-    parts.append(_specialization_section(results_dir or (root / "results"), admitted_all + earlier_all,
-                                         out_path.parent))
+    parts.append(_specialization_section(records, admitted_all + earlier_all, out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))

@@ -26,9 +26,10 @@ def routing_counts(expert_ids: np.ndarray, labels: np.ndarray, num_experts: int,
     return out
 
 
-def plot_routing(record_path: str | Path, out: str | Path | None = None) -> Path:
+def plot_routing(record_path: str | Path, out: str | Path | None = None, record: dict | None = None) -> Path:
     """Write a PNG of per-layer expert x class heatmaps (share of each class's picks going to each
-    expert) for a record of a routed method; returns its path."""
+    expert) for a record of a routed method; returns its path. ``record``: the record at
+    ``record_path`` already read and verified (it is then not read again)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +38,8 @@ def plot_routing(record_path: str | Path, out: str | Path | None = None) -> Path
     record_path = Path(record_path)
     if not record_path.exists():
         raise UserError(f"no record at {record_path}")
-    record = read_record(record_path)
+    if record is None:
+        record = read_record(record_path)
     samples = load_samples(record_path)
     if "trace.expert_ids" not in samples:
         raise UserError(f"record {record_path.name} ({record['method']['name']}) has no routing trace; "

@@ -7,6 +7,10 @@ field, and the record holds ``samples_sha256``, a hash of its per-sample arrays 
 so an edit of either is detectable (:func:`record_problem`). Records written before that field existed
 stay readable; their samples cannot be verified.
 
+Fields are typed and documented once in :mod:`ccbench.record_schema` (schema version 2; version-1 files
+load through its read adapter and are never rewritten). Reading records needs neither torch nor the run
+side: the tensors :func:`write_record` takes are converted with their own ``.numpy()``.
+
 A bad record file (unparseable, edited, renamed, of an unsupported schema, lacking fields, with missing
 or altered samples) is reported on one line naming the file and skipped by :func:`load_records`, or
 refused by :func:`require_valid_records` (``--strict``).
@@ -22,34 +26,16 @@ import zipfile
 from numbers import Real
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .errors import UserError
 from .names import NAME_RULE, is_safe_name
 from .provenance import content_hash
+from .record_schema import SCHEMA_VERSION, AnyRecord, SchemaError, parse_record
 
-if TYPE_CHECKING:  # reading records needs neither torch nor the trace module
-    import torch
-
-    from .trace import Trace
-
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
 DEFAULT_RESULTS = "results"
 # file-name prefix of each record kind (transfer records were written without one, later ones may have it)
 KIND_PREFIXES = {"run": ("",), "shift": ("shift-",), "transfer": ("", "transfer-")}
-# dotted field -> type every record needs (its folder, name and table row are built from these)
-REQUIRED_FIELDS = {"id": str, "task.name": str, "budget.name": str, "method.name": str, "method.family": str,
-                   "method.knob": dict, "seed": int}
-RUN_FIELDS = {"date": str, "backbone.sha256": str, "backbone.file": str, "budget.consumed.samples": Real,
-              "metrics.useful_gmacs.mean": Real, "metrics.useful_fraction_of_dense": Real,
-              "metrics.executed_over_useful.batch1": Real, "metrics.flag_executed_exceeds_useful": bool,
-              "metrics.latency.batch1.speedup": Real, "metrics.latency.batch1.efficiency": Real,
-              "metrics.latency.batchN.speedup": Real, "metrics.latency.batchN.efficiency": Real,
-              "metrics.latency.batchN.batch_size": int}
-DERIVED_FIELDS = {"source.record_id": str, "source.task": str, "source.backbone_sha256": str}
 FIX = "restore it from git or delete it"
 
 
@@ -121,17 +107,27 @@ def record_dir(root: Path, record: dict) -> Path:
     return folder
 
 
-def write_record(record: dict, ids: list[str], labels: torch.Tensor, preds: torch.Tensor, trace: Trace,
-                 results_dir: str | os.PathLike | None = None) -> Path:
-    """Write the per-sample file, then the record (see :func:`commit_record`). Returns the record path."""
+def write_record(record: dict, ids: list[str], labels, preds, trace, results_dir: str | os.PathLike | None = None) -> Path:
+    """Write the per-sample file, then the record (see :func:`commit_record`). Returns the record path.
+
+    ``labels [S]`` and ``preds [S]`` (class indices or regression values) and each ``trace`` field
+    (``[S, ...]``) are arrays or tensors (converted through their own ``.numpy()``; no torch import here)."""
+    labels, preds = _numpy(labels), _numpy(preds)
     # class indices fit int16; regression targets and outputs (STS-B) stay float32
-    kind = np.float32 if labels.is_floating_point() or preds.is_floating_point() else np.int16
-    arrays = {"ids": np.asarray(ids), "label": labels.numpy().astype(kind), "pred": preds.numpy().astype(kind)}
+    kind = np.float32 if labels.dtype.kind == "f" or preds.dtype.kind == "f" else np.int16
+    arrays = {"ids": np.asarray(ids), "label": labels.astype(kind), "pred": preds.astype(kind)}
     for k, v in trace.items():
-        v = v.cpu()
+        v = _numpy(v)
         # ints fit int16 (token/block/expert indices); floats (combine weights) are kept at half precision
-        arrays[f"trace.{k}"] = v.numpy().astype(np.int16) if not v.is_floating_point() else v.numpy().astype(np.float16)
+        arrays[f"trace.{k}"] = v.astype(np.float16) if v.dtype.kind == "f" else v.astype(np.int16)
     return commit_record(record, arrays, results_dir)
+
+
+def _numpy(values) -> np.ndarray:
+    """``values`` as a numpy array: a tensor (any device) through ``.detach().cpu().numpy()``."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 def commit_record(record: dict, arrays: dict[str, np.ndarray], results_dir: str | os.PathLike | None = None,
@@ -144,6 +140,10 @@ def commit_record(record: dict, arrays: dict[str, np.ndarray], results_dir: str 
     point. Safe with concurrent writers into one folder: an existing record raises ``FileExistsError``
     and is never overwritten. Returns the record path."""
     record = seal(record, arrays)
+    try:  # what is written fits the typed schema (a run-side bug fails here, before any file exists)
+        parse_record(record)
+    except SchemaError as err:
+        raise RecordError(f"record {record['id'][:12]} would not be readable: {err}") from None
     folder = record_dir(results_root(results_dir), record)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{prefix}{record['id'][:12]}"
@@ -214,20 +214,6 @@ def _field(record: dict, dotted: str):
     return value
 
 
-def _type_ok(value, kind: type) -> bool:
-    """``isinstance`` where bools are not numbers (JSON ``true`` is no count)."""
-    if kind is not bool and isinstance(value, bool):
-        return False
-    return isinstance(value, kind)
-
-
-def _missing_fields(record: dict) -> list[str]:
-    """Required fields (by the record's kind) that are absent or of the wrong type."""
-    kind = record.get("kind", "run")
-    need = {**REQUIRED_FIELDS, **(RUN_FIELDS if kind == "run" else DERIVED_FIELDS)}
-    return [f for f, t in need.items() if not _type_ok(_field(record, f), t)]
-
-
 def record_problem(path: Path, record) -> str | None:
     """Why the parsed record file ``path`` cannot be trusted, or ``None`` when it can: not an object,
     id does not match its content, unsupported schema version, missing fields, a file name that is not
@@ -236,15 +222,11 @@ def record_problem(path: Path, record) -> str | None:
         return "is not a JSON object"
     if not verify_record(record):
         return "id does not match its content (edited by hand?)"
-    if record.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
-        return (f"schema_version {record.get('schema_version')!r} is not supported "
-                f"(this ccbench reads {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})")
+    try:
+        typed(record)
+    except SchemaError as err:
+        return str(err)
     kind = record.get("kind", "run")
-    if not isinstance(kind, str) or kind not in KIND_PREFIXES:
-        return f"kind {kind!r} is unknown (known: {', '.join(KIND_PREFIXES)})"
-    missing = _missing_fields(record)
-    if missing:
-        return f"lacks required field(s) {', '.join(missing)}"
     if Path(path).stem not in {p + record["id"][:12] for p in KIND_PREFIXES[kind]}:
         return f"file name does not match its id {record['id'][:12]} (renamed?)"
     if not _samples_path(path).is_file():
@@ -255,6 +237,21 @@ def record_problem(path: Path, record) -> str | None:
     elif not zipfile.is_zipfile(_samples_path(path)):  # an older record: no hash, check the file is whole
         return "its samples file is corrupt (not a complete .npz)"
     return None
+
+
+_typed: dict[str, AnyRecord] = {}
+
+
+def typed(record: dict) -> AnyRecord:
+    """The typed model (:mod:`ccbench.record_schema`) of a parsed record dict, parsed once per content
+    id (ids are content hashes, so one id is one content); :class:`SchemaError` when it does not fit."""
+    key = record.get("id")
+    if not isinstance(key, str) or key not in _typed:
+        model = parse_record(record)
+        if not isinstance(key, str):
+            return model
+        _typed[key] = model
+    return _typed[key]
 
 
 def read_record(path: Path) -> dict:
@@ -311,6 +308,28 @@ def load_records(results_dir: str | os.PathLike | None = None, kind: str | None 
     good, bad = scan_records(results_dir)
     report_skipped(bad)
     return [(p, r) for p, r in good if kind is None or r.get("kind", "run") == kind]
+
+
+def find_record(record_id: str, results_dir: str | os.PathLike | None = None,
+                records: list[tuple[Path, dict]] | None = None) -> tuple[Path, dict]:
+    """The run record whose id starts with ``record_id`` (at least 6 hex digits), or the record at the
+    path ``record_id`` (a ``.json`` file), verified; searched in ``records`` when given (already loaded,
+    nothing is read again), else under the results folder. None or several matches: :class:`UserError`.
+
+    The one place a record is looked up by id prefix (``ccbench shift``/``transfer``, the leaderboard)."""
+    if record_id.endswith(".json") and Path(record_id).is_file():
+        record_id = read_record(Path(record_id))["id"]
+    if len(record_id) < 6:
+        raise UserError(f"give at least 6 characters of the record id, got {record_id!r}")
+    if records is None:
+        records = load_records(results_dir)
+    hits = [(p, r) for p, r in records if r.get("kind", "run") == "run" and r["id"].startswith(record_id)]
+    if not hits:
+        raise UserError(f"no run record with id {record_id!r} under {results_root(results_dir)} "
+                        f"(record ids are the file names in results/<budget>/<task>/<method>/)")
+    if len(hits) > 1:
+        raise UserError(f"record id {record_id!r} is ambiguous: {', '.join(r['id'][:12] for _, r in hits)}")
+    return hits[0]
 
 
 def rows_of(records: list[tuple[Path, dict]], row) -> list:

@@ -22,6 +22,7 @@ from .image_data import cache_root
 from .latency import interleaved_latency
 from .messages import say
 from .provenance import content_hash, git_state, hardware
+from .record_schema import NO_KNOB
 from .records import finalize, write_record
 from .safefile import load_tensors, save_tensors
 from .specs import BudgetSpec, TaskSpec
@@ -51,7 +52,7 @@ def parse_knob(text: str | None, knob: dict) -> list[float] | None:
     from .method_meta import KnobMetadata
 
     name, _, values = text.rpartition("=")
-    if knob["name"] == "none":
+    if knob["name"] == NO_KNOB:
         raise UserError(f"this method has no knob; drop --knob {text}")
     if name and name != knob["name"]:
         raise UserError(f"this method's knob is {knob['name']!r}, not {name!r} (use --knob {knob['name']}=...)")
@@ -250,7 +251,7 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     # -- one trained model per knob value when the knob needs retraining, else one for all --
     knob_meta = meta["knob"]
     config = dict(method_config or {})
-    if knob_meta.get("needs_retraining") and knob_meta["name"] != "none":
+    if knob_meta.get("needs_retraining") and knob_meta["name"] != NO_KNOB:
         values = knob_values if knob_values is not None else [knob_meta["default"]]
         paths = []
         for value in values:
@@ -292,7 +293,7 @@ def _check_knob_values(model, knob_meta: dict, values: list | None) -> None:
     """Apply each user-given knob value to the untrained model once, so that a value the model
     refuses (beyond what the declared domain says, e.g. more blocks than the backbone has) fails
     before any training rather than after it."""
-    if not values or knob_meta["name"] == "none":
+    if not values or knob_meta["name"] == NO_KNOB:
         return
     initial = model.knob
     for value in values:
@@ -324,7 +325,7 @@ def _train_and_measure(method, meta, config, knob_values, chosen_by, work, tier,
     calibration = []
     if knob_values is not None:
         chosen_by = chosen_by or "user"
-    elif meta["knob"]["name"] != "none":
+    elif meta["knob"]["name"] != NO_KNOB:
         calibration, knob_values, chosen_by = _calibrate_knob(model, meta["knob"], work, table, tier.eval_batch_size,
                                                               device, max_compute, seed)
     else:

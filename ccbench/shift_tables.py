@@ -1,28 +1,35 @@
 """Tables of ``ccbench shift`` and ``ccbench transfer`` records (the leaderboard's "Specialization &
 transfer" section): accuracy and compute under shift per severity, routing shift, transfer score and
-gain over dense per protocol, module reuse and specialization NMI."""
+gain over dense per protocol, module reuse and specialization NMI. Reporting only: no torch, no run side."""
 from __future__ import annotations
 
 import pandas as pd
 
 from .markdown import escape_cell
-from .records import load_records, rows_of
-from .transfer import DENSE_REFERENCE, PROTOCOLS
+from .protocols import DENSE_REFERENCE, PROTOCOLS
+from .records import load_records, rows_of, typed
 
 
 def _knob(record: dict) -> str:
-    k = record["method"]["knob"]
-    return f"{k['name']}={k['value']:g}" if k["value"] is not None else "-"
+    """The record's knob label (:meth:`ccbench.record_schema.Knob.label`)."""
+    return typed(record).method.knob.label()
 
 
-def shift_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd.DataFrame:
+def _of_kind(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
+    """``(path, record)`` of ``kind`` from ``records`` (already verified) or the results folder, whose
+    source run's 12-character id prefix is in ``admitted_sources`` (all when ``None``)."""
+    if records is None:
+        records = load_records(results_dir, kind=kind)
+    return [(p, r) for p, r in records if r.get("kind", "run") == kind
+            and (admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources)]
+
+
+def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
     """One row per shift record (the source run's 12-character id prefix in ``admitted_sources`` when
     given): method, knob, source -> target, reference score and share of dense, per-severity drop and
     change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
     kept its compute."""
-    records = [(p, r) for p, r in load_records(results_dir, kind="shift")
-               if admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources]
-    return pd.DataFrame(rows_of(records, _shift_row))
+    return pd.DataFrame(rows_of(_of_kind(results_dir, "shift", records, admitted_sources), _shift_row))
 
 
 def _shift_row(_, r: dict) -> dict:
@@ -46,11 +53,10 @@ def _shift_row(_, r: dict) -> dict:
     return row
 
 
-def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None) -> pd.DataFrame:
+def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
     """One row per transfer record with its gain over the dense transfer from the same backbone under
     the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
-    records = [(p, r) for p, r in load_records(results_dir, kind="transfer")
-               if admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources]
+    records = _of_kind(results_dir, "transfer", records, admitted_sources)
     dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
 
     def row(_, r: dict) -> dict:

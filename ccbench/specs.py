@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError
 
@@ -97,11 +97,21 @@ class TaskSpec(_Strict):
     classes: list[str]
     calibration: CalibrationSpec = CalibrationSpec()
     eval_split: str
-    main_score: str
+    main_score: str  # a metric registry key (ccbench.metrics): top1, accuracy, matthews, ...
     citation: str
     text: TextTaskSpec | None = None
     subset_of: str | None = None  # an image task on some of another task's classes (relabelled 0..k-1)
     shift: ShiftSpec | None = None  # set on tasks that are targets of `ccbench shift`
+
+    @field_validator("main_score")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        """The main score must be a registered metric (``ccbench.metrics``)."""
+        from .metrics import known
+
+        if name not in known():
+            raise ValueError(f"unknown main score {name!r} (known: {', '.join(known())})")
+        return name
 
 
 class BackboneSpec(_Strict):

@@ -3,17 +3,18 @@
 One row per (task, budget, method, knob value); seeds are aggregated as the mean with their count.
 When one seed was measured more than once, its latest record counts.
 Every accuracy carries a 95 % bootstrap CI over eval samples (for several seeds: over samples of the
-seed-averaged correctness).
+seed-averaged correctness). The columns are declared once in :mod:`ccbench.columns`; records are read
+through their typed models (:mod:`ccbench.record_schema`). No torch: the bootstrap is numpy.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
+from . import columns as C
 from .markdown import escape_cell
-from .records import load_records, load_samples, rows_of
-from .stats import bootstrap_ci
+from .metrics import metric
+from .records import load_records, load_samples, rows_of, typed
 
 NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official main score, x 100) with a "
               "95 % percentile-bootstrap CI over eval samples; on Imagenette val "
@@ -29,73 +30,62 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
               "the family's static control (depth: static-depth, token: static-res; with dense as the 100 % point) "
               "interpolated linearly at the row's % of dense compute; '-' outside the control's range.")
 
-COLUMNS = ["task", "budget", "method", "family", "knob", "seeds", "score_name", "top1", "top1_ci95", "useful_gmacs",
-           "pct_of_dense", "exec_over_useful_b1", "flag_masked", "speedup_b1", "speedup_bN", "bN", "flag_latency", "eff_b1", "eff_bN",
-           "active_params_m", "utilization", "nmi", "train_samples", "backbone", "backbone_name", "budget_version",
-           "record_ids"]
-
-
-def _knob_text(value) -> str:
-    """Knob value as a label: numbers in their shortest form, so 3 and 3.0 are one configuration.
-
-    >>> _knob_text(3.0), _knob_text(0.5), _knob_text("x")
-    ('3', '0.5', 'x')
-    """
-    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
-def _number(value) -> float:
-    """``value`` when it is a number (not a bool), else ``TypeError`` (a crafted record)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{value!r} is not a number")
-    return value
+COLUMNS = [c.key for c in C.COLUMNS]
 
 
 def _row(path, record: dict) -> dict:
-    m = record["metrics"]
-    k = record["method"]["knob"]
-    score = m.get("main_score", {"name": "top1", "value": m.get("top1"), "ci95": m.get("top1_ci95")})
-    return {
-        "task": record["task"]["name"], "budget": record["budget"]["name"],
-        "budget_version": record["budget"].get("version"),
-        "method": record["method"]["name"], "family": record["method"]["family"],
-        "knob": f"{k['name']}={_knob_text(k['value'])}" if k["value"] is not None else "-",
-        "seed": record["seed"], "score_name": str(score["name"]), "top1": _number(score["value"]),
-        "ci_lo": _number(score["ci95"][0]), "ci_hi": _number(score["ci95"][1]),
-        "useful_gmacs": m["useful_gmacs"]["mean"], "pct_of_dense": 100 * m["useful_fraction_of_dense"],
-        "exec_over_useful_b1": m["executed_over_useful"]["batch1"],
-        "flag_masked": bool(m["flag_executed_exceeds_useful"]),
-        "speedup_b1": m["latency"]["batch1"]["speedup"], "speedup_bN": m["latency"]["batchN"]["speedup"],
-        "bN": m["latency"]["batchN"]["batch_size"],
-        # records older than the latency check have none: they count as unchecked, not as flagged
-        "flag_latency": any(not m["latency"][b].get("check", {}).get("ok", True) for b in ("batch1", "batchN")),
-        "eff_b1": m["latency"]["batch1"]["efficiency"], "eff_bN": m["latency"]["batchN"]["efficiency"],
-        "train_samples": record["budget"]["consumed"]["samples"],
-        "backbone": record["backbone"]["sha256"], "backbone_name": record["backbone"]["file"],
-        "record_id": record["id"], "path": str(path),
-        "date": record["date"],
-        "active_params_m": m.get("active_params_per_token", np.nan) / 1e6,
-        "utilization": m.get("routing", {}).get("mean_over_layers", {}).get("utilization", np.nan),
-        "nmi": m.get("routing", {}).get("mean_over_layers", {}).get("nmi", np.nan),
-    }
+    """One run record's per-record values (:func:`ccbench.columns.row`)."""
+    return C.row(path, typed(record))
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values [N]`` (resampling samples with replacement, numpy's
+    seeded generator), in the units of ``values``.
+
+    >>> lo, hi = bootstrap_mean_ci(np.array([1.0] * 90 + [0.0] * 10))
+    >>> 0.82 < lo < 0.87 and 0.93 < hi < 0.97
+    True
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+    means = v[idx].mean(1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
-    """CI of seed-averaged per-sample correctness (samples aligned by example id); only for scores
-    that are accuracies."""
+    """CI (%) of seed-averaged per-sample correctness (samples aligned by example id); only for scores
+    that are per-sample means."""
     per_seed = []
     for p in paths:
         s = load_samples(p)
         order = np.argsort(s["ids"])
         per_seed.append((s["pred"][order] == s["label"][order]).astype(np.float64))
-    lo, hi = bootstrap_ci(torch.from_numpy(np.mean(per_seed, axis=0)), seed=seed)
+    lo, hi = bootstrap_mean_ci(np.mean(per_seed, axis=0), seed=seed)
     return 100 * lo, 100 * hi
 
 
-def load_table(results_dir=None, task: str | None = None, budget: str | None = None) -> pd.DataFrame:
-    """Aggregated table of every record under ``results_dir`` (filtered by task/budget)."""
-    rows = rows_of(load_records(results_dir), _row)
-    df = pd.DataFrame(rows)
+def score_ci(g: pd.DataFrame) -> str:
+    """The ``95% CI`` cell of one row's records ``g``: the record's own CI for one seed; for several, a
+    CI pooled over the seed-averaged samples when the score is a per-sample mean (:mod:`ccbench.metrics`),
+    else ``-`` (F1, Matthews, correlations are not means of per-sample scores)."""
+    if len(g) == 1:
+        lo, hi = g.ci_lo.iloc[0], g.ci_hi.iloc[0]
+    elif metric(g.score_name.iloc[0]).per_sample_mean:
+        lo, hi = _seed_ci(list(g.path))
+    else:
+        lo, hi = np.nan, np.nan
+    return "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}"
+
+
+def load_table(results_dir=None, task: str | None = None, budget: str | None = None,
+               records: list | None = None) -> pd.DataFrame:
+    """Aggregated table of every run record under ``results_dir`` (or of the already verified
+    ``records``, ``[(path, record)]``), filtered by task/budget: one row per :data:`ccbench.columns.GROUP`,
+    a column per :data:`ccbench.columns.COLUMNS` entry."""
+    if records is None:
+        records = load_records(results_dir)
+    df = pd.DataFrame(rows_of(records, _row))
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     if task:
@@ -103,31 +93,13 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
     if budget:
         df = df[df.budget == budget]
     # a re-measured configuration replaces the earlier record of the same seed (both stay on disk)
-    df = (df.sort_values("date")
-            .drop_duplicates(["task", "budget", "method", "knob", "backbone", "seed"], keep="last"))
+    df = df.sort_values("date").drop_duplicates(list(C.SEED_KEY), keep="last")
     out = []
-    for key, g in df.groupby(["task", "budget", "method", "knob", "backbone"], sort=True):
-        if len(g) == 1:
-            lo, hi = g.ci_lo.iloc[0], g.ci_hi.iloc[0]
-        elif g.score_name.iloc[0] in ("top1", "accuracy"):
-            lo, hi = _seed_ci(list(g.path))
-        else:  # F1, Matthews, correlations are not means of per-sample scores: no pooled CI across seeds yet
-            lo, hi = np.nan, np.nan
-        out.append({
-            "task": key[0], "budget": key[1], "method": key[2], "family": g.family.iloc[0], "knob": key[3],
-            "seeds": len(g), "score_name": g.score_name.iloc[0], "top1": g.top1.mean(),
-            "top1_ci95": "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}",
-            "useful_gmacs": g.useful_gmacs.mean(), "pct_of_dense": g.pct_of_dense.mean(),
-            "exec_over_useful_b1": g.exec_over_useful_b1.mean(), "flag_masked": bool(g.flag_masked.any()),
-            "speedup_b1": g.speedup_b1.mean(), "speedup_bN": g.speedup_bN.mean(), "bN": int(g.bN.iloc[0]),
-            "flag_latency": bool(g.flag_latency.any()),
-            "eff_b1": g.eff_b1.mean(), "eff_bN": g.eff_bN.mean(),
-            "active_params_m": g.active_params_m.mean(), "utilization": g.utilization.mean(), "nmi": g.nmi.mean(),
-            "train_samples": int(g.train_samples.mean()), "backbone": key[4],
-            "backbone_name": g.backbone_name.iloc[0],
-            "budget_version": g.budget_version.iloc[0] if g.budget_version.nunique(dropna=False) == 1 else None,
-            "record_ids": ",".join(i[:12] for i in g.record_id),
-        })
+    for key, g in df.groupby(list(C.GROUP), sort=True):
+        row = dict(zip(C.GROUP, key))
+        row.update({c.key: c.agg(g, c.key) for c in C.COLUMNS if c.agg is not None})
+        row["top1_ci95"] = score_ci(g)
+        out.append(row)
     return pd.DataFrame(out, columns=COLUMNS)
 
 
@@ -159,56 +131,26 @@ def static_gap(df: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _fmt(values, pattern: str) -> list[str]:
-    return ["-" if pd.isna(v) else pattern.format(v) for v in values]
-
-
-def _routing_columns(df: pd.DataFrame) -> dict:
-    """Width-family columns, only when some row has routing statistics."""
-    if df.utilization.isna().all():
-        return {}
-    return {"active params (M)": _fmt(df.active_params_m, "{:.2f}"), "util": _fmt(df.utilization, "{:.2f}"),
-            "NMI (chance-corr.)": _fmt(df.nmi, "{:.3f}")}
-
-
-def _static_columns(df: pd.DataFrame) -> dict:
-    """``vs static``: score minus the static control at equal compute, when any row has one."""
-    gap = static_gap(df)
-    if gap.isna().all():
-        return {}
-    return {"vs static": _fmt(gap, "{:+.2f}")}
-
-
-def _escaped(column: pd.Series) -> list[str]:
-    """Each value of a record-derived column escaped for a markdown cell (:func:`escape_cell`)."""
-    return [escape_cell(v) for v in column]
-
-
 def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
     """Markdown (with the noise note unless ``note=False``) or CSV text of a table from
-    :func:`load_table`."""
+    :func:`load_table`; the markdown columns are :data:`ccbench.columns.MARKDOWN` (routing columns only
+    when some row has routing statistics, ``vs static`` only when some row has a static control)."""
     if fmt == "csv":
         return df.to_csv(index=False)
     if df.empty:
         return "(no records)"
     from tabulate import tabulate
 
-    cell = _escaped
-    view = pd.DataFrame({
-        "task": cell(df.task), "budget": cell(df.budget), "method": cell(df.method), "knob": cell(df.knob),
-        "seeds": df.seeds,
-        "score": [f"{v:.2f}" + ("" if n == "top1" else f" ({escape_cell(n)})") for v, n in zip(df.top1, df.score_name)],
-        "95% CI": df.top1_ci95,
-        "GMACs": df.useful_gmacs.map("{:.3f}".format), "% dense": df.pct_of_dense.map("{:.1f}".format),
-        "exec/useful": [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)],
-        "speedup b1": [f"{v:.2f}x{' ?' if f else ''}" for v, f in zip(df.speedup_b1, df.flag_latency)],
-        "speedup bN": [f"{v:.2f}x (b{n}){' ?' if f else ''}" for v, n, f in zip(df.speedup_bN, df.bN, df.flag_latency)],
-        "eff b1": df.eff_b1.map("{:.2f}".format), "eff bN": df.eff_bN.map("{:.2f}".format),
-        **_routing_columns(df),
-        **_static_columns(df),
-        "train samples": df.train_samples, "backbone": cell(df.backbone.str[:10]),
-    })
-    text = tabulate(view, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    cells = {}
+    for key in C.MARKDOWN:
+        if key == "vs static":
+            gap = static_gap(df)
+            if not gap.isna().all():
+                cells[key] = C._fmt(gap, "{:+.2f}")
+        elif key not in C.ROUTING or not df.utilization.isna().all():
+            c = C.column(key)
+            cells[c.header] = c.cell(df)
+    text = tabulate(pd.DataFrame(cells), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
     return text + "\n\n" + NOISE_NOTE if note else text
 
 

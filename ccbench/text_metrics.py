@@ -1,5 +1,5 @@
 """GLUE's official metrics, in numpy (no scikit-learn/scipy dependency): accuracy, binary F1,
-Matthews correlation, Pearson and Spearman correlation, and each task's main score.
+Matthews correlation, Pearson and Spearman correlation (the main scores are :mod:`ccbench.metrics`).
 
 >>> round(matthews_corrcoef(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])), 6)
 0.57735
@@ -63,19 +63,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def glue_scores(task: str, pred: np.ndarray, label: np.ndarray) -> dict:
-    """Every official metric of ``task`` (in %, correlations x 100 as GLUE reports) and ``main``:
-    SST-2/RTE accuracy; MRPC mean of F1 and accuracy; CoLA Matthews; STS-B mean of Pearson and
-    Spearman (``pred`` are regression outputs there)."""
-    if task == "stsb":
-        p, s = 100 * pearson(pred, label), 100 * spearman(pred, label)
-        return {"pearson": p, "spearman": s, "main": (p + s) / 2}
-    if task == "mrpc":
-        f1, acc = 100 * f1_binary(pred, label), 100 * accuracy(pred, label)
-        return {"f1": f1, "accuracy": acc, "main": (f1 + acc) / 2}
-    if task == "cola":
-        mcc = 100 * matthews_corrcoef(pred, label)
-        return {"matthews": mcc, "main": mcc}
-    if task in ("sst2", "rte"):
-        acc = 100 * accuracy(pred, label)
-        return {"accuracy": acc, "main": acc}
-    raise KeyError(f"no GLUE metrics for task {task!r}")
+    """Every official metric of GLUE ``task`` (in %, correlations x 100) and ``main``: the task's main
+    score from the metric registry (:mod:`ccbench.metrics`); ``KeyError`` for a task GLUE lacks."""
+    from .metrics import GLUE_MAIN_SCORE, metric
+
+    if task not in GLUE_MAIN_SCORE:
+        raise KeyError(f"no GLUE metrics for task {task!r}")
+    return metric(GLUE_MAIN_SCORE[task]).scores(pred, label)

@@ -30,13 +30,11 @@ from .errors import UserError, unknown_name_error
 from .from_record import check_predictions, load_record_model, record_backbone_path
 from .image_data import cache_root
 from .messages import say
+from .protocols import DENSE_REFERENCE, PROTOCOLS
 from .provenance import content_hash, git_state, hardware
 from .records import finalize, load_records, load_samples, write_record
 from .shift import compute_summary, exit_histogram
 
-PROTOCOLS = {"head-only": ("head",), "router-only": ("head", "decision"),
-             "modules-frozen": ("head", "module"), "full": ("head", "decision", "module")}
-DENSE_REFERENCE = {"head-only": "head-only", "router-only": "head-only", "modules-frozen": "full", "full": "full"}
 
 
 def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str, int]]:

@@ -218,15 +218,15 @@ class TextWorkload:
         return TextTrainData(split, self.backbone.encode, self.lengths(split))
 
     def scores(self, logits: torch.Tensor, labels: torch.Tensor, seed: int) -> dict:
-        """The task's official GLUE metrics (in %, correlations x 100), its main score with a bootstrap
-        CI, and top-1 (%) for classification tasks."""
-        from .text_metrics import glue_scores
+        """The task's metrics (:mod:`ccbench.metrics`, keyed by its ``main_score``; in %, correlations
+        x 100), its main score with a bootstrap CI, and top-1 (%) for classification tasks."""
+        from .metrics import metric
 
-        glue_task = self.task.text.glue_task
+        score = metric(self.task.main_score)
         pred = (logits[:, 0] if self.task.text.regression else logits.argmax(-1)).numpy()
         label = labels.numpy()
-        scores = glue_scores(glue_task, pred, label)
-        lo, hi = bootstrap_ci_metric(lambda p, y: glue_scores(glue_task, p, y)["main"], pred, label, seed=seed)
+        scores = score.scores(pred, label)
+        lo, hi = bootstrap_ci_metric(score.main, pred, label, seed=seed)
         out = {"glue": {k: round(float(v), 3) for k, v in scores.items()},
                "main_score": {"name": self.task.main_score, "value": round(float(scores["main"]), 3),
                               "ci95": [round(lo, 3), round(hi, 3)]}}

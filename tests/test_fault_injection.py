@@ -78,7 +78,7 @@ CORRUPTIONS = {
     "not_an_object": (_then_same(lambda p: p.write_text("[1, 2]")), "is not a JSON object"),
     "hand_edited": (_then_same(_edited), "id does not match its content (edited by hand?)"),
     "schema_99_recomputed_id": (_then_same(lambda p: _rewrite(p, lambda b: b.update(schema_version=99))),
-                                "schema_version 99 is not supported (this ccbench reads 1)"),
+                                "schema_version 99 is not supported (this ccbench reads 1, 2)"),
     "missing_field_recomputed_id": (_then_same(lambda p: _rewrite(p, lambda b: b.pop("metrics"))),
                                     "lacks required field(s) metrics.useful_gmacs.mean"),
     "renamed": (_renamed, "file name does not match its id"),
