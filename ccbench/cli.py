@@ -338,6 +338,9 @@ def cmd_bench(args) -> int:
     if args.json:
         write_json(rows, setting, Path(args.json))
         print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_manifest(args) -> int:
     """Write (or with ``--check`` verify) ``checkpoints/manifest.json`` from the checkpoint headers."""
     from .errors import UserError

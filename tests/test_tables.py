@@ -42,13 +42,13 @@ def test_one_seed_keeps_its_own_interval_and_a_remeasured_seed_replaces_the_earl
 def test_scores_that_are_not_means_get_no_pooled_interval(tmp_path):
     for seed in (0, 1):
         body = run_body(task="mrpc", seed=seed, score=70.0 + seed)
-        body["metrics"]["main_score"]["name"] = "f1_acc"
+        body["metrics"]["main_score"]["name"] = "mean of f1 and accuracy"   # not a per-sample mean
         commit_record(body, {"ids": np.asarray(["a"]), "label": np.array([1], dtype=np.int16),
                              "pred": np.array([1], dtype=np.int16)}, tmp_path)
     [row] = load_table(tmp_path).to_dict("records")
     assert row["seeds"] == 2 and row["top1_ci95"] == "-" and row["top1"] == 70.5
     text = render(load_table(tmp_path), note=False)
-    [line] = [line for line in text.splitlines() if "70.50 (f1_acc)" in line]
+    [line] = [line for line in text.splitlines() if "70.50 (mean of f1 and accuracy)" in line]
     assert [c.strip() for c in line.strip("|").split("|")][6] == "-"                            # the 95% CI cell
 
 
