@@ -2,7 +2,7 @@
 
 Each mutant changes ONE operator or constant of a module (``+``/``-``, ``*``/``/``, ``<``/``<=``,
 ``==``/``!=``, ``and``/``or``, ``not x`` -> ``x``, ``-x`` -> ``x``, an integer ``n`` -> ``n + 1``, a
-float ``x`` -> ``x / 2``, ``True``/``False``, ``None`` defaults are left alone; docstrings and other
+float ``x`` -> ``x / 2`` (not 0.0), ``True``/``False``, ``None`` defaults are left alone; docstrings and other
 strings are never touched) and is run against that module's fast test files (and its doctests). A
 mutant is *killed* when a test fails or the run exceeds the timeout, *survives* otherwise.
 
@@ -98,7 +98,7 @@ def mutation_sites(tree: ast.AST) -> list[tuple[int, str, str]]:
                 sites.append((i, repr(v), repr(not v)))
             elif isinstance(v, int):
                 sites.append((i, repr(v), repr(v + 1)))
-            elif isinstance(v, float):
+            elif isinstance(v, float) and v != 0.0:  # halving 0.0 changes nothing: not a mutant
                 sites.append((i, repr(v), repr(v / 2)))
     return sites
 
