@@ -252,6 +252,9 @@ def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, spli
     from .teacher import load_teacher
 
     spec = budget.pretrain.distill
+    if spec.feature_weight > 0 and not 1 <= spec.feature_block <= budget.backbone.depth:  # before the teacher pass
+        raise UserError(f"distill.feature_block must be between 1 and the backbone's {budget.backbone.depth} "
+                        f"blocks, got {spec.feature_block}")
     teacher = load_teacher()
     root = task
     while root.subset_of:
@@ -275,9 +278,6 @@ def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, spli
             return distillation_loss(logits, y, spec, budget.pretrain.label_smoothing), logits
         return data, teacher_meta, loss_fn
 
-    if not 1 <= spec.feature_block <= budget.backbone.depth:
-        raise UserError(f"distill.feature_block must be between 1 and the backbone's {budget.backbone.depth} "
-                        f"blocks, got {spec.feature_block}")
     teacher_meta["features"] = {"teacher_stage": spec.teacher_stage, "grid": spec.feature_grid,
                                 "student_block": spec.feature_block, "weight": spec.feature_weight}
 
