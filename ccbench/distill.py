@@ -58,13 +58,14 @@ class TeacherViews:
         return torch.tensor([where[i] for i in ids])
 
 
-def views_key(teacher: Teacher, split: ImageSplit, spec: DistillSpec) -> str:
+def views_key(teacher: Teacher, split: ImageSplit, spec: DistillSpec, features: bool | None = None) -> str:
     """What determines the stored views: teacher weights, the exact images, crop rule and resolution,
-    and which feature map is stored (when one is)."""
+    and which feature map is stored (when one is: ``features``, by default when the recipe distils them)."""
+    features = spec.feature_weight > 0 if features is None else features
     key = {"teacher": teacher.weights_sha256, "data": split.data_hash, "ids": _ids_sha256(split.ids),
            "teacher_px": spec.teacher_px, "scale": list(spec.scale), "flip": spec.flip,
            "view_seed": spec.view_seed, "source_px": SOURCE_PX}
-    if spec.feature_weight > 0:
+    if features:
         key["features"] = {"stage": spec.teacher_stage, "grid": spec.feature_grid}
     return content_hash(key)[:16]
 
@@ -96,6 +97,10 @@ def teacher_views(teacher: Teacher, split: ImageSplit, spec: DistillSpec, batch_
     for v in range(spec.views):
         path = folder / f"view-{v}.safetensors"
         stored = _read_view(path, split.ids, names)
+        if stored is None and spec.feature_weight == 0:
+            # the same crops stored with the feature map the spec names hold these logits: reuse them
+            richer = cache_root() / "teacher" / views_key(teacher, split, spec, features=True) / path.name
+            stored = _read_view(richer, split.ids, names)
         if stored is None:
             gen = torch.Generator().manual_seed(spec.view_seed * 1000 + v)
             stored = {"theta": sample_crops(len(split), tuple(spec.scale), spec.flip, gen)}

@@ -101,10 +101,13 @@ def test_feature_views_store_the_pooled_teacher_map(teacher, tiny_data, isolated
     from ccbench.teacher import logits_and_features
 
     train = task_splits(catalog.tasks().get("imagenette"), 64, str(tiny_data))["train"]
-    plain = DistillSpec(views=1, teacher_px=64)
+    plain = DistillSpec(views=1, teacher_px=64, teacher_stage=4, feature_grid=2)   # feature_weight 0
     spec = DistillSpec(views=1, teacher_px=64, feature_weight=1.0, teacher_stage=4, feature_grid=2)
     views = teacher_views(teacher, train, spec, progress=False)
-    assert views.key != teacher_views(teacher, train, plain, progress=False).key
+    reused = teacher_views(teacher, train, plain, progress=False)     # logits only: the same crops' logits
+    assert reused.key != views.key and reused.features is None
+    assert torch.equal(reused.logits, views.logits) and torch.equal(reused.theta, views.theta)
+    assert not (isolated_cache / "teacher" / reused.key).exists()      # read back, no second teacher pass
     assert views.features.shape == (1, len(train), 112, 2, 2)       # stage 4: 112 channels at stride 16
     crops = apply_crops(train.images[:2].float() / 255, views.theta[0, :2], 64)
     logits, fmap = logits_and_features(teacher, crops, 4)
