@@ -175,15 +175,26 @@ def timm_row(backbone, images: torch.Tensor, batches: list[int], calls: int, war
     return row
 
 
-def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[str] | None = None,
-              points: dict[str, list] | None = None, batches: tuple[int, ...] = (1, 8), calls: int = 30,
-              warmup: int = 5, seed: int = 0, threads: int | None = None, fresh: bool = False,
-              variants: bool = True, progress=print) -> tuple[list[BenchRow], dict]:
-    """Time every method (default: all image methods but dense) at its points, and with ``variants``
-    also the alternative executions of :data:`VARIANTS` (MoE's loop over experts, ToMe's SDPA);
-    returns the rows and the setting (threads, inputs, backbone)."""
+@dataclass
+class BenchSetting:
+    """What every timed point shares: the tier, task, published backbone (and its checkpoint), the
+    input images ``[n, 3, px, px]`` and where they came from, the dense model and the method names."""
+
+    tier: object
+    task: object
+    backbone: object
+    ckpt: object
+    images: torch.Tensor
+    source: str
+    dense: object
+    names: list[str]
+
+
+def bench_setting(budget: str, task_name: str, methods: list[str] | None, n_images: int, seed: int,
+                  threads: int | None) -> BenchSetting:
+    """Load the tier's published backbone for ``task_name`` and ``n_images`` inputs; ``UserError`` for a
+    text task, a missing checkpoint or an unknown method."""
     from . import catalog
-    from .cost import CostTable
     from .pretrain import load_backbone, published_path
 
     tier = catalog.budgets().get(budget)
@@ -202,15 +213,38 @@ def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[
     torch.manual_seed(seed)
     backbone, ckpt = load_backbone(path)
     backbone.eval()
-    images, source = _inputs(task, tier, backbone, max(batches) * calls, seed)
+    images, source = _inputs(task, tier, backbone, n_images, seed)
     dense = catalog.methods().get("dense").build(copy.deepcopy(backbone)).eval()
-    chosen = {**DEFAULT_POINTS, **(points or {})}
+    return BenchSetting(tier, task, backbone, ckpt, images, source, dense, names)
+
+
+def _points(name: str, points: dict[str, list] | None) -> list:
+    """The knob values ``name`` is timed at (``[None]`` for a method without a knob)."""
+    from . import catalog
+
+    meta = catalog.methods().metadata(name)
+    if meta["knob"]["name"] == "none":
+        return [None]
+    return {**DEFAULT_POINTS, **(points or {})}.get(name, [meta["knob"].get("default")])
+
+
+def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[str] | None = None,
+              points: dict[str, list] | None = None, batches: tuple[int, ...] = (1, 8), calls: int = 30,
+              warmup: int = 5, seed: int = 0, threads: int | None = None, fresh: bool = False,
+              variants: bool = True, progress=print) -> tuple[list[BenchRow], dict]:
+    """Time every method (default: all image methods but dense) at its points, and with ``variants``
+    also the alternative executions of :data:`VARIANTS` (MoE's loop over experts, ToMe's SDPA);
+    returns the rows and the setting (threads, inputs, backbone)."""
+    from . import catalog
+    from .cost import CostTable
+
+    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads)
+    backbone, images = st.backbone, st.images
     rows = []
-    for name in names:
+    for name in st.names:
         meta = catalog.methods().metadata(name)
-        state = None if fresh else _trained_weights(name, meta, tier, task, ckpt.sha256, seed)
-        values = chosen.get(name, [meta["knob"].get("default")]) if meta["knob"]["name"] != "none" else [None]
-        for value in values:
+        state = None if fresh else _trained_weights(name, meta, st.tier, st.task, st.ckpt.sha256, seed)
+        for value in _points(name, points):
             try:
                 model, trained = build_point(name, backbone, value, state, images[:8])
             except (ValueError, UserError) as err:
@@ -224,16 +258,42 @@ def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[
                     change(model)
                 row = BenchRow(name, f"{knob} {label}".strip(), "trained" if trained else "fresh", float("nan"))
                 for b in batches:
-                    res = time_point(model, dense, table, images, b, calls, warmup)
+                    res = time_point(model, st.dense, table, images, b, calls, warmup)
                     row.useful_fraction = res.pop("useful_fraction")
                     row.batch[b] = res
                 rows.append(row)
                 progress(format_row(row, batches))
     rows.append(timm_row(backbone, images, list(batches), calls, warmup))
     progress(format_row(rows[-1], batches))
-    setting = {"budget": tier.name, "task": task.name, "threads": torch.get_num_threads(), "inputs": source,
+    setting = {"budget": st.tier.name, "task": st.task.name, "threads": torch.get_num_threads(), "inputs": st.source,
                "calls_per_point": calls, "warmup": warmup, "torch": torch.__version__}
     return rows, setting
+
+
+def run_profiles(budget: str = "cpu", task_name: str = "imagenette", methods: list[str] | None = None,
+                 points: dict[str, list] | None = None, batches: tuple[int, ...] = (1, 8), calls: int = 30,
+                 seed: int = 0, threads: int | None = None, fresh: bool = False, progress=print) -> None:
+    """Print, per method at its first point and per batch size, where dense's and the method's
+    inference time goes (:mod:`ccbench.bench_profile`)."""
+    from . import catalog
+    from .bench_profile import format_profiles, profile_forward
+
+    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads)
+    depth = len(st.backbone.blocks)
+    for name in st.names:
+        meta = catalog.methods().metadata(name)
+        state = None if fresh else _trained_weights(name, meta, st.tier, st.task, st.ckpt.sha256, seed)
+        value = _points(name, points)[0]
+        model, trained = build_point(name, st.backbone, value, state, st.images[:8])
+        knob = f"{meta['knob']['name']}={value:g}" if value is not None else "-"
+        profiles = []
+        for b in batches:
+            inputs = [st.images[(i * b) % len(st.images):][:b] for i in range(calls)]
+            inputs = [x if x.shape[0] == b else st.images[:b] for x in inputs]
+            profiles += [profile_forward(st.dense, inputs, "dense"), profile_forward(model, inputs, name)]
+        progress(f"\n== {name} {knob} ({'trained' if trained else 'fresh'} weights; {st.source}; "
+                 f"{torch.get_num_threads()} threads)")
+        progress(format_profiles(profiles, depth))
 
 
 def format_row(row: BenchRow, batches) -> str:

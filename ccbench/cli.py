@@ -309,6 +309,8 @@ def _add_bench_parser(sub) -> None:
     bench.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: the tier's)")
     bench.add_argument("--fresh", action="store_true", help="never load cached trained method weights")
+    bench.add_argument("--profile", action="store_true",
+                       help="instead of the table: where each method's time goes next to dense (per kind of op)")
     bench.add_argument("--no-variants", action="store_true",
                        help="skip the variant rows (MoE's loop over experts, ToMe's SDPA attention)")
     bench.add_argument("--seed", type=_seed, default=0)
@@ -319,7 +321,7 @@ def cmd_bench(args) -> int:
     """Print the efficiency table (see ``ccbench.bench``)."""
     from pathlib import Path
 
-    from .bench import format_row, header, parse_points, run_bench, write_json
+    from .bench import format_row, header, parse_points, run_bench, run_profiles, write_json
     from .errors import UserError
 
     try:
@@ -330,6 +332,10 @@ def cmd_bench(args) -> int:
         raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected positive integers like 1,8") from None
     if args.calls < 1 or args.warmup < 0:
         raise UserError("--calls must be >= 1 and --warmup >= 0")
+    if args.profile:
+        run_profiles(args.budget, args.task, args.method, parse_points(args.point), batches, args.calls,
+                     args.seed, args.threads, args.fresh)
+        return 0
     print(header(batches))
     rows, setting = run_bench(args.budget, args.task, args.method, parse_points(args.point), batches, args.calls,
                               args.warmup, args.seed, args.threads, args.fresh, not args.no_variants)

@@ -34,3 +34,27 @@ def test_bench_times_a_method_against_dense(capsys):
     assert "static-depth" in out and "blocks=6" in out and "ccbench dense vs timm" in out
     line = next(l for l in out.splitlines() if l.startswith("static-depth"))
     assert float(line.split()[3]) == pytest.approx(0.5, abs=0.02)   # 6 of 12 blocks: about half the MACs
+
+
+def test_profile_splits_the_wall_time_into_kinds_of_operator():
+    """The kinds (unseen time included) add up to the forward's wall time; a linear layer's time is
+    mostly a matmul, and a gather shows as data movement."""
+    import torch
+
+    from ccbench.bench_profile import format_profiles, profile_forward
+
+    lin = torch.nn.Linear(256, 256)
+    model = lambda x: torch.gather(lin(x), 1, torch.zeros_like(x, dtype=torch.long))  # noqa: E731
+    prof = profile_forward(model, [torch.randn(64, 256) for _ in range(5)], "toy", warmup=1)
+    assert sum(prof.kinds.values()) == pytest.approx(prof.wall_ms, rel=1e-6)
+    assert prof.kinds["matmul"] > 0 and prof.kinds["data movement"] > 0
+    assert any("addmm" in name or "linear" in name for name, _, _ in prof.top)
+    table = format_profiles([prof], depth=2)
+    assert "matmul" in table and "toy b64" in table and "total" in table
+
+
+def test_bench_profile_prints_dense_and_the_method(capsys):
+    assert main(["bench", "--profile", "--method", "static-depth", "--point", "static-depth=6",
+                 "--batch-sizes", "1", "--calls", "2", "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert "== static-depth blocks=6" in out and "dense b1" in out and "static-depth b1" in out
