@@ -39,7 +39,8 @@ SAME_COMPUTE_TOLERANCE = 0.02  # |target - source| share of dense within this: t
 
 def _split_fields(rm: RecordModel, ev: Evaluation, table) -> dict:
     """Compute summary and the family's analyses of one evaluated split (reference or condition)."""
-    return {**compute_summary(table, ev.trace), **family_analyses(rm.meta["family"]).of_split(rm.model, ev.trace, table)}
+    analyses = family_analyses(rm.meta["family"])
+    return {**compute_summary(table, ev.trace), **analyses.of_split(rm.model, ev.trace, table)}
 
 
 def _condition_metrics(rm: RecordModel, name: str, ev: Evaluation, ref_ev: Evaluation, ref: dict, table,
