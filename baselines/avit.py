@@ -54,7 +54,6 @@ METADATA = {
 class AViT(ConditionalModel):
     """A-ViT on a :class:`ViTBackbone`. ``knob`` = halting threshold (1 - eps)."""
 
-    knob_name = "threshold"
     execution = "removed"
 
     def __init__(self, backbone: ViTBackbone, threshold: float = 0.99, gamma: float = 10.0,

@@ -79,7 +79,6 @@ class TokenPredictor(nn.Module):
 class DynamicViT(ConditionalModel):
     """DynamicViT on a :class:`ViTBackbone`; ``knob`` = keep ratio rho at inference."""
 
-    knob_name = "keep_ratio"
     execution = "removed"
 
     def __init__(self, backbone: ViTBackbone, keep_ratio: float = 0.6, train_keep_ratio: float = 0.6,

@@ -24,8 +24,8 @@ from torch import nn
 
 
 from ccbench.errors import UserError
-from ccbench.exits import CRITERIA, exit_diagnostics, exit_weights, make_exit_heads
-from ccbench.method import ConditionalModel, MethodOutput, input_fields, select_keys, task_loss
+from ccbench.exits import CRITERIA, exit_diagnostics, exit_histogram, exit_weights, make_exit_heads, mean_blocks_run
+from ccbench.method import ConditionalModel, MethodOutput, input_fields, predictions, select_keys, task_loss
 from ccbench.trace import Trace
 
 METADATA = {
@@ -58,7 +58,6 @@ class EarlyExitModel(ConditionalModel):
         if rule not in ("confidence", "patience"):
             raise ValueError(f"rule must be 'confidence' or 'patience', got {rule!r}")
         super().__init__(backbone, knob=threshold if rule == "confidence" else patience)
-        self.knob_name = "threshold" if rule == "confidence" else "patience"
         self.criterion, self.rule, self.delta = criterion, rule, delta
         self.regression = backbone.config.num_classes == 1
         self.exit_heads = make_exit_heads(backbone)
@@ -142,7 +141,7 @@ class EarlyExitModel(ConditionalModel):
                                 "regression; its trained heads are cached: measure them with `--method patience` "
                                 "(PABEE's regression rule)")
             return CRITERIA[self.criterion](logits) >= float(self.knob)
-        pred = logits[:, 0] if self.regression else logits.argmax(-1)
+        pred = predictions(logits)
         if "prev" in state:
             agree = (pred - state["prev"]).abs() < self.delta if self.regression else pred == state["prev"]
             state["count"] = torch.where(agree, state["count"] + 1, torch.zeros_like(state["count"]))
@@ -195,9 +194,9 @@ class EarlyExitModel(ConditionalModel):
         self.train(was)
         exit_block = trace["exit_block"].cpu().numpy()
         if self.regression:  # no per-exit accuracy: the histogram and depth only
-            hist = {b: int((exit_block == b).sum()) for b in range(len(self.backbone.blocks))}
-            return {"exits": {"exit_histogram": hist, "mean_blocks_run": round(float((exit_block + 1).mean()), 4),
-                              "rule": self.rule, "criterion": "regression: |output_i - output_(i-1)| < delta"}}
+            return {"exits": {"exit_histogram": exit_histogram(exit_block, range(len(self.backbone.blocks))),
+                              "mean_blocks_run": mean_blocks_run(exit_block), "rule": self.rule,
+                              "criterion": "regression: |output_i - output_(i-1)| < delta"}}
         all_preds = logits.argmax(-1).numpy()
         diag = exit_diagnostics(all_preds, exit_block, predictions.cpu().numpy(),
                                 labels.cpu().numpy(), list(range(len(self.backbone.blocks))))

@@ -46,7 +46,6 @@ METADATA = {
 class EViT(ConditionalModel):
     """EViT on a :class:`ViTBackbone`; ``knob`` = keep rate kappa."""
 
-    knob_name = "keep_rate"
     execution = "removed"
 
     def __init__(self, backbone, keep_rate: float = 0.6, train_keep_rate: float = 0.6):

@@ -38,7 +38,6 @@ METADATA = {
 class LayerSkip(ConditionalModel):
     """Gated blocks; ``target`` = share of blocks to execute (training-time knob)."""
 
-    knob_name = "target"
     execution = "removed"
 
     def __init__(self, backbone, target: float = 0.67, budget_weight: float = 1.0,

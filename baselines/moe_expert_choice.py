@@ -27,8 +27,6 @@ METADATA = {
 class ExpertChoiceModel(MoEModel):
     """Knob = capacity factor ``c`` (expert rows per sample = about c x tokens)."""
 
-    knob_name = "capacity"
-
     def __init__(self, backbone: ViTBackbone, capacity: float = 1.0, num_experts: int = 8):
         self.hparams = {"num_experts": num_experts, "train_capacity": capacity}
         dim = backbone.config.embed_dim

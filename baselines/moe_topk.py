@@ -28,8 +28,6 @@ METADATA = {
 class TopKMoEModel(MoEModel):
     """Knob = experts per token ``k``."""
 
-    knob_name = "k"
-
     def __init__(self, backbone: ViTBackbone, k: int = 1, num_experts: int = 8, capacity_factor: float = 1.25,
                  balance_weight: float = 0.01, z_weight: float = 1e-3):
         self.hparams = {"num_experts": num_experts, "capacity_factor": capacity_factor, "train_k": k,

@@ -41,8 +41,6 @@ METADATA = {
 class MoEficationModel(MoEModel):
     """Knob = experts per token ``k``; only the routers train."""
 
-    knob_name = "k"
-
     def __init__(self, backbone, k: int = 4, num_experts: int = 8):
         self.hparams = {"num_experts": num_experts, "split": "balanced k-means on fc1 rows",
                         "router": "linear, MSE on positive activation mass"}

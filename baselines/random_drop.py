@@ -36,7 +36,6 @@ METADATA = {
 class RandomDrop(ConditionalModel):
     """Random token dropping on a :class:`ViTBackbone`; ``knob`` = keep ratio rho."""
 
-    knob_name = "keep_ratio"
     execution = "removed"
 
     def __init__(self, backbone: ViTBackbone, keep_ratio: float = 0.6, train_keep_ratio: float = 0.6,

@@ -25,7 +25,6 @@ METADATA = {
 class SoftMoEModel(MoEModel):
     """Knob = slots per expert (fixed at construction: it shapes the slot parameters)."""
 
-    knob_name = "slots"
     soft_routing = True
 
     def __init__(self, backbone: ViTBackbone, slots: int = 2, num_experts: int = 8):

@@ -24,7 +24,6 @@ METADATA = {
 class StaticDepth(ConditionalModel):
     """The backbone truncated to its first ``blocks`` blocks."""
 
-    knob_name = "blocks"
     execution = "removed"
 
     def __init__(self, backbone, blocks: int | None = None):

@@ -34,7 +34,6 @@ METADATA = {
 class StaticResolution(ConditionalModel):
     """The dense backbone on images resized to ``resolution`` px (a multiple of the patch size)."""
 
-    knob_name = "resolution"
     execution = "removed"
 
     def __init__(self, backbone: ViTBackbone, resolution: int = 96):

@@ -78,7 +78,6 @@ def merge_tokens(x: torch.Tensor, size: torch.Tensor, plan) -> tuple[torch.Tenso
 class ToMe(ConditionalModel):
     """Token Merging on a :class:`ViTBackbone`; ``knob`` = tokens merged per block ``r``."""
 
-    knob_name = "r"
     execution = "removed"
     fused_attention = False  # True: scaled_dot_product_attention (see the module docstring)
 

@@ -104,11 +104,11 @@ def _inputs(task, tier, backbone, calls: int, seed: int) -> tuple[torch.Tensor, 
 def _trained_weights(name: str, meta: dict, tier, task, sha256: str, seed: int):
     """The newest cached trained state dict of ``name`` (or of the method whose checkpoint it
     evaluates) on this tier, task and backbone, or None."""
-    from .image_data import cache_root
+    from .model_store import store_dir
     from .safefile import load_tensors
 
     source = meta.get("evaluates_checkpoint_of") or name
-    runs = sorted((cache_root() / "runs").glob(f"{tier.name}-{task.name}-{source}-s{seed}-{sha256[:12]}-*.safetensors"),
+    runs = sorted(store_dir().glob(f"{tier.name}-{task.name}-{source}-s{seed}-{sha256[:12]}-*.safetensors"),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
         return None
@@ -123,18 +123,19 @@ def build_point(name: str, backbone, value, state, warm: torch.Tensor):
     trained ``state`` loaded when given and it fits (``trained`` says whether it did)."""
     from . import catalog
 
-    meta = catalog.methods().metadata(name)
-    retrain = value is not None and meta["knob"].get("needs_retraining") and meta["knob"]["name"] != "none"
-    config = {meta["knob"]["name"]: type(meta["knob"]["default"])(value)} if retrain else {}
+    from .knobs import has_knob, knob_settings
+
+    knob = catalog.methods().metadata(name)["knob"]
+    config = knob_settings(knob, None if value is None else type(knob["default"])(value))
     model = catalog.methods().get(name).build(copy.deepcopy(backbone), **config)
     if state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError:   # a cached run of another configuration: fresh modules
             state = None
-    if state is None and hasattr(model, "prepare"):   # calibration of fresh modules (e.g. A-ViT's beta)
+    if state is None:   # calibration of fresh modules (e.g. A-ViT's beta)
         model.prepare(warm)
-    if value is not None and model.knob_name and not retrain:
+    if value is not None and has_knob(knob) and not config:
         model.set_knob(value)
     return model.eval(), state is not None
 
@@ -221,9 +222,10 @@ def bench_setting(budget: str, task_name: str, methods: list[str] | None, n_imag
 def _points(name: str, points: dict[str, list] | None) -> list:
     """The knob values ``name`` is timed at (``[None]`` for a method without a knob)."""
     from . import catalog
+    from .knobs import has_knob
 
     meta = catalog.methods().metadata(name)
-    if meta["knob"]["name"] == "none":
+    if not has_knob(meta["knob"]):
         return [None]
     return {**DEFAULT_POINTS, **(points or {})}.get(name, [meta["knob"].get("default")])
 

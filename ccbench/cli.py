@@ -229,12 +229,13 @@ def _print_cost_table(header: str, rows: list[list]) -> int:
 
 def _block_rows(t, n: int) -> list[list]:
     """The per-block rows of a MAC table (component, scope, MACs) at ``n`` tokens."""
-    d = t.embed_dim
-    return [["LayerNorm x2 (5 per element)", f"per block, {n} tokens", 2 * 5 * n * d],
-            ["q, k, v projections", f"per block, {n} tokens", 3 * n * d * d],
-            ["attention scores + weighted values", f"per block, {n} tokens", 2 * n * n * d],
-            ["output projection", f"per block, {n} tokens", n * d * d],
-            ["MLP fc1 + fc2", f"per block, {n} tokens", 2 * n * d * t.mlp_hidden],
+    c = t.block_components(n)
+    scope = f"per block, {n} tokens"
+    return [["LayerNorm x2 (5 per element)", scope, c["attention_norm"] + c["mlp_norm"]],
+            ["q, k, v projections", scope, c["qkv"]],
+            ["attention scores + weighted values", scope, c["attention"]],
+            ["output projection", scope, c["output_projection"]],
+            ["MLP fc1 + fc2", scope, c["mlp"]],
             ["one block", f"{n} tokens", t.block(n)]]
 
 

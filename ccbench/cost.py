@@ -81,16 +81,26 @@ class CostTable:
         """MACs of embedding a dense pass's input tokens."""
         return self.embed_per_token * self.num_patches
 
+    def block_components(self, n: torch.Tensor | int) -> dict[str, torch.Tensor | int]:
+        """MACs of each component of one block on ``n`` tokens (elementwise over a tensor of counts):
+        ``attention_norm`` / ``mlp_norm`` (a LayerNorm each), ``qkv`` (q, k, v projections), ``attention``
+        (scores + weighted values), ``output_projection``, ``mlp`` (fc1 + fc2). Pre- (ViT) and post-norm
+        (BERT) alike."""
+        d = self.embed_dim
+        return {"attention_norm": n * LAYERNORM_MACS_PER_ELEMENT * d, "qkv": n * 3 * d * d,
+                "attention": 2 * n * n * d, "output_projection": n * d * d,
+                "mlp_norm": n * LAYERNORM_MACS_PER_ELEMENT * d, "mlp": n * 2 * d * self.mlp_hidden}
+
     def attention_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
         """MACs of a block's attention half on ``n`` tokens: one LayerNorm, q/k/v and output
-        projections, and attention (scores + weighted values). Pre- (ViT) and post-norm (BERT) alike."""
-        d = self.embed_dim
-        return n * (LAYERNORM_MACS_PER_ELEMENT * d + 4 * d * d) + 2 * n * n * d
+        projections, and attention (scores + weighted values)."""
+        c = self.block_components(n)
+        return c["attention_norm"] + c["qkv"] + c["attention"] + c["output_projection"]
 
     def mlp_part(self, n: torch.Tensor | int) -> torch.Tensor | int:
         """MACs of a block's MLP half (one LayerNorm, fc1, fc2) on ``n`` tokens."""
-        d = self.embed_dim
-        return n * (LAYERNORM_MACS_PER_ELEMENT * d + 2 * d * self.mlp_hidden)
+        c = self.block_components(n)
+        return c["mlp_norm"] + c["mlp"]
 
     def block(self, n: torch.Tensor | int) -> torch.Tensor | int:
         """MACs of one transformer block on ``n`` tokens (elementwise over a tensor of counts)."""

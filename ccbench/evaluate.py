@@ -8,6 +8,7 @@ from torch import nn
 
 from .augment import normalize, resize
 from .image_data import ImageSplit
+from .method import predictions
 from .trace import Trace
 
 
@@ -21,9 +22,14 @@ class Evaluation:
     trace: Trace
 
     @property
+    def predictions(self) -> torch.Tensor:
+        """``[N]``: the predicted class, or the predicted value of a regression task (:func:`predictions`)."""
+        return predictions(self.logits)
+
+    @property
     def correct(self) -> torch.Tensor:
         """Bool ``[N]``: top-1 prediction equals the label."""
-        return self.logits.argmax(-1) == self.labels
+        return self.predictions == self.labels
 
     @property
     def top1(self) -> float:
@@ -74,3 +80,10 @@ def evaluate_inputs(model: nn.Module, inputs, labels: torch.Tensor, ids: list[st
         logits.append(out.logits.float().cpu())
         traces.append(out.trace.to("cpu"))
     return Evaluation(torch.cat(logits), labels.clone(), list(ids), Trace.cat(traces))
+
+
+def evaluate_split(model: nn.Module, work, split, batch_size: int, device: str, progress: bool = False) -> Evaluation:
+    """``model``'s logits, labels, ids and trace over every sample of ``split`` (a split of the
+    workload ``work``), in order, in batches of ``batch_size``."""
+    return evaluate_inputs(model, work.batches(split, batch_size, device), split.labels, split.ids,
+                           -(-len(split) // batch_size), progress)

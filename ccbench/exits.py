@@ -56,20 +56,39 @@ def overthinking_rate(all_preds: np.ndarray, labels: np.ndarray) -> float:
     return float((right[:, :-1].any(1) & ~right[:, -1]).mean())
 
 
+def exit_histogram(exit_block: np.ndarray, blocks) -> dict[int, int]:
+    """``{block: samples}``: how many of ``exit_block [S]`` (block after which each sample left) left
+    after each of ``blocks``.
+
+    >>> exit_histogram(np.array([0, 2, 2]), range(3))
+    {0: 1, 1: 0, 2: 2}
+    """
+    return {int(b): int((exit_block == b).sum()) for b in blocks}
+
+
+def mean_blocks_run(exit_block: np.ndarray) -> float:
+    """Mean number of blocks a sample ran (``exit_block [S]`` + 1), rounded to 4 digits."""
+    return round(float((exit_block + 1).mean()), 4)
+
+
+def exit_summary(exit_block: np.ndarray, depth: int) -> dict:
+    """Where samples left a ``depth``-block model: ``{"histogram": {block: samples}, "mean_blocks_run"}``."""
+    return {"histogram": exit_histogram(exit_block, range(depth)), "mean_blocks_run": mean_blocks_run(exit_block)}
+
+
 def exit_diagnostics(all_preds: np.ndarray, exit_block: np.ndarray, final_preds: np.ndarray,
                      labels: np.ndarray, exit_blocks: list[int]) -> dict:
     """Record diagnostics of an exiting model: ``all_preds [S, E]`` every exit's prediction (exit e
     sits after block ``exit_blocks[e]``), ``exit_block [S]`` block after which each sample left,
     ``final_preds [S]`` the predictions it gave, ``labels [S]``."""
-    hist = {int(b): int((exit_block == b).sum()) for b in exit_blocks}
     exited_acc = {}
     for b in exit_blocks:
         sel = exit_block == b
         exited_acc[int(b)] = round(100 * float((final_preds[sel] == labels[sel]).mean()), 3) if sel.any() else None
     return {
         "exit_blocks": [int(b) for b in exit_blocks],
-        "exit_histogram": hist,
-        "mean_blocks_run": round(float((exit_block + 1).mean()), 4),
+        "exit_histogram": exit_histogram(exit_block, exit_blocks),
+        "mean_blocks_run": mean_blocks_run(exit_block),
         "accuracy_of_each_exit_alone": {int(b): round(100 * float((all_preds[:, e] == labels).mean()), 3)
                                         for e, b in enumerate(exit_blocks)},
         "accuracy_of_exited_predictions": exited_acc,

@@ -15,7 +15,6 @@ import torch
 from . import catalog
 from .errors import UserError
 from .messages import say
-from .record_schema import NO_KNOB
 from .records import find_record, load_samples  # noqa: F401  (find_record: its historical import path)
 from .specs import BudgetSpec, TaskSpec
 
@@ -55,7 +54,7 @@ def record_backbone_path(record: dict) -> str | None:
 def load_record_model(record_id: str, data_dir: str | None = None, results_dir=None,
                       progress: bool = True) -> RecordModel:
     """Rebuild the trained model of the run record ``record_id`` from the cache (see module docstring)."""
-    from .runner import build_for_run, _load_trained
+    from .model_store import rebuild_record_model
     from .workload import make_workload
 
     path, record = find_record(record_id, results_dir)
@@ -63,28 +62,43 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
     meta = catalog.methods().metadata(method)
     task = catalog.tasks().get(record["task"]["name"])
     tier = catalog.budgets().get(record["budget"]["name"])
-    seed = record["seed"]
     if tier.threads:
         torch.set_num_threads(tier.threads)
-    torch.manual_seed(seed)
-    work = make_workload(task, tier, data_dir, seed, record_backbone_path(record), progress)
+    torch.manual_seed(record["seed"])
+    work = make_workload(task, tier, data_dir, record["seed"], record_backbone_path(record), progress)
     if work.sha256 != record["backbone"]["sha256"]:
         raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
                         f"but this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
-    knob = record["method"]["knob"]
-    config = {knob["name"]: knob["value"]} if meta["knob"].get("needs_retraining") and knob["name"] != NO_KNOB else {}
-    model, source, run_name, trained_path, _ = build_for_run(method, meta, config, work, tier, task, seed)
-    if not trained_path.exists():
-        knob_arg = f" --knob {knob['name']}={knob['value']}" if config else ""
-        raise UserError(f"the trained model of record {record['id'][:12]} is not in the cache ({trained_path.name}): "
-                        f"run `ccbench run --method {source or method} --task {task.name} --budget {tier.name}"
-                        f"{knob_arg} --train-only` first")
-    _load_trained(model, trained_path)
-    if knob["value"] is not None:
-        model.set_knob(knob["value"])
-    model.to(tier.device).eval()
-    say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {trained_path.name}")
-    return RecordModel(model, work, tier, task, meta, record, path, trained_path.name)
+    built = rebuild_record_model(record, meta, work, tier, task)
+    built.model.to(tier.device).eval()
+    say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {built.path.name}")
+    return RecordModel(built.model, work, tier, task, meta, record, path, built.path.name)
+
+
+def verify_record_model(rm: RecordModel, progress: bool = True):
+    """Evaluate ``rm``'s model on its record's eval split and check its predictions against the record's
+    (:func:`check_predictions`); returns the evaluation and the agreement (a share)."""
+    from .evaluate import evaluate_split
+
+    say(f"checking the model against its record on {rm.task.name}/{rm.task.eval_split}")
+    ev = evaluate_split(rm.model, rm.work, rm.work.splits["eval"], rm.tier.eval_batch_size, rm.tier.device,
+                        progress)
+    return ev, check_predictions(rm, ev.predictions, ev.ids)
+
+
+def source_fields(rm: RecordModel, agreement: float) -> dict:
+    """A shift or transfer record's ``source``: the run record it starts from (lineage)."""
+    return {"record_id": rm.record["id"], "task": rm.task.name, "task_version": rm.task.version,
+            "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
+            "prediction_agreement_with_record": agreement}
+
+
+def method_fields(rm: RecordModel, paper: bool = False) -> dict:
+    """A shift or transfer record's ``method``: the source run's method, config and knob (and the
+    method's paper when ``paper``)."""
+    m = rm.record["method"]
+    return {"name": m["name"], "family": rm.meta["family"], **({"paper": rm.meta["paper"]} if paper else {}),
+            "config": m["config"], "knob": m["knob"]}
 
 
 def check_predictions(rm: RecordModel, preds: torch.Tensor, ids: list[str]) -> float:

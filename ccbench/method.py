@@ -28,11 +28,10 @@ class MethodOutput:
 class ConditionalModel(nn.Module):
     """Base class: holds the backbone, the knob value and the training loss.
 
-    Subclasses implement :meth:`forward` and set ``knob_name``; ``execution`` says how skipped work is
-    executed (``"removed"``: not computed at all; ``"masked"``: computed and discarded;
-    ``"none"``: nothing is skipped)."""
+    Subclasses implement :meth:`forward` (the knob's name is the method's ``METADATA["knob"]``);
+    ``execution`` says how skipped work is executed (``"removed"``: not computed at all; ``"masked"``:
+    computed and discarded; ``"none"``: nothing is skipped)."""
 
-    knob_name: str | None = None
     execution: str = "none"
 
     def __init__(self, backbone: ViTBackbone, knob: Any = None):
@@ -48,6 +47,10 @@ class ConditionalModel(nn.Module):
     def set_knob(self, value: Any) -> None:
         """Set the inference trade-off knob (no retraining needed when the method allows it)."""
         self.knob = value
+
+    def prepare(self, inputs: torch.Tensor) -> None:
+        """Set up freshly built modules from a few calibration inputs ``[b, ...]`` before fine-tuning
+        (e.g. A-ViT's halting bias, MoEfication's activation sparsity). Default: nothing."""
 
     def calibration_sweep(self, sweep: list) -> list:
         """The knob values worth calibrating on this model (default: ``sweep`` unchanged). A method drops
@@ -103,6 +106,12 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     if logits.shape[-1] == 1:
         return F.mse_loss(logits[:, 0], labels.to(logits.dtype))
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predictions ``[B]`` from ``logits [B, C]``: the argmax class, or the value itself for one
+    regression output ``[B, 1]`` (STS-B)."""
+    return logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
 def input_fields(backbone: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -51,9 +51,19 @@ class MoEModel(ConditionalModel):
         """The MoE layers, in block order."""
         return [self.backbone.blocks[i].mlp for i in self.moe_blocks]
 
+    @property
+    def num_experts(self) -> int:
+        """Experts per MoE layer (every layer has the same number)."""
+        return len(self.moe_layers[0].experts)
+
+    @property
+    def experts_per_token(self) -> int:
+        """Picks per token ``k`` of the MoE layers (1 for layers without a ``k``: expert choice, Soft MoE)."""
+        return int(getattr(self.moe_layers[0], "k", 1))
+
     def set_experts_per_token(self, value) -> None:
         """Set ``k`` (experts per token) on every MoE layer: an integer in [1, E]."""
-        experts = len(self.moe_layers[0].experts)
+        experts = self.num_experts
         k = int(value)
         if k != float(value) or not 1 <= k <= experts:
             raise ValueError(f"k must be an integer in [1, {experts}], got {value}")
@@ -86,7 +96,7 @@ class MoEModel(ConditionalModel):
         is_token = ~(ids == PAD_TOKEN).all(-1)                     # [S, L, N]: padding positions are no tokens
         used = ((ids >= 0).sum(-1) * is_token).sum((0, 2)).double() / is_token.sum((0, 2)).clamp_min(1)
         if self.soft_routing:
-            used = torch.full_like(used, len(self.moe_layers[0].experts))
+            used = torch.full_like(used, self.num_experts)
         return float(shared + sum(c * u for c, u in zip(per_expert, used.tolist())))
 
     def extra_metrics(self, trace: Trace, labels: torch.Tensor, predictions=None, batches=None) -> dict:
@@ -94,7 +104,7 @@ class MoEModel(ConditionalModel):
         from .routing import routing_metrics
 
         return {"routing": routing_metrics(trace["expert_ids"].cpu().numpy(), labels.cpu().numpy(),
-                                           len(self.moe_layers[0].experts), soft=self.soft_routing),
+                                           self.num_experts, soft=self.soft_routing),
                 "active_params_per_token": round(self.active_params_per_token(trace)),
                 "params_total": sum(p.numel() for p in self.parameters())}
 

@@ -56,6 +56,16 @@ def _table(experts: np.ndarray, labels: np.ndarray, num_experts: int, num_labels
         num_experts, num_labels)
 
 
+def expert_counts(ids: np.ndarray, num_experts: int) -> np.ndarray:
+    """Picks per expert, ``[E]`` int, of one layer's ``ids [S, N, K]`` (expert per pick; negative: no
+    expert, i.e. dropped or padding).
+
+    >>> expert_counts(np.array([[[0, 1], [1, -1]]]), 3).tolist()
+    [1, 2, 0]
+    """
+    return np.bincount(ids[ids >= 0], minlength=num_experts)
+
+
 def layer_metrics(ids: np.ndarray, labels: np.ndarray, num_experts: int, permutations: int = 20,
                   seed: int = 0) -> dict:
     """Statistics of one layer: ``ids [S, N, K]`` expert per pick (-1 none; -2 a padding position,
@@ -64,7 +74,7 @@ def layer_metrics(ids: np.ndarray, labels: np.ndarray, num_experts: int, permuta
     valid = ids >= 0
     is_token = ~(ids == PAD_TOKEN).all(-1)                           # [S, N]
     picks = ids[valid]
-    counts = np.bincount(picks, minlength=num_experts).astype(np.float64)
+    counts = expert_counts(ids, num_experts).astype(np.float64)
     load = counts / max(counts.sum(), 1)
     nz_mean = load.mean()
     label_ids, labels = np.unique(labels, return_inverse=True)
@@ -126,3 +136,48 @@ def js_divergence_bits(p: np.ndarray, q: np.ndarray) -> float:
         return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
 
     return round(max(0.5 * kl(p) + 0.5 * kl(q), 0.0), 12)
+
+
+def routing_shift(ref_ids: np.ndarray, tgt_ids: np.ndarray, num_experts: int, seed: int = 0) -> dict:
+    """Per MoE layer: JS divergence in bits between the expert loads of ``ref_ids`` and ``tgt_ids``
+    (``[S, L, N, K]`` expert per pick, -1 dropped, -2 padding), and the chance-corrected NMI between
+    expert and domain on a 50/50 mix (the same number of samples from each, seeded)."""
+    rng = np.random.default_rng(seed)
+    n = min(len(ref_ids), len(tgt_ids))
+    a = ref_ids[rng.permutation(len(ref_ids))[:n]]
+    b = tgt_ids[rng.permutation(len(tgt_ids))[:n]]
+    width = max(a.shape[2], b.shape[2])  # text: pad the token axis to the longer of the two
+
+    def pad(x):
+        out = np.full(x.shape[:2] + (width, x.shape[3]), PAD_TOKEN, dtype=x.dtype)
+        out[:, :, :x.shape[2]] = x
+        return out
+
+    mixed = np.concatenate([pad(a), pad(b)])
+    domain = np.repeat([0, 1], n)
+    layers = []
+    for layer in range(ref_ids.shape[1]):
+        load_ref = expert_counts(ref_ids[:, layer], num_experts)
+        load_tgt = expert_counts(tgt_ids[:, layer], num_experts)
+        mix = layer_metrics(mixed[:, layer], domain, num_experts, seed=seed)["specialization"]
+        layers.append({"js_bits": js_divergence_bits(load_ref, load_tgt), "domain_nmi": mix["nmi"],
+                       "domain_nmi_raw": mix["raw_nmi"]})
+    return {"js_bits_mean": round(float(np.mean([x["js_bits"] for x in layers])), 6),
+            "domain_nmi_mean": round(float(np.mean([x["domain_nmi"] for x in layers])), 6),
+            "mix_samples_per_domain": int(n), "layers": layers}
+
+
+def module_reuse(source_ids: np.ndarray, target_ids: np.ndarray, num_experts: int, k: int) -> dict:
+    """Per MoE layer: the ``k`` experts with the most source picks, their share of the source picks and
+    of the target picks. ``*_ids [S, L, N, K]`` (-1 dropped, -2 padding)."""
+    layers = []
+    for layer in range(source_ids.shape[1]):
+        src = expert_counts(source_ids[:, layer], num_experts)
+        tgt = expert_counts(target_ids[:, layer], num_experts)
+        top = np.argsort(-src, kind="stable")[:k]
+        layers.append({"top_experts": [int(e) for e in top],
+                       "source_share": round(float(src[top].sum() / max(src.sum(), 1)), 4),
+                       "target_share": round(float(tgt[top].sum() / max(tgt.sum(), 1)), 4)})
+    return {"k": k, "uniform_share": round(k / num_experts, 4),
+            "target_share_mean": round(float(np.mean([x["target_share"] for x in layers])), 4),
+            "source_share_mean": round(float(np.mean([x["source_share"] for x in layers])), 4), "layers": layers}

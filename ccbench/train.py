@@ -125,6 +125,15 @@ def load_state(path: Path) -> dict:
     return st
 
 
+def method_loss(label_smoothing: float = 0.0) -> Callable:
+    """The loss function :func:`train` takes for a method's model: ``(model, inputs, labels) -> (the
+    model's training loss, logits [B, C])`` (``ConditionalModel.loss``)."""
+    def loss_fn(model, inputs, labels):
+        out = model(inputs)
+        return model.loss(out, labels, label_smoothing), out.logits
+    return loss_fn
+
+
 def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: int | None,
           seed: int, state_path: Path | None = None, resume: bool = False,
           device: str = "cpu", monitor: Callable[[nn.Module], float] | None = None,

@@ -19,22 +19,25 @@ token), next to those experts' share on the source. Latency is not measured here
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import __version__, catalog
+from . import catalog
+from .analyses import family_analyses
 from .errors import UserError, unknown_name_error
-from .from_record import check_predictions, load_record_model, record_backbone_path
+from .evaluate import evaluate_split
+from .from_record import load_record_model, method_fields, record_backbone_path, source_fields, verify_record_model
 from .image_data import cache_root
+from .measure import compute_summary
 from .messages import say
+from .model_store import save_trained, trained_path
 from .protocols import DENSE_REFERENCE, PROTOCOLS
-from .provenance import content_hash, git_state, hardware
-from .records import finalize, load_records, load_samples, write_record
-from .shift import compute_summary, exit_histogram
-
+from .provenance import content_hash, git_state
+from .records import load_records, load_samples, write_record
+from .run_context import RunContext
+from .train import method_loss, train
+from .workload import make_workload
 
 
 def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str, int]]:
@@ -74,22 +77,6 @@ def reinit_heads(model: torch.nn.Module, num_classes: int, seed: int) -> None:
         head.reset_parameters()
 
 
-def module_reuse(source_ids: np.ndarray, target_ids: np.ndarray, num_experts: int, k: int) -> dict:
-    """Per MoE layer: the ``k`` experts with the most source picks, their share of the source picks and
-    of the target picks. ``*_ids [S, L, N, K]`` (-1 dropped, -2 padding)."""
-    layers = []
-    for layer in range(source_ids.shape[1]):
-        src = np.bincount(source_ids[:, layer][source_ids[:, layer] >= 0], minlength=num_experts)
-        tgt = np.bincount(target_ids[:, layer][target_ids[:, layer] >= 0], minlength=num_experts)
-        top = np.argsort(-src, kind="stable")[:k]
-        layers.append({"top_experts": [int(e) for e in top],
-                       "source_share": round(float(src[top].sum() / max(src.sum(), 1)), 4),
-                       "target_share": round(float(tgt[top].sum() / max(tgt.sum(), 1)), 4)})
-    return {"k": k, "uniform_share": round(k / num_experts, 4),
-            "target_share_mean": round(float(np.mean([x["target_share"] for x in layers])), 4),
-            "source_share_mean": round(float(np.mean([x["source_share"] for x in layers])), 4), "layers": layers}
-
-
 def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, protocol: str) -> dict | None:
     """The dense transfer record from the same backbone to ``target`` under ``protocol``'s reference."""
     want = DENSE_REFERENCE[protocol]
@@ -103,12 +90,7 @@ def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, p
 def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
                  progress: bool = True) -> Path:
     """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
-    from .runner import _save_trained, evaluate_split
-    from .train import train
-    from .workload import make_workload
-
-    t0 = time.time()
-    code_state = git_state()
+    started, code_state = time.time(), git_state()
     if protocol not in PROTOCOLS:
         raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
     tgt = catalog.tasks().get(target)
@@ -125,16 +107,12 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
         raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {target!r}'s classes "
                         f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
                         f"transfer from imagenette-a runs to imagenette-b)")
-    model = rm.model
-    meta = rm.meta
+    model, meta = rm.model, rm.meta
     check_protocol_applies(model.parameter_roles(), protocol)  # before any work
-    say(f"checking the source model against its record on {src.name}/{src.eval_split}")
-    src_ev = evaluate_split(model, rm.work, rm.work.splits["eval"], tier.eval_batch_size, device, progress)
-    agreement = check_predictions(rm, src_ev.logits.argmax(-1) if src_ev.logits.shape[-1] > 1 else src_ev.logits[:, 0],
-                                  src_ev.ids)
+    _, agreement = verify_record_model(rm, progress)
 
-    backbone_path = record_backbone_path(rm.record)
-    twork = make_workload(tgt, tier, data_dir, seed, backbone_path, progress)
+    twork = make_workload(tgt, tier, data_dir, seed, record_backbone_path(rm.record), progress)
+    ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
     reinit_heads(model, len(tgt.classes), seed)
     counts = apply_protocol(model, protocol)
     recipe = tier.transfer
@@ -142,66 +120,43 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                 f"{content_hash([recipe.model_dump(), twork.splits['train'].data_hash])[:8]}")
     say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
         f"{sum(c['trainable'] for c in counts.values()):,} trainable parameters, {recipe.samples} samples")
-
-    def loss_fn(m, x, y):
-        out = m(x)
-        return m.loss(out, y, recipe.label_smoothing), out.logits
-
-    result = train(model, loss_fn, recipe, twork.train_data(twork.splits["train"]), None, seed,
-                   state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=device,
+    result = train(model, method_loss(recipe.label_smoothing), recipe, twork.train_data(twork.splits["train"]), None,
+                   seed, state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=device,
                    desc=f"transfer {protocol}", progress=progress)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
     consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
-    trained_path = cache_root() / "runs" / f"{run_name}.safetensors"
-    _save_trained(model, consumed, trained_path)
+    saved = trained_path(run_name)
+    save_trained(model, consumed, saved)
 
     ev = evaluate_split(model, twork, twork.splits["eval"], tier.eval_batch_size, device, progress)
     table = twork.table.with_units(model.cost_units())
-    preds = ev.logits[:, 0] if ev.logits.shape[-1] == 1 else ev.logits.argmax(-1)
     metrics = {**twork.scores(ev.logits, ev.labels, seed), **compute_summary(table, ev.trace),
-               **model.extra_metrics(ev.trace, ev.labels, preds,
-                                     lambda: twork.batches(twork.splits["eval"], tier.eval_batch_size, device))}
-    exits = exit_histogram(ev.trace, len(model.backbone.blocks))
-    if exits:
-        metrics["exit_histogram"] = exits
-    if "expert_ids" in ev.trace:
-        source_ids = load_samples(rm.record_path)["trace.expert_ids"]
-        layer0 = model.moe_layers[0]
-        metrics["module_reuse"] = module_reuse(source_ids, ev.trace["expert_ids"].numpy(), len(layer0.experts),
-                                               int(getattr(layer0, "k", 1)))
+               **model.extra_metrics(ev.trace, ev.labels, ev.predictions,
+                                     lambda: twork.batches(twork.splits["eval"], tier.eval_batch_size, device)),
+               **family_analyses(meta["family"]).after_transfer(model, ev.trace, lambda: load_samples(rm.record_path))}
     reference = _dense_reference(results_dir, tier.name, tgt.name, rm.record["backbone"]["sha256"], protocol)
     if reference:
         reference["transfer_gain"] = round(metrics["main_score"]["value"] - reference["score"], 3)
-    record = finalize({
-        "kind": "transfer",
-        "ccbench_version": __version__,
-        "git": code_state,
+    record = ctx.record({
         "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
                  "data_hash": twork.splits["eval"].data_hash, "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
                  "train_data_hash": twork.splits["train"].data_hash, "main_score": tgt.main_score},
-        "source": {"record_id": rm.record["id"], "task": src.name, "task_version": src.version,
-                   "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
-                   "prediction_agreement_with_record": agreement},
-        "method": {"name": rm.record["method"]["name"], "family": meta["family"], "paper": meta["paper"],
-                   "config": rm.record["method"]["config"], "knob": rm.record["method"]["knob"]},
+        "source": source_fields(rm, agreement),
+        "method": method_fields(rm, paper=True),
         "protocol": protocol,
-        "trained_model": trained_path.name,
+        "trained_model": saved.name,
         "trainable": counts,
         "budget": {"name": tier.name, "version": tier.version, "transfer": recipe.model_dump(),
                    "consumed": consumed},
         "seed": seed,
         "metrics": metrics,
         "dense_reference": reference,
-        "hardware": hardware(device),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.time() - t0, 1),
-    })
-    path = write_record(record, ev.ids, ev.labels, preds, ev.trace, results_dir)
+    }, kind="transfer")
+    path = write_record(record, ev.ids, ev.labels, ev.predictions, ev.trace, results_dir)
     gain = f", gain over dense {reference['transfer_gain']:+.2f}" if reference else " (no dense reference yet)"
     print(f"{record['method']['name']} {src.name} -> {tgt.name} ({protocol}): {metrics['main_score']['name']} "
           f"{metrics['main_score']['value']:.2f}{gain}, {metrics['useful_fraction_of_dense']:.1%} of dense compute\n"
           f"  record: {path}")
     return path
-

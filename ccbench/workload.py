@@ -18,6 +18,7 @@ from .augment import normalize, resize
 from .cost import CostTable
 from .errors import UserError
 from .messages import say
+from .method import predictions
 from .specs import BudgetSpec, RecipeSpec, TaskSpec
 from .stats import bootstrap_ci, bootstrap_ci_metric
 
@@ -85,7 +86,7 @@ class ImageWorkload:
 
     def scores(self, logits: torch.Tensor, labels: torch.Tensor, seed: int) -> dict:
         """Top-1 (%) with its bootstrap CI, as the task's main score."""
-        correct = (logits.argmax(-1) == labels).float()
+        correct = (predictions(logits) == labels).float()
         lo, hi = bootstrap_ci(correct, seed=seed)
         top1 = 100 * correct.mean().item()
         return {"top1": round(top1, 3), "top1_ci95": [round(100 * lo, 3), round(100 * hi, 3)],
@@ -223,7 +224,7 @@ class TextWorkload:
         from .metrics import metric
 
         score = metric(self.task.main_score)
-        pred = (logits[:, 0] if self.task.text.regression else logits.argmax(-1)).numpy()
+        pred = predictions(logits).numpy()
         label = labels.numpy()
         scores = score.scores(pred, label)
         lo, hi = bootstrap_ci_metric(score.main, pred, label, seed=seed)
@@ -231,7 +232,7 @@ class TextWorkload:
                "main_score": {"name": self.task.main_score, "value": round(float(scores["main"]), 3),
                               "ci95": [round(lo, 3), round(hi, 3)]}}
         if not self.task.text.regression:
-            correct = (logits.argmax(-1) == labels).float()
+            correct = (predictions(logits) == labels).float()
             a_lo, a_hi = bootstrap_ci(correct, seed=seed)
             out.update(top1=round(100 * correct.mean().item(), 3), top1_ci95=[round(100 * a_lo, 3), round(100 * a_hi, 3)])
         return out

@@ -18,7 +18,7 @@ from ccbench.evaluate import evaluate
 from ccbench.image_data import cache_root, task_splits
 from ccbench.method import MethodOutput
 from ccbench.pretrain import load_backbone
-from ccbench.runner import _load_trained
+from ccbench.model_store import load_trained
 from ccbench.token_ops import staged_keep_forward, tokens_trace_tensor
 from ccbench.trace import Trace
 
@@ -29,7 +29,7 @@ def main(rho: float) -> None:
     cached = sorted((cache_root() / "runs").glob("cpu-imagenette-dynamicvit-*.safetensors"))
     if not cached:
         sys.exit("no cached dynamicvit model: run `ccbench run --method dynamicvit --train-only` first")
-    _load_trained(model, cached[-1])
+    load_trained(model, cached[-1])
     model.eval().set_knob(rho)
     split = task_splits(catalog.tasks().get("imagenette"), 128, None)["eval"]
     val = split.subset(torch.arange(0, len(split), 4))

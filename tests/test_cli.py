@@ -94,11 +94,11 @@ def test_unreadable_image_names_its_path(isolated_cache, tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_record(tiny_data, isolated_cache, tmp_path, monkeypatch, capsys):
-    import ccbench.runner
+    import ccbench.measure
 
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ccbench.runner, "interleaved_latency", boom)
+    monkeypatch.setattr(ccbench.measure, "interleaved_latency", boom)
     results = tmp_path / "results"
     rc = main(["run", "--method", "dense", "--budget", "smoke", "--data-dir", str(tiny_data),
                "--results-dir", str(results), "--quiet"])

@@ -7,6 +7,7 @@ from ccbench.backbones import ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
 from ccbench.cost import CostTable, executed_macs, useful_macs
+from ccbench.record_schema import NO_KNOB
 from ccbench.trace import declared_padding_macs
 
 
@@ -94,7 +95,7 @@ def test_every_method_useful_vs_executed_at_batch1(name, tiny_backbone, tiny_con
     if hasattr(model, "prepare"):
         model.prepare(x)
     model.eval()
-    if model.knob_name and TINY_SAVING_KNOB.get(name, 0.5) is not None:  # skips compute on the tiny backbone
+    if catalog.methods().metadata(name)["knob"]["name"] != NO_KNOB and TINY_SAVING_KNOB.get(name, 0.5) is not None:  # skips compute on the tiny backbone
         model.set_knob(TINY_SAVING_KNOB.get(name, 0.5))
     table = CostTable.from_config(tiny_config, units=model.cost_units())
     for i in range(3):

@@ -76,7 +76,7 @@ def test_cuda_and_cpu_agree_on_a_trained_model(cuda_smoke, tiny_data, isolated_c
     (the decision rules do not depend on where they run)."""
     from ccbench.cost import useful_macs
     from ccbench.from_record import load_record_model
-    from ccbench.runner import evaluate_split
+    from ccbench.evaluate import evaluate_split
 
     results = tmp_path / "results"
     for method in ("dense", "avit", "moe-topk", "early-exit", "dynamicvit", "tome"):  # tome: dense's model

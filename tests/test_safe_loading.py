@@ -115,7 +115,7 @@ def test_safetensors_not_written_by_ccbench_are_one_line_errors(tiny_backbone, t
     from safetensors.torch import save_file
 
     from ccbench.pretrain import load_backbone
-    from ccbench.runner import _load_trained
+    from ccbench.model_store import load_trained
 
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
@@ -124,7 +124,7 @@ def test_safetensors_not_written_by_ccbench_are_one_line_errors(tiny_backbone, t
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign), metadata={"ccbench": json.dumps({"consumed": {}})})
     with pytest.raises(UserError) as err:
-        _load_trained(tiny_backbone, foreign)
+        load_trained(tiny_backbone, foreign)
     assert "does not fit this model" in _one_line_naming(err.value, foreign)
 
 
@@ -198,16 +198,16 @@ def test_trained_model_cache_that_is_a_pickle_is_refused(evil, tiny_data, isolat
 def test_trained_model_cache_round_trips_every_image_method(method, tiny_backbone, tmp_path):
     import copy
 
-    from ccbench.runner import _load_trained, _save_trained
+    from ccbench.model_store import load_trained, save_trained
 
     torch.manual_seed(1)
     trained = catalog.methods().get(method).build(copy.deepcopy(tiny_backbone))
     for p in trained.parameters():
         p.data.add_(torch.randn_like(p))
     consumed = {"samples": 128, "steps": 4, "train_wall_s": 1.5, "label": "fine-tuned"}
-    _save_trained(trained, consumed, tmp_path / "m.safetensors")
+    save_trained(trained, consumed, tmp_path / "m.safetensors")
     fresh = catalog.methods().get(method).build(copy.deepcopy(tiny_backbone))
-    assert _load_trained(fresh, tmp_path / "m.safetensors") == consumed
+    assert load_trained(fresh, tmp_path / "m.safetensors") == consumed
     want, got = trained.state_dict(), fresh.state_dict()
     assert want.keys() == got.keys()
     for name in want:  # bit-identical, same dtype (NaN buffers such as statistics not yet gathered included)

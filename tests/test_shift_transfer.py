@@ -134,9 +134,7 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
 
 
 def test_module_reuse_and_routing_shift_by_hand():
-    from ccbench.routing import js_divergence_bits
-    from ccbench.shift import routing_shift
-    from ccbench.transfer import module_reuse
+    from ccbench.routing import js_divergence_bits, module_reuse, routing_shift
 
     src = np.array([[[[0], [0], [1], [2]]]])          # [S=1, L=1, N=4, K=1]: expert 0 takes half
     tgt = np.array([[[[3], [3], [0], [-1]]]])         # one dropped pick
