@@ -39,6 +39,23 @@ import torch
 KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "input_tokens", "final_head_runs",
                 "halt_block", "exit_block", "expert_ids", "expert_weights"}
 PAD_TOKEN = -2  # integer per-token fields at padding positions
+
+
+def register_trace_field(name: str, source: str = "a plug-in") -> str:
+    """Declare a per-sample trace field that a plug-in method records (``units/`` and ``padding/``
+    fields need none); returns ``name``, ``UserError`` when it breaks :data:`ccbench.names.NAME_RULE`.
+
+    >>> register_trace_field("gate_scores") in KNOWN_FIELDS
+    True
+    >>> register_trace_field("../x", "plugin evil")
+    Traceback (most recent call last):
+    ...
+    ccbench.errors.UserError: trace field name '../x' from plugin evil is not allowed: use 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit
+    """
+    from .names import check_name
+
+    KNOWN_FIELDS.add(check_name("trace field", name, source))
+    return name
 UNIT_PREFIX = "units/"
 PADDING_PREFIX = "padding/"
 
