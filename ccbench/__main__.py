@@ -1,0 +1,7 @@
+"""``python -m ccbench ...``: the CLI, also under ``torchrun --nproc_per_node N -m ccbench run ...``
+(data-parallel training, :mod:`ccbench.distributed`)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
