@@ -393,10 +393,12 @@ def cmd_manifest(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
+    from .distributed import reset_training_stamp
     from .records import start_report
 
     args = build_parser().parse_args(argv)
     start_report()
+    reset_training_stamp()
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "sweep": cmd_sweep, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
