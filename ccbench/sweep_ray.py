@@ -50,6 +50,9 @@ def run_ray(jobs: list[Job], ctx: Context, report, address: str | None = None, n
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # Ray runs workers at niceness 15 (background work); here the jobs are the work, and at 15 any
+            # other process on the machine starves them
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     try:
         task = ray.remote(max_retries=0)(_run_one)
