@@ -114,7 +114,11 @@ def run_local(jobs: list[Job], ctx: Context, report) -> None:
     bad: dict[str, str] = {}
     for job in jobs:
         failed_dep = next((bad[d] for d in job.depends_on if d in bad), None)
-        result = skipped(job, failed_dep) if failed_dep else execute_job(job, ctx)
+        def on_wait(key: str, job: Job = job) -> None:
+            print(f"waiting: another sweep is writing a record of {job.label} (claim {key[:12]} in "
+                  f"{ctx.results_dir}/.claims)", flush=True)
+
+        result = skipped(job, failed_dep) if failed_dep else execute_job(job, ctx, on_wait)
         if result.status in ("failed", "skipped"):
             bad[job.key] = job.label
         report(result)
