@@ -14,7 +14,10 @@ in one process group (gloo on CPU, NCCL on CUDA) the first time :func:`ccbench.t
 
 One training per torchrun command: a command that would train twice (a missing backbone pretrained
 before fine-tuning, several retraining knob values) is refused on its second training, after the first
-one's result is saved; rerun it and the saved result is reused. Outside torchrun nothing changes.
+one's result is saved; rerun it and the saved result is reused. A loss must run the model through its
+call (``m(x)``), which DDP wraps; other attributes reach the module itself (``m.loss``), so a loss that runs
+parts of the model one by one (feature distillation in pretraining) is refused under torchrun. Outside
+torchrun nothing changes.
 """
 from __future__ import annotations
 
