@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | manifest | bench.
+"""``ccbench`` command line: run | sweep | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | manifest | bench.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     run.add_argument("--train-only", action="store_true",
                      help="fine-tune (or find the cached model) and stop; a later run measures it")
+
+    _add_sweep_parser(sub)
 
     sh = sub.add_parser("shift", help="evaluate a trained run (record id) on a shifted split, without adaptation")
     sh.add_argument("record", help="id (or its first 6+ characters, or the path) of a `ccbench run` record")
@@ -265,6 +267,28 @@ def _text_cost(args) -> int:
                              rows)
 
 
+def _add_sweep_parser(sub) -> None:
+    """``ccbench sweep`` (issue 20): a sweep file's missing jobs, locally or on Ray."""
+    sw = sub.add_parser("sweep", help="run the jobs of a sweep file (sweeps/*.yaml) whose records are missing")
+    sw.add_argument("file", help="sweep file, e.g. sweeps/smoke.yaml")
+    sw.add_argument("--executor", default="local", help="local (default: one job after another) or ray")
+    sw.add_argument("--address", default=None,
+                    help="ray: join this cluster (e.g. auto, or ray://host:10001) instead of starting a local one")
+    sw.add_argument("--num-cpus", type=int, default=None, help="ray: CPUs of the local cluster (default: all)")
+    sw.add_argument("--dry-run", action="store_true", help="list the jobs, what each would cost and which are done")
+    sw.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
+    sw.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar (the status lines stay)")
+
+
+def cmd_sweep(args) -> int:
+    """Run (or list) a sweep's missing jobs; exit 1 when any failed."""
+    from .sweep import run_sweep
+
+    return run_sweep(args.file, args.executor, args.results_dir, args.data_dir, args.dry_run, args.address,
+                     args.num_cpus, progress=not args.quiet)
+
+
 def cmd_run(args) -> int:
     """Train and measure one method; write its record(s)."""
     from .runner import run_method
@@ -370,11 +394,13 @@ def cmd_manifest(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     from .errors import UserError
+    from .distributed import reset_training_stamp
     from .records import start_report
 
     args = build_parser().parse_args(argv)
     start_report()
-    handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "shift": cmd_shift,
+    reset_training_stamp()
+    handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "sweep": cmd_sweep, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
                "leaderboard": cmd_leaderboard, "manifest": cmd_manifest, "bench": cmd_bench}[args.command]

@@ -278,6 +278,11 @@ def _distillation(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, spli
             return distillation_loss(logits, y, spec, budget.pretrain.label_smoothing), logits
         return data, teacher_meta, loss_fn
 
+    from .distributed import env_world
+
+    if env_world() > 1:  # its loss runs the blocks one by one, past DDP's forward (no gradient averaging)
+        raise UserError("feature distillation (pretrain.distill.feature_weight > 0) does not train under torchrun "
+                        "yet: pretrain with one process (`ccbench pretrain`)")
     teacher_meta["features"] = {"teacher_stage": spec.teacher_stage, "grid": spec.feature_grid,
                                 "student_block": spec.feature_block, "weight": spec.feature_weight}
 

@@ -160,6 +160,9 @@ class _Record(_Open):
     method: Method
     seed: StrictInt = Field(description="training/eval seed")
     samples_sha256: Union[StrictStr, None] = Field(None, description="records.samples_hash of the per-sample file")
+    training_processes: Union[StrictInt, None] = Field(
+        None, description="processes that trained the model in the command that wrote the record (torchrun's "
+                          "world size; 1: one process); absent when that command trained nothing (a cached model)")
 
 
 class RunRecord(_Record):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .distributed import leave_unless_rank_zero, training_processes
 from .errors import UserError
 from .names import NAME_RULE, is_safe_name
 from .provenance import content_hash
@@ -138,7 +139,12 @@ def commit_record(record: dict, arrays: dict[str, np.ndarray], results_dir: str 
     Each file is written to a unique temporary name (pid + random) first; the samples are placed
     before the record, and the record is created with ``os.link`` (atomic create-if-absent), the commit
     point. Safe with concurrent writers into one folder: an existing record raises ``FileExistsError``
-    and is never overwritten. Returns the record path."""
+    and is never overwritten. A record written after a training in this process says how many processes
+    ran it (``training_processes``: 1, or torchrun's world size). Returns the record path."""
+    leave_unless_rank_zero()  # under torchrun rank 0 alone writes records
+    processes = training_processes()
+    if processes is not None and "training_processes" not in record:
+        record = {**record, "training_processes": processes}
     record = seal(record, arrays)
     try:  # what is written fits the typed schema (a run-side bug fails here, before any file exists)
         parse_record(record)

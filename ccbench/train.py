@@ -4,6 +4,9 @@ The budget is a number of training samples seen; ``steps = ceil(samples / batch_
 one pass over the training split in a permutation drawn from ``(seed, epoch)``, so a resumed run sees
 the same batches as an uninterrupted one. A training state (model, optimiser, EMA, augmentation RNG,
 step, wall time) is written atomically at every epoch end and at the end of the run.
+
+Under ``torchrun`` the same loop trains data-parallel (:mod:`ccbench.distributed`): the budget counts
+global samples, each rank trains on its shard of every global batch, rank 0 alone writes states.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 
 from .atomic import atomic_torch_save
 from .augment import normalize, random_resized_crop
+from .distributed import context as dist_context
 from .errors import UserError
 from .image_data import ImageSplit
 from .specs import RecipeSpec
@@ -145,12 +149,14 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
     ``loss_fn(model, inputs, labels) -> (loss, logits)`` gets a batch, e.g. normalised, augmented
     images ``[B, 3, img_px, img_px]``. ``monitor(model) -> top-1 in %`` (e.g. on the calibration
     split) is called at each epoch end for the curve. With ``resume`` and an existing ``state_path``
-    the run continues from its last saved state (written at epoch ends and every few minutes)."""
+    the run continues from its last saved state (written at epoch ends and every few minutes). Under
+    torchrun every rank calls this; every rank but 0 exits when training ends (:mod:`ccbench.distributed`)."""
     from tqdm import tqdm
 
     if isinstance(data, ImageSplit):
         data = ImageTrainData(data, recipe, img_px)
     bs = recipe.batch_size
+    dist = dist_context(device, bs)
     total_steps = math.ceil(recipe.samples / bs)
     steps_per_epoch = max(len(data) // bs, 1)
     opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr)
@@ -175,7 +181,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
             torch.set_rng_state(st["torch_rng"])
 
     def save_state():
-        if state_path is not None:
+        if state_path is not None and dist.main:
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(),
                           "sched": sched.state_dict(), "aug_gen": aug_gen.get_state(),
                           "ema": ema.module.state_dict() if ema is not None else None,
@@ -183,7 +189,8 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
                          Path(state_path))
 
     model.to(device).train()
-    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress,
+    net = dist.wrap(model, device)  # DDP under torchrun (gradients averaged over ranks), else the model
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not (progress and dist.main),
                dynamic_ncols=True, mininterval=1.0)
     loss_sum, loss_n = 0.0, 0
     last_save = time.perf_counter()
@@ -196,8 +203,9 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
                 break
             t0 = time.perf_counter()
             idx = order[i]
-            inputs, labels = data.batch(idx, step, total_steps, aug_gen, device)
-            loss, _ = loss_fn(model, inputs, labels)
+            inputs, labels = data.batch(idx, step, total_steps, aug_gen, device)  # the global batch
+            inputs, labels = dist.shard(inputs), dist.shard(labels)
+            loss, _ = loss_fn(net, inputs, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip:
@@ -218,7 +226,7 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
         point = {"epoch": epoch + 1, "step": step, "samples": step * bs,
                  "train_loss": loss_sum / max(loss_n, 1), "wall_s": round(wall, 1)}
         loss_sum, loss_n = 0.0, 0
-        if monitor is not None:
+        if monitor is not None and dist.main:
             eval_model = ema.module if ema is not None else model
             point["calib_top1"] = monitor(eval_model)
             model.train()
@@ -229,4 +237,5 @@ def train(model: nn.Module, loss_fn: LossFn, recipe: RecipeSpec, data, img_px: i
     bar.close()
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
+    dist.finish()
     return TrainResult(samples=step * bs, steps=step, wall_s=wall, curve=curve)

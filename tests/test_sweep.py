@@ -1,0 +1,198 @@
+"""`ccbench sweep` (issue 20): sweep files, the job graph, reruns, failing jobs, concurrent sweeps into one
+results folder, and the Ray executor on a local two-worker cluster. Jobs run at the smoke tier on a tiny
+image folder the test writes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ccbench.cli import main
+from ccbench.records import scan_records
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "sweeps" / "smoke.yaml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _runs(results: Path) -> list[dict]:
+    good, bad = scan_records(results)
+    assert bad == []
+    return [r for _, r in good]
+
+
+def _configs(records: list[dict]) -> list[tuple]:
+    return sorted((r["method"]["name"], str(r["method"]["knob"]["value"])) for r in records)
+
+
+# -- the sweep file and the job graph (no job runs) --
+@pytest.mark.parametrize("body, message", [
+    ("runs: [{task: imagenette, method: avitt}]", "unknown method 'avitt'; did you mean 'avit'"),
+    ("runs: [{task: imagenet, method: avit}]", "unknown task 'imagenet'; did you mean 'imagenette'"),
+    ("runs: [{task: imagenette, method: avit, points: {r: [1]}}]", "avit's knob is 'threshold', not 'r'"),
+    ("runs: [{task: imagenette, method: avit, points: {threshold: [-1]}}]", "threshold takes"),
+    ("runs: [{task: sst2, method: tome}]", "does not apply to text task 'sst2'"),
+    ("runs: [{task: imagenette, method: dense, knob: 3}]", "Extra inputs are not permitted"),
+    ("transfers: [{source: {method: dense, task: imagenette-a}, to: imagenette-b, protocols: [head-onl]}]",
+     "did you mean 'head-only'"),
+    ("shifts: [{source: {method: dense, task: imagenette}, to: [imagenette-b]}]", "is not a shift target"),
+])
+def test_a_bad_sweep_file_is_refused_in_one_line(body, message, tmp_path, capsys):
+    path = _write(tmp_path, f"name: bad\nbudget: smoke\n{body}\n")
+    assert main(["sweep", str(path), "--dry-run", "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and str(path) in err
+
+
+def test_unknown_executor_gets_a_suggestion(capsys, tmp_path):
+    assert main(["sweep", str(SMOKE), "--executor", "rya", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown executor 'rya'; did you mean 'ray'?" in capsys.readouterr().err
+
+
+def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
+    """Every shipped sweep file loads; the cpu sweeps' jobs all have their committed records (the
+    leaderboard is exactly what they reproduce)."""
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        assert main(["sweep", str(path), "--dry-run", "--results-dir", str(REPO / "results")]) == 0
+        out = capsys.readouterr().out
+        if path.name.startswith("cpu-"):
+            head = out.splitlines()[0]
+            assert head.endswith(" 0 to run"), head
+
+
+def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
+    from ccbench.sweep_jobs import JobGraph
+    from ccbench.sweep_spec import load_sweep
+
+    path = _write(tmp_path, """\
+        name: g
+        budget: smoke
+        seeds: [0, 1]
+        runs:
+          - {task: imagenette, method: tome, points: {r: [1, 2]}}
+          - {task: imagenette, method: static-depth, points: {blocks: [2, 3]}}
+        transfers:
+          - {source: {method: early-exit, task: imagenette-a, point: 0.5}, to: imagenette-b, protocols: [head-only, full]}
+        """)
+    graph = JobGraph(load_sweep(path))
+    labels = [j.label for j in graph.jobs]
+    keys = [j.key for j in graph.jobs]
+    assert len(set(keys)) == len(keys)
+    # tome evaluates dense's model: dense's run is not listed, so tome runs alone (and fails clearly if the
+    # model is missing); static-depth retrains per value: one job per value and seed
+    assert sum("static-depth" in label for label in labels) == 4
+    assert sum(label.startswith("run tome") for label in labels) == 2
+    # each transfer comes after its (implied) source run
+    for job in graph.jobs:
+        for dep in job.depends_on:
+            assert keys.index(dep) < keys.index(job.key)
+    assert sum(label.startswith("transfer") for label in labels) == 4
+    assert sum(label.startswith("run early-exit on imagenette-a") for label in labels) == 2
+
+
+# -- running jobs --
+@pytest.fixture
+def smoke_env(tiny_data, isolated_cache, monkeypatch):
+    """Jobs' subprocesses find the tiny data through CCBENCH_DATA and share the test's cache."""
+    monkeypatch.setenv("CCBENCH_DATA", str(tiny_data))
+    return tiny_data
+
+
+def _sweep(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ccbench", "sweep", *args, "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_concurrent_sweeps_over_overlapping_grids_write_every_record_once(smoke_env, tmp_path):
+    results = tmp_path / "results"
+    a = _write(tmp_path, """\
+        name: a
+        budget: smoke
+        runs:
+          - {task: imagenette, method: dense}
+          - {task: imagenette, method: tome, points: {r: [1]}}
+        """, "a.yaml")
+    b = _write(tmp_path, """\
+        name: b
+        budget: smoke
+        runs:
+          - {task: imagenette, method: tome, points: {r: [1, 2]}}
+          - {task: imagenette, method: dense}
+        """, "b.yaml")
+    procs = [_sweep(str(p), "--results-dir", str(results)) for p in (a, b)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    records = _runs(results)
+    assert _configs(records) == [("dense", "None"), ("tome", "1"), ("tome", "2")]  # each exactly once
+    assert len({r["id"] for r in records}) == 3
+    assert not (results / ".claims").exists()
+
+
+@pytest.fixture
+def ray_cluster():
+    """A local Ray cluster with two workers (2 CPUs; every smoke job reserves one), shared by the test."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as ccbench.sweep_ray does for a cluster it starts
+    # workers import this checkout's ccbench (as `ccbench sweep --executor ray` arranges when it starts Ray)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_smoke_sweep_writes_four_records_then_schedules_nothing(smoke_env, ray_cluster, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["sweep", str(SMOKE), "--executor", "ray", "--results-dir", str(results), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok ") == 4 and "4 ran, 0 already there, 0 failed" in out
+    records = _runs(results)
+    assert _configs(records) == [("avit", "0.5"), ("dense", "None"), ("early-exit", "0.5"), ("tome", "1")]
+    assert all(r["training_processes"] == 1 for r in records if r["method"]["name"] != "tome")
+    assert main(["sweep", str(SMOKE), "--executor", "ray", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "4 jobs, 4 with their records" in out and "0 to run" in out and " ok " not in out
+    assert len(_runs(results)) == 4
+
+
+def test_ray_a_failing_job_is_reported_and_the_others_land(smoke_env, ray_cluster, tmp_path, capsys):
+    results = tmp_path / "results"
+    path = _write(tmp_path, """\
+        name: failing
+        budget: smoke
+        resources: {cpus: 1}
+        runs:
+          - {task: imagenette, method: dense}
+          - {task: imagenette, method: avit, points: {threshold: [0.5]}}
+          - {task: imagenette, method: static-depth, points: {blocks: [9]}}   # the smoke backbone has 4 blocks
+          - {task: imagenette, method: early-exit, points: {threshold: [0.5]}}
+        """)
+    assert main(["sweep", str(path), "--executor", "ray", "--results-dir", str(results), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    failed = [ln for ln in out.splitlines() if " failed " in ln and "static-depth" in ln]
+    assert len(failed) == 1 and "blocks=9" in failed[0] and "ccbench: error:" in failed[0], out
+    assert "3 ran, 0 already there, 1 failed" in out
+    assert _configs(_runs(results)) == [("avit", "0.5"), ("dense", "None"), ("early-exit", "0.5")]
+
+
+def test_local_failing_source_skips_its_dependents(smoke_env, tmp_path, capsys):
+    """A shift whose source run fails is skipped (and reported), not run."""
+    path = _write(tmp_path, """\
+        name: dep
+        budget: smoke
+        shifts:
+          - {source: {method: static-depth, task: imagenette, point: 9}, to: [imagenette-c]}
+        """)
+    assert main(["sweep", str(path), "--results-dir", str(tmp_path / "r"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "failed  run static-depth" in out and "skipped shift static-depth" in out
+    assert "not run: run static-depth on imagenette (smoke, seed 0) blocks=9 failed" in out
