@@ -111,3 +111,13 @@ def test_exit_diagnostics_by_hand_with_thirds_and_an_exit_nobody_took():
                  "accuracy_of_exited_predictions": {0: 100.0, 1: 50.0, 3: 66.667}, "overthinking_rate": 0.16667}
     nobody = exit_diagnostics(np.array([[1, 1], [0, 1]]), np.array([1, 1]), np.array([1, 1]), np.array([1, 1]), [0, 1])
     assert nobody["exit_histogram"] == {0: 0, 1: 2} and nobody["accuracy_of_exited_predictions"] == {0: None, 1: 100.0}
+
+
+def test_a_token_halts_when_its_sum_reaches_the_threshold_exactly():
+    """The rule is ``cumulative >= threshold``: 0.5 + 0.25 = 0.75 (exact in binary) halts at block 1
+    with threshold 0.75, its remainder 1 - 0.5 = 0.5 as the weight; a token at 0.5 + 0.125 runs on."""
+    s = HaltingState.start(1, 2)
+    s, _ = halting_step(s, torch.tensor([[0.5, 0.5]]), 0.75, 0, False)
+    s, w = halting_step(s, torch.tensor([[0.25, 0.125]]), 0.75, 1, False)
+    assert s.halt_block.tolist() == [[1, -1]] and s.alive.tolist() == [[False, True]]
+    assert w.tolist() == [[0.5, 0.125]]
