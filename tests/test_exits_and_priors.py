@@ -121,3 +121,19 @@ def test_a_token_halts_when_its_sum_reaches_the_threshold_exactly():
     s, w = halting_step(s, torch.tensor([[0.25, 0.125]]), 0.75, 1, False)
     assert s.halt_block.tolist() == [[1, -1]] and s.alive.tolist() == [[False, True]]
     assert w.tolist() == [[0.5, 0.125]]
+
+
+def test_max_softmax_is_taken_per_row():
+    """Rows (0, ln 3) and (0, ln 7): softmax (1/4, 3/4) and (1/8, 7/8), confidences 0.75 and 0.875 (a
+    softmax or max over the batch dimension would give other values)."""
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(7.0)]])
+    assert torch.allclose(max_softmax(logits), torch.tensor([0.75, 0.875]))
+
+
+def test_one_exit_head_per_block_but_the_last():
+    """A 3-block backbone gets 2 exit heads (the last block's exit is the backbone's classifier)."""
+    from ccbench.backbones import ViTBackbone, ViTConfig
+    from ccbench.exits import make_exit_heads
+
+    backbone = ViTBackbone(ViTConfig(img_size=16, patch_size=8, embed_dim=16, depth=3, num_heads=2, num_classes=3))
+    assert len(make_exit_heads(backbone)) == 2
