@@ -137,3 +137,9 @@ def test_js_divergence_is_symmetric(p, q):
     """JS(p, q) = JS(q, p) and lies in [0, 1] bits."""
     a, b = js_divergence_bits(np.array(p, float), np.array(q, float)), js_divergence_bits(np.array(q, float), np.array(p, float))
     assert a == b and 0 < a < 1
+
+
+def test_load_entropy_has_four_digits():
+    """Loads 3/4, 1/4: H = 2 - (3/4) log2 3 = 0.811278 bits, recorded as 0.8113 (E = 2: normalised the same)."""
+    m = layer_metrics(_layer([3, 1]), np.zeros(4, dtype=int), num_experts=2, permutations=0)
+    assert round(2 - 0.75 * math.log2(3), 4) == m["entropy_bits"] == m["entropy_normalized"] == 0.8113
