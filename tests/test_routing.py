@@ -143,3 +143,18 @@ def test_load_entropy_has_four_digits():
     """Loads 3/4, 1/4: H = 2 - (3/4) log2 3 = 0.811278 bits, recorded as 0.8113 (E = 2: normalised the same)."""
     m = layer_metrics(_layer([3, 1]), np.zeros(4, dtype=int), num_experts=2, permutations=0)
     assert round(2 - 0.75 * math.log2(3), 4) == m["entropy_bits"] == m["entropy_normalized"] == 0.8113
+
+
+def test_an_expert_per_sample_explains_any_labels_by_chance_alone():
+    """Eight samples, each routed to its own expert, labels 0/1: any labelling (also every shuffle)
+    gives I = H(Y) = 1 bit, H(E) = 3 bits, so raw I/H(Y) = 1 and NMI = 1 / 2; the chance-corrected
+    scores subtract the same values: 0."""
+    spec = layer_metrics(np.arange(8)[:, None, None], np.array([0, 1] * 4), num_experts=8)["specialization"]
+    assert spec["raw_mi_over_h_label"] == 1.0 and spec["raw_nmi"] == 0.5
+    assert spec["mi_over_h_label"] == 0.0 and spec["nmi"] == 0.0
+
+
+def test_share_of_tokens_without_an_expert_has_six_digits():
+    """Three tokens, one whose only pick was dropped (-1): 1/3 = 0.333333."""
+    m = layer_metrics(np.array([[[0], [-1], [1]]]), np.array([0]), num_experts=2, permutations=0)
+    assert m["tokens_without_expert"] == 0.333333
