@@ -128,3 +128,27 @@ def test_warm_up_covers_the_first_inputs_and_each_new_shape(monkeypatch):
     interleaved_latency(clock.model("method", lambda i: 1.0), clock.model("dense", lambda i: 1.0),
                         [torch.zeros(1, 3)] * 3, warmup=2)
     assert len(clock.log) == 2 * 2 + 9  # two warm-up inputs of one shape, no extra
+
+
+def test_check_values_have_four_digits():
+    """Dense 7 ms then 3 ms as its control: control 7/3 = 2.3333 and repeat ratio 7/3 = 2.3333."""
+    check = latency._check([7.0], [3.0])
+    assert check["dense_vs_dense_speedup"] == 2.3333 and check["repeat_ratio_p90"] == 2.3333
+
+
+def test_an_input_of_a_new_shape_right_after_the_warm_up_is_warmed_too(monkeypatch):
+    """Shapes A, B, B with ``warmup`` = 1: the warm-up covers A (the first input) and then B, once."""
+    clock = FakeClock()
+    monkeypatch.setattr(latency, "_clock", clock)
+    interleaved_latency(clock.model("method", lambda i: 1.0), clock.model("dense", lambda i: 1.0),
+                        [torch.zeros(1, 3), torch.zeros(1, 5), torch.zeros(1, 5)], warmup=1)
+    assert len(clock.log) == 2 * 2 + 9
+
+
+def test_a_single_input_is_timed_once_at_its_batch_size(monkeypatch):
+    """One input of batch 4: one timed round (method, dense, control) after its warm-up."""
+    clock = FakeClock()
+    monkeypatch.setattr(latency, "_clock", clock)
+    res = interleaved_latency(clock.model("method", lambda i: 1.0), clock.model("dense", lambda i: 2.0),
+                              [torch.zeros(4, 3)], warmup=1)
+    assert res["batch_size"] == 4 and res["calls"] == 1 and res["speedup"] == 2.0 and len(clock.log) == 2 + 3
