@@ -109,7 +109,7 @@ def shift_markdown(df: pd.DataFrame) -> str:
                         _f(r["dense_pp_all"], "{:+.1f}")]
             row += [_f(r.js_bits, "{:.4f}"), _f(r.domain_nmi, "{:.4f}"), r.same_compute, f"`{escape_cell(r.id)}`"]
             body.append(row)
-        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github"))
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
     return "\n\n".join(parts)
 
 
@@ -137,7 +137,7 @@ def transfer_markdown(df: pd.DataFrame) -> str:
             reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and pd.notna(full.reuse)
                      else "-")
             body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
-        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github"))
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
     return "\n\n".join(parts)
 
 

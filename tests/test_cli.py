@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ccbench.cli import main
 from conftest import assert_drawn as _assert_drawn, write_tiny_imagenette
@@ -218,11 +219,27 @@ def test_text_task_with_an_image_method_is_refused_in_one_line(isolated_cache, c
     assert len(err) == 1 and "does not apply to text tasks" in err[0]
 
 
-def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_path, capsys):
+def _skip_blocks_1_and_3(monkeypatch):
+    """Layer-skip models whose gates for blocks 1 and 3 start on "skip" (bias (0, 3)), the others on
+    "run": the smoke tier's 4 training steps cannot move a gate from its start (a 3-logit gap), so
+    without this a smoke layer-skip run skips nothing."""
+    from ccbench.baselines.layer_skip import LayerSkip
+
+    init = LayerSkip.__init__
+
+    def skipping(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for i in (1, 3):
+            self.gates[i].bias.data = torch.tensor([0.0, 3.0])
+    monkeypatch.setattr(LayerSkip, "__init__", skipping)
+
+
+def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
     common = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]
     assert main(["run", "--method", "early-exit", "--knob", "threshold=0,1.01", *common]) == 0
     assert main(["run", "--method", "patience", "--knob", "patience=1", *common]) == 0
+    _skip_blocks_1_and_3(monkeypatch)
     assert main(["run", "--method", "layer-skip", "--knob", "target=0.5", *common]) == 0
     records = {(json.loads(p.read_text())["method"]["name"], json.loads(p.read_text())["method"]["knob"]["value"]):
                json.loads(p.read_text()) for p in _records(results)}
@@ -237,5 +254,9 @@ def test_depth_methods_record_exit_diagnostics(tiny_data, isolated_cache, tmp_pa
     assert set(last["exits"]["accuracy_of_each_exit_alone"]) == {"0", "1", "2", "3"}
     pat = records[("patience", 1)]
     assert pat["budget"]["consumed"]["label"].startswith("evaluates early-exit")
-    assert records[("layer-skip", 0.5)]["method"]["config"]["target"] == 0.5
+    skip = records[("layer-skip", 0.5)]
+    assert skip["method"]["config"]["target"] == 0.5
+    # 2 of the 4 blocks skipped for every sample: the record says so (a run that skipped nothing has
+    # a useful fraction >= 1, its gates' cost on top of dense); embedding and head keep it above 1/2
+    assert 0.5 < skip["metrics"]["useful_fraction_of_dense"] < 0.75
     assert main(["table", "--results-dir", str(results)]) == 0                # every record verifies from disk
