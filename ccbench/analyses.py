@@ -97,6 +97,14 @@ FAMILY_ANALYSES: dict[str, FamilyAnalyses] = {"depth": DepthAnalyses(), "token":
                                               "width": WidthAnalyses()}
 
 
+def register_family_analyses(family: str, analyses: FamilyAnalyses) -> FamilyAnalyses:
+    """Give ``family`` (a plug-in's own, or a built-in one replaced) the shift/transfer ``analyses``."""
+    from .names import check_name
+
+    FAMILY_ANALYSES[check_name("family", family, "register_family_analyses")] = analyses
+    return analyses
+
+
 def family_analyses(family: str) -> FamilyAnalyses:
     """The analyses of ``family`` (none for a family without an entry)."""
     return FAMILY_ANALYSES.get(family, FamilyAnalyses())

@@ -90,7 +90,9 @@ class MethodMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    family: Literal["dense", "static", "token", "width", "depth"]
+    # built-in families: dense, static, token, width, depth; a plug-in may name its own (a safe name), whose
+    # shift/transfer analyses it registers with ccbench.analyses.register_family_analyses
+    family: str
     paper: str
     bibtex: str
     knob: KnobMetadata
@@ -99,3 +101,11 @@ class MethodMetadata(BaseModel):
     evaluates_checkpoint_of: str | None = None
     starts_from: dict[Literal["image", "text"], str] = {}  # modality -> method whose fine-tuned model it starts from
     description: str
+
+    @field_validator("family")
+    @classmethod
+    def _safe_family(cls, family: str) -> str:
+        """Families are table cells and group keys: :data:`ccbench.names.NAME_RULE`."""
+        if not is_safe_name(family):
+            raise ValueError(f"family {family!r} is not allowed: use {NAME_RULE}")
+        return family

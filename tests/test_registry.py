@@ -61,3 +61,30 @@ def test_entry_point_plugin_method_is_listed(tmp_path):
     assert out.returncode == 0, out.stderr
     line = next(row for row in out.stdout.splitlines() if row.startswith("| fancy"))
     assert "plugin mymethod-pkg" in line and "token" in line and "keep (lower = less compute)" in line
+
+
+def test_a_plugin_may_name_its_own_family_and_register_its_analyses():
+    """A new family is a safe name; unsafe ones are refused; its shift/transfer analyses are registered
+    under it, and an unregistered family gets none."""
+    import pytest
+    from pydantic import ValidationError
+
+    from ccbench.analyses import FamilyAnalyses, family_analyses, register_family_analyses
+    from ccbench.errors import UserError
+    from ccbench.method_meta import MethodMetadata
+
+    meta = {"name": "fancy", "paper": "Me 2026", "bibtex": "@misc{me}", "description": "d",
+            "knob": {"name": "keep", "default": 0.5, "direction": "lower = less compute"}}
+    assert MethodMetadata(**meta, family="layer-merging").family == "layer-merging"
+    with pytest.raises(ValidationError, match="family"):
+        MethodMetadata(**meta, family="<script>")
+
+    class Merging(FamilyAnalyses):
+        def of_split(self, model, trace, table):
+            return {"merged": 1}
+
+    assert type(family_analyses("layer-merging")) is FamilyAnalyses
+    register_family_analyses("layer-merging", Merging())
+    assert family_analyses("layer-merging").of_split(None, None, None) == {"merged": 1}
+    with pytest.raises(UserError, match="not allowed"):
+        register_family_analyses("../x", Merging())
