@@ -104,16 +104,14 @@ def _inputs(task, tier, backbone, calls: int, seed: int) -> tuple[torch.Tensor, 
 def _trained_weights(name: str, meta: dict, tier, task, sha256: str, seed: int):
     """The newest cached trained state dict of ``name`` (or of the method whose checkpoint it
     evaluates) on this tier, task and backbone, or None."""
-    from .model_store import store_dir
+    from .model_store import newest_trained
     from .safefile import load_tensors
 
-    source = meta.get("evaluates_checkpoint_of") or name
-    runs = sorted(store_dir().glob(f"{tier.name}-{task.name}-{source}-s{seed}-{sha256[:12]}-*.safetensors"),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
+    path = newest_trained(meta.get("evaluates_checkpoint_of") or name, tier.name, task.name, seed, sha256)
+    if path is None:
         return None
     try:
-        return load_tensors(runs[-1], f"delete {runs[-1]}")[0]
+        return load_tensors(path, f"delete {path}")[0]
     except UserError:
         return None
 

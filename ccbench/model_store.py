@@ -26,7 +26,20 @@ def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, c
     training data's hash, the method config, the recipe and the modality's training settings, e.g.
     frozen word embeddings)."""
     ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
-    return f"{budget.name}-{task.name}-{method}-s{seed}-{work.sha256[:12]}-{content_hash(ident)[:10]}"
+    return f"{_run_prefix(method, budget.name, task.name, seed, work.sha256)}-{content_hash(ident)[:10]}"
+
+
+def _run_prefix(method: str, budget: str, task: str, seed: int, backbone_sha256: str) -> str:
+    """What every cached model of ``method`` on this tier, task, seed and backbone is named by."""
+    return f"{budget}-{task}-{method}-s{seed}-{backbone_sha256[:12]}"
+
+
+def newest_trained(method: str, budget: str, task: str, seed: int, backbone_sha256: str) -> Path | None:
+    """The most recently cached trained model of ``method`` on this tier, task, seed and backbone, in
+    any configuration, or ``None``."""
+    runs = sorted(store_dir().glob(f"{_run_prefix(method, budget, task, seed, backbone_sha256)}-*.safetensors"),
+                  key=lambda path: path.stat().st_mtime)
+    return runs[-1] if runs else None
 
 
 def store_dir() -> Path:

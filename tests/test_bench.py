@@ -58,3 +58,21 @@ def test_bench_profile_prints_dense_and_the_method(capsys):
                  "--batch-sizes", "1", "--calls", "2", "--fresh"]) == 0
     out = capsys.readouterr().out
     assert "== static-depth blocks=6" in out and "dense b1" in out and "static-depth b1" in out
+
+
+def test_bench_finds_the_newest_cached_model_of_a_method(isolated_cache):
+    """Trained weights are looked up by the store's own naming: method, tier, task, seed and backbone."""
+    import os
+
+    from ccbench.model_store import newest_trained, store_dir
+
+    store_dir().mkdir(parents=True)
+    sha = "ab" * 32
+    old, new = (store_dir() / f"cpu-imagenette-tome-s0-{sha[:12]}-{h}.safetensors" for h in ("0000000000", "1111111111"))
+    other_seed = store_dir() / f"cpu-imagenette-tome-s1-{sha[:12]}-2222222222.safetensors"
+    for i, path in enumerate((old, new, other_seed)):
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    assert newest_trained("tome", "cpu", "imagenette", 0, sha) == new
+    assert newest_trained("tome", "cpu", "imagenette", 2, sha) is None
+    assert newest_trained("evit", "cpu", "imagenette", 0, sha) is None
