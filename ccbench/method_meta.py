@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from .names import NAME_RULE, is_safe_name
 
 
+def _safe(kind: str, value: str) -> str:
+    """``value`` when it follows :data:`ccbench.names.NAME_RULE`, else a ``ValueError`` naming ``kind``."""
+    if not is_safe_name(value):
+        raise ValueError(f"{kind} {value!r} is not allowed: use {NAME_RULE}")
+    return value
+
+
 class KnobMetadata(BaseModel):
     """The single inference-time trade-off knob. ``direction`` says which way saves compute;
     ``sweep`` lists the values tried when calibrating; ``needs_retraining`` is False when any
@@ -79,10 +86,8 @@ class KnobMetadata(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        """Knob names end up in folder names and table cells: :data:`ccbench.names.NAME_RULE`."""
-        if not is_safe_name(name):
-            raise ValueError(f"knob name {name!r} is not allowed: use {NAME_RULE}")
-        return name
+        """Knob names end up in folder names and table cells."""
+        return _safe("knob name", name)
 
 
 class MethodMetadata(BaseModel):
@@ -105,7 +110,5 @@ class MethodMetadata(BaseModel):
     @field_validator("family")
     @classmethod
     def _safe_family(cls, family: str) -> str:
-        """Families are table cells and group keys: :data:`ccbench.names.NAME_RULE`."""
-        if not is_safe_name(family):
-            raise ValueError(f"family {family!r} is not allowed: use {NAME_RULE}")
-        return family
+        """Families are table cells and group keys."""
+        return _safe("family", family)
