@@ -5,7 +5,7 @@ dimension ``t`` of the block's output; the token halts once its cumulative ``h``
 threshold (1 - eps), and at the last block ``h = 1``. The class token halts too; the classifier
 reads its halting-weighted states over blocks (``h`` before its halting block, the remainder ``r``
 at it). Loss: cross-entropy + ``ponder_weight * mean(N + r)`` + ``prior_weight * KL(Gaussian prior
-over blocks || halting distribution)``. The halting bookkeeping is ``ccbench.sampling``'s.
+over blocks || halting distribution)``. The halting bookkeeping is ``ccbench.core.sampling``'s.
 
 Execution. Training runs the full sequence with halted tokens frozen and excluded (as keys) from
 attention. Inference *removes* them: alive tokens are gathered to the front of the sequence at
@@ -29,10 +29,15 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
-from ccbench.sampling import HaltingState, gaussian_depth_prior, halting_prior_kl, halting_step
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput
+from ccbench.core.sampling import (
+    HaltingState,
+    gaussian_depth_prior,
+    halting_prior_kl,
+    halting_step,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "avit",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import MethodOutput
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import MethodOutput
 
 from .avit import AViT
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput, dense_trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput, dense_trace
 
 METADATA = {
     "name": "dense",

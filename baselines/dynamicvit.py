@@ -2,7 +2,7 @@
 
 Prediction modules before blocks ``depth * {1, 2, 3} / 4`` score the patch tokens (keep / drop) from
 a local feature and a policy-weighted global one. Training keeps the full sequence: the decision is
-a Gumbel-Softmax straight-through sample (``ccbench.sampling``) multiplied into the previous policy,
+a Gumbel-Softmax straight-through sample (``ccbench.core.sampling``) multiplied into the previous policy,
 and dropped tokens are masked out of every later attention as keys (each token still attends to
 itself). Inference keeps the ``ceil(rho^s * N)`` highest-scoring of the N original patch tokens
 after stage s (the class token is always kept) and physically removes the rest, so every sample in
@@ -24,12 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
-from ccbench.sampling import gumbel_softmax
-from ccbench.token_ops import (add_attention, block_attention, block_mlp, check_keep_ratio, stage_blocks,
-                               staged_keep_forward, tokens_trace_tensor)
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput
+from ccbench.core.sampling import gumbel_softmax
+from ccbench.core.token_ops import (
+    add_attention,
+    block_attention,
+    block_mlp,
+    check_keep_ratio,
+    stage_blocks,
+    staged_keep_forward,
+    tokens_trace_tensor,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "dynamicvit",

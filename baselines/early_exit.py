@@ -22,11 +22,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-from ccbench.errors import UserError
-from ccbench.exits import CRITERIA, exit_diagnostics, exit_histogram, exit_weights, make_exit_heads, mean_blocks_run
-from ccbench.method import ConditionalModel, MethodOutput, input_fields, predictions, select_keys, task_loss
-from ccbench.trace import Trace
+from ccbench.common.errors import UserError
+from ccbench.core.exits import (
+    CRITERIA,
+    exit_diagnostics,
+    exit_histogram,
+    exit_weights,
+    make_exit_heads,
+    mean_blocks_run,
+)
+from ccbench.core.method import (
+    ConditionalModel,
+    MethodOutput,
+    input_fields,
+    predictions,
+    select_keys,
+    task_loss,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "early-exit",

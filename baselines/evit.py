@@ -21,10 +21,17 @@ import math
 
 import torch
 
-from ccbench.method import ConditionalModel, MethodOutput, input_fields
-from ccbench.token_ops import (add_attention, block_attention, block_mlp, check_keep_ratio, gather_tokens,
-                               stage_blocks, tokens_trace_tensor)
-from ccbench.trace import Trace
+from ccbench.core.method import ConditionalModel, MethodOutput, input_fields
+from ccbench.core.token_ops import (
+    add_attention,
+    block_attention,
+    block_mlp,
+    check_keep_ratio,
+    gather_tokens,
+    stage_blocks,
+    tokens_trace_tensor,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "evit",

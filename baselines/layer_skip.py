@@ -2,7 +2,7 @@
 
 Before block i a gate reads the mean of the (real, non-padding) tokens entering it, ``g_i = Linear(D, 2)(mean_t x_t)``
 (the class token alone carries no image information before the first block); in training the decision
-is a Gumbel-Softmax straight-through sample (``ccbench.sampling``) and the block's output is
+is a Gumbel-Softmax straight-through sample (``ccbench.core.sampling``) and the block's output is
 ``g * block(x) + (1 - g) * x``; the loss adds ``budget_weight * |mean executed share - target|`` (the
 budget loss of peekvit). At inference the gate is hard (argmax) and a skipped block is not computed:
 at batch N only the samples whose gate is on are gathered and run (compaction), so savings survive
@@ -14,9 +14,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ccbench.method import ConditionalModel, MethodOutput, input_fields, masked_mean
-from ccbench.sampling import gumbel_softmax
-from ccbench.trace import Trace
+from ccbench.core.method import (
+    ConditionalModel,
+    MethodOutput,
+    input_fields,
+    masked_mean,
+)
+from ccbench.core.sampling import gumbel_softmax
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "layer-skip",

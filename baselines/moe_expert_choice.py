@@ -3,9 +3,9 @@ from the dense MLPs; each expert takes ``ceil(c * N / E)`` tokens of each sample
 capacity factor c = 1; c is swept on that model."""
 from __future__ import annotations
 
-from ccbench.backbones import ViTBackbone
-from ccbench.moe import ExpertChoiceMoE
-from ccbench.moe_method import MoEModel
+from ccbench.baselines.width.moe import ExpertChoiceMoE
+from ccbench.baselines.width.moe_model import MoEModel
+from ccbench.core.backbones import ViTBackbone
 
 METADATA = {
     "name": "moe-expert-choice",

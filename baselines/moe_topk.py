@@ -3,9 +3,9 @@ dense MLPs, fine-tuned at k = 1 under the common budget; k is swept on that mode
 other k than it trained with). Capacity factor 1.25 per sample; load-balancing and z-loss."""
 from __future__ import annotations
 
-from ccbench.backbones import ViTBackbone
-from ccbench.moe import TopKMoE
-from ccbench.moe_method import MoEModel
+from ccbench.baselines.width.moe import TopKMoE
+from ccbench.baselines.width.moe_model import MoEModel
+from ccbench.core.backbones import ViTBackbone
 
 METADATA = {
     "name": "moe-topk",

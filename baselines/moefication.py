@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.method import MethodOutput
-from ccbench.moe import MoEficationMLP
-from ccbench.moe_method import MoEModel
+from ccbench.baselines.width.moe import MoEficationMLP
+from ccbench.baselines.width.moe_model import MoEModel
+from ccbench.core.method import MethodOutput
 
 METADATA = {
     "name": "moefication",

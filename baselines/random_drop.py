@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
-from ccbench.token_ops import check_keep_ratio, stage_blocks, staged_keep_forward, tokens_trace_tensor
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput
+from ccbench.core.token_ops import (
+    check_keep_ratio,
+    stage_blocks,
+    staged_keep_forward,
+    tokens_trace_tensor,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "random-drop",

@@ -2,9 +2,9 @@
 dense MLPs; ``slots`` per expert, one model trained per value (the slot parameters change shape)."""
 from __future__ import annotations
 
-from ccbench.backbones import ViTBackbone
-from ccbench.moe import SoftMoE
-from ccbench.moe_method import MoEModel
+from ccbench.baselines.width.moe import SoftMoE
+from ccbench.baselines.width.moe_model import MoEModel
+from ccbench.core.backbones import ViTBackbone
 
 METADATA = {
     "name": "soft-moe",

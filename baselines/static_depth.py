@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.method import ConditionalModel, MethodOutput, input_fields
-from ccbench.trace import Trace
+from ccbench.core.method import ConditionalModel, MethodOutput, input_fields
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "static-depth",

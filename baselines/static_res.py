@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
-from ccbench.token_ops import tokens_trace_tensor
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput
+from ccbench.core.token_ops import tokens_trace_tensor
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "static-res",

@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import torch
 
-from ccbench.backbones import ViTBackbone
-from ccbench.method import ConditionalModel, MethodOutput
-from ccbench.token_ops import add_attention, block_attention, block_mlp, gather_tokens, tokens_trace_tensor
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone
+from ccbench.core.method import ConditionalModel, MethodOutput
+from ccbench.core.token_ops import (
+    add_attention,
+    block_attention,
+    block_mlp,
+    gather_tokens,
+    tokens_trace_tensor,
+)
+from ccbench.core.trace import Trace
 
 METADATA = {
     "name": "tome",

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))  # this checkout's ccbench, also when run as a scr
 
 
 def _timed(**kwargs) -> float:
-    from ccbench.sweep import run_sweep
+    from ccbench.drivers.sweep import run_sweep
 
     t0 = time.perf_counter()
     rc = run_sweep(str(REPO / "sweeps" / "smoke.yaml"), progress=False, **kwargs)

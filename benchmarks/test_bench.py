@@ -16,13 +16,13 @@ import time
 import pytest
 import torch
 
-from ccbench.backbones import ViTBackbone, ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
-from ccbench.cost import CostTable, useful_macs
-from ccbench.evaluate import evaluate
-from ccbench.image_data import ImageSplit
-from ccbench.latency import interleaved_latency
+from ccbench.core.backbones import ViTBackbone, ViTConfig
+from ccbench.data.image_data import ImageSplit
+from ccbench.measurement.cost import CostTable, useful_macs
+from ccbench.measurement.evaluate import evaluate
+from ccbench.measurement.latency import interleaved_latency
 
 pytestmark = pytest.mark.benchmark
 
@@ -64,7 +64,7 @@ def test_p2_eval_loop_overhead(benchmark):
     torch.set_num_threads(2)
     cfg, avit, _ = _models(128, target_depth=6.0)
     split = _split(512, 128)
-    from ccbench.augment import normalize
+    from ccbench.data.augment import normalize
 
     def bare():
         with torch.no_grad():
@@ -97,7 +97,7 @@ def test_p3_cost_share_of_eval(benchmark):
     table = CostTable.from_config(cfg)
     # a full Imagenette val split's worth of traces (3,925 samples)
     reps = -(-3925 // len(split))
-    from ccbench.trace import Trace
+    from ccbench.core.trace import Trace
     big = Trace.cat([ev.trace] * reps)
     res = benchmark(lambda: useful_macs(table, big))
     share = benchmark.stats.stats.mean / (eval_s * reps)

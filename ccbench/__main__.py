@@ -1,5 +1,5 @@
 """``python -m ccbench ...``: the CLI, also under ``torchrun --nproc_per_node N -m ccbench run ...``
-(data-parallel training, :mod:`ccbench.distributed`)."""
+(data-parallel training, :mod:`ccbench.training.distributed`)."""
 import sys
 
 from .cli import main

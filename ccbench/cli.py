@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _seed(text: str) -> int:
     """``--seed`` value: an integer in [0, 2**32)."""
-    from .errors import UserError, check_seed
+    from ccbench.common.errors import UserError, check_seed
 
     try:
         return check_seed(int(text))
@@ -116,7 +116,7 @@ def cmd_ls(args) -> int:
     """Print a registry's names with their metadata."""
     from tabulate import tabulate
 
-    from . import catalog
+    from ccbench.common import catalog
 
     reg = {"methods": catalog.methods, "tasks": catalog.tasks, "budgets": catalog.budgets,
            "backbones": catalog.backbones}[args.what]()
@@ -143,13 +143,13 @@ def cmd_ls(args) -> int:
 
 def cmd_pretrain(args) -> int:
     """Pretrain (or resume) the tier's backbone and print its hash and accuracy."""
-    from . import catalog
-    from .pretrain import pretrain
+    from ccbench.common import catalog
+    from ccbench.training.pretrain import pretrain
 
     task = catalog.tasks().get(args.task)
     budget = catalog.budgets().get(args.budget)
     if task.modality == "text":
-        from .errors import UserError
+        from ccbench.common.errors import UserError
 
         name = budget.text.backbone if budget.text else "none"
         raise UserError(f"text tasks start from the tier's pretrained encoder ({name}); nothing to pretrain: "
@@ -166,7 +166,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_shift(args) -> int:
     """Evaluate a run on a shift target and write the shift record."""
-    from .shift import shift_run
+    from ccbench.drivers.shift import shift_run
 
     shift_run(args.record, args.target, args.data_dir, args.results_dir, progress=not args.quiet)
     return 0
@@ -174,7 +174,7 @@ def cmd_shift(args) -> int:
 
 def cmd_transfer(args) -> int:
     """Transfer a run to a new task and write the transfer record."""
-    from .transfer import transfer_run
+    from ccbench.drivers.transfer import transfer_run
 
     transfer_run(args.record, args.target, args.protocol, args.data_dir, args.results_dir, progress=not args.quiet)
     return 0
@@ -182,7 +182,7 @@ def cmd_transfer(args) -> int:
 
 def cmd_plot(args) -> int:
     """Write a picture of one record."""
-    from .plots import plot_routing
+    from ccbench.reporting.plots import plot_routing
 
     print(plot_routing(args.record, args.out))
     return 0
@@ -190,9 +190,9 @@ def cmd_plot(args) -> int:
 
 def cmd_cost(args) -> int:
     """Print the per-component MAC table of a tier's backbone."""
-    from . import catalog
-    from .backbones import ViTConfig
-    from .cost import CostTable
+    from ccbench.common import catalog
+    from ccbench.core.backbones import ViTConfig
+    from ccbench.measurement.cost import CostTable
 
     if args.task and catalog.tasks().get(args.task).modality == "text":
         return _text_cost(args)
@@ -208,7 +208,7 @@ def cmd_cost(args) -> int:
     if args.method:
         import torch
 
-        from .backbones import ViTBackbone
+        from ccbench.core.backbones import ViTBackbone
 
         with torch.device("meta"):  # shapes only: no weights are allocated or initialised
             model = catalog.methods().get(args.method).build(ViTBackbone(cfg))
@@ -245,10 +245,10 @@ def _text_cost(args) -> int:
     """``ccbench cost --task <text task>``: the text encoder's table at ``--tokens`` tokens."""
     from transformers import AutoConfig
 
-    from . import catalog
-    from .cost import CostTable
-    from .errors import UserError
-    from .text_backbone import TextConfig, resolve_text_model
+    from ccbench.common import catalog
+    from ccbench.common.errors import UserError
+    from ccbench.core.text_backbone import TextConfig, resolve_text_model
+    from ccbench.measurement.cost import CostTable
 
     task, tier = catalog.tasks().get(args.task), catalog.budgets().get(args.budget)
     if tier.text is None:
@@ -283,7 +283,7 @@ def _add_sweep_parser(sub) -> None:
 
 def cmd_sweep(args) -> int:
     """Run (or list) a sweep's missing jobs; exit 1 when any failed."""
-    from .sweep import run_sweep
+    from ccbench.drivers.sweep import run_sweep
 
     return run_sweep(args.file, args.executor, args.results_dir, args.data_dir, args.dry_run, args.address,
                      args.num_cpus, progress=not args.quiet)
@@ -291,7 +291,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_run(args) -> int:
     """Train and measure one method; write its record(s)."""
-    from .runner import run_method
+    from ccbench.drivers.runner import run_method
 
     run_method(method=args.method, task=args.task, budget=args.budget, data_dir=args.data_dir,
                seed=args.seed, knob=args.knob, results_dir=args.results_dir,
@@ -302,8 +302,8 @@ def cmd_run(args) -> int:
 
 def cmd_table(args) -> int:
     """Print the results table."""
-    from .records import require_valid_records
-    from .tables import load_table, render
+    from ccbench.reporting.records import require_valid_records
+    from ccbench.reporting.tables import load_table, render
 
     if args.strict:
         require_valid_records(args.results_dir)
@@ -314,7 +314,7 @@ def cmd_table(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     """Regenerate the leaderboard."""
-    from .leaderboard import write_leaderboard
+    from ccbench.reporting.leaderboard import write_leaderboard
 
     path = write_leaderboard(args.results_dir, args.out, strict=args.strict)
     print(f"wrote {path}")
@@ -343,11 +343,18 @@ def _add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    """Print the efficiency table (see ``ccbench.bench``)."""
+    """Print the efficiency table (see ``ccbench.drivers.bench``)."""
     from pathlib import Path
 
-    from .bench import format_row, header, parse_points, run_bench, run_profiles, write_json
-    from .errors import UserError
+    from ccbench.common.errors import UserError
+    from ccbench.drivers.bench import (
+        format_row,
+        header,
+        parse_points,
+        run_bench,
+        run_profiles,
+        write_json,
+    )
 
     try:
         batches = tuple(int(b) for b in args.batch_sizes.split(","))
@@ -374,11 +381,11 @@ def cmd_bench(args) -> int:
 
 def cmd_manifest(args) -> int:
     """Write (or with ``--check`` verify) ``checkpoints/manifest.json`` from the checkpoint headers."""
-    from .errors import UserError
     from pathlib import Path
 
-    from .manifest import manifest_problem, write_manifest
-    from .provenance import repo_root
+    from ccbench.common.errors import UserError
+    from ccbench.common.provenance import repo_root
+    from ccbench.reporting.manifest import manifest_problem, write_manifest
 
     folder = (repo_root() or Path.cwd()) / "checkpoints"
     if args.check:
@@ -393,9 +400,9 @@ def cmd_manifest(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 user error, 130 interrupted)."""
-    from .errors import UserError
-    from .distributed import reset_training_stamp
-    from .records import start_report
+    from ccbench.common.errors import UserError
+    from ccbench.reporting.records import start_report
+    from ccbench.training.distributed import reset_training_stamp
 
     args = build_parser().parse_args(argv)
     start_report()

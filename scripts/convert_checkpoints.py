@@ -4,7 +4,7 @@
 Each ``.pt`` is read with ``torch.load(weights_only=True)`` only (no code in it can run; the one global
 allow-listed is ``torch.torch_version.TorchVersion``, a ``str`` subclass holding the torch version in
 ``meta["hardware"]``, stored as a plain string in the new file); its fp16
-weights, config and meta are written unchanged by :func:`ccbench.pretrain.write_checkpoint`, and the
+weights, config and meta are written unchanged by :func:`ccbench.training.pretrain.write_checkpoint`, and the
 conversion is checked end to end: the backbone hash recomputed from the new file's weights must equal
 the hash stated in the old file and the one recomputed from its weights. Kept for anyone holding an
 old ``.pt`` checkpoint of their own:
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ccbench.pretrain import load_backbone, weights_sha256, write_checkpoint
+from ccbench.training.pretrain import load_backbone, weights_sha256, write_checkpoint
 
 
 def convert(old: Path) -> tuple[Path, str]:

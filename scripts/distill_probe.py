@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ccbench import catalog
-from ccbench.pretrain import pretrain
-from ccbench.specs import DistillSpec
+from ccbench.common import catalog
+from ccbench.common.specs import DistillSpec
+from ccbench.training.pretrain import pretrain
 
 # the views the probes (and the 360k-sample run of issue 17) used: 8 crops per image seen at 160 px
 DISTILL = DistillSpec(views=8, teacher_px=160, loss="soft", temperature=2.0, alpha=0.9)

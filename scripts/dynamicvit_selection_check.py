@@ -13,14 +13,14 @@ import sys
 
 import torch
 
-from ccbench import catalog
-from ccbench.evaluate import evaluate
-from ccbench.image_data import cache_root, task_splits
-from ccbench.method import MethodOutput
-from ccbench.pretrain import load_backbone
-from ccbench.model_store import load_trained
-from ccbench.token_ops import staged_keep_forward, tokens_trace_tensor
-from ccbench.trace import Trace
+from ccbench.common import catalog
+from ccbench.core.method import MethodOutput
+from ccbench.core.token_ops import staged_keep_forward, tokens_trace_tensor
+from ccbench.core.trace import Trace
+from ccbench.data.image_data import cache_root, task_splits
+from ccbench.measurement.evaluate import evaluate
+from ccbench.training.model_store import load_trained
+from ccbench.training.pretrain import load_backbone
 
 
 def main(rho: float) -> None:

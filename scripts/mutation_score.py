@@ -37,24 +37,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> (file, its fast test files). Doctests of the module run too.
 R, P = "tests/test_regressions.py", "tests/test_properties.py"
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "stats": ("ccbench/stats.py", ["tests/test_stats.py", f"{R}::test_bootstrap_ci_width_matches_the_normal_approximation_at_its_level",
+    "stats": ("ccbench/measurement/stats.py", ["tests/test_stats.py", f"{R}::test_bootstrap_ci_width_matches_the_normal_approximation_at_its_level",
                                    f"{P}::test_bootstrap_ci_width_is_within_ten_percent_of_the_normal_approximation",
                                    "tests/test_tables.py"]),
-    "sampling": ("ccbench/sampling.py", ["tests/test_sampling.py", "tests/test_exits_and_priors.py", "tests/test_avit.py::test_hand_checked_halting_depths_remainders_and_output",
+    "sampling": ("ccbench/core/sampling.py", ["tests/test_sampling.py", "tests/test_exits_and_priors.py", "tests/test_avit.py::test_hand_checked_halting_depths_remainders_and_output",
                                          f"{P}::test_halting_depth_is_the_first_block_reaching_the_threshold"]),
-    "exits": ("ccbench/exits.py", ["tests/test_depth.py", "tests/test_exits_and_priors.py", f"{R}::test_every_exit_head_a_sample_ran_is_counted"]),
-    "routing": ("ccbench/routing.py", ["tests/test_routing.py", "tests/test_moe.py::test_routing_metrics_hand_case",
+    "exits": ("ccbench/core/exits.py", ["tests/test_depth.py", "tests/test_exits_and_priors.py", f"{R}::test_every_exit_head_a_sample_ran_is_counted"]),
+    "routing": ("ccbench/measurement/routing.py", ["tests/test_routing.py", "tests/test_moe.py::test_routing_metrics_hand_case",
                                        "tests/test_moe.py::test_chance_corrected_nmi_zero_when_independent_one_for_a_bijection",
                                        f"{R}::test_chance_correction_removes_the_small_sample_bias_of_nmi",
                                        f"{P}::test_nmi_of_a_bijection_is_one_raw_and_near_one_corrected",
                                        "tests/test_shift_transfer.py::test_module_reuse_and_routing_shift_by_hand"]),
-    "cost": ("ccbench/cost.py", ["tests/test_cost_toys.py", "tests/test_cost.py", f"{R}::test_tome_similarity_pairs_are_a_times_b_per_merging_block",
+    "cost": ("ccbench/measurement/cost.py", ["tests/test_cost_toys.py", "tests/test_cost.py", f"{R}::test_tome_similarity_pairs_are_a_times_b_per_merging_block",
                                  f"{R}::test_every_exit_head_a_sample_ran_is_counted", f"{P}::test_useful_macs_are_monotone_in_tokens_and_units",
                                  f"{P}::test_expert_rows_add_their_cost_and_dense_trace_is_dense"]),
-    "trace": ("ccbench/trace.py", ["tests/test_trace.py", f"{P}::test_trace_cat_pads_per_token_fields_and_select_inverts_it",
+    "trace": ("ccbench/core/trace.py", ["tests/test_trace.py", f"{P}::test_trace_cat_pads_per_token_fields_and_select_inverts_it",
                                    "tests/test_records.py"]),
-    "latency": ("ccbench/latency.py", ["tests/test_latency.py"]),
-    "records": ("ccbench/records.py", ["tests/test_records.py", f"{R}::test_a_record_with_any_changed_field_fails_verification",
+    "latency": ("ccbench/measurement/latency.py", ["tests/test_latency.py"]),
+    "records": ("ccbench/reporting/records.py", ["tests/test_records.py", f"{R}::test_a_record_with_any_changed_field_fails_verification",
                                        "tests/test_fault_injection.py"]),
     "tome": ("baselines/tome.py", ["tests/test_token_methods.py", f"{R}::test_tome_merging_exact_duplicates_is_lossless_with_proportional_attention",
                                    f"{R}::test_tome_similarity_pairs_are_a_times_b_per_merging_block"]),
@@ -200,13 +200,13 @@ def preload() -> None:
     """Import the heavy dependencies once, before forking (ccbench itself is imported by each child)."""
     os.chdir(ROOT)
     sys.path[:0] = [str(ROOT / "tests")]
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-    import torch  # noqa: F401
-    import timm  # noqa: F401
     import fvcore.nn  # noqa: F401
     import hypothesis  # noqa: F401
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
     import pytest  # noqa: F401
+    import timm  # noqa: F401
+    import torch  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,14 +46,14 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_config():
-    from ccbench.backbones import ViTConfig
+    from ccbench.core.backbones import ViTConfig
 
     return ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=5)
 
 
 @pytest.fixture
 def tiny_backbone(tiny_config):
-    from ccbench.backbones import ViTBackbone
+    from ccbench.core.backbones import ViTBackbone
 
     torch.manual_seed(0)
     return ViTBackbone(tiny_config).eval()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 TEXT_ENCODER = "minilm-l6"  # the cpu and smoke tiers' text backbone name (what text rows are admitted by)
 
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ccbench.backbones import ViTBackbone, ViTConfig
 from ccbench.baselines.avit import build
+from ccbench.core.backbones import ViTBackbone, ViTConfig
 
 
 def _scripted(model, scores):

@@ -5,18 +5,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-import ccbench.runner
-from ccbench.cli import main
-from ccbench.errors import UserError
-from ccbench.glue import read_glue_split
 from conftest import write_tiny_imagenette
+
+import ccbench.drivers.runner
+from ccbench.cli import main
+from ccbench.common.errors import UserError
+from ccbench.data.glue import read_glue_split
 
 
 def _no_training(monkeypatch):
     def train(*a, **k):
         raise AssertionError("training started before the input was checked")
-    monkeypatch.setattr(ccbench.runner, "train", train)
+    monkeypatch.setattr(ccbench.drivers.runner, "train", train)
 
 
 def _one_line_error(capsys) -> str:
@@ -39,11 +39,11 @@ def _one_line_error(capsys) -> str:
 ])
 def test_bad_knob_values_fail_before_any_work(method, knob, message, isolated_cache, tmp_path, monkeypatch, capsys):
     _no_training(monkeypatch)
-    import ccbench.workload
+    import ccbench.training.workload
 
     def no_workload(*a, **k):
         raise AssertionError("data loaded before the knob was checked")
-    monkeypatch.setattr(ccbench.runner, "make_workload", no_workload)
+    monkeypatch.setattr(ccbench.drivers.runner, "make_workload", no_workload)
     rc = main(["run", "--method", method, "--budget", "smoke", "--knob", knob, "--results-dir", str(tmp_path / "r")])
     assert rc == 2
     assert message in _one_line_error(capsys)
@@ -71,7 +71,7 @@ def test_bad_seed(seed, capsys):
 
 def test_run_method_checks_the_seed_too():
     with pytest.raises(UserError, match="seeds are integers from 0"):
-        ccbench.runner.run_method("dense", budget="smoke", seed=-1)
+        ccbench.drivers.runner.run_method("dense", budget="smoke", seed=-1)
 
 
 def _glue(tmp_path: Path, text: str) -> Path:

@@ -1,9 +1,9 @@
 """``ccbench bench`` (issue 18): argument checking and one tiny timing pass (no speed is asserted)."""
 import pytest
 
-from ccbench.bench import BenchRow, format_row, parse_points
 from ccbench.cli import main
-from ccbench.errors import UserError
+from ccbench.common.errors import UserError
+from ccbench.drivers.bench import BenchRow, format_row, parse_points
 
 
 def test_parse_points():
@@ -41,7 +41,7 @@ def test_profile_splits_the_wall_time_into_kinds_of_operator():
     mostly a matmul, and a gather shows as data movement."""
     import torch
 
-    from ccbench.bench_profile import format_profiles, profile_forward
+    from ccbench.drivers.bench_profile import format_profiles, profile_forward
 
     lin = torch.nn.Linear(256, 256)
     model = lambda x: torch.gather(lin(x), 1, torch.zeros_like(x, dtype=torch.long))  # noqa: E731
@@ -64,7 +64,7 @@ def test_bench_finds_the_newest_cached_model_of_a_method(isolated_cache):
     """Trained weights are looked up by the store's own naming: method, tier, task, seed and backbone."""
     import os
 
-    from ccbench.model_store import newest_trained, store_dir
+    from ccbench.training.model_store import newest_trained, store_dir
 
     store_dir().mkdir(parents=True)
     sha = "ab" * 32

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_drawn as _assert_drawn
+from conftest import write_tiny_imagenette
 
 from ccbench.cli import main
-from conftest import assert_drawn as _assert_drawn, write_tiny_imagenette
 
 
 def _records(results: Path):
@@ -95,11 +96,11 @@ def test_unreadable_image_names_its_path(isolated_cache, tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_record(tiny_data, isolated_cache, tmp_path, monkeypatch, capsys):
-    import ccbench.measure
+    import ccbench.measurement.measure
 
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ccbench.measure, "interleaved_latency", boom)
+    monkeypatch.setattr(ccbench.measurement.measure, "interleaved_latency", boom)
     results = tmp_path / "results"
     rc = main(["run", "--method", "dense", "--budget", "smoke", "--data-dir", str(tiny_data),
                "--results-dir", str(results), "--quiet"])
@@ -117,7 +118,7 @@ def test_ls_prints_metadata(capsys):
 def test_avit_masked_evaluates_avit_and_is_flagged(tiny_data, isolated_cache, tmp_path, capsys):
     import numpy as np
 
-    from ccbench.records import load_samples
+    from ccbench.reporting.records import load_samples
 
     results = tmp_path / "results"
     base = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]
@@ -195,7 +196,7 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     assert "NMI" in capsys.readouterr().out
     # admitted rows (pretend the smoke backbone is published and the smoke tier, which subsets its eval
     # split, admissible) get a routing heatmap on the leaderboard
-    import ccbench.leaderboard as lb
+    import ccbench.reporting.leaderboard as lb
     monkeypatch.setattr(lb, "published_backbone_hashes",
                         lambda: {("smoke", "imagenette"): records[0]["backbone"]["sha256"]})
     monkeypatch.setattr(lb, "tier_refusal", lambda budget, versions, modality="image": None)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from ccbench.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from ccbench.errors import UserError
+from ccbench.common.errors import UserError
+from ccbench.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 
 def _photo(seed: int, px: int = 96) -> np.ndarray:

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from ccbench import catalog
-from ccbench.backbones import ViTConfig
 from ccbench.baselines.avit import build as build_avit
 from ccbench.baselines.dense import build as build_dense
-from ccbench.cost import CostTable, executed_macs, useful_macs
-from ccbench.record_schema import NO_KNOB
-from ccbench.trace import declared_padding_macs
+from ccbench.common import catalog
+from ccbench.core.backbones import ViTConfig
+from ccbench.core.trace import declared_padding_macs
+from ccbench.measurement.cost import CostTable, executed_macs, useful_macs
+from ccbench.reporting.record_schema import NO_KNOB
 
 
 def test_dense_useful_equals_fvcore_executed(tiny_backbone, tiny_config):

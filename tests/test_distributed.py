@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ccbench.cli import main
-from ccbench.errors import UserError
+from ccbench.common.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_two_gloo_processes_reach_the_weights_of_one(tiny_data, isolated_cache, 
 
 
 def test_shard_and_refusals(monkeypatch):
-    from ccbench import distributed
+    from ccbench.training import distributed
 
     ctx = distributed.DistContext(rank=1, world=2)
     assert ctx.shard(torch.arange(6)).tolist() == [1, 3, 5]
@@ -63,7 +63,7 @@ def test_shard_and_refusals(monkeypatch):
 
 
 def test_old_records_without_the_field_still_load():
-    from ccbench.record_schema import parse_record
+    from ccbench.reporting.record_schema import parse_record
     from record_helpers import run_body
 
     body = {"id": "x", "schema_version": 2, **run_body()}

@@ -7,9 +7,19 @@ import math
 import numpy as np
 import torch
 
-from ccbench.exits import exit_diagnostics, max_softmax, one_minus_normalized_entropy
-from ccbench.sampling import (HaltingState, gaussian_depth_prior, gumbel_softmax, halting_prior_kl, halting_step,
-                              straight_through_topk)
+from ccbench.core.exits import (
+    exit_diagnostics,
+    max_softmax,
+    one_minus_normalized_entropy,
+)
+from ccbench.core.sampling import (
+    HaltingState,
+    gaussian_depth_prior,
+    gumbel_softmax,
+    halting_prior_kl,
+    halting_step,
+    straight_through_topk,
+)
 
 
 def test_max_softmax_by_hand():
@@ -132,8 +142,8 @@ def test_max_softmax_is_taken_per_row():
 
 def test_one_exit_head_per_block_but_the_last():
     """A 3-block backbone gets 2 exit heads (the last block's exit is the backbone's classifier)."""
-    from ccbench.backbones import ViTBackbone, ViTConfig
-    from ccbench.exits import make_exit_heads
+    from ccbench.core.backbones import ViTBackbone, ViTConfig
+    from ccbench.core.exits import make_exit_heads
 
     backbone = ViTBackbone(ViTConfig(img_size=16, patch_size=8, embed_dim=16, depth=3, num_heads=2, num_classes=3))
     assert len(make_exit_heads(backbone)) == 2

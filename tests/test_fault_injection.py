@@ -19,20 +19,27 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from ccbench import catalog
-from ccbench.cli import main
-from ccbench.errors import UserError
-from ccbench.provenance import content_hash
-from ccbench.records import RecordError, commit_record, finalize, load_samples, scan_records
-from ccbench.registry import Registry
 from conftest import write_tiny_imagenette
+
+from ccbench.cli import main
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
+from ccbench.common.provenance import content_hash
+from ccbench.common.registry import Registry
+from ccbench.reporting.records import (
+    RecordError,
+    commit_record,
+    finalize,
+    load_samples,
+    scan_records,
+)
 from record_helpers import run_body, samples
+
 
 @pytest.fixture(autouse=True)
 def no_published_checkpoints(monkeypatch):
     """Skip loading the published image checkpoints (seconds per leaderboard): these records are text."""
-    monkeypatch.setattr("ccbench.leaderboard.published_backbone_hashes", lambda: {})
+    monkeypatch.setattr("ccbench.reporting.leaderboard.published_backbone_hashes", lambda: {})
 
 
 def commit(body: dict, root: Path) -> Path:
@@ -238,7 +245,7 @@ def test_hostile_plugin_is_refused_in_one_line(name, knob, message, tmp_path, mo
 
 
 def test_every_builtin_name_is_safe():
-    from ccbench.names import is_safe_name
+    from ccbench.common.names import is_safe_name
 
     for reg in (catalog.methods(), catalog.tasks(), catalog.budgets(), catalog.backbones()):
         assert reg.names() and all(is_safe_name(n) for n in reg.names())
@@ -252,7 +259,7 @@ HOSTILE_KNOB = "a|b\n| fake | row | 99.99 |"
 def _write_crafted(root: Path, body: dict) -> None:
     """A crafted record with a valid id and samples hash, placed by hand (commit_record refuses its name)."""
     arrays = samples()
-    from ccbench.records import seal
+    from ccbench.reporting.records import seal
 
     record = seal(body, arrays)
     folder = root / "cpu" / "sst2" / "crafted"
@@ -295,7 +302,7 @@ def test_markup_in_records_is_escaped_in_table_and_leaderboard(tmp_path, capsys)
 
 
 def test_escape_keeps_the_committed_leaderboard_values():
-    from ccbench.markdown import escape_cell
+    from ccbench.reporting.markdown import escape_cell
 
     for value in ("keep_ratio=0.5", "moe-expert-choice", "threshold=0.99", "imagenette-c", "amazon-books", "-"):
         assert escape_cell(value) == value
@@ -319,7 +326,7 @@ def test_smoke_tier_and_other_budget_versions_are_not_admitted(tmp_path, capsys)
 def test_markup_in_shift_and_transfer_rows_is_escaped():
     import pandas as pd
 
-    from ccbench.shift_tables import shift_markdown, transfer_markdown
+    from ccbench.reporting.shift_tables import shift_markdown, transfer_markdown
 
     shift = pd.DataFrame([{"source": "sst2", "target": HOSTILE_METHOD, "method": HOSTILE_METHOD, "knob": HOSTILE_KNOB,
                            "ref_score": 80.0, "ref_dense_pct": 100.0, "drop_all": 1.0, "dense_pp_all": 0.0,
@@ -403,7 +410,7 @@ def test_sigkill_during_fine_tuning_then_resume_matches_an_uninterrupted_run(tmp
 @pytest.fixture
 def cpu_v2(monkeypatch):
     """The cpu tier as a version 2 that changed only the image backbone (text comparable since v1)."""
-    import ccbench.catalog as cat
+    import ccbench.common.catalog as cat
 
     v2 = catalog.budgets().get("cpu").model_copy(update={"version": 2, "comparable_since": {"text": 1}})
     registry = Registry("budget")
@@ -416,7 +423,7 @@ def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monk
     """Image rows of tier version 1 on the backbone version 2 replaced: in a collapsed "previous
     version" block with the old backbone named, not ranked and not refused; version-2 rows on the
     published backbone are the table."""
-    import ccbench.leaderboard as lb
+    import ccbench.reporting.leaderboard as lb
 
     old, new = "11" * 32, "22" * 32
     monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {("cpu", "imagenette"): new})
@@ -442,7 +449,7 @@ def test_rows_on_a_replaced_backbone_show_as_the_previous_version(tmp_path, monk
 
 def test_a_tier_can_keep_one_modality_comparable_across_versions(cpu_v2):
     """A version that changes only the image backbone declares text comparable since the old version."""
-    from ccbench.leaderboard import tier_refusal
+    from ccbench.reporting.leaderboard import tier_refusal
 
     assert list(cpu_v2.comparable_versions("text")) == [1, 2] and list(cpu_v2.comparable_versions("image")) == [2]
     assert tier_refusal("cpu", {1}, "text") is None

@@ -2,8 +2,8 @@
 that flags a disturbed timing (dense against itself, spread between repeats)."""
 import torch
 
-import ccbench.latency as latency
-from ccbench.latency import interleaved_latency
+import ccbench.measurement.latency as latency
+from ccbench.measurement.latency import interleaved_latency
 
 
 class FakeClock:
@@ -59,8 +59,8 @@ def test_one_disturbed_call_flags_the_timing(monkeypatch):
 
 
 def test_a_flagged_timing_is_marked_in_the_table(tmp_path):
-    from ccbench.records import commit_record, finalize
-    from ccbench.tables import load_table, render
+    from ccbench.reporting.records import commit_record, finalize
+    from ccbench.reporting.tables import load_table, render
     from record_helpers import run_body, samples
 
     for method, ok in (("dense", True), ("early-exit", False)):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import ccbench.leaderboard as lb
-from ccbench.errors import UserError
-from ccbench.records import RecordError, commit_record, finalize
+import ccbench.reporting.leaderboard as lb
+from ccbench.common.errors import UserError
+from ccbench.reporting.records import RecordError, commit_record, finalize
 from record_helpers import run_body, samples
 
 HOSTILE = "<img src=x onerror=alert(1)>"

@@ -4,9 +4,9 @@ import math
 from collections import Counter
 
 import pytest
-
-from ccbench import catalog
 from conftest import write_tiny_imagenette
+
+from ccbench.common import catalog
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _check_disjoint_and_covering(splits, fraction: float, source_ids: list[str])
 
 @pytest.mark.parametrize("name", ["imagenette", "imagenette-a", "imagenette-b"])
 def test_image_task_splits_never_share_an_example(name, leak_data, isolated_cache):
-    from ccbench.image_data import load_image_split, task_splits
+    from ccbench.data.image_data import load_image_split, task_splits
 
     task = catalog.tasks().get(name)
     splits = task_splits(task, 16, str(leak_data))
@@ -43,7 +43,7 @@ def test_image_task_splits_never_share_an_example(name, leak_data, isolated_cach
 def test_calibration_slice_does_not_depend_on_file_order(leak_data, isolated_cache):
     import torch
 
-    from ccbench.image_data import calibration_mask
+    from ccbench.data.image_data import calibration_mask
 
     task = catalog.tasks().get("imagenette")
     ids = [f"train/c{i % 3}/{i}.JPEG" for i in range(60)]
@@ -57,7 +57,7 @@ def test_calibration_slice_does_not_depend_on_file_order(leak_data, isolated_cac
 
 @pytest.mark.parametrize("name", ["sst2", "cola"])
 def test_text_task_splits_never_share_an_example(name, tmp_path):
-    from ccbench.text_data import load_text_split, text_task_splits
+    from ccbench.data.text_data import load_text_split, text_task_splits
 
     task = catalog.tasks().get(name)
     folder = tmp_path / "glue" / {"sst2": "SST-2", "cola": "CoLA"}[name]

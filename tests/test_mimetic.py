@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccbench.backbones import ViTBackbone, ViTConfig
-from ccbench.mimetic import mimetic_init_
-from ccbench.specs import BudgetSpec
+from ccbench.common.specs import BudgetSpec
+from ccbench.core.backbones import ViTBackbone, ViTConfig
+from ccbench.training.mimetic import mimetic_init_
 
 
 def test_heads_start_near_identity_attention_and_negative_identity_value_output():
@@ -31,7 +31,7 @@ def test_heads_start_near_identity_attention_and_negative_identity_value_output(
 
 
 def test_unknown_backbone_init_is_refused():
-    from ccbench import catalog
+    from ccbench.common import catalog
 
     smoke = catalog.budgets().get("smoke").model_dump()
     with pytest.raises(Exception, match="backbone_init"):

@@ -7,8 +7,18 @@ import pytest
 import torch
 from timm.layers import Mlp
 
-from ccbench.moe import ExpertChoiceMoE, MoEficationMLP, SoftMoE, TopKMoE, balanced_kmeans
-from ccbench.routing import layer_metrics, mutual_information_bits, routing_metrics
+from ccbench.baselines.width.moe import (
+    ExpertChoiceMoE,
+    MoEficationMLP,
+    SoftMoE,
+    TopKMoE,
+    balanced_kmeans,
+)
+from ccbench.measurement.routing import (
+    layer_metrics,
+    mutual_information_bits,
+    routing_metrics,
+)
 
 D = 4
 
@@ -129,7 +139,7 @@ def test_chance_corrected_nmi_zero_when_independent_one_for_a_bijection():
 
 @pytest.mark.parametrize("name", ["moe-topk", "moe-expert-choice", "soft-moe", "moefication"])
 def test_width_method_trace_metrics_and_training(name, tiny_backbone):
-    from ccbench import catalog
+    from ccbench.common import catalog
 
     model = catalog.methods().get(name).build(tiny_backbone)
     x = torch.randn(4, 3, 32, 32)

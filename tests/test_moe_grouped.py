@@ -4,10 +4,17 @@ import pytest
 import torch
 from timm.layers import Mlp
 
-from ccbench import catalog
-from ccbench.cost import CostTable, executed_macs, useful_macs
-from ccbench.moe import ExpertBank, ExpertChoiceMoE, MoEficationMLP, SoftMoE, TopKMoE, expert_bank
-from ccbench.trace import declared_padding_macs
+from ccbench.baselines.width.moe import (
+    ExpertBank,
+    ExpertChoiceMoE,
+    MoEficationMLP,
+    SoftMoE,
+    TopKMoE,
+    expert_bank,
+)
+from ccbench.common import catalog
+from ccbench.core.trace import declared_padding_macs
+from ccbench.measurement.cost import CostTable, executed_macs, useful_macs
 
 D = 16
 LAYERS = [(TopKMoE, {"k": 1}), (TopKMoE, {"k": 2, "capacity_factor": 0.5}),

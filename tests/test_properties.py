@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccbench.backbones import ViTConfig
-from ccbench.cost import CostTable, useful_macs
-from ccbench.trace import PAD_TOKEN, Trace
+from ccbench.core.backbones import ViTConfig
+from ccbench.core.trace import PAD_TOKEN, Trace
+from ccbench.measurement.cost import CostTable, useful_macs
 
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -79,7 +79,7 @@ def _mlp(d):
 @FAST
 @given(st.integers(2, 6), st.integers(1, 3), st.floats(0.2, 3.0), st.integers(1, 12), st.integers(0, 10 ** 6))
 def test_topk_dispatch_sends_each_token_to_at_most_k_experts_within_capacity(experts, k, factor, tokens, seed):
-    from ccbench.moe import TopKMoE
+    from ccbench.baselines.width.moe import TopKMoE
 
     d = 4
     layer = TopKMoE(_mlp(d), d, num_experts=experts, k=k, capacity_factor=factor).eval()
@@ -113,7 +113,7 @@ def test_topk_dispatch_sends_each_token_to_at_most_k_experts_within_capacity(exp
 @FAST
 @given(st.integers(2, 6), st.floats(0.2, 3.0), st.integers(1, 12), st.integers(0, 10 ** 6))
 def test_expert_choice_takes_exactly_its_capacity_per_sample(experts, factor, tokens, seed):
-    from ccbench.moe import ExpertChoiceMoE
+    from ccbench.baselines.width.moe import ExpertChoiceMoE
 
     layer = ExpertChoiceMoE(_mlp(4), 4, num_experts=experts, capacity_factor=factor).eval()
     torch.manual_seed(seed)
@@ -135,7 +135,7 @@ def test_expert_choice_takes_exactly_its_capacity_per_sample(experts, factor, to
 @FAST
 @given(st.integers(1, 6), st.floats(0.05, 1.0), st.integers(0, 10 ** 6))
 def test_halting_depth_is_the_first_block_reaching_the_threshold(depth, threshold, seed):
-    from ccbench.sampling import HaltingState, halting_step
+    from ccbench.core.sampling import HaltingState, halting_step
 
     g = torch.Generator().manual_seed(seed)
     h = torch.rand(depth, 3, 5, generator=g)
@@ -207,7 +207,7 @@ def test_trace_cat_pads_per_token_fields_and_select_inverts_it(lengths, seed):
                                        ("static-depth", None), ("moe-topk", 1), ("moe-expert-choice", 0.5),
                                        ("soft-moe", 2), ("moefication", 2)])
 def test_traces_do_not_depend_on_the_batch(name, knob, tiny_backbone):
-    from ccbench import catalog
+    from ccbench.common import catalog
 
     model = catalog.methods().get(name).build(tiny_backbone)
     torch.manual_seed(1)
@@ -233,7 +233,7 @@ def test_traces_do_not_depend_on_the_batch(name, knob, tiny_backbone):
 @settings(max_examples=12, deadline=None)
 @given(st.integers(200, 600), st.floats(0.2, 0.8), st.sampled_from([0.9, 0.95]), st.integers(0, 100))
 def test_bootstrap_ci_width_is_within_ten_percent_of_the_normal_approximation(n, p, level, seed):
-    from ccbench.stats import bootstrap_ci
+    from ccbench.measurement.stats import bootstrap_ci
 
     ones = round(p * n)
     phat = ones / n
@@ -249,7 +249,7 @@ def test_bootstrap_ci_width_is_within_ten_percent_of_the_normal_approximation(n,
 @settings(max_examples=10, deadline=None)
 @given(st.integers(12, 40), st.integers(2, 6), st.integers(2, 4), st.integers(0, 10 ** 6))
 def test_chance_corrected_nmi_is_zero_on_average_for_independent_small_samples(samples, experts, labels, seed):
-    from ccbench.routing import layer_metrics
+    from ccbench.measurement.routing import layer_metrics
 
     rng = np.random.default_rng(seed)
     corrected = []
@@ -263,7 +263,7 @@ def test_chance_corrected_nmi_is_zero_on_average_for_independent_small_samples(s
 @settings(max_examples=10, deadline=None)
 @given(st.integers(2, 6), st.integers(0, 10 ** 6))
 def test_nmi_of_a_bijection_is_one_raw_and_near_one_corrected(classes, seed):
-    from ccbench.routing import layer_metrics
+    from ccbench.measurement.routing import layer_metrics
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(300) % classes)

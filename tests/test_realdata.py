@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import IMAGENETTE_WNIDS, real_data_root
 
 pytestmark = [pytest.mark.realdata,
@@ -11,8 +10,8 @@ pytestmark = [pytest.mark.realdata,
 
 
 def test_imagenette_splits_counts_and_calibration(tmp_path, monkeypatch):
-    from ccbench import catalog
-    from ccbench.image_data import cache_root, task_splits
+    from ccbench.common import catalog
+    from ccbench.data.image_data import cache_root, task_splits
 
     monkeypatch.setenv("CCBENCH_CACHE", str(tmp_path))
     task = catalog.tasks().get("imagenette")

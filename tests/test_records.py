@@ -4,8 +4,15 @@ import json
 import pytest
 import torch
 
-from ccbench.records import finalize, load_records, load_samples, samples_hash, verify_record, write_record
-from ccbench.trace import Trace
+from ccbench.core.trace import Trace
+from ccbench.reporting.records import (
+    finalize,
+    load_records,
+    load_samples,
+    samples_hash,
+    verify_record,
+    write_record,
+)
 from record_helpers import run_body
 
 

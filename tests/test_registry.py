@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from ccbench import catalog
-from ccbench.errors import UserError
-from ccbench.registry import DuplicateNameError, Registry
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
+from ccbench.common.registry import DuplicateNameError, Registry
 
 
 def test_builtin_names_and_metadata():
@@ -34,7 +34,7 @@ def test_duplicates_rejected():
 
 
 def test_listing_does_not_import_torch():
-    code = ("import sys, ccbench.catalog as c; c.methods().names(); c.tasks().names(); "
+    code = ("import sys, ccbench.common.catalog as c; c.methods().names(); c.tasks().names(); "
             "c.budgets().names(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -69,9 +69,13 @@ def test_a_plugin_may_name_its_own_family_and_register_its_analyses():
     import pytest
     from pydantic import ValidationError
 
-    from ccbench.analyses import FamilyAnalyses, family_analyses, register_family_analyses
-    from ccbench.errors import UserError
-    from ccbench.method_meta import MethodMetadata
+    from ccbench.common.errors import UserError
+    from ccbench.common.method_meta import MethodMetadata
+    from ccbench.measurement.analyses import (
+        FamilyAnalyses,
+        family_analyses,
+        register_family_analyses,
+    )
 
     meta = {"name": "fancy", "paper": "Me 2026", "bibtex": "@misc{me}", "description": "d",
             "knob": {"name": "keep", "default": 0.5, "direction": "lower = less compute"}}

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ccbench import catalog
-from ccbench.backbones import ViTBackbone, ViTConfig
-from ccbench.cost import CostTable, useful_macs
-from ccbench.routing import layer_metrics
-from ccbench.stats import bootstrap_ci, bootstrap_ci_metric
-
+from ccbench.common import catalog
+from ccbench.core.backbones import ViTBackbone, ViTConfig
+from ccbench.measurement.cost import CostTable, useful_macs
+from ccbench.measurement.routing import layer_metrics
+from ccbench.measurement.stats import bootstrap_ci, bootstrap_ci_metric
 
 # ------------------------------------------------------------------ routing: chance-corrected NMI
 
@@ -66,7 +65,7 @@ def test_tome_merging_exact_duplicates_is_lossless_with_proportional_attention()
     assert torch.allclose(out.logits, dense, atol=1e-5)
     # the same merge without the size bias is not lossless: the check above can fail
     from ccbench.baselines import tome as tome_module
-    from ccbench.token_ops import add_attention, block_attention, block_mlp
+    from ccbench.core.token_ops import add_attention, block_attention, block_mlp
     with torch.no_grad():
         t = bb.embed(x)
         size = t.new_ones(t.shape[0], t.shape[1], 1)
@@ -119,8 +118,15 @@ def test_bootstrap_ci_width_matches_the_normal_approximation_at_its_level(level)
 
 def test_a_record_with_any_changed_field_fails_verification(tmp_path):
     """Bug: record hash verification switched off."""
-    from ccbench.records import RecordError, finalize, read_record, require_valid_records, verify_record, write_record
-    from ccbench.trace import Trace
+    from ccbench.core.trace import Trace
+    from ccbench.reporting.records import (
+        RecordError,
+        finalize,
+        read_record,
+        require_valid_records,
+        verify_record,
+        write_record,
+    )
     from record_helpers import run_body
 
     rec = finalize(run_body("m", task="t", budget="smoke"))
@@ -164,7 +170,7 @@ def test_every_exit_head_a_sample_ran_is_counted(tiny_backbone, tiny_config):
 def test_mrpc_f1_is_the_f1_of_the_positive_class():
     """Bug: F1 on the wrong positive class. Hand case: class 1 has tp 2, 3 predicted, 3 true
     (F1 2/3); class 0 has tp 1, 2 predicted, 2 true (F1 1/2)."""
-    from ccbench.text_metrics import f1_binary, glue_scores
+    from ccbench.common.text_metrics import f1_binary, glue_scores
 
     pred, label = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1])
     assert f1_binary(pred, label) == pytest.approx(2 / 3)

@@ -1,4 +1,4 @@
-"""``ccbench.routing`` by hand (issue 22, mutation survivors): load statistics at their thresholds and
+"""``ccbench.measurement.routing`` by hand (issue 22, mutation survivors): load statistics at their thresholds and
 precision, degenerate layers (no pick, one expert, one label), the defaults the records are computed
 with, and the Jensen-Shannon divergence of two loads. Every expected value is worked out in the
 docstring or comment next to it, not read off the code."""
@@ -9,7 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from ccbench.routing import js_divergence_bits, layer_metrics, mutual_information_bits, routing_metrics
+from ccbench.measurement.routing import (
+    js_divergence_bits,
+    layer_metrics,
+    mutual_information_bits,
+    routing_metrics,
+)
 
 
 def _layer(counts: list[int]) -> np.ndarray:

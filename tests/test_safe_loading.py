@@ -14,9 +14,9 @@ import sys
 import pytest
 import torch
 
-from ccbench import catalog
 from ccbench.cli import main
-from ccbench.errors import UserError
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def _smoke_run(tiny_data, results, method="evit", extra=()):
 # ---- backbone checkpoints ----
 
 def test_load_backbone_refuses_a_pickle(evil, tmp_path):
-    from ccbench.pretrain import load_backbone
+    from ccbench.training.pretrain import load_backbone
 
     path = evil(tmp_path / "backbone.pt")
     with pytest.raises(UserError) as err:
@@ -81,17 +81,17 @@ def test_run_with_a_pickled_backbone_exits_2_in_one_line(evil, tiny_data, isolat
 
 
 def test_published_checkpoint_that_is_a_pickle_is_refused(evil, tmp_path, monkeypatch):
-    import ccbench.leaderboard
-    import ccbench.pretrain
+    import ccbench.reporting.leaderboard
+    import ccbench.training.pretrain
 
     budget, task = catalog.budgets().get("smoke"), catalog.tasks().get("imagenette")
     pub = evil(tmp_path / "checkpoints" / "smoke-imagenette.safetensors")
-    monkeypatch.setattr(ccbench.pretrain, "published_path", lambda b, t: pub)
+    monkeypatch.setattr(ccbench.training.pretrain, "published_path", lambda b, t: pub)
     with pytest.raises(UserError) as err:
-        ccbench.pretrain.find_backbone(budget, task, 0, "00" * 32)
+        ccbench.training.pretrain.find_backbone(budget, task, 0, "00" * 32)
     _one_line_naming(err.value, pub)
     # the leaderboard reads only checkpoints/manifest.json; the manifest is built from the headers
-    from ccbench.manifest import manifest_from_headers
+    from ccbench.reporting.manifest import manifest_from_headers
 
     with pytest.raises(UserError) as err:
         manifest_from_headers(pub.parent)
@@ -102,7 +102,7 @@ def test_published_checkpoint_that_is_a_pickle_is_refused(evil, tmp_path, monkey
                                      struct.pack("<Q", 100) + b"{}", struct.pack("<Q", 3) + b"[1]",
                                      struct.pack("<Q", 4) + b"\xff\xfe{}"])
 def test_malformed_safetensors_headers_are_one_line_errors(content, tmp_path):
-    from ccbench.pretrain import load_backbone
+    from ccbench.training.pretrain import load_backbone
 
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
@@ -114,8 +114,8 @@ def test_malformed_safetensors_headers_are_one_line_errors(content, tmp_path):
 def test_safetensors_not_written_by_ccbench_are_one_line_errors(tiny_backbone, tmp_path):
     from safetensors.torch import save_file
 
-    from ccbench.pretrain import load_backbone
-    from ccbench.model_store import load_trained
+    from ccbench.training.model_store import load_trained
+    from ccbench.training.pretrain import load_backbone
 
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
@@ -129,7 +129,12 @@ def test_safetensors_not_written_by_ccbench_are_one_line_errors(tiny_backbone, t
 
 
 def test_backbone_round_trip_keeps_the_hash(tiny_backbone, tmp_path):
-    from ccbench.pretrain import checkpoint_meta, load_backbone, save_backbone, weights_sha256
+    from ccbench.training.pretrain import (
+        checkpoint_meta,
+        load_backbone,
+        save_backbone,
+        weights_sha256,
+    )
 
     path = tmp_path / "b.safetensors"
     digest = save_backbone(tiny_backbone, path, {"budget": "smoke", "task": "imagenette", "curve": [{"a": 1.5}]})
@@ -143,8 +148,8 @@ def test_backbone_round_trip_keeps_the_hash(tiny_backbone, tmp_path):
 def test_tampered_backbone_weights_are_detected(tiny_backbone, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from ccbench.pretrain import load_backbone, save_backbone
-    from ccbench.safefile import read_header
+    from ccbench.common.safefile import read_header
+    from ccbench.training.pretrain import load_backbone, save_backbone
 
     path = tmp_path / "b.safetensors"
     save_backbone(tiny_backbone, path, {})
@@ -159,8 +164,11 @@ def test_tampered_backbone_weights_are_detected(tiny_backbone, tmp_path):
 def test_published_checkpoints_keep_the_hashes_of_the_records():
     """Every published backbone (current or replaced, listed in checkpoints/previous.json) has the hash
     its records cite, and each current file's weights hash to what its header states."""
-    from ccbench.leaderboard import previous_backbones, published_backbone_hashes
-    from ccbench.pretrain import load_backbone
+    from ccbench.reporting.leaderboard import (
+        previous_backbones,
+        published_backbone_hashes,
+    )
+    from ccbench.training.pretrain import load_backbone
 
     published = published_backbone_hashes()
     assert set(published) == {("cpu", "imagenette"), ("cpu", "imagenette-a")}
@@ -175,7 +183,7 @@ def test_published_checkpoints_keep_the_hashes_of_the_records():
 
 
 def test_checkpoint_header_is_read_without_torch():
-    code = ("import sys, ccbench.safefile as s; m = s.read_meta('checkpoints/cpu-imagenette.safetensors', '');"
+    code = ("import sys, ccbench.common.safefile as s; m = s.read_meta('checkpoints/cpu-imagenette.safetensors', '');"
             "assert 'torch' not in sys.modules; print(m['meta']['backbone_sha256'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert len(out.stdout.strip()) == 64
@@ -198,7 +206,7 @@ def test_trained_model_cache_that_is_a_pickle_is_refused(evil, tiny_data, isolat
 def test_trained_model_cache_round_trips_every_image_method(method, tiny_backbone, tmp_path):
     import copy
 
-    from ccbench.model_store import load_trained, save_trained
+    from ccbench.training.model_store import load_trained, save_trained
 
     torch.manual_seed(1)
     trained = catalog.methods().get(method).build(copy.deepcopy(tiny_backbone))
@@ -217,7 +225,7 @@ def test_trained_model_cache_round_trips_every_image_method(method, tiny_backbon
 # ---- decode and shift image caches ----
 
 def test_decode_cache_that_is_a_pickle_is_rebuilt(evil, tiny_data, isolated_cache, capsys):
-    from ccbench.image_data import load_image_split
+    from ccbench.data.image_data import load_image_split
 
     task = catalog.tasks().get("imagenette")
     first = load_image_split(task, "val", 32, str(tiny_data))
@@ -233,7 +241,7 @@ def test_decode_cache_that_is_a_pickle_is_rebuilt(evil, tiny_data, isolated_cach
 
 
 def test_shift_image_cache_that_is_a_pickle_is_rebuilt(evil, tiny_data, isolated_cache, capsys):
-    from ccbench.shift_data import image_conditions
+    from ccbench.data.shift_data import image_conditions
 
     task = catalog.tasks().get("imagenette-c")
     first = image_conditions(task, 32, str(tiny_data), progress=False)
@@ -251,11 +259,11 @@ def test_shift_image_cache_that_is_a_pickle_is_rebuilt(evil, tiny_data, isolated
 # ---- the resume state ----
 
 def _train(state_path, resume, ema_decay=None):
-    from ccbench.image_data import ImageSplit
-    from ccbench.train import train
+    from ccbench.data.image_data import ImageSplit
+    from ccbench.training.train import train
 
     torch.manual_seed(0)
-    from ccbench.backbones import ViTBackbone, ViTConfig
+    from ccbench.core.backbones import ViTBackbone, ViTConfig
     model = ViTBackbone(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=2))
     data = ImageSplit(torch.randint(0, 255, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16) % 2,
                       [f"x{i}" for i in range(16)], ["a", "b"], "h")

@@ -1,8 +1,14 @@
 """The shared sampler Γ: forward values and gradient behaviour."""
 import torch
 
-from ccbench.sampling import (HaltingState, gaussian_depth_prior, gumbel_softmax, halting_prior_kl,
-                              halting_step, straight_through_topk)
+from ccbench.core.sampling import (
+    HaltingState,
+    gaussian_depth_prior,
+    gumbel_softmax,
+    halting_prior_kl,
+    halting_step,
+    straight_through_topk,
+)
 
 
 def test_gumbel_softmax_hard_is_one_hot_with_soft_gradient():

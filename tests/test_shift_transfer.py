@@ -38,7 +38,7 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
         assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
     z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
     assert len(z["gaussian_noise/5.pred"]) == 20
-    from ccbench.shift_tables import plot_severity, shift_markdown, shift_rows
+    from ccbench.reporting.shift_tables import plot_severity, shift_markdown, shift_rows
 
     rows = shift_rows(results)
     text = shift_markdown(rows)
@@ -70,7 +70,7 @@ def _state(path):
 
 
 def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data, isolated_cache, tmp_path, capsys):
-    from ccbench.from_record import find_record
+    from ccbench.drivers.from_record import find_record
 
     results = tmp_path / "results"
     _, dense = _run("dense", "imagenette-a", tiny_data, results)
@@ -113,7 +113,7 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
     ee_head = next(r for r in recs if r["protocol"] == "head-only")
     assert ee_head["trainable"]["module"]["trainable"] == 0 and ee_head["trainable"]["decision"]["trainable"] == 0
 
-    from ccbench.shift_tables import transfer_markdown, transfer_rows
+    from ccbench.reporting.shift_tables import transfer_markdown, transfer_rows
 
     rows = transfer_rows(results)
     assert rows.set_index(["method", "protocol"]).loc[("dense", "full"), "gain"] == 0.0
@@ -134,7 +134,7 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
 
 
 def test_module_reuse_and_routing_shift_by_hand():
-    from ccbench.routing import module_reuse, routing_shift
+    from ccbench.measurement.routing import module_reuse, routing_shift
 
     src = np.array([[[[0], [0], [1], [2]]]])          # [S=1, L=1, N=4, K=1]: expert 0 takes half
     tgt = np.array([[[[3], [3], [0], [-1]]]])         # one dropped pick
@@ -147,7 +147,7 @@ def test_module_reuse_and_routing_shift_by_hand():
 
 
 def test_review_readers_keep_quoted_newlines_and_tabs(tmp_path):
-    from ccbench.text_data import read_jsonl, read_sentence_label_tsv
+    from ccbench.data.text_data import read_jsonl, read_sentence_label_tsv
 
     tsv = tmp_path / "all.tsv"
     tsv.write_text('sentence\tlabel\n"Great\n\tbook, said ""me"""\t1\nbad\t0\n', encoding="utf-8")
@@ -158,8 +158,8 @@ def test_review_readers_keep_quoted_newlines_and_tabs(tmp_path):
 
 
 def test_stratified_subset_is_fixed_and_balanced():
-    from ccbench.shift_data import stratified_subset
-    from ccbench.specs import SubsetSpec
+    from ccbench.common.specs import SubsetSpec
+    from ccbench.data.shift_data import stratified_subset
 
     ids = [f"r{i}" for i in range(60)]
     labels = torch.tensor([0] * 40 + [1] * 20)
@@ -177,8 +177,8 @@ def test_stratified_subset_is_fixed_and_balanced():
 def test_real_shift_targets_have_the_documented_sizes():
     from conftest import real_data_root
 
-    from ccbench import catalog
-    from ccbench.shift_data import text_conditions
+    from ccbench.common import catalog
+    from ccbench.data.shift_data import text_conditions
 
     root = real_data_root()
     if root is None or not (root / "imdb" / "test.jsonl").exists():
@@ -190,7 +190,7 @@ def test_real_shift_targets_have_the_documented_sizes():
 
 
 def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
-    from ccbench.shift_tables import transfer_markdown
+    from ccbench.reporting.shift_tables import transfer_markdown
 
     def row(method, protocol, score, gain, pct, reuse=None, decision=False):
         return {"budget": "cpu", "source": "imagenette-a", "target": "imagenette-b", "method": method,
@@ -210,7 +210,7 @@ def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
 
 
 def test_leaderboard_admits_every_text_task_by_its_encoder():
-    from ccbench.leaderboard import _is_text
+    from ccbench.reporting.leaderboard import _is_text
 
     assert all(_is_text(t) for t in ("sst2", "imdb", "amazon-books", "amazon-kitchen"))
     assert not any(_is_text(t) for t in ("imagenette", "imagenette-c", "imagenette-a"))

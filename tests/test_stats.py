@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccbench.stats import bootstrap_ci, bootstrap_ci_metric, distribution
+from ccbench.measurement.stats import bootstrap_ci, bootstrap_ci_metric, distribution
 
 
 def test_distribution_hand_case():

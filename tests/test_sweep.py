@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccbench.cli import main
-from ccbench.records import scan_records
+from ccbench.reporting.records import scan_records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
@@ -71,8 +71,8 @@ def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
 
 
 def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
-    from ccbench.sweep_jobs import JobGraph
-    from ccbench.sweep_spec import load_sweep
+    from ccbench.drivers.sweep_jobs import JobGraph
+    from ccbench.drivers.sweep_spec import load_sweep
 
     path = _write(tmp_path, """\
         name: g
@@ -142,7 +142,7 @@ def test_two_concurrent_sweeps_over_overlapping_grids_write_every_record_once(sm
 def ray_cluster():
     """A local Ray cluster with two workers (2 CPUs; every smoke job reserves one), shared by the test."""
     ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as ccbench.sweep_ray does for a cluster it starts
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as ccbench.drivers.sweep_ray does for a cluster it starts
     # workers import this checkout's ccbench (as `ccbench sweep --executor ray` arranges when it starts Ray)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})

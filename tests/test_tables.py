@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccbench.records import commit_record
-from ccbench.stats import bootstrap_ci
-from ccbench.tables import glue_table, load_table, render
+from ccbench.measurement.stats import bootstrap_ci
+from ccbench.reporting.records import commit_record
+from ccbench.reporting.tables import glue_table, load_table, render
 from record_helpers import run_body
 
 

@@ -1,8 +1,8 @@
 """Imagenette halves for transfer (issue 8): disjoint, covering, relabelled, same images."""
 import torch
 
-from ccbench import catalog
-from ccbench.image_data import task_splits
+from ccbench.common import catalog
+from ccbench.data.image_data import task_splits
 
 
 def test_halves_are_disjoint_and_cover_all_classes():

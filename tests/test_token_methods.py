@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from ccbench import catalog
 from ccbench.baselines.dynamicvit import build as build_dynamicvit
 from ccbench.baselines.tome import bipartite_merge_plan, merge_tokens
-from ccbench.cost import CostTable, useful_macs
-from ccbench.token_ops import kept_patches, stage_blocks
+from ccbench.common import catalog
+from ccbench.core.token_ops import kept_patches, stage_blocks
+from ccbench.measurement.cost import CostTable, useful_macs
 
 
 @pytest.mark.parametrize("name,noop", [("tome", 0), ("evit", 1.0), ("dynamicvit", 1.0), ("random-drop", 1.0)])

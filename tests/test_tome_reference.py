@@ -5,8 +5,8 @@ out of tokens to merge (issue 18)."""
 import pytest
 import torch
 
-from ccbench.backbones import ViTBackbone, ViTConfig
 from ccbench.baselines.tome import ToMe
+from ccbench.core.backbones import ViTBackbone, ViTConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``ccbench.trace`` by hand (issue 22): what a trace refuses, how text batches of different lengths are
+"""``ccbench.core.trace`` by hand (issue 22): what a trace refuses, how text batches of different lengths are
 concatenated (per-token fields padded with ``PAD_TOKEN`` / 0), and the MACs a trace declares it spent
 on padding."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccbench.trace import PAD_TOKEN, Trace, declared_padding_macs
+from ccbench.core.trace import PAD_TOKEN, Trace, declared_padding_macs
 
 
 def test_fields_with_different_batch_sizes_or_unknown_names_are_refused():

@@ -1,4 +1,4 @@
-"""``ccbench.train.train`` (issue 22): a run interrupted mid-way and resumed ends exactly where an
+"""``ccbench.training.train.train`` (issue 22): a run interrupted mid-way and resumed ends exactly where an
 uninterrupted run ends (weights, EMA, curve), and with ``ema_decay`` the returned model (and what the
 monitor sees) is the exponential moving average of the weights, not the last step's. A linear model on
 16 random 16 x 16 images: milliseconds per step."""
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from ccbench import catalog
-from ccbench.image_data import ImageSplit
-from ccbench.train import train
+from ccbench.common import catalog
+from ccbench.data.image_data import ImageSplit
+from ccbench.training.train import train
 
 STEPS, PER_EPOCH = 12, 4  # 48 samples in batches of 4 over 16 images: 3 epochs of 4 steps
 
@@ -94,7 +94,7 @@ def test_a_state_saved_mid_epoch_resumes_within_that_epoch(tmp_path, monkeypatch
     step 6, the run resumes after step 5, inside epoch 2, runs only the 7 steps left, in the same batch
     order, and ends on the uninterrupted run's weights. (The resumed epoch's ``train_loss`` averages
     only its resumed steps, so only the curve's counters are compared.)"""
-    import ccbench.train as tr
+    import ccbench.training.train as tr
 
     model, data, recipe = _setup()
     init = copy.deepcopy(model.state_dict())

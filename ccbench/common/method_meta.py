@@ -1,0 +1,114 @@
+"""Metadata every method declares (as a literal ``METADATA`` dict in its module)."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from .names import NAME_RULE, is_safe_name
+
+
+def _safe(kind: str, value: str) -> str:
+    """``value`` when it follows :data:`ccbench.common.names.NAME_RULE`, else a ``ValueError`` naming ``kind``."""
+    if not is_safe_name(value):
+        raise ValueError(f"{kind} {value!r} is not allowed: use {NAME_RULE}")
+    return value
+
+
+class KnobMetadata(BaseModel):
+    """The single inference-time trade-off knob. ``direction`` says which way saves compute;
+    ``sweep`` lists the values tried when calibrating; ``needs_retraining`` is False when any
+    value can be applied to one trained model."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    default: float | int | None
+    direction: Literal["lower = less compute", "higher = less compute", "none"]
+    sweep: list[float] = []
+    needs_retraining: bool = False
+    # the knob's domain, checked before any work: integer-valued, and bounds (inclusive unless exclusive)
+    integer: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+
+    @model_validator(mode="after")
+    def _default_and_sweep_in_domain(self) -> "KnobMetadata":
+        for value in ([self.default] if self.default is not None else []) + list(self.sweep):
+            self.check(value)
+        return self
+
+    def domain(self) -> str:
+        """The allowed values in words, e.g. ``'a number in (0, 1]'`` or ``'an integer >= 0'``.
+
+        >>> KnobMetadata(name="r", default=3, direction="none", integer=True, minimum=0).domain()
+        'an integer >= 0'
+        >>> KnobMetadata(name="keep", default=0.5, direction="none", minimum=0, maximum=1,
+        ...              exclusive_minimum=True).domain()
+        'a number in (0, 1]'
+        """
+        kind = "an integer" if self.integer else "a number"
+        low = None if self.minimum is None else f"{self.minimum:g}"
+        high = None if self.maximum is None else f"{self.maximum:g}"
+        if low is not None and high is not None:
+            return f"{kind} in {'(' if self.exclusive_minimum else '['}{low}, {high}]"
+        if low is not None:
+            return f"{kind} {'>' if self.exclusive_minimum else '>='} {low}"
+        if high is not None:
+            return f"{kind} <= {high}"
+        return f"{kind}"
+
+    def check(self, value: float | int) -> float | int:
+        """``value`` if it lies in the knob's domain (integers returned as ``int``), else ``ValueError``.
+
+        >>> knob = KnobMetadata(name="r", default=3, direction="none", integer=True, minimum=0)
+        >>> knob.check(2.0), knob.check(5)
+        (2, 5)
+        >>> knob.check(0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: r=0.5 is not an integer >= 0
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{self.name}={value!r} is not {self.domain()}")
+        bad = ValueError(f"{self.name}={value:g} is not {self.domain()}")
+        if self.integer:
+            if float(value) != int(value):
+                raise bad
+            value = int(value)
+        if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum and value == self.minimum)):
+            raise bad
+        if self.maximum is not None and value > self.maximum:
+            raise bad
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        """Knob names end up in folder names and table cells."""
+        return _safe("knob name", name)
+
+
+class MethodMetadata(BaseModel):
+    """A method's declared metadata (validated; unknown keys rejected)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    # built-in families: dense, static, token, width, depth; a plug-in may name its own (a safe name), whose
+    # shift/transfer analyses it registers with ccbench.measurement.analyses.register_family_analyses
+    family: str
+    paper: str
+    bibtex: str
+    knob: KnobMetadata
+    modalities: list[Literal["image", "text"]] = ["image"]
+    trains: bool = True
+    evaluates_checkpoint_of: str | None = None
+    starts_from: dict[Literal["image", "text"], str] = {}  # modality -> method whose fine-tuned model it starts from
+    description: str
+
+    @field_validator("family")
+    @classmethod
+    def _safe_family(cls, family: str) -> str:
+        """Families are table cells and group keys."""
+        return _safe("family", family)

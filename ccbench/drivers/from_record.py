@@ -1,0 +1,117 @@
+"""A result record back to its trained model: what ``ccbench shift`` and ``ccbench transfer`` start from.
+
+The record names the method, task, budget, seed, knob and backbone; the trained weights are the cached
+fine-tuned model of that run (``$CCBENCH_CACHE/runs``). The rebuilt model is checked against the record:
+same backbone hash, and the same predictions on the record's eval split (:func:`check_predictions`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
+from ccbench.common.messages import say
+from ccbench.common.specs import BudgetSpec, TaskSpec
+from ccbench.reporting.records import find_record, load_samples  # noqa: F401  (find_record: its historical import path)
+
+PREDICTION_AGREEMENT_MIN = 0.999  # below this the cached model is not the one that wrote the record
+
+
+@dataclass
+class RecordModel:
+    """A record's trained model (eval mode, knob set), its workload and specs, and provenance."""
+
+    model: torch.nn.Module
+    work: object
+    tier: BudgetSpec
+    task: TaskSpec
+    meta: dict
+    record: dict
+    record_path: Path
+    trained_file: str
+
+
+def record_backbone_path(record: dict) -> str | None:
+    """The checkpoint of an image record's own backbone, found by its weights hash among the published
+    and cached checkpoints (the tier's current recipe may have moved on since); ``None`` for text
+    (the encoder is named, not hashed into a file)."""
+    from ccbench.training.pretrain import find_backbone_by_hash
+
+    if record["task"].get("modality", "image") != "image":
+        return None
+    sha = record["backbone"]["sha256"]
+    path = find_backbone_by_hash(sha)
+    if path is None:
+        raise UserError(f"record {record['id'][:12]}'s backbone {sha[:12]} is neither published in checkpoints/ "
+                        f"nor in the cache; restore its checkpoint (git history) or pretrain it")
+    return str(path)
+
+
+def load_record_model(record_id: str, data_dir: str | None = None, results_dir=None,
+                      progress: bool = True) -> RecordModel:
+    """Rebuild the trained model of the run record ``record_id`` from the cache (see module docstring)."""
+    from ccbench.training.model_store import rebuild_record_model
+    from ccbench.training.workload import make_workload
+
+    path, record = find_record(record_id, results_dir)
+    method = record["method"]["name"]
+    meta = catalog.methods().metadata(method)
+    task = catalog.tasks().get(record["task"]["name"])
+    tier = catalog.budgets().get(record["budget"]["name"])
+    if tier.threads:
+        torch.set_num_threads(tier.threads)
+    torch.manual_seed(record["seed"])
+    work = make_workload(task, tier, data_dir, record["seed"], record_backbone_path(record), progress)
+    if work.sha256 != record["backbone"]["sha256"]:
+        raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
+                        f"but this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
+    built = rebuild_record_model(record, meta, work, tier, task)
+    built.model.to(tier.device).eval()
+    say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {built.path.name}")
+    return RecordModel(built.model, work, tier, task, meta, record, path, built.path.name)
+
+
+def verify_record_model(rm: RecordModel, progress: bool = True):
+    """Evaluate ``rm``'s model on its record's eval split and check its predictions against the record's
+    (:func:`check_predictions`); returns the evaluation and the agreement (a share)."""
+    from ccbench.measurement.evaluate import evaluate_split
+
+    say(f"checking the model against its record on {rm.task.name}/{rm.task.eval_split}")
+    ev = evaluate_split(rm.model, rm.work, rm.work.splits["eval"], rm.tier.eval_batch_size, rm.tier.device,
+                        progress)
+    return ev, check_predictions(rm, ev.predictions, ev.ids)
+
+
+def source_fields(rm: RecordModel, agreement: float) -> dict:
+    """A shift or transfer record's ``source``: the run record it starts from (lineage)."""
+    return {"record_id": rm.record["id"], "task": rm.task.name, "task_version": rm.task.version,
+            "backbone_sha256": rm.record["backbone"]["sha256"], "trained_model": rm.trained_file,
+            "prediction_agreement_with_record": agreement}
+
+
+def method_fields(rm: RecordModel, paper: bool = False) -> dict:
+    """A shift or transfer record's ``method``: the source run's method, config and knob (and the
+    method's paper when ``paper``)."""
+    m = rm.record["method"]
+    return {"name": m["name"], "family": rm.meta["family"], **({"paper": rm.meta["paper"]} if paper else {}),
+            "config": m["config"], "knob": m["knob"]}
+
+
+def check_predictions(rm: RecordModel, preds: torch.Tensor, ids: list[str]) -> float:
+    """Share of the record's eval samples on which ``preds [S]`` (the rebuilt model's) equal the stored
+    predictions; raises when below :data:`PREDICTION_AGREEMENT_MIN`."""
+    stored = load_samples(rm.record_path)
+    if list(stored["ids"]) != list(ids):
+        raise UserError(f"record {rm.record['id'][:12]}: the eval split's ids differ from the record's (other data?)")
+    mine = preds.numpy()
+    theirs = stored["pred"]
+    agree = float(np.isclose(mine.astype(np.float64), theirs.astype(np.float64), atol=1e-2).mean()
+                  if theirs.dtype.kind == "f" else (mine == theirs).mean())
+    if agree < PREDICTION_AGREEMENT_MIN:
+        raise UserError(f"record {rm.record['id'][:12]}: the cached model {rm.trained_file} agrees with the record's "
+                        f"predictions on only {agree:.1%} of samples; it is not the model that wrote the record")
+    return round(agree, 6)

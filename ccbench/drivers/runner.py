@@ -1,0 +1,192 @@
+"""``ccbench run``: one method on one task under one budget tier, start to end.
+
+data -> shared backbone (pretrained if missing) -> method fine-tuned under the tier's budget (or found in
+the trained-model store) -> knob chosen on the calibration split -> eval split: predictions + traces ->
+useful MACs (trace x cost table), executed MACs (fvcore), latency vs dense (interleaved) -> one record
+per knob value.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ccbench.common import catalog
+from ccbench.common.errors import UserError, check_seed
+from ccbench.common.messages import say
+from ccbench.common.provenance import git_state
+from ccbench.common.specs import BudgetSpec, TaskSpec
+from ccbench.data.image_data import cache_root
+from ccbench.measurement.evaluate import evaluate_split
+from ccbench.measurement.measure import run_metrics
+from ccbench.reporting.record_schema import NO_KNOB
+from ccbench.reporting.records import write_record
+from ccbench.training.distributed import stamp_for_commit
+from ccbench.training.knobs import (
+    calibrate_knob,
+    check_knob_values,
+    has_knob,
+    knob_label,
+    knob_settings,
+    parse_knob,
+)
+from ccbench.training.model_store import (
+    BuiltModel,
+    build_for_run,
+    load_trained,
+    save_trained,
+)
+from ccbench.training.run_context import RunContext
+from ccbench.training.train import method_loss, train
+from ccbench.training.workload import make_workload
+
+DEFAULT_MAX_COMPUTE = 0.6        # knob chosen on calibration: best accuracy at <= this share of dense
+
+
+def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_dir: str | None = None,
+               seed: int | None = None, knob: str | None = None, results_dir: str | None = None,
+               backbone_path: str | None = None, resume: bool = False, progress: bool = True,
+               train_only: bool = False) -> list[Path]:
+    """Train (if the method trains) and measure ``method`` on ``task`` under ``budget``; write one
+    record per knob value and return their paths. A knob that needs retraining trains one model per
+    value; ``train_only`` stops after training (the trained model is cached for a later run)."""
+    started = time.time()
+    code_state = git_state()
+    meta = catalog.methods().metadata(method)
+    task_spec: TaskSpec = catalog.tasks().get(task)
+    tier: BudgetSpec = catalog.budgets().get(budget)
+    if task_spec.shift is not None and task_spec.shift.eval_only:
+        raise UserError(f"task {task_spec.name!r} is evaluation-only (a shift target): measure a trained run on it "
+                        f"with `ccbench shift <record id> --to {task_spec.name}`")
+    if task_spec.modality not in meta["modalities"]:
+        raise UserError(f"method {method!r} does not apply to {task_spec.modality} tasks "
+                        f"(it supports: {', '.join(meta['modalities'])})")
+    if tier.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"budget {budget!r} needs a CUDA GPU and none is visible; use --budget cpu")
+    knob_values = parse_knob(knob, meta["knob"])
+    seed = tier.seeds[0] if seed is None else check_seed(seed)
+    if tier.threads:
+        torch.set_num_threads(tier.threads)
+    torch.manual_seed(seed)
+
+    work = make_workload(task_spec, tier, data_dir, seed, backbone_path, progress)
+    ctx = RunContext(task_spec, tier, seed, work, results_dir, progress, resume, started, code_state)
+    knob_meta, measure = meta["knob"], not train_only
+    if not (knob_meta.get("needs_retraining") and has_knob(knob_meta)):
+        return _train_and_measure(ctx, method, meta, {}, knob_values, "user" if knob_values is not None else None,
+                                  measure)
+    chosen_by = "user" if knob_values is not None else "default (the knob needs retraining)"
+    paths = []
+    for value in knob_values if knob_values is not None else [knob_meta["default"]]:
+        paths += _train_and_measure(ctx, method, meta, knob_settings(knob_meta, value), [value], chosen_by, measure)
+    return paths
+
+
+def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltModel) -> dict:
+    """Give ``built.model`` its trained weights: another method's (``evaluates_checkpoint_of``), a cached
+    fine-tuned copy, or a fresh fine-tune under the tier's budget. Returns the budget consumed."""
+    model, path, work = built.model, built.path, ctx.work
+    consumed = {"samples": 0, "steps": 0, "train_wall_s": 0.0, "est_train_gmacs": 0.0,
+                "label": "no training (0 samples)"}
+    if built.source:
+        if not path.exists():
+            raise UserError(f"{method!r} evaluates {built.source!r}'s fine-tuned model, which is not in the cache "
+                            f"yet: run `ccbench run --method {built.source} --task {ctx.task.name} --budget "
+                            f"{ctx.tier.name}` first")
+        consumed = load_trained(model, path)
+        consumed = {**consumed, "label": f"evaluates {built.source}'s fine-tuned model ({consumed['label']})"}
+        say(f"evaluating {built.source}'s fine-tuned model {path.name}")
+    elif meta["trains"]:
+        if path.exists():
+            consumed = load_trained(model, path)
+            say(f"reusing the fine-tuned model {path.name} ({consumed['samples']} samples)")
+        else:
+            calib = work.splits["calibration"]
+            model.to(ctx.device).prepare(work.inputs(calib, torch.arange(min(64, len(calib))), ctx.device))
+            recipe = work.recipe
+            say(f"fine-tuning {method} for {recipe.samples} samples (budget {ctx.tier.name})")
+            result = train(model, method_loss(recipe.label_smoothing), recipe, work.train_data(work.splits["train"]),
+                           None, ctx.seed, state_path=cache_root() / "train_state" / f"{built.run_name}.pt",
+                           resume=ctx.resume, device=ctx.device, desc=f"finetune {method}", progress=ctx.progress)
+            consumed = {"samples": result.samples, "steps": result.steps,
+                        "train_wall_s": round(result.wall_s, 1),
+                        "est_train_gmacs": round(3 * result.samples * work.table.dense_macs() / 1e9, 1),
+                        "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs "
+                                 "(text: of a sample of the task's maximum length)"}
+            save_trained(model, consumed, path)
+    return consumed
+
+
+def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, knob_values: list | None,
+                       chosen_by: str | None, measure: bool = True) -> list[Path]:
+    """Build ``method`` with ``config``, give it its trained weights, then (when ``measure``) measure each
+    knob value (``None``: chosen on the calibration split) and write one record per value."""
+    work, tier, device, knob = ctx.work, ctx.tier, ctx.device, meta["knob"]
+    built = build_for_run(method, meta, config, work, tier, ctx.task, ctx.seed)
+    model = built.model
+    check_knob_values(model, knob, knob_values)
+    consumed = _fine_tune_or_load(ctx, method, meta, built)
+    if not measure:
+        say(f"trained model at {built.path} (--train-only: nothing measured)")
+        return []
+    model.to(device).eval()
+    table = work.table.with_units(model.cost_units())
+
+    calibration = []
+    if knob_values is not None:
+        chosen_by = chosen_by or "user"
+    elif has_knob(knob):
+        calibration, knob_values, chosen_by = calibrate_knob(model, knob, work, table, tier.eval_batch_size,
+                                                             device, DEFAULT_MAX_COMPUTE, ctx.seed)
+    else:
+        knob_values, chosen_by = [None], NO_KNOB
+
+    dense_ref = catalog.methods().get("dense").build(work.new_backbone()).to(device).eval()
+    eval_split = work.splits["eval"]
+    paths = []
+    for value in knob_values:
+        if value is not None:
+            model.set_knob(value)
+        say(f"evaluating on {ctx.task.eval_split} ({len(eval_split)} samples)")
+        ev = evaluate_split(model, work, eval_split, tier.eval_batch_size, device, ctx.progress)
+        metrics = run_metrics(model, dense_ref, ev, work, table, tier, ctx.seed, device)
+        record = ctx.record({
+            "task": {"name": ctx.task.name, "version": ctx.task.version, "modality": ctx.task.modality,
+                     "data_hash": eval_split.data_hash, "eval_split": ctx.task.eval_split, "n_eval": len(eval_split),
+                     "train_data_hash": work.splits["train"].data_hash,
+                     "main_score": ctx.task.main_score, "calibration": ctx.task.calibration.model_dump()},
+            "method": {"name": method, "family": meta["family"], "paper": meta["paper"],
+                       "config": model.method_config(), "execution": model.execution,
+                       "knob": {"name": knob["name"], "value": value, "direction": knob["direction"],
+                                "chosen_by": chosen_by},
+                       "starts_from": built.start_run,
+                       "calibration_sweep": [vars(p) for p in calibration]},
+            "budget": {"name": tier.name, "version": tier.version, "finetune": work.recipe.model_dump(),
+                       "consumed": consumed},
+            "seed": ctx.seed,
+            "backbone": work.backbone_record,
+            "metrics": metrics,
+        })
+        out = write_record(stamp_for_commit(record), ev.ids, ev.labels, ev.predictions, ev.trace, ctx.results_dir)
+        paths.append(out)
+        _print_summary(record, out)
+    return paths
+
+
+def _print_summary(record: dict, path: Path) -> None:
+    m = record["metrics"]
+    k = record["method"]["knob"]
+    knob = f" {knob_label(k['name'], k['value'])}" if k["value"] is not None else ""
+    lat = m["latency"]
+    score = m["main_score"]
+    print(f"{record['method']['name']}{knob} on {record['task']['name']} ({record['budget']['name']}): "
+          f"{score['name']} {score['value']:.2f} [95% CI {score['ci95'][0]:.2f}-{score['ci95'][1]:.2f}], "
+          f"useful {m['useful_gmacs']['mean']:.4f} GMACs ({m['useful_fraction_of_dense']:.1%} of dense), "
+          f"executed/useful b1 {m['executed_over_useful']['batch1']:.3f}, "
+          f"speedup b1 {lat['batch1']['speedup']:.2f}x b{lat['batchN']['batch_size']} "
+          f"{lat['batchN']['speedup']:.2f}x (ideal b1 {lat['batch1']['ideal_speedup']:.2f}x)\n  record: {path}")
+    for batch in ("batch1", "batchN"):
+        warning = lat[batch].get("check", {}).get("warning")
+        if warning:
+            print(f"  warning ({batch}): {warning}")

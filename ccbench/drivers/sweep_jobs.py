@@ -1,0 +1,329 @@
+"""A sweep file expanded into a graph of jobs, and which of them the results folder already holds.
+
+A job is one driver command: ``ccbench run`` of one method on one task at one seed (all its explicit
+operating points together when they share one trained model; one job per point when the knob retrains),
+``ccbench shift`` of one source run to one target, or ``ccbench transfer`` of one source run under one
+protocol. Each job is keyed by the sha256 of its full configuration (tier and task versions, method,
+seed, points; for derived jobs the source run's configuration too). Each *output* of a job (one record)
+has an identity matched against the records under ``results/`` through :mod:`ccbench.reporting.records`'s
+loader, so a job whose records all exist is skipped and a rerun does only what is missing (a run job
+is rerun with only its missing points). Record ids are content hashes that include the measurement
+(date, timings), so a job is matched to records by what the records say, not by id.
+
+Dependencies: a shift or transfer waits for the run job that produces its source; a method that
+evaluates or starts from another method's fine-tuned model (``evaluates_checkpoint_of``, ``starts_from``)
+waits for that method's run jobs on the same task and seed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ccbench.common.provenance import content_hash
+
+from .sweep_spec import Resources, SourceRun, SweepSpec
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record a job writes: ``identity`` (a dict: what a matching record says) and its hash ``key``
+    (the claim name of :mod:`ccbench.drivers.sweep_claims`)."""
+
+    identity: dict
+
+    @property
+    def key(self) -> str:
+        """sha256 hex of the identity."""
+        return content_hash(self.identity)
+
+
+@dataclass
+class Job:
+    """One driver command of a sweep. ``config`` is its full configuration and ``key`` its hash;
+    ``run`` (kind ``run``) or ``source`` (kinds ``shift``/``transfer``) say what it runs; ``depends_on``
+    holds the keys of the jobs it waits for."""
+
+    kind: str
+    config: dict
+    label: str
+    resources: Resources
+    depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """sha256 hex of the job's full configuration."""
+        return content_hash(self.config)
+
+
+def _number_equal(a, b) -> bool:
+    """Knob values compare as numbers (3 == 3.0); None only equals None."""
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _point_text(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+class JobGraph:
+    """The jobs of a sweep in an order where every job comes after the jobs it depends on."""
+
+    def __init__(self, spec: SweepSpec):
+        from ccbench.common import catalog
+
+        self.spec = spec
+        self.tier = catalog.budgets().get(spec.budget)
+        self._tasks = catalog.tasks()
+        self._methods = catalog.methods()
+        self.jobs: list[Job] = []
+        self._by_key: dict[str, Job] = {}
+        seeds = spec.seeds or [self.tier.seeds[0]]
+        for entry in spec.runs:
+            for task in entry.task_names:
+                for method in entry.method_names:
+                    for seed in entry.seeds or seeds:
+                        self._add_runs(method, task, seed, entry.points, entry.resources)
+        for seed in seeds:
+            for sh in spec.shifts:
+                for target in sh.to:
+                    self._add_derived("shift", sh.source, seed, {"to": target})
+            for tr in spec.transfers:
+                for protocol in tr.protocols:
+                    self._add_derived("transfer", tr.source, seed, {"to": tr.to, "protocol": protocol})
+        self._link_checkpoint_sources()
+        self.jobs = self._ordered()
+
+    # -- expansion --
+    def _resources(self, override: Resources | None) -> Resources:
+        if override is not None:
+            return override
+        if self.spec.resources is not None:
+            return self.spec.resources
+        return Resources(cpus=self.tier.threads or 1, gpus=1 if self.tier.device == "cuda" else 0)
+
+    def _run_config(self, method: str, task: str, seed: int) -> dict:
+        return {"budget": self.tier.name, "budget_version": self.tier.version, "task": task,
+                "task_version": self._tasks.get(task).version, "method": method, "seed": seed}
+
+    def _add(self, job: Job) -> Job:
+        if job.key not in self._by_key:
+            self._by_key[job.key] = job
+            self.jobs.append(job)
+        return self._by_key[job.key]
+
+    def _add_runs(self, method: str, task: str, seed: int, points: dict | None,
+                  resources: Resources | None) -> list[Job]:
+        base = self._run_config(method, task, seed)
+        knob = self._methods.metadata(method)["knob"]
+        if points is None:
+            groups = [None]
+        else:
+            name, values = next(iter(points.items()))
+            groups = [[v] for v in values] if knob.get("needs_retraining") else [list(values)]
+        jobs = []
+        for group in groups:
+            cfg = {"kind": "run", **base,
+                   "points": None if group is None else {knob["name"]: group}}
+            where = f"{method} on {task} ({self.tier.name}, seed {seed})"
+            label = (f"run {where}" if group is None else
+                     f"run {where} {knob['name']}={','.join(_point_text(v) for v in group)}")
+            jobs.append(self._add(Job("run", cfg, label, self._resources(resources))))
+        return jobs
+
+    def _source_job(self, source: SourceRun, seed: int) -> Job:
+        """The run job producing ``source`` (added when the sweep does not list it)."""
+        for job in self.jobs:
+            c = job.config
+            if job.kind != "run" or (c["method"], c["task"], c["seed"]) != (source.method, source.task, seed):
+                continue
+            pts = c["points"]
+            if source.point is None and pts is None:
+                return job
+            if source.point is not None and pts is not None and any(
+                    _number_equal(v, source.point) for v in next(iter(pts.values()))):
+                return job
+        knob = self._methods.metadata(source.method)["knob"]["name"]
+        points = None if source.point is None else {knob: [source.point]}
+        return self._add_runs(source.method, source.task, seed, points, None)[0]
+
+    def _add_derived(self, kind: str, source: SourceRun, seed: int, extra: dict) -> None:
+        src = self._source_job(source, seed)
+        cfg = {"kind": kind, "source": {**self._run_config(source.method, source.task, seed),
+                                        "point": source.point}, **extra}
+        point = "" if source.point is None else f" at {_point_text(source.point)}"
+        label = f"{kind} {source.method} ({source.task}{point}, seed {seed}) -> {extra['to']}"
+        if kind == "transfer":
+            label += f" {extra['protocol']}"
+        self._add(Job(kind, cfg, label, self._resources(None), depends_on=[src.key]))
+
+    def _link_checkpoint_sources(self) -> None:
+        """A run of a method that evaluates or starts from another method's fine-tuned model waits for
+        that method's run jobs (same tier, task and seed) in this sweep."""
+        for job in self.jobs:
+            if job.kind != "run":
+                continue
+            c = job.config
+            meta = self._methods.metadata(c["method"])
+            modality = self._tasks.get(c["task"]).modality
+            needs = {meta.get("evaluates_checkpoint_of"), meta.get("starts_from", {}).get(modality)} - {None}
+            for other in self.jobs:
+                o = other.config
+                if other.kind == "run" and o["method"] in needs and (o["task"], o["seed"]) == (c["task"], c["seed"]):
+                    if other.key not in job.depends_on:
+                        job.depends_on.append(other.key)
+
+    def _ordered(self) -> list[Job]:
+        """Jobs in declaration order, each moved after what it depends on (depth-first)."""
+        done, out = set(), []
+
+        def visit(job: Job, stack: tuple = ()):
+            if job.key in done:
+                return
+            if job.key in stack:
+                raise ValueError(f"dependency cycle through {job.label}")
+            for dep in job.depends_on:
+                visit(self._by_key[dep], stack + (job.key,))
+            done.add(job.key)
+            out.append(job)
+
+        for job in self.jobs:
+            visit(job)
+        return out
+
+    def job(self, key: str) -> Job:
+        """The job with ``key``."""
+        return self._by_key[key]
+
+
+# -- what the results folder holds --
+class RecordIndex:
+    """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
+    bad files reported and skipped), with the lookups a sweep needs."""
+
+    def __init__(self, results_dir: str | os.PathLike):
+        from ccbench.reporting.records import load_records
+
+        self.results_dir = Path(results_dir)
+        self.records = load_records(results_dir, kind=None)
+
+    def _runs(self, cfg: dict):
+        for path, r in self.records:
+            if r.get("kind", "run") != "run":
+                continue
+            if (r["budget"]["name"], r["budget"].get("version"), r["task"]["name"], r["task"].get("version"),
+                    r["method"]["name"], r["seed"]) == (cfg["budget"], cfg["budget_version"], cfg["task"],
+                                                         cfg["task_version"], cfg["method"], cfg["seed"]):
+                yield path, r
+
+    def run_point(self, cfg: dict, point) -> tuple[Path, dict] | None:
+        """The latest run record of the run configuration ``cfg`` at knob value ``point`` (``None``: a
+        run whose knob was not given by the user), or ``None``."""
+        hits = []
+        for path, r in self._runs(cfg):
+            knob = r["method"]["knob"]
+            if point is None and knob.get("chosen_by") != "user":
+                hits.append((path, r))
+            elif point is not None and _number_equal(knob.get("value"), point):
+                hits.append((path, r))
+        return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
+
+    def derived(self, kind: str, source_id: str, target: str, protocol: str | None = None) -> tuple[Path, dict] | None:
+        """A ``shift``/``transfer`` record of the source run ``source_id`` on ``target`` (and
+        ``protocol``), or ``None``."""
+        for path, r in self.records:
+            if (r.get("kind") == kind and r["source"]["record_id"] == source_id and r["task"]["name"] == target
+                    and (protocol is None or r.get("protocol") == protocol)):
+                return path, r
+        return None
+
+    def mean_wall_s(self, kind: str, budget: str, task: str, method: str) -> float | None:
+        """Mean ``wall_s`` of earlier records of this kind, tier, task and method (an estimate of a job's
+        cost), or ``None``."""
+        walls = [r["wall_s"] for _, r in self.records if r.get("kind", "run") == kind and r["budget"]["name"] == budget
+                 and r["task"]["name"] == task and r["method"]["name"] == method
+                 and isinstance(r.get("wall_s"), (int, float))]
+        return sum(walls) / len(walls) if walls else None
+
+
+def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
+    """Each record ``job`` writes, with whether the results folder already holds it. A derived job
+    whose source record does not exist yet has one output, not held."""
+    c = job.config
+    if job.kind == "run":
+        ident = {k: c[k] for k in ("budget", "budget_version", "task", "task_version", "method", "seed")}
+        points = [None] if c["points"] is None else next(iter(c["points"].values()))
+        return [(Output({"kind": "run", **ident, "point": p}), index.run_point(c, p) is not None) for p in points]
+    src = index.run_point(c["source"], c["source"]["point"])
+    if src is None:
+        return [(Output({k: v for k, v in c.items()}), False)]
+    ident = {"kind": job.kind, "source_id": src[1]["id"], "to": c["to"], "protocol": c.get("protocol")}
+    return [(Output(ident), index.derived(job.kind, src[1]["id"], c["to"], c.get("protocol")) is not None)]
+
+
+def is_done(job: Job, index: RecordIndex) -> bool:
+    """True when every record ``job`` writes is already in the results folder."""
+    return all(held for _, held in outputs(job, index))
+
+
+def command(job: Job, index: RecordIndex, data_dir: str | None) -> list[str]:
+    """The ``ccbench`` argv that does what ``job`` still lacks (a run job: only its missing points),
+    with records going to ``index.results_dir``. A derived job whose source record is missing raises
+    :class:`UserError`."""
+    from ccbench.common.errors import UserError
+
+    c = job.config
+    results = str(Path(index.results_dir).resolve())
+    extra = ["--results-dir", results, "--quiet"] + (["--data-dir", data_dir] if data_dir else [])
+    if job.kind == "run":
+        argv = ["run", "--method", c["method"], "--task", c["task"], "--budget", c["budget"],
+                "--seed", str(c["seed"]), "--resume", *extra]
+        if c["points"] is not None:
+            name, values = next(iter(c["points"].items()))
+            missing = [v for v in values if index.run_point(c, v) is None]
+            argv += ["--knob", f"{name}={','.join(_point_text(v) for v in missing or values)}"]
+        return argv
+    s = c["source"]
+    src = index.run_point(s, s["point"])
+    if src is None:
+        point = "" if s["point"] is None else f" at {_point_text(s['point'])}"
+        raise UserError(f"no run record of {s['method']} on {s['task']}{point} (seed {s['seed']}) under {results}: "
+                        f"its source run did not land")
+    argv = [job.kind, str(src[0].resolve()), "--to", c["to"]]
+    if job.kind == "transfer":
+        argv += ["--protocol", c["protocol"]]
+    return argv + extra
+
+
+def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
+    """What ``job`` would cost, in words: training samples and records, and the mean wall time of
+    earlier records like it."""
+    c = job.config
+    tier = graph.tier
+    if job.kind == "run":
+        meta = graph._methods.metadata(c["method"])
+        n = 1 if c["points"] is None else len(next(iter(c["points"].values())))
+        if meta.get("evaluates_checkpoint_of"):
+            train = f"no training (evaluates {meta['evaluates_checkpoint_of']}'s model)"
+        elif not meta.get("trains", True):
+            train = "no training"
+        elif graph._tasks.get(c["task"]).modality == "text" and tier.text is not None:
+            b = tier.text.tasks.get(c["task"])
+            train = (f"trains {b.samples} samples" if b and b.samples else
+                     f"trains {b.epochs:g} epochs" if b else "trains (no text budget)")
+        else:
+            train = f"trains {tier.finetune.samples} samples"
+        text = f"{train}, {n} record{'s' if n > 1 else ''}"
+        wall = index.mean_wall_s("run", c["budget"], c["task"], c["method"])
+    else:
+        s = c["source"]
+        text = ("evaluation only" if job.kind == "shift" else
+                f"trains {tier.transfer.samples if tier.transfer else '?'} samples")
+        wall = index.mean_wall_s(job.kind, s["budget"], c["to"], s["method"])
+    if wall is not None:
+        text += f", ~{wall / 60:.1f} min per record before"
+    return text

@@ -1,0 +1,193 @@
+"""The column registry of the run table: each column declared once, from record field to rendered cell.
+
+A :class:`Column` says where its per-record value comes from (a dotted field of the typed record,
+:mod:`ccbench.reporting.record_schema`, or a function of it), how the records of one row (seeds) combine, its
+markdown header and cell format, and whether higher is better. ``ccbench table`` (markdown and CSV)
+and the leaderboard render from :data:`COLUMNS`; a new metric is one more entry here.
+
+>>> [c.key for c in COLUMNS][:6]
+['task', 'budget', 'method', 'family', 'knob', 'seeds']
+>>> column("speedup_b1").higher_is_better, column("useful_gmacs").higher_is_better
+(True, False)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .markdown import escape_cell
+from .record_schema import RunRecord
+
+GROUP = ("task", "budget", "method", "knob", "backbone")  # one table row per group; seeds are aggregated
+SEED_KEY = ("task", "budget", "method", "knob", "backbone", "seed")  # the latest record of each counts
+
+
+def field(record, dotted: str):
+    """The value at ``dotted`` in a typed record (attributes, then dict keys); ``None`` when absent.
+
+    >>> field({"a": {"b": 2}}, "a.b"), field({"a": {}}, "a.b")
+    (2, None)
+    """
+    value = record
+    for key in dotted.split("."):
+        if isinstance(value, dict):
+            value = value.get(key)
+        else:
+            value = getattr(value, key, None)
+        if value is None:
+            return None
+    return value
+
+
+def _number(value) -> float:
+    """``value`` when it is a number (not a bool), else ``TypeError`` (a crafted record)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a number")
+    return value
+
+
+def _or_nan(value):
+    return np.nan if value is None else value
+
+
+# aggregations: (rows of one group, column key) -> the row's value
+def first(g: pd.DataFrame, key: str):
+    return g[key].iloc[0]
+
+
+def mean(g: pd.DataFrame, key: str):
+    return g[key].mean()
+
+
+def any_(g: pd.DataFrame, key: str) -> bool:
+    return bool(g[key].any())
+
+
+def int_first(g: pd.DataFrame, key: str) -> int:
+    return int(g[key].iloc[0])
+
+
+def int_mean(g: pd.DataFrame, key: str) -> int:
+    return int(g[key].mean())
+
+
+def same_or_none(g: pd.DataFrame, key: str):
+    return g[key].iloc[0] if g[key].nunique(dropna=False) == 1 else None
+
+
+def _fmt(values, pattern: str) -> list[str]:
+    return ["-" if pd.isna(v) else pattern.format(v) for v in values]
+
+
+def escaped(key: str) -> Callable[[pd.DataFrame], list[str]]:
+    """Cell format of a record-derived string column: each value escaped for markdown."""
+    return lambda df: [escape_cell(v) for v in df[key]]
+
+
+def pattern(key: str, fmt: str, dash: bool = False) -> Callable[[pd.DataFrame], list[str]]:
+    """Cell format ``fmt.format(value)``; with ``dash``, ``-`` for a missing value."""
+    if dash:
+        return lambda df: _fmt(df[key], fmt)
+    return lambda df: [fmt.format(v) for v in df[key]]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: ``key`` in the table frame (and CSV), ``get`` (dotted field of a
+    :class:`~ccbench.reporting.record_schema.RunRecord` or a function of it; ``None``: the group key or computed by
+    ``agg``), ``agg`` (rows of one group -> value; ``None`` for the group keys), ``header`` and ``cell``
+    (markdown; ``None``: not rendered), ``higher_is_better`` (``None``: not a figure of merit)."""
+
+    key: str
+    get: str | Callable[[RunRecord], object] | None
+    agg: Callable[[pd.DataFrame, str], object] | None
+    header: str | None = None
+    cell: Callable[[pd.DataFrame], list[str]] | None = None
+    higher_is_better: bool | None = None
+    doc: str = ""
+
+    def value(self, record: RunRecord):
+        """This column's value for one record."""
+        return self.get(record) if callable(self.get) else field(record, self.get)
+
+
+def _flag_latency(r: RunRecord) -> bool:
+    # records older than the latency check have none: they count as unchecked, not as flagged
+    return r.metrics.latency.batch1.disturbed() or r.metrics.latency.batchN.disturbed()
+
+
+def _routing(name: str) -> Callable[[RunRecord], float]:
+    return lambda r: _or_nan(field(r.metrics.routing or {}, f"mean_over_layers.{name}"))
+
+
+def _score_cells(df: pd.DataFrame) -> list[str]:
+    return [f"{v:.2f}" + ("" if n == "top1" else f" ({escape_cell(n)})") for v, n in zip(df.top1, df.score_name)]
+
+
+# per-record values only the aggregation reads (not table columns)
+ROW_ONLY = {
+    "seed": "seed",
+    "ci_lo": lambda r: _number(r.metrics.main_score.ci95[0]),
+    "ci_hi": lambda r: _number(r.metrics.main_score.ci95[1]),
+    "record_id": "id",
+    "date": "date",
+}
+
+COLUMNS: tuple[Column, ...] = (
+    Column("task", "task.name", None, "task", escaped("task")),
+    Column("budget", "budget.name", None, "budget", escaped("budget")),
+    Column("method", "method.name", None, "method", escaped("method")),
+    Column("family", "method.family", first, doc="method family"),
+    Column("knob", lambda r: r.method.knob.label(), None, "knob", escaped("knob")),
+    Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),
+    Column("score_name", lambda r: str(r.metrics.main_score.name), first, doc="metric registry key"),
+    Column("top1", lambda r: _number(r.metrics.main_score.value), mean, "score", _score_cells, True,
+           "main score (%), mean over seeds"),
+    Column("top1_ci95", None, None, "95% CI", lambda df: list(df.top1_ci95), doc="see tables.score_ci"),
+    Column("useful_gmacs", "metrics.useful_gmacs.mean", mean, "GMACs", pattern("useful_gmacs", "{:.3f}"), False),
+    Column("pct_of_dense", lambda r: 100 * r.metrics.useful_fraction_of_dense, mean, "% dense",
+           pattern("pct_of_dense", "{:.1f}"), False),
+    Column("exec_over_useful_b1", "metrics.executed_over_useful.batch1", mean, "exec/useful",
+           lambda df: [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)], False),
+    Column("flag_masked", "metrics.flag_executed_exceeds_useful", any_),
+    Column("speedup_b1", "metrics.latency.batch1.speedup", mean, "speedup b1",
+           lambda df: [f"{v:.2f}x{' ?' if f else ''}" for v, f in zip(df.speedup_b1, df.flag_latency)], True),
+    Column("speedup_bN", "metrics.latency.batchN.speedup", mean, "speedup bN",
+           lambda df: [f"{v:.2f}x (b{n}){' ?' if f else ''}" for v, n, f in zip(df.speedup_bN, df.bN, df.flag_latency)],
+           True),
+    Column("bN", "metrics.latency.batchN.batch_size", int_first),
+    Column("flag_latency", _flag_latency, any_),
+    Column("eff_b1", "metrics.latency.batch1.efficiency", mean, "eff b1", pattern("eff_b1", "{:.2f}"), True),
+    Column("eff_bN", "metrics.latency.batchN.efficiency", mean, "eff bN", pattern("eff_bN", "{:.2f}"), True),
+    Column("active_params_m", lambda r: _or_nan(r.metrics.active_params_per_token) / 1e6, mean, "active params (M)",
+           pattern("active_params_m", "{:.2f}", dash=True), False),
+    Column("utilization", _routing("utilization"), mean, "util", pattern("utilization", "{:.2f}", dash=True), True),
+    Column("nmi", _routing("nmi"), mean, "NMI (chance-corr.)", pattern("nmi", "{:.3f}", dash=True)),
+    Column("train_samples", "budget.consumed.samples", int_mean, "train samples", lambda df: list(df.train_samples)),
+    Column("backbone", "backbone.sha256", None, "backbone", lambda df: [escape_cell(v) for v in df.backbone.str[:10]]),
+    Column("backbone_name", "backbone.file", first),
+    Column("budget_version", "budget.version", same_or_none),
+    Column("record_ids", None, lambda g, _: ",".join(i[:12] for i in g.record_id)),
+)
+
+ROUTING = ("active_params_m", "utilization", "nmi")  # shown only when some row has routing statistics
+# markdown column order (the CSV keeps the order of COLUMNS); "vs static" is derived (tables.static_gap)
+MARKDOWN = ("task", "budget", "method", "knob", "seeds", "top1", "top1_ci95", "useful_gmacs", "pct_of_dense",
+            "exec_over_useful_b1", "speedup_b1", "speedup_bN", "eff_b1", "eff_bN", *ROUTING, "vs static",
+            "train_samples", "backbone")
+
+
+def column(key: str) -> Column:
+    """The registered column ``key``."""
+    return next(c for c in COLUMNS if c.key == key)
+
+
+def row(path, record: RunRecord) -> dict:
+    """Every per-record value (columns with a source and :data:`ROW_ONLY`) of one run record, plus its path."""
+    out = {c.key: c.value(record) for c in COLUMNS if c.get is not None}
+    out.update({k: (g(record) if callable(g) else field(record, g)) for k, g in ROW_ONLY.items()})
+    out["path"] = str(path)
+    return out

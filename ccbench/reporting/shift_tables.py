@@ -1,0 +1,175 @@
+"""Tables of ``ccbench shift`` and ``ccbench transfer`` records (the leaderboard's "Specialization &
+transfer" section): accuracy and compute under shift per severity, routing shift, transfer score and
+gain over dense per protocol, module reuse and specialization NMI. Reporting only: no torch, no run side."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ccbench.common.protocols import DENSE_REFERENCE, PROTOCOLS
+
+from .markdown import escape_cell
+from .records import load_records, rows_of, typed
+
+
+def _knob(record: dict) -> str:
+    """The record's knob label (:meth:`ccbench.reporting.record_schema.Knob.label`)."""
+    return typed(record).method.knob.label()
+
+
+def _of_kind(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
+    """``(path, record)`` of ``kind`` from ``records`` (already verified) or the results folder, whose
+    source run's 12-character id prefix is in ``admitted_sources`` (all when ``None``)."""
+    if records is None:
+        records = load_records(results_dir, kind=kind)
+    return [(p, r) for p, r in records if r.get("kind", "run") == kind
+            and (admitted_sources is None or r["source"]["record_id"][:12] in admitted_sources)]
+
+
+def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
+    """One row per shift record (the source run's 12-character id prefix in ``admitted_sources`` when
+    given): method, knob, source -> target, reference score and share of dense, per-severity drop and
+    change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
+    kept its compute."""
+    return pd.DataFrame(rows_of(_of_kind(results_dir, "shift", records, admitted_sources), _shift_row))
+
+
+def _shift_row(_, r: dict) -> dict:
+    """One shift record's row (see :func:`shift_rows`)."""
+    ref = r["reference"]
+    row = {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+           "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
+           "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
+           "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
+    for sev, s in r["summary"].items():
+        row[f"drop_{sev}"] = s["score_drop_mean"]
+        row[f"dense_pp_{sev}"] = 100 * s["fraction_of_dense_change"]
+    conds = r["conditions"]
+    row["target_score"] = (sum(c["main_score"]["value"] for c in conds) / len(conds))
+    row["target_dense_pct"] = 100 * sum(c["useful_fraction_of_dense"] for c in conds) / len(conds)
+    js = [c["routing_shift"]["js_bits_mean"] for c in conds if "routing_shift" in c]
+    nmi = [c["routing_shift"]["domain_nmi_mean"] for c in conds if "routing_shift" in c]
+    row["js_bits"] = sum(js) / len(js) if js else None
+    row["domain_nmi"] = sum(nmi) / len(nmi) if nmi else None
+    row["same_compute"] = f"{sum(c['calibration_transfer']['same_compute'] for c in conds)}/{len(conds)}"
+    return row
+
+
+def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
+    """One row per transfer record with its gain over the dense transfer from the same backbone under
+    the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
+    records = _of_kind(results_dir, "transfer", records, admitted_sources)
+    dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
+
+    def row(_, r: dict) -> dict:
+        key = (r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], DENSE_REFERENCE[r["protocol"]])
+        score = r["metrics"]["main_score"]["value"]
+        reuse = r["metrics"].get("module_reuse")
+        routing = r["metrics"].get("routing")
+        return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+                "method": r["method"]["name"], "knob": _knob(r), "protocol": r["protocol"], "score": score,
+                "gain": round(score - dense[key], 3) if key in dense else None,
+                "dense_pct": 100 * r["metrics"]["useful_fraction_of_dense"],
+                "reuse": reuse["target_share_mean"] if reuse else None,
+                "reuse_source": reuse["source_share_mean"] if reuse else None,
+                "class_nmi": routing["mean_over_layers"]["nmi"] if routing else None,
+                "has_decision": "decision" in r["trainable"], "id": r["id"][:12]}
+    return pd.DataFrame(rows_of(records, row))
+
+
+def _dense_score(_, r: dict) -> tuple[tuple, float]:
+    """``((budget, target, source backbone, protocol), score)`` of a dense transfer record."""
+    return ((r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], r["protocol"]),
+            r["metrics"]["main_score"]["value"])
+
+
+def _f(v, pattern: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else pattern.format(v)
+
+
+def shift_markdown(df: pd.DataFrame) -> str:
+    """Markdown tables of shift rows, one per (source, target)."""
+    from tabulate import tabulate
+
+    parts = []
+    for (source, target), g in df.groupby(["source", "target"], sort=True):
+        severities = sorted(c[5:] for c in g.columns if c.startswith("drop_") and g[c].notna().any())
+        head = ["method", "knob", "reference score", "% dense (ref)"]
+        if severities != ["all"]:
+            head += [f"drop s{s}" for s in severities] + [f"Δ% dense s{s}" for s in severities]
+        else:
+            head += ["target score", "drop", "% dense (target)", "Δ% dense"]
+        head += ["routing JS (bits)", "domain NMI", "knob kept compute", "record"]
+        body = []
+        for _, r in g.sort_values(["method", "knob"]).iterrows():
+            row = [escape_cell(r.method), escape_cell(r.knob), f"{r.ref_score:.2f}", f"{r.ref_dense_pct:.1f}"]
+            if severities != ["all"]:
+                row += [_f(r[f"drop_{s}"], "{:+.2f}") for s in severities]
+                row += [_f(r[f"dense_pp_{s}"], "{:+.1f}") for s in severities]
+            else:
+                row += [f"{r.target_score:.2f}", _f(r["drop_all"], "{:+.2f}"), f"{r.target_dense_pct:.1f}",
+                        _f(r["dense_pp_all"], "{:+.1f}")]
+            row += [_f(r.js_bits, "{:.4f}"), _f(r.domain_nmi, "{:.4f}"), r.same_compute, f"`{escape_cell(r.id)}`"]
+            body.append(row)
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
+    return "\n\n".join(parts)
+
+
+def transfer_markdown(df: pd.DataFrame) -> str:
+    """Markdown tables of transfer rows: per (source, target) one row per method, a column per protocol
+    with the target score, the gain over dense in brackets and the useful share of dense compute (%)
+    after '@' ('n/a': the method has no such modules)."""
+    from tabulate import tabulate
+
+    parts = []
+    for (source, target), g in df.groupby(["source", "target"], sort=True):
+        head = ["method", "knob"] + list(PROTOCOLS) + ["module reuse (source share)", "class NMI (full)"]
+        body = []
+        for (method, knob), m in g.groupby(["method", "knob"], sort=True):
+            by = {r.protocol: r for _, r in m.iterrows()}
+            cells = []
+            for p in PROTOCOLS:
+                if p in by:
+                    r = by[p]
+                    cells.append(f"{r.score:.2f} ({_f(r.gain, '{:+.2f}')}) @{r.dense_pct:.0f}%")
+                else:
+                    no_decision = not m.has_decision.any()
+                    cells.append("n/a" if no_decision and p in ("router-only", "modules-frozen") else "-")
+            full = by.get("full")
+            reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and pd.notna(full.reuse)
+                     else "-")
+            body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
+    return "\n\n".join(parts)
+
+
+def _heading(source: str, target: str) -> str:
+    """``**source → target**`` and a blank line, the names escaped (they come from records)."""
+    return f"**{escape_cell(source)} → {escape_cell(target)}**\n\n"
+
+
+def plot_severity(df: pd.DataFrame, path) -> None:
+    """Severity curves of corrupted-image shift rows: score and share of dense compute vs severity
+    (0 = clean), one line per method (and knob). Written atomically to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    severities = sorted(int(c[5:]) for c in df.columns if c.startswith("drop_") and c[5:].isdigit())
+    fig, (ax_score, ax_cost) = plt.subplots(1, 2, figsize=(10, 4))
+    for _, r in df.sort_values(["method", "knob"]).iterrows():
+        label = r.method if r.knob == "-" else f"{r.method} {r.knob}"
+        ax_score.plot([0] + severities, [r.ref_score] + [r.ref_score - r[f"drop_{s}"] for s in severities],
+                      marker="o", label=label)
+        ax_cost.plot([0] + severities, [r.ref_dense_pct] + [r.ref_dense_pct + r[f"dense_pp_{s}"] for s in severities],
+                     marker="o", label=label)
+    ax_score.set(xlabel="severity (0 = clean)", ylabel="score, mean over corruptions", title="accuracy under shift")
+    ax_cost.set(xlabel="severity (0 = clean)", ylabel="% of dense compute (useful)", title="compute under shift")
+    ax_score.grid(alpha=0.3)
+    ax_cost.grid(alpha=0.3)
+    ax_score.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

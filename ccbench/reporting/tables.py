@@ -1,0 +1,178 @@
+"""Records -> one pandas DataFrame -> markdown (tabulate) or CSV.
+
+One row per (task, budget, method, knob value); seeds are aggregated as the mean with their count.
+When one seed was measured more than once, its latest record counts.
+Every accuracy carries a 95 % bootstrap CI over eval samples (for several seeds: over samples of the
+seed-averaged correctness). The columns are declared once in :mod:`ccbench.reporting.columns`; records are read
+through their typed models (:mod:`ccbench.reporting.record_schema`). No torch: the bootstrap is numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ccbench.common.metrics import metric
+
+from . import columns as C
+from .markdown import escape_cell
+from .records import load_records, load_samples, rows_of, typed
+
+NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official main score, x 100) with a "
+              "95 % percentile-bootstrap CI over eval samples; on Imagenette val "
+              "(3,925 images) one standard error is about 0.7 points, so differences smaller than the "
+              "CIs are noise. GMACs: 1e9 multiply-adds per sample (fvcore convention; FLOPs = 2 x MACs). "
+              "exec/useful: fvcore-executed over trace-derived useful MACs at batch 1 ('!' = more than "
+              "2 % of the compute is executed but not useful, i.e. masked rather than skipped). speedup: "
+              "dense time / method time, interleaved in one process ('?' = the run's dense-vs-dense control or the "
+              "spread between repeats says the timing was disturbed; re-measure). eff: speedup / ideal speedup (dense GMACs / "
+              "useful GMACs of the timed samples). Width family: active params = parameters a token uses (measured "
+              "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
+              "mutual information minus its mean over 20 label shuffles (mean over MoE layers). vs static: score minus "
+              "the family's static control (depth: static-depth, token: static-res; with dense as the 100 % point) "
+              "interpolated linearly at the row's % of dense compute; '-' outside the control's range.")
+
+COLUMNS = [c.key for c in C.COLUMNS]
+
+
+def _row(path, record: dict) -> dict:
+    """One run record's per-record values (:func:`ccbench.reporting.columns.row`)."""
+    return C.row(path, typed(record))
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values [N]`` (resampling samples with replacement, numpy's
+    seeded generator), in the units of ``values``.
+
+    >>> lo, hi = bootstrap_mean_ci(np.array([1.0] * 90 + [0.0] * 10))
+    >>> 0.82 < lo < 0.87 and 0.93 < hi < 0.97
+    True
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+    means = v[idx].mean(1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
+    """CI (%) of seed-averaged per-sample correctness (samples aligned by example id); only for scores
+    that are per-sample means."""
+    per_seed = []
+    for p in paths:
+        s = load_samples(p)
+        order = np.argsort(s["ids"])
+        per_seed.append((s["pred"][order] == s["label"][order]).astype(np.float64))
+    lo, hi = bootstrap_mean_ci(np.mean(per_seed, axis=0), seed=seed)
+    return 100 * lo, 100 * hi
+
+
+def score_ci(g: pd.DataFrame) -> str:
+    """The ``95% CI`` cell of one row's records ``g``: the record's own CI for one seed; for several, a
+    CI pooled over the seed-averaged samples when the score is a per-sample mean (:mod:`ccbench.common.metrics`),
+    else ``-`` (F1, Matthews, correlations are not means of per-sample scores)."""
+    if len(g) == 1:
+        lo, hi = g.ci_lo.iloc[0], g.ci_hi.iloc[0]
+    elif metric(g.score_name.iloc[0]).per_sample_mean:
+        lo, hi = _seed_ci(list(g.path))
+    else:
+        lo, hi = np.nan, np.nan
+    return "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}"
+
+
+def load_table(results_dir=None, task: str | None = None, budget: str | None = None,
+               records: list | None = None) -> pd.DataFrame:
+    """Aggregated table of every run record under ``results_dir`` (or of the already verified
+    ``records``, ``[(path, record)]``), filtered by task/budget: one row per :data:`ccbench.reporting.columns.GROUP`,
+    a column per :data:`ccbench.reporting.columns.COLUMNS` entry."""
+    if records is None:
+        records = load_records(results_dir)
+    df = pd.DataFrame(rows_of(records, _row))
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    if task:
+        df = df[df.task == task]
+    if budget:
+        df = df[df.budget == budget]
+    # a re-measured configuration replaces the earlier record of the same seed (both stay on disk)
+    df = df.sort_values("date").drop_duplicates(list(C.SEED_KEY), keep="last")
+    out = []
+    for key, g in df.groupby(list(C.GROUP), sort=True):
+        row = dict(zip(C.GROUP, key))
+        row.update({c.key: c.agg(g, c.key) for c in C.COLUMNS if c.agg is not None})
+        row["top1_ci95"] = score_ci(g)
+        out.append(row)
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+STATIC_CONTROL = {"depth": "static-depth", "token": "static-res"}
+
+
+def static_gap(df: pd.DataFrame) -> pd.Series:
+    """Score minus the family's static control at the same compute (points), per row: the control's
+    curve (its knob values plus ``dense`` at 100 %) is interpolated linearly in % of dense compute;
+    NaN outside its range or without a control (``STATIC_CONTROL``: depth -> static-depth, token ->
+    static-res).
+
+    >>> df = pd.DataFrame({"task": ["t"] * 4, "budget": ["b"] * 4, "family": ["dense", "static", "static", "depth"],
+    ...                    "method": ["dense", "static-depth", "static-depth", "early-exit"],
+    ...                    "pct_of_dense": [100.0, 40.0, 60.0, 50.0], "top1": [70.0, 60.0, 64.0, 65.0]})
+    >>> static_gap(df).tolist()[3]   # the control at 50 % is 62.0
+    3.0
+    """
+    out = pd.Series(np.nan, index=df.index)
+    for (task, budget), g in df.groupby(["task", "budget"]):
+        for family, control in STATIC_CONTROL.items():
+            curve = g[(g.method == control) | (g.method == "dense")].sort_values("pct_of_dense")
+            if (curve.method == control).sum() < 1 or len(curve) < 2:
+                continue
+            rows = g[g.family == family]
+            x, y = curve.pct_of_dense.to_numpy(), curve.top1.to_numpy()
+            inside = (rows.pct_of_dense >= x.min()) & (rows.pct_of_dense <= x.max())
+            out[rows.index[inside]] = rows.top1[inside] - np.interp(rows.pct_of_dense[inside], x, y)
+    return out
+
+
+def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
+    """Markdown (with the noise note unless ``note=False``) or CSV text of a table from
+    :func:`load_table`; the markdown columns are :data:`ccbench.reporting.columns.MARKDOWN` (routing columns only
+    when some row has routing statistics, ``vs static`` only when some row has a static control)."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if df.empty:
+        return "(no records)"
+    from tabulate import tabulate
+
+    cells = {}
+    for key in C.MARKDOWN:
+        if key == "vs static":
+            gap = static_gap(df)
+            if not gap.isna().all():
+                cells[key] = C._fmt(gap, "{:+.2f}")
+        elif key not in C.ROUTING or not df.utilization.isna().all():
+            c = C.column(key)
+            cells[c.header] = c.cell(df)
+    text = tabulate(pd.DataFrame(cells), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+    return text + "\n\n" + NOISE_NOTE if note else text
+
+
+GLUE_TASKS = ["sst2", "mrpc", "cola", "rte", "stsb"]
+
+
+def glue_table(df: pd.DataFrame) -> str:
+    """Markdown: one row per (budget, method, knob) on GLUE tasks, each task's main score with its
+    share of dense compute, and the average of the five main scores (only when all five exist)."""
+    from tabulate import tabulate
+
+    glue = df[df.task.isin(GLUE_TASKS)]
+    if glue.empty:
+        return "(no GLUE records)"
+    rows = []
+    for (budget, method, knob), g in glue.groupby(["budget", "method", "knob"], sort=True):
+        by_task = {t: g[g.task == t].iloc[0] for t in GLUE_TASKS if (g.task == t).any()}
+        row = {"budget": escape_cell(budget), "method": escape_cell(method), "knob": escape_cell(knob)}
+        for t in GLUE_TASKS:
+            row[t] = (f"{by_task[t].top1:.2f} ({by_task[t].pct_of_dense:.0f}%)" if t in by_task else "-")
+        row["average"] = (f"{np.mean([by_task[t].top1 for t in GLUE_TASKS]):.2f}"
+                          if len(by_task) == len(GLUE_TASKS) else "-")
+        rows.append(row)
+    return tabulate(pd.DataFrame(rows), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)

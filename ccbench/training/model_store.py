@@ -1,0 +1,141 @@
+"""The trained-model store: fine-tuned models cached as ``$CCBENCH_CACHE/runs/<run name>.safetensors``.
+
+A run name says everything a model was trained from and how, so a model is trained once and found
+again by ``ccbench run`` (another knob value, ``--train-only`` then a measuring run), by methods that
+evaluate or start from another method's model, and by ``ccbench shift`` / ``transfer`` (rebuilding a
+record's model). Files hold the ``state_dict`` and, in the header, ``consumed`` (the training budget
+spent); they are written atomically and never unpickled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ccbench.common import catalog
+from ccbench.common.errors import UserError
+from ccbench.common.messages import say
+from ccbench.common.provenance import content_hash
+from ccbench.common.safefile import load_tensors, save_tensors
+from ccbench.common.specs import BudgetSpec, TaskSpec
+from ccbench.data.image_data import cache_root
+
+from .knobs import knob_settings
+
+
+def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, config: dict) -> str:
+    """Cache name of a trained model: everything it was trained from and how (the backbone, the
+    training data's hash, the method config, the recipe and the modality's training settings, e.g.
+    frozen word embeddings)."""
+    ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
+    return f"{_run_prefix(method, budget.name, task.name, seed, work.sha256)}-{content_hash(ident)[:10]}"
+
+
+def _run_prefix(method: str, budget: str, task: str, seed: int, backbone_sha256: str) -> str:
+    """What every cached model of ``method`` on this tier, task, seed and backbone is named by."""
+    return f"{budget}-{task}-{method}-s{seed}-{backbone_sha256[:12]}"
+
+
+def newest_trained(method: str, budget: str, task: str, seed: int, backbone_sha256: str) -> Path | None:
+    """The most recently cached trained model of ``method`` on this tier, task, seed and backbone, in
+    any configuration, or ``None``."""
+    runs = sorted(store_dir().glob(f"{_run_prefix(method, budget, task, seed, backbone_sha256)}-*.safetensors"),
+                  key=lambda path: path.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def store_dir() -> Path:
+    """The folder of the cached trained models."""
+    return cache_root() / "runs"
+
+
+def trained_path(name: str) -> Path:
+    """Where the trained model called ``name`` (a :func:`run_name`) is cached."""
+    return store_dir() / f"{name}.safetensors"
+
+
+def save_trained(model, consumed: dict, path: Path) -> None:
+    """Cache a trained model: its ``state_dict`` as safetensors, ``consumed`` (the training budget
+    spent) as JSON in the header; written atomically."""
+    save_tensors(model.state_dict(), {"consumed": consumed}, path)
+
+
+def load_trained(model, path: Path) -> dict:
+    """Load the cached weights at ``path`` into ``model`` (never unpickles); returns ``consumed``."""
+    fix = f"delete {path} and re-run to train it again"
+    state, meta = load_tensors(path, fix)
+    if not isinstance(meta.get("consumed"), dict):
+        raise UserError(f"{path} has no 'consumed' budget in its header; {fix}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not fit this model ({str(err).splitlines()[0]}); {fix}") from None
+    return meta["consumed"]
+
+
+def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task: TaskSpec, seed: int):
+    """The backbone of ``method``'s fine-tuned model on this task (default config), and its run name:
+    the starting point of a method that transforms a fine-tuned model (``starts_from``)."""
+    model = catalog.methods().get(method).build(work.new_backbone())
+    name = run_name(method, tier, task, seed, work, model.method_config())
+    path = trained_path(name)
+    if not path.exists():
+        raise UserError(f"this method starts from {method!r}'s fine-tuned model, which is not in the cache yet: "
+                        f"run `ccbench run --method {method} --task {task.name} --budget {tier.name}` first")
+    load_trained(model, path)
+    say(f"starting from {method}'s fine-tuned model {path.name}")
+    return model.backbone, name
+
+
+@dataclass
+class BuiltModel:
+    """An untrained model and where its trained weights live: ``source`` is the method whose trained
+    model it evaluates (``evaluates_checkpoint_of``, else None), ``start_run`` the run name of the
+    fine-tuned model it starts from (``starts_from``, else None)."""
+
+    model: object
+    source: str | None
+    run_name: str
+    path: Path
+    start_run: str | None
+
+
+def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec, task: TaskSpec,
+                  seed: int) -> BuiltModel:
+    """``method``'s untrained model with ``config`` on the workload's backbone (or on the fine-tuned
+    backbone it ``starts_from``), and where its trained weights live."""
+    methods = catalog.methods()
+    starts_from = meta.get("starts_from", {}).get(work.modality)
+    backbone, start_run = (_fine_tuned_backbone(starts_from, work, tier, task, seed) if starts_from
+                           else (work.new_backbone(), None))
+    try:
+        model = methods.get(method).build(backbone, **config)
+    except ValueError as err:  # a knob value that needs retraining, out of range for this backbone
+        if not config:
+            raise
+        settings = ", ".join(f"{k}={v}" for k, v in config.items())
+        raise UserError(f"{method} cannot be built with {settings}: {err}") from None
+    source = meta.get("evaluates_checkpoint_of")
+    trainer_config = (methods.get(source).build(work.new_backbone(), **config).method_config()
+                      if source else model.method_config())
+    if start_run:
+        trainer_config = {**trainer_config, "starts_from": start_run}
+    name = run_name(source or method, tier, task, seed, work, trainer_config)
+    return BuiltModel(model, source, name, trained_path(name), start_run)
+
+
+def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task: TaskSpec) -> BuiltModel:
+    """The trained model that wrote the run ``record`` (``meta``: its method's metadata), loaded from the
+    store with the record's knob set; refuses when it is not cached."""
+    knob = record["method"]["knob"]
+    config = knob_settings(meta["knob"], knob["value"])
+    method = record["method"]["name"]
+    built = build_for_run(method, meta, config, work, tier, task, record["seed"])
+    if not built.path.exists():
+        knob_arg = f" --knob {knob['name']}={knob['value']}" if config else ""
+        raise UserError(f"the trained model of record {record['id'][:12]} is not in the cache ({built.path.name}): "
+                        f"run `ccbench run --method {built.source or method} --task {task.name} --budget {tier.name}"
+                        f"{knob_arg} --train-only` first")
+    load_trained(built.model, built.path)
+    if knob["value"] is not None:
+        built.model.set_knob(knob["value"])
+    return built
