@@ -1,2 +1,2 @@
 """ccbench: benchmark for conditional computation."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ccbench import __version__
-from ccbench.common.provenance import git_state, hardware
+from ccbench.common.provenance import code_version, git_state, hardware
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.reporting.records import finalize
 
@@ -40,10 +39,10 @@ class RunContext:
 
     def record(self, body: dict, kind: str | None = None) -> dict:
         """The finished record of ``body`` (its own fields, in order): ``kind`` (absent for run records),
-        version and code state first; hardware, date and wall time (seconds since ``started``) last."""
+        code version (:func:`ccbench.common.provenance.code_version`) and code state first; hardware, date and wall time (seconds since ``started``) last."""
         return finalize({
             **({"kind": kind} if kind else {}),
-            "ccbench_version": __version__,
+            "ccbench_version": code_version(),
             "git": self.code_state,
             **body,
             "hardware": hardware(self.device),
