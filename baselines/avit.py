@@ -12,7 +12,8 @@ attention. Inference *removes* them: alive tokens are gathered to the front of t
 every block and the sequence shrinks; once a sample's class token halts nothing later can change
 its output, so the sample leaves the batch. Both give the same outputs (tested). At batch > 1 the
 remaining samples are padded to the longest one and padded keys are masked; that padding is
-executed, not useful, compute and shows in the fvcore audit.
+executed, not useful, compute: the trace declares it (``padding/tokens_per_block``), so the audit finds
+executed = useful + declared padding at batch N too.
 
 ccbench choices (both documented in the record's config):
 
@@ -37,7 +38,7 @@ from ccbench.core.sampling import (
     halting_prior_kl,
     halting_step,
 )
-from ccbench.core.trace import Trace
+from ccbench.core.trace import PADDING_TOKENS, Trace
 
 METADATA = {
     "name": "avit",
@@ -146,8 +147,10 @@ class AViT(ConditionalModel):
         cls_out = x.new_zeros(b, d)
         last = torch.zeros(b, n, dtype=torch.long, device=dev)   # last block each token ran
         tokens = torch.zeros(b, depth, dtype=torch.long, device=dev)
+        padded = torch.zeros(b, depth, dtype=torch.long, device=dev)  # slots run beyond the row's own tokens
         for i, block in enumerate(blocks):
             tokens[rows, i] = valid.sum(1)
+            padded[rows, i] = x.shape[1] - tokens[rows, i]
             x = block(x, attn_mask=None if all_valid else valid[:, None, None, :])
             slots = (rows[:, None].expand_as(pos), pos)
             last[slots] = torch.where(valid, i, last[slots])
@@ -175,7 +178,8 @@ class AViT(ConditionalModel):
             else:
                 valid = still
         logits = self.backbone.classify(cls_out)
-        return MethodOutput(logits, logits.new_zeros(()), Trace({"tokens_per_block": tokens, "halt_block": last}))
+        return MethodOutput(logits, logits.new_zeros(()), Trace({"tokens_per_block": tokens, "halt_block": last,
+                                                                 PADDING_TOKENS: padded}))
 
     @torch.no_grad()
     def _forward_removed_one(self, images: torch.Tensor) -> MethodOutput:
@@ -209,7 +213,8 @@ class AViT(ConditionalModel):
                 x, cum, pos = x[:, keep], cum[keep], pos[keep]
         logits = self.backbone.classify(cls_out)
         tokens = torch.tensor([counts], dtype=torch.long, device=x.device)
-        return MethodOutput(logits, logits.new_zeros(()), Trace({"tokens_per_block": tokens, "halt_block": last}))
+        return MethodOutput(logits, logits.new_zeros(()), Trace({"tokens_per_block": tokens, "halt_block": last,
+                                                                 PADDING_TOKENS: torch.zeros_like(tokens)}))
 
     @torch.no_grad()
     def prepare(self, images: torch.Tensor) -> None:

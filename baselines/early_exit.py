@@ -141,8 +141,8 @@ class EarlyExitModel(ConditionalModel):
             self._exit_logits = [logits]
             depth = logits.shape[1]
             n = self.backbone.input_tokens(inputs)
-            trace = Trace({"tokens_per_block": n[:, None].expand(-1, depth).clone(),
-                           **input_fields(self.backbone, inputs)})
+            tokens = n[:, None].expand(-1, depth).clone()
+            trace = Trace({"tokens_per_block": tokens, **input_fields(self.backbone, inputs, tokens)})
             return MethodOutput(logits[:, -1], logits.new_zeros(()), trace)
         return self._forward_exiting(inputs)
 
@@ -195,7 +195,7 @@ class EarlyExitModel(ConditionalModel):
         trace = Trace({"tokens_per_block": tokens, "exit_block": exit_block,
                        "final_head_runs": (exit_block == depth - 1).long(),
                        "units/exit_head": torch.clamp(exit_block + 1, max=depth - 1),
-                       **input_fields(self.backbone, inputs)})
+                       **input_fields(self.backbone, inputs, tokens)})
         return MethodOutput(out, out.new_zeros(()), trace)
 
     @torch.no_grad()

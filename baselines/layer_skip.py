@@ -98,9 +98,10 @@ class LayerSkip(ConditionalModel):
         aux = logits.new_zeros(())
         if self.training:
             aux = self.budget_weight * (executed.mean() - self.knob).abs()
-        trace = Trace({"tokens_per_block": (executed.detach() * n[:, None]).long(),
+        tokens = (executed.detach() * n[:, None]).long()
+        trace = Trace({"tokens_per_block": tokens,
                        "units/skip_gate": torch.full((b,), depth, dtype=torch.long, device=x.device),
-                       **input_fields(self.backbone, inputs)})
+                       **input_fields(self.backbone, inputs, tokens)})
         return MethodOutput(logits, aux, trace)
 
 

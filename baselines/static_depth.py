@@ -52,7 +52,7 @@ class StaticDepth(ConditionalModel):
         tokens = torch.zeros(n.shape[0], self.depth, dtype=torch.long, device=n.device)
         tokens[:, :self.knob] = n[:, None]
         return MethodOutput(logits, logits.new_zeros(()),
-                            Trace({"tokens_per_block": tokens, **input_fields(self.backbone, inputs)}))
+                            Trace({"tokens_per_block": tokens, **input_fields(self.backbone, inputs, tokens)}))
 
 
 def build(backbone, **config) -> StaticDepth:

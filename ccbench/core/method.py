@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import ViTBackbone
-from .trace import Trace
+from .trace import PADDING_EMBEDDED, PADDING_TOKENS, Trace
 
 
 @dataclass
@@ -114,19 +114,28 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
-def input_fields(backbone: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Trace fields that describe the input itself: ``{"input_tokens": [B]}`` for text (real tokens;
-    a text sample's dense cost depends on its length), nothing for images (all the same size)."""
-    if hasattr(backbone, "tokenizer"):
-        return {"input_tokens": backbone.input_tokens(inputs)}
-    return {}
+def input_fields(backbone: nn.Module, inputs: torch.Tensor,
+                 tokens_per_block: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Trace fields that describe the input itself, for text: ``input_tokens [B]`` (real tokens; a text
+    sample's dense cost depends on its length) and the padding its row of the batch carries (rows are
+    padded to the batch's longest input, ``L``): ``padding/embedded_tokens [B]`` (``L - n``) and, given
+    the method's ``tokens_per_block [B, depth]`` of a method that runs each block on whole rows,
+    ``padding/tokens_per_block`` (``L`` minus the row's tokens wherever the block ran). Nothing for
+    images (all the same size)."""
+    if not hasattr(backbone, "tokenizer"):
+        return {}
+    n = backbone.input_tokens(inputs)
+    out = {"input_tokens": n, PADDING_EMBEDDED: inputs.shape[-1] - n}
+    if tokens_per_block is not None:
+        out[PADDING_TOKENS] = torch.where(tokens_per_block > 0, inputs.shape[-1] - tokens_per_block, 0)
+    return out
 
 
 def dense_trace(backbone: nn.Module, inputs: torch.Tensor) -> Trace:
     """Trace of samples that ran every block on every (real) token."""
     n = backbone.input_tokens(inputs)
-    return Trace({"tokens_per_block": n[:, None].expand(-1, len(backbone.blocks)).clone(),
-                  **input_fields(backbone, inputs)})
+    tokens = n[:, None].expand(-1, len(backbone.blocks)).clone()
+    return Trace({"tokens_per_block": tokens, **input_fields(backbone, inputs, tokens)})
 
 
 def masked_mean(x: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:

@@ -25,7 +25,12 @@ honestly. Fields (more families add more):
 
 * ``padding/<component>``: ``[B]`` (float) units executed on padding, not useful work (grouped
   MoE execution pads each expert's rows to the busiest expert's): a batch's padding is spread evenly
-  over its samples. Useful MACs ignore these fields; executed MACs = useful + :func:`declared_padding_macs`.
+  over its samples. Useful MACs ignore these fields; executed MACs = useful + declared padding.
+* ``padding/tokens_per_block``: int ``[B, depth]``, token slots each block executed for this sample beyond
+  its ``tokens_per_block`` (its row padded to the longest row of the batch: A-ViT at batch N, text
+  batches padded to their longest input); ``padding/embedded_tokens``: int ``[B]``, padding positions
+  embedded (text). Their MACs depend on the block cost, so ``ccbench.measurement.cost.padding_macs``
+  prices them, and :func:`declared_padding_macs` (unit counts only) skips them.
 
 Per-token fields of text batches have different lengths; :meth:`Trace.cat` pads them (with
 ``PAD_TOKEN`` for integer fields, 0 for float ones) to the longest.
@@ -58,6 +63,9 @@ def register_trace_field(name: str, source: str = "a plug-in") -> str:
     return name
 UNIT_PREFIX = "units/"
 PADDING_PREFIX = "padding/"
+PADDING_TOKENS = "padding/tokens_per_block"   # [B, depth] padded token slots per block (priced by the cost table)
+PADDING_EMBEDDED = "padding/embedded_tokens"  # [B] padding positions embedded
+TOKEN_PADDING_FIELDS = (PADDING_TOKENS, PADDING_EMBEDDED)
 
 
 class Trace(Mapping[str, torch.Tensor]):
@@ -121,7 +129,8 @@ def _padded(parts: list[torch.Tensor]) -> list[torch.Tensor]:
 def declared_padding_macs(trace: Mapping[str, torch.Tensor], units: Mapping[str, int]) -> torch.Tensor:
     """MACs a method declares it executed on padding, float64 ``[B]``: each ``padding/<name>`` count
     times the cost of one ``<name>`` unit (``units``: the cost table's, e.g. ``CostTable.units``);
-    zeros when the trace declares none.
+    zeros when the trace declares none. Token padding (:data:`TOKEN_PADDING_FIELDS`) is not a unit
+    count and is left to ``ccbench.measurement.cost.padding_macs``.
 
     >>> t = Trace({"tokens_per_block": torch.tensor([[3], [3]]), "padding/expert_row": torch.tensor([1.0, 2.0])})
     >>> declared_padding_macs(t, {"expert_row": 10}).tolist()
@@ -130,7 +139,7 @@ def declared_padding_macs(trace: Mapping[str, torch.Tensor], units: Mapping[str,
     batch = next(iter(trace.values())).shape[0] if len(trace) else 0
     total = torch.zeros(batch, dtype=torch.float64)
     for key in trace:
-        if key.startswith(PADDING_PREFIX):
+        if key.startswith(PADDING_PREFIX) and key not in TOKEN_PADDING_FIELDS:
             name = key[len(PADDING_PREFIX):]
             if name not in units:
                 raise KeyError(f"trace declares padding of unit {name!r} but has no cost for it (known: {sorted(units)})")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ccbench.core.backbones import ViTConfig
-from ccbench.core.trace import UNIT_PREFIX, Trace
+from ccbench.core.trace import PADDING_EMBEDDED, PADDING_TOKENS, UNIT_PREFIX, Trace, declared_padding_macs
 
 LAYERNORM_MACS_PER_ELEMENT = 5
 
@@ -153,6 +153,31 @@ def useful_macs(table: CostTable, trace: Trace) -> torch.Tensor:
                 raise KeyError(f"trace counts unit {name!r} but the cost table has no cost for it "
                                f"(known: {sorted(table.units)}); declare it in the method's cost_units()")
             total = total + table.units[name] * trace[key].to(torch.float64)
+    return total
+
+
+def padding_macs(table: CostTable, trace: Trace) -> torch.Tensor:
+    """MACs each sample's row executed on padding, float64 ``[B]``: the declared unit counts
+    (:func:`ccbench.core.trace.declared_padding_macs`) plus token padding: a block that ran a row of
+    ``n + p`` slots for a sample with ``n`` useful tokens (``tokens_per_block`` / ``mlp_tokens_per_block``
+    and ``padding/tokens_per_block``) executed ``block(n + p) - block(n)`` (attention grows with the
+    square), and ``padding/embedded_tokens`` positions were embedded. Executed MACs = useful + this.
+
+    >>> t = CostTable.from_config(ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=2, num_heads=1, num_classes=3))
+    >>> tr = Trace({"tokens_per_block": torch.tensor([[5, 3]]), "padding/tokens_per_block": torch.tensor([[0, 2]])})
+    >>> int(padding_macs(t, tr)) == t.block(5) - t.block(3)
+    True
+    """
+    total = declared_padding_macs(trace, table.units)
+    if PADDING_TOKENS in trace:
+        n = trace["tokens_per_block"].to(torch.float64).cpu()
+        m = trace["mlp_tokens_per_block"].to(torch.float64).cpu() if "mlp_tokens_per_block" in trace else n
+        p = trace[PADDING_TOKENS].to(torch.float64).cpu()
+        total = total + (table.attention_part(n + p) - table.attention_part(n)).sum(1)
+        mlp = table.mlp_part(m + p) - table.mlp_part(m)
+        total = total + torch.where(m > 0, mlp, torch.zeros_like(mlp)).sum(1)  # 0: no MLP ran (experts, skipped)
+    if PADDING_EMBEDDED in trace:
+        total = total + table.embed_per_token * trace[PADDING_EMBEDDED].to(torch.float64).cpu()
     return total
 
 

@@ -11,9 +11,9 @@ import torch
 
 from ccbench.common.specs import BudgetSpec
 from ccbench.core.backbones import count_parameters
-from ccbench.core.trace import Trace, declared_padding_macs
+from ccbench.core.trace import Trace
 
-from .cost import CostTable, dense_macs_per_sample, executed_macs, useful_macs
+from .cost import CostTable, dense_macs_per_sample, executed_macs, padding_macs, useful_macs
 from .evaluate import Evaluation
 from .latency import interleaved_latency
 from .stats import distribution
@@ -78,10 +78,11 @@ def seeded_subset(split, n: int, seed: int) -> torch.Tensor:
 
 
 def _declared_padding(model, inputs: torch.Tensor, table: CostTable) -> float:
-    """MACs the method declares it executed on padding for this call (``padding/*`` trace fields)."""
+    """MACs the method declares it executed on padding for this call (``padding/*`` trace fields,
+    :func:`ccbench.measurement.cost.padding_macs`)."""
     with torch.no_grad():
         trace = model(inputs).trace
-    return float(declared_padding_macs(trace, table.units).sum())
+    return float(padding_macs(table, trace).sum())
 
 
 def _executed_audit(model, work, split, table: CostTable, useful: torch.Tensor, tier: BudgetSpec, seed: int,
