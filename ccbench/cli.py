@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default=None)
     lb.add_argument("--strict", action="store_true",
                     help="refuse (exit 2) when any record file is bad instead of skipping it")
+    val = sub.add_parser("validate", help="check records against the leaderboard's rules (exit 1 when any fails)")
+    val.add_argument("target", help="a record id (prefix), a record .json, or a results folder")
+    val.add_argument("--results-dir", default=None, help="where record ids are looked up (default: results/)")
+    val.add_argument("--json", action="store_true", help="machine-readable verdicts")
+    val.add_argument("--rerun", action="store_true",
+                     help="recompute the audit and determinism evidence from the run's cached trained model")
+    val.add_argument("--data-dir", default=None, help="data for --rerun (default: $CCBENCH_DATA)")
     man = sub.add_parser("manifest", help="regenerate checkpoints/manifest.json from the checkpoint headers")
     man.add_argument("--check", action="store_true",
                      help="only say whether the manifest agrees with the headers (exit 2 when not)")
@@ -321,6 +328,13 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    """Validate records; exit 1 when any check fails."""
+    from ccbench.drivers.validate import validate
+
+    return validate(args.target, args.results_dir, args.json, args.rerun, args.data_dir)
+
+
 def _add_bench_parser(sub) -> None:
     """``ccbench bench`` (issue 18): efficiency of every method against dense, batch 1 and batch N."""
     bench = sub.add_parser("bench", help="time every method against dense (efficiency at batch 1 and N)")
@@ -410,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "sweep": cmd_sweep, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
-               "leaderboard": cmd_leaderboard, "manifest": cmd_manifest, "bench": cmd_bench}[args.command]
+               "leaderboard": cmd_leaderboard, "validate": cmd_validate, "manifest": cmd_manifest, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except UserError as err:

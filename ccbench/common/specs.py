@@ -85,6 +85,14 @@ class ShiftSpec(_Strict):
     eval_only: bool = False
 
 
+class OfficialEval(_Strict):
+    """The eval split a leaderboard row must be measured on: its size and the hash(es) of its data
+    (``task.data_hash`` of a run record; the local copy and the hub copy may hash differently)."""
+
+    n: int = Field(gt=0)
+    data_sha256: list[str] = Field(min_length=1)
+
+
 class TaskSpec(_Strict):
     """A versioned task: where its data lives, its classes, calibration slice and main score."""
 
@@ -102,6 +110,7 @@ class TaskSpec(_Strict):
     text: TextTaskSpec | None = None
     subset_of: str | None = None  # an image task on some of another task's classes (relabelled 0..k-1)
     shift: ShiftSpec | None = None  # set on tasks that are targets of `ccbench shift`
+    official_eval: OfficialEval | None = None  # what `ccbench validate` checks a record's eval split against
 
     @field_validator("main_score")
     @classmethod
@@ -213,6 +222,7 @@ class TextBudgetSpec(_Strict):
     task's budget. Every method gets the same budget on a task."""
 
     backbone: str
+    backbone_sha256: str | None = None  # the published encoder's weights fingerprint (what records state)
     finetune: RecipeSpec
     tasks: dict[str, TextTaskBudget]
     freeze_word_embeddings: bool = True  # their dense 30k x D gradient would dominate a CPU step

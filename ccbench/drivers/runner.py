@@ -15,7 +15,7 @@ import torch
 from ccbench.common import catalog
 from ccbench.common.errors import UserError, check_seed
 from ccbench.common.messages import say
-from ccbench.common.provenance import git_state
+from ccbench.common.provenance import git_state, method_provenance
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
 from ccbench.measurement.evaluate import evaluate_split
@@ -161,6 +161,7 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
                        "knob": {"name": knob["name"], "value": value, "direction": knob["direction"],
                                 "chosen_by": chosen_by},
                        "starts_from": built.start_run,
+                       "provenance": _method_provenance(method),
                        "calibration_sweep": [vars(p) for p in calibration]},
             "budget": {"name": tier.name, "version": tier.version, "finetune": work.recipe.model_dump(),
                        "consumed": consumed},
@@ -172,6 +173,13 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
         paths.append(out)
         _print_summary(record, out)
     return paths
+
+
+def _method_provenance(method: str) -> dict:
+    """Where ``method``'s code comes from (:func:`ccbench.common.provenance.method_provenance`)."""
+    entry = catalog.methods().entry(method)
+    module = entry.loader.partition(":")[0] if isinstance(entry.loader, str) else ""
+    return method_provenance(entry.source, module)
 
 
 def _print_summary(record: dict, path: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from ccbench.common.specs import BudgetSpec
 from ccbench.core.backbones import count_parameters
+from ccbench.core.method import predictions
 from ccbench.core.trace import Trace
 
 from .cost import CostTable, dense_macs_per_sample, executed_macs, padding_macs, useful_macs
@@ -130,6 +131,32 @@ def _executed_audit(model, work, split, table: CostTable, useful: torch.Tensor, 
     }
 
 
+def _mismatches(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Samples whose predictions ``a [S]`` and ``b [S]`` differ (regression values: by more than 1e-4)."""
+    if a.is_floating_point() or b.is_floating_point():
+        return int((~torch.isclose(a.double(), b.double(), rtol=0, atol=1e-4)).sum())
+    return int((a != b).sum())
+
+
+@torch.no_grad()
+def determinism_evidence(model, work, split, tier: BudgetSpec, seed: int, device: str) -> dict:
+    """Whether ``model``'s predictions depend on the batch or the call, on the audit's seeded sample of
+    ``split`` (``audit.batches * audit.batch_size`` samples): each sample alone (batch 1), the same samples
+    in batches of ``audit.batch_size`` (batch N, in that order), and batch N a second time. Returns
+    counts of samples whose prediction differs (``ccbench validate`` requires 0)."""
+    audit = tier.audit
+    idx = seeded_subset(split, audit.batches * audit.batch_size, seed + 4)
+
+    def predict(size: int) -> torch.Tensor:
+        return torch.cat([predictions(model(work.inputs(split, idx[i:i + size], device)).logits.float()).cpu()
+                          for i in range(0, len(idx), size)])
+
+    one, batch, again = predict(1), predict(audit.batch_size), predict(audit.batch_size)
+    return {"samples": len(idx), "batch_size": audit.batch_size,
+            "batch1_vs_batchN_mismatches": _mismatches(one, batch),
+            "repeat_mismatches": _mismatches(batch, again)}
+
+
 def _latency(model, dense_ref, work, split, stats: ComputeStats, tier: BudgetSpec, seed: int, device: str) -> dict:
     """Batch-1 and batch-N latency of ``model`` interleaved with ``dense_ref`` on seeded samples, with the
     ideal speedup (dense / useful MACs) of exactly the timed samples."""
@@ -165,6 +192,7 @@ def run_metrics(model, dense_ref, ev: Evaluation, work, table: CostTable, tier: 
         "n_eval": len(ev.ids),
         **stats.run_summary(),
         **audit,
+        "determinism": determinism_evidence(model, work, split, tier, seed, device),
         "params": count_parameters(model),
         "latency": latency,
         "unit": "gmacs = 1e9 multiply-adds (fvcore convention); FLOPs = 2 x MACs",

@@ -157,6 +157,13 @@ class RunMetrics(_Open):
     main_score: MainScore = Field(description="the task's main score (v1 files: from top1/top1_ci95)")
     active_params_per_token: Union[Number, None] = Field(None, description="parameters a token uses (width family)")
     routing: Union[dict, None] = Field(None, description="routing statistics (width family): utilization, nmi, ...")
+    executed_over_useful_plus_padding: Union[dict, None] = Field(
+        None, description="fvcore-executed over useful + declared padding MACs, ``batch1`` and ``batchN`` (ratios; "
+                          "ccbench validate's audit evidence; absent in older records)")
+    determinism: Union[dict, None] = Field(
+        None, description="``samples``, ``batch_size``, ``batch1_vs_batchN_mismatches``, ``repeat_mismatches``: "
+                          "predictions that changed with the batch or the call (ccbench validate's evidence; absent "
+                          "in older records)")
 
 
 class _Record(_Open):

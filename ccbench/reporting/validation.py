@@ -1,0 +1,277 @@
+"""``ccbench validate``'s checks: whether a run record may be ranked on the leaderboard.
+
+Each check is a pure function of the record, its samples file and the registered task/tier specs and
+published backbones; evidence that needs the model (the batch-1/batch-N audit with declared padding,
+determinism) is computed by ``ccbench run`` and stored in the record, and checked here. A record
+written before that evidence existed fails those checks with a verdict that says so.
+
+Checks (:data:`CHECKS`): ``record-hash`` (id and samples hash), ``eval-split`` (data hash and ``n_eval``
+equal the task spec's ``official_eval``), ``backbone`` (weights hash of the published backbone; text:
+the tier's encoder fingerprint), ``budget`` (training samples > 0 and at least what the tier asks),
+``audit-b1`` / ``audit-bN`` (fvcore-executed MACs = useful + declared padding within 2 %), ``determinism``
+(predictions identical at batch 1 and batch N and across two evaluations), ``not-degenerate`` (not a
+constant predictor, above the majority-class baseline's 95 % CI), ``provenance`` (a clean tree of this
+repository, or a plug-in's distribution, version and source hash).
+
+Reporting only: no torch, no run side.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ccbench.common import catalog
+from ccbench.common.metrics import metric
+
+from .records import RecordError, load_samples, read_record, scan_records
+
+CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-bN", "determinism",
+          "not-degenerate", "provenance")
+AUDIT_TOLERANCE = 0.02  # executed MACs may differ from useful + declared padding by this share
+NO_EVIDENCE = "no evidence: record predates validation; re-run, or `ccbench validate --rerun`"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict on one record: ``name`` (one of :data:`CHECKS`), ``passed``, the measured
+    ``figure`` (e.g. ``"n_eval 3925 = spec 3925"``) and, when it failed, ``detail``: why, and the fix."""
+
+    name: str
+    passed: bool
+    figure: str
+    detail: str = ""
+
+    def line(self) -> str:
+        """One line: ``PASS name: figure`` or ``FAIL name: figure (detail)``."""
+        return f"{'PASS' if self.passed else 'FAIL'} {self.name}: {self.figure}" + (f" ({self.detail})" if self.detail else "")
+
+    def as_dict(self) -> dict:
+        """The result as a JSON-ready dict."""
+        return asdict(self)
+
+
+def _get(record: dict, dotted: str):
+    value = record
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _ok(name: str, figure: str) -> CheckResult:
+    return CheckResult(name, True, figure)
+
+
+def _fail(name: str, figure: str, detail: str) -> CheckResult:
+    return CheckResult(name, False, figure, detail)
+
+
+def check_eval_split(record: dict) -> CheckResult:
+    """The record's eval data hash and ``n_eval`` equal its task spec's ``official_eval``."""
+    task = _get(record, "task.name")
+    n = _get(record, "task.n_eval") if _get(record, "task.n_eval") is not None else _get(record, "metrics.n_eval")
+    data = _get(record, "task.data_hash")
+    if task not in catalog.tasks():
+        return _fail("eval-split", f"task {task!r}", "the task is not registered")
+    spec = catalog.tasks().get(task).official_eval
+    if spec is None:
+        return _fail("eval-split", f"n_eval {n}", f"task {task} declares no official_eval in its spec; add it")
+    same_n, same_data = n == spec.n, data in spec.data_sha256
+    figure = (f"n_eval {n} {'=' if same_n else '!='} spec {spec.n}, data {str(data)[:12]} "
+              f"{'=' if same_data else '!='} spec")
+    if same_n and same_data:
+        return _ok("eval-split", figure)
+    return _fail("eval-split", figure, "not the official eval split (a subset or other data); re-run on the whole split")
+
+
+def published_backbones(budget: str, task: str) -> dict[str, str]:
+    """``{sha256: what it is}`` of the backbones a (budget, task) row may start from: the checkpoint
+    published in ``checkpoints/manifest.json``, earlier ones in ``checkpoints/previous.json``, and for
+    text the tier's encoder fingerprint (``text.backbone_sha256``)."""
+    from .leaderboard import previous_backbones, published_backbone_hashes
+
+    out = {}
+    tier = catalog.budgets().get(budget) if budget in catalog.budgets() else None
+    if tier is not None and tier.text is not None and tier.text.backbone_sha256:
+        out[tier.text.backbone_sha256] = f"encoder {tier.text.backbone}"
+    sha = published_backbone_hashes().get((budget, task))
+    if sha:
+        out[sha] = "published checkpoint"
+    for e in previous_backbones().get((budget, task), []):
+        out.setdefault(e["sha256"], f"previous checkpoint (tier v{e['budget_version']})")
+    return out
+
+
+def check_backbone(record: dict, published: dict[str, str] | None = None) -> CheckResult:
+    """The record's backbone weights hash is a published one (``published``: ``{sha256: label}``,
+    default :func:`published_backbones`); a text encoder is checked by its hash, not its name."""
+    sha = str(_get(record, "backbone.sha256"))
+    if published is None:
+        published = published_backbones(_get(record, "budget.name"), _get(record, "task.name"))
+    if sha in published:
+        return _ok("backbone", f"{sha[:12]} = {published[sha]}")
+    return _fail("backbone", f"{sha[:12]} not published",
+                 "start from the published backbone (checkpoints/manifest.json; text: the tier's encoder)")
+
+
+def asked_samples(record: dict) -> int | None:
+    """Training samples the record's tier asks of its task: the image recipe's, a text task's fixed
+    budget, else what the run's recipe said (text budgets in epochs depend on the train split)."""
+    budget, task = _get(record, "budget.name"), _get(record, "task.name")
+    if budget in catalog.budgets():
+        tier = catalog.budgets().get(budget)
+        if _get(record, "task.modality") == "text" and tier.text is not None:
+            fixed = tier.text.tasks.get(task)
+            if fixed is not None and fixed.samples is not None:
+                return fixed.samples
+        elif _get(record, "task.modality") != "text":
+            return tier.finetune.samples
+    asked = _get(record, "budget.finetune.samples")
+    return asked if isinstance(asked, int) else None
+
+
+def check_budget(record: dict) -> CheckResult:
+    """Training consumed more than zero samples and at least what the tier asks."""
+    seen, asked = _get(record, "budget.consumed.samples"), asked_samples(record)
+    figure = f"trained {seen} samples, tier asks {asked}"
+    if not isinstance(seen, (int, float)) or seen <= 0:
+        return _fail("budget", figure, "the model was not fine-tuned; train it under the tier's budget")
+    if asked is not None and seen < asked:
+        return _fail("budget", figure, "less training than the tier's budget; re-run under the budget")
+    return _ok("budget", figure)
+
+
+def check_audit(record: dict, batch: str) -> CheckResult:
+    """fvcore-executed MACs over useful + declared padding within :data:`AUDIT_TOLERANCE` of 1 at
+    ``batch`` (``"batch1"`` or ``"batchN"``)."""
+    name = "audit-b1" if batch == "batch1" else "audit-bN"
+    ratio = _get(record, f"metrics.executed_over_useful_plus_padding.{batch}")
+    size = 1 if batch == "batch1" else _get(record, "metrics.executed_gmacs.batch_size")
+    if not isinstance(ratio, (int, float)):
+        return _fail(name, "exec/(useful+pad) not recorded", NO_EVIDENCE)
+    figure = f"exec/(useful+pad) {ratio:.3f} @ b{size}"
+    if abs(ratio - 1) <= AUDIT_TOLERANCE:
+        return _ok(name, figure)
+    return _fail(name, figure, "executed compute that is neither useful nor declared padding (masked instead of "
+                                "removed?); remove it, or declare the padding in the trace (padding/...)")
+
+
+def check_determinism(record: dict) -> CheckResult:
+    """Predictions identical at batch 1 and batch N, and across two evaluations (``metrics.determinism``)."""
+    d = _get(record, "metrics.determinism")
+    if not isinstance(d, dict):
+        return _fail("determinism", "not recorded", NO_EVIDENCE)
+    n, bn = d.get("samples"), d.get("batch_size")
+    b1, again = d.get("batch1_vs_batchN_mismatches"), d.get("repeat_mismatches")
+    figure = f"b1 vs b{bn}: {b1}/{n} differ, repeat: {again}/{n} differ"
+    if b1 == 0 and again == 0:
+        return _ok("determinism", figure)
+    return _fail("determinism", figure, "predictions depend on the batch or the call; make inference deterministic")
+
+
+def majority_baseline(labels: np.ndarray, score_name: str, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """``(score, upper end of its 95 % percentile-bootstrap CI)`` of the best constant predictor (one
+    class for every sample) under ``score_name``, in the score's units (%); NaN scores count as 0."""
+    m = metric(score_name)
+    classes = np.unique(labels)
+
+    def best(y: np.ndarray) -> float:
+        vals = [m.main(np.full_like(y, c), y) for c in classes]
+        return max(0.0 if np.isnan(v) else float(v) for v in vals)
+
+    rng = np.random.default_rng(seed)
+    boot = [best(labels[rng.integers(0, len(labels), len(labels))]) for _ in range(n_boot)]
+    return best(labels), float(np.quantile(boot, 0.975))
+
+
+def check_not_degenerate(record: dict, samples: dict[str, np.ndarray]) -> CheckResult:
+    """Not a constant predictor, and (classification) a main score above the upper end of the
+    majority-class baseline's 95 % CI."""
+    pred, label = samples["pred"], samples["label"]
+    distinct = len(np.unique(pred))
+    if distinct < 2:
+        return _fail("not-degenerate", f"one prediction ({pred[0] if len(pred) else '-'}) for all {len(pred)} samples",
+                     "a constant predictor; its compute savings mean nothing")
+    if pred.dtype.kind == "f" or label.dtype.kind == "f":
+        return _ok("not-degenerate", f"{distinct} distinct predictions (regression)")
+    score, name = _get(record, "metrics.main_score.value"), _get(record, "metrics.main_score.name")
+    base, upper = majority_baseline(label.astype(np.int64), name)
+    figure = f"{name} {score:.2f} vs majority class {base:.2f} (CI upper {upper:.2f})"
+    if score > upper:
+        return _ok("not-degenerate", figure)
+    return _fail("not-degenerate", figure, "not better than predicting the majority class")
+
+
+def check_provenance(record: dict) -> CheckResult:
+    """A built-in method run from a clean tree of this repository (``git``), or a plug-in with its
+    distribution name, version and source hash (``method.provenance``)."""
+    prov = _get(record, "method.provenance") or {}
+    if prov.get("origin") == "plugin":
+        fields = [prov.get(k) for k in ("distribution", "version", "source_sha256")]
+        figure = f"plug-in {fields[0]} {fields[1]}, source {str(fields[2])[:12]}"
+        if all(isinstance(f, str) and f for f in fields):
+            return _ok("provenance", figure)
+        return _fail("provenance", figure, "install the plug-in as a versioned distribution and re-run")
+    commit, dirty = _get(record, "git.commit"), _get(record, "git.dirty")
+    if commit and dirty is False:
+        return _ok("provenance", f"clean tree at {str(commit)[:12]}")
+    if commit and dirty:
+        return _fail("provenance", f"dirty tree at {str(commit)[:12]}",
+                     "written with uncommitted changes; commit them and re-run")
+    return _fail("provenance", "no git commit recorded", "run from a git checkout of ccbench")
+
+
+def check_record(record: dict, samples: dict[str, np.ndarray], published: dict[str, str] | None = None) -> list[CheckResult]:
+    """Every check but ``record-hash`` (see :func:`validate_record`) of a verified run record and its
+    samples; ``published``: ``{sha256: label}`` backbones (default :func:`published_backbones`)."""
+    return [check_eval_split(record), check_backbone(record, published), check_budget(record),
+            check_audit(record, "batch1"), check_audit(record, "batchN"), check_determinism(record),
+            check_not_degenerate(record, samples), check_provenance(record)]
+
+
+def validate_record(path: Path, published: dict[str, str] | None = None, evidence: dict | None = None) -> list[CheckResult]:
+    """Every check of :data:`CHECKS` on the run record file ``path``, in that order. A record that
+    cannot be read or verified gets one failed ``record-hash`` result. ``evidence`` (from
+    ``ccbench validate --rerun``: ``metrics`` fields such as ``executed_over_useful_plus_padding``
+    and ``determinism``) replaces the stored evidence."""
+    try:
+        record = read_record(Path(path))
+        samples = load_samples(Path(path))
+    except RecordError as err:
+        return [_fail("record-hash", "record or samples do not verify", str(err))]
+    hash_ok = _ok("record-hash", f"id {record['id'][:12]} and samples verify"
+                  + ("" if "samples_sha256" in record else " (no samples hash: older record)"))
+    if record.get("kind", "run") != "run":
+        return [hash_ok]
+    if evidence:
+        record = {**record, "metrics": {**record["metrics"], **evidence}}
+    return [hash_ok, *check_record(record, samples, published)]
+
+
+def validate_results(root: Path, published: dict[str, str] | None = None) -> dict[str, list[CheckResult]]:
+    """``{record id: checks}`` of every run record under ``root`` (a bad file: keyed by its path, one
+    failed ``record-hash``)."""
+    good, bad = scan_records(root)
+    out: dict[str, list[CheckResult]] = {line.split(": ", 1)[0]: [_fail("record-hash", "record does not verify", line)]
+                                         for line in bad}
+    for path, record in good:
+        if record.get("kind", "run") == "run":
+            out[record["id"]] = validate_record(path, published)
+    return out
+
+
+def passed(checks: list[CheckResult]) -> bool:
+    """Whether every check passed."""
+    return all(c.passed for c in checks)
+
+
+def status(record: dict, checks: list[CheckResult]) -> str:
+    """``verified`` (validates, a built-in method from a clean tree of this repository: re-run from
+    source by ccbench's own scripts), ``submitted`` (validates, e.g. a plug-in: not re-run) or
+    ``rejected``."""
+    if not passed(checks):
+        return "rejected"
+    return "submitted" if _get(record, "method.provenance.origin") == "plugin" else "verified"
