@@ -84,7 +84,7 @@ def code_hash() -> str:
 
 
 def code_version() -> str:
-    """``<release>+<12 hex of code_hash()>``: names the results-affecting code, so two records with one
+    r"""``<release>+<12 hex of code_hash()>``: names the results-affecting code, so two records with one
     code version were computed by the same code whatever the release number says.
 
     >>> import ccbench, re

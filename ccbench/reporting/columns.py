@@ -134,7 +134,18 @@ ROW_ONLY = {
     "ci_hi": lambda r: _number(r.metrics.main_score.ci95[1]),
     "record_id": "id",
     "date": "date",
+    "clean": lambda r: field(r, "git.dirty") is False,  # a clean record wins over a dirty twin (tables.load_table)
 }
+
+
+def provenance_status(record) -> str:
+    """``submitted`` for a plug-in method (validated, not re-run from this repository), else ``verified``
+    (re-run from source by ccbench's own scripts); the leaderboard ranks validated rows only."""
+    return "submitted" if field(record, "method.provenance.origin") == "plugin" else "verified"
+
+
+def _any_submitted(g: pd.DataFrame, key: str) -> str:
+    return "submitted" if (g[key] == "submitted").any() else "verified"
 
 COLUMNS: tuple[Column, ...] = (
     Column("task", "task.name", None, "task", escaped("task")),
@@ -142,6 +153,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("method", "method.name", None, "method", escaped("method")),
     Column("family", "method.family", first, doc="method family"),
     Column("knob", lambda r: r.method.knob.label(), None, "knob", escaped("knob")),
+    Column("status", provenance_status, _any_submitted, "status", lambda df: list(df.status),
+           doc="verified (re-run from source by ccbench) or submitted (validated, not re-run: a plug-in)"),
     Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),
     Column("score_name", lambda r: str(r.metrics.main_score.name), first, doc="metric registry key"),
     Column("top1", lambda r: _number(r.metrics.main_score.value), mean, "score", _score_cells, True,
@@ -175,7 +188,7 @@ COLUMNS: tuple[Column, ...] = (
 
 ROUTING = ("active_params_m", "utilization", "nmi")  # shown only when some row has routing statistics
 # markdown column order (the CSV keeps the order of COLUMNS); "vs static" is derived (tables.static_gap)
-MARKDOWN = ("task", "budget", "method", "knob", "seeds", "top1", "top1_ci95", "useful_gmacs", "pct_of_dense",
+MARKDOWN = ("task", "budget", "method", "knob", "status", "seeds", "top1", "top1_ci95", "useful_gmacs", "pct_of_dense",
             "exec_over_useful_b1", "speedup_b1", "speedup_bN", "eff_b1", "eff_bN", *ROUTING, "vs static",
             "train_samples", "backbone")
 

@@ -1,5 +1,8 @@
 """``leaderboard/README.md`` (and a plot per task/budget), generated from ``results/`` alone.
 
+Only records that pass every check of ``ccbench validate`` (:mod:`ccbench.reporting.validation`) are
+ranked; the others are listed under their table with the failing checks. Each ranked row is marked
+*verified* (a built-in method from a clean tree) or *submitted* (validated, not re-run: a plug-in).
 A row is admitted only when its backbone hash equals the published checkpoint's
 (``checkpoints/<budget>-<task>.safetensors`` as listed in ``checkpoints/manifest.json``, so no checkpoint
 is opened; text: the tier's public encoder), its budget
@@ -18,7 +21,7 @@ from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
 from .markdown import escape_cell
-from .records import RecordError, find_record, report_skipped, scan_records
+from .records import RecordError, find_record, load_samples, report_skipped, scan_records
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -183,6 +186,38 @@ def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tupl
     return want, g[same], g[~same], None
 
 
+def _validated(runs: list) -> tuple[list, dict]:
+    """``(passing runs, {(budget, task): [(record, failed checks)]})``: the run records (already read and
+    verified) split by :func:`ccbench.reporting.validation.check_record`."""
+    from .validation import check_record
+
+    ok, failing = [], {}
+    for path, record in runs:
+        try:
+            failed = [c for c in check_record(record, load_samples(path)) if not c.passed]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a crafted record with odd values
+            report_skipped([f"{path}: cannot be validated ({type(err).__name__}); restore it from git or delete it"])
+            continue
+        if failed:
+            failing.setdefault((record["budget"]["name"], record["task"]["name"]), []).append((record, failed))
+        else:
+            ok.append((path, record))
+    return ok, failing
+
+
+def _failing_section(rows: list) -> str:
+    """Markdown list of the records of one table that fail ``ccbench validate``: never ranked."""
+    lines = ["\nNot ranked (fail `ccbench validate`; run it on the record for every verdict):\n"]
+    for record, failed in sorted(rows, key=lambda rf: (rf[0]["method"]["name"], str(rf[0]["method"]["knob"]["value"]),
+                                                        rf[0]["id"])):
+        knob = record["method"]["knob"]
+        label = "-" if knob.get("value") is None else f"{knob.get('name')}={knob.get('value')}"
+        checks = "; ".join(f"{c.name} ({c.figure})" for c in failed)
+        lines.append(f"- {escape_cell(record['method']['name'])} {escape_cell(label)} seed {escape_cell(record['seed'])} "
+                     f"`{escape_cell(record['id'][:12])}`: {escape_cell(checks)}")
+    return "\n".join(lines) + "\n"
+
+
 def _methods(rows: pd.DataFrame) -> str:
     """The rows' distinct method names, sorted, escaped, comma-separated."""
     return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
@@ -200,6 +235,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     report_skipped(bad)
     runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    runs, failing = _validated(runs)
     df = load_table(records=runs)
     published = published_backbone_hashes()
     parts = [HEADER]
@@ -207,7 +243,10 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append("\nNo records yet.\n")
     admitted_all, earlier_all = [], []
     previous = previous_backbones()
-    for (budget, task), g in df.groupby(["budget", "task"], sort=True):
+    groups = dict(list(df.groupby(["budget", "task"], sort=True)))
+    for key in sorted(set(groups) | set(failing)):
+        budget, task = key
+        g = groups.get(key, df.iloc[0:0])
         earlier = {(e["sha256"], e["budget_version"]): e for e in previous.get((budget, task), [])}
         is_earlier = pd.Series([(b, v) in earlier for b, v in zip(g.backbone, g.budget_version)], index=g.index,
                                dtype=bool)
@@ -235,6 +274,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                              f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
             parts.append("\nRecords: " + ", ".join(f"`{escape_cell(i)}`" for i in ",".join(admitted.record_ids).split(","))
                          + "\n")
+        if key in failing:
+            parts.append(_failing_section(failing[key]))
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:

@@ -93,8 +93,9 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
         df = df[df.task == task]
     if budget:
         df = df[df.budget == budget]
-    # a re-measured configuration replaces the earlier record of the same seed (both stay on disk)
-    df = df.sort_values("date").drop_duplicates(list(C.SEED_KEY), keep="last")
+    # a re-measured configuration replaces the earlier record of the same seed (both stay on disk); a record
+    # from a clean tree wins over a dirty twin whatever their dates
+    df = df.sort_values(["clean", "date"]).drop_duplicates(list(C.SEED_KEY), keep="last")
     out = []
     for key, g in df.groupby(list(C.GROUP), sort=True):
         row = dict(zip(C.GROUP, key))

@@ -25,7 +25,7 @@ import numpy as np
 from ccbench.common import catalog
 from ccbench.common.metrics import metric
 
-from .records import RecordError, load_samples, read_record, scan_records
+from .records import RecordError, load_samples, read_record, scan_records, typed
 
 CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-bN", "determinism",
           "not-degenerate", "provenance")
@@ -197,7 +197,8 @@ def check_not_degenerate(record: dict, samples: dict[str, np.ndarray]) -> CheckR
                      "a constant predictor; its compute savings mean nothing")
     if pred.dtype.kind == "f" or label.dtype.kind == "f":
         return _ok("not-degenerate", f"{distinct} distinct predictions (regression)")
-    score, name = _get(record, "metrics.main_score.value"), _get(record, "metrics.main_score.name")
+    main = typed(record).metrics.main_score  # version-1 records: from top1 (the schema's read adapter)
+    score, name = main.value, main.name
     base, upper = majority_baseline(label.astype(np.int64), name)
     figure = f"{name} {score:.2f} vs majority class {base:.2f} (CI upper {upper:.2f})"
     if score > upper:

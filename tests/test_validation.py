@@ -1,0 +1,198 @@
+"""`ccbench validate` as the leaderboard's gate: planted records (made here, no training) are rejected by the
+right check and shown unranked; honest tiny methods pass the audit at batch 1 and batch N."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ccbench.cli import main
+from ccbench.common import catalog
+from ccbench.reporting.leaderboard import write_leaderboard
+from ccbench.reporting.records import commit_record
+from ccbench.reporting.validation import CHECKS, NO_EVIDENCE, majority_baseline, status, validate_record, validate_results
+from record_helpers import run_body, samples, valid_run
+
+
+def _failed(path) -> dict:
+    return {c.name: c for c in validate_record(path) if not c.passed}
+
+
+def _plant(tmp_path, edit=None, arrays_edit=None, **kw):
+    body, arrays = valid_run(**kw)
+    if edit:
+        edit(body)
+    if arrays_edit:
+        arrays = arrays_edit(arrays)
+    return commit_record(body, arrays, tmp_path)
+
+
+def test_an_honest_record_passes_every_check_and_is_verified(tmp_path):
+    path = _plant(tmp_path)
+    checks = validate_record(path)
+    assert [c.name for c in checks] == list(CHECKS)
+    assert all(c.passed for c in checks), [c.line() for c in checks if not c.passed]
+    assert status(json.loads(path.read_text()), checks) == "verified"
+    assert "n_eval 872 = spec 872" in checks[1].figure
+
+
+def _masks_at_batch_n(body):
+    body["metrics"]["executed_over_useful_plus_padding"] = {"batch1": 1.0, "batchN": 2.071}
+
+
+def _val_subset(body):
+    body["task"].update(n_eval=200, data_hash="ee" * 32)
+
+
+def _no_training(body):
+    body["budget"]["consumed"]["samples"] = 0
+
+
+def _dirty(body):
+    body["git"]["dirty"] = True
+
+
+PLANTED = {  # case -> (body edit, samples edit, the check that must fail)
+    "masks at batch N": (_masks_at_batch_n, None, "audit-bN"),
+    "val subset": (_val_subset, None, "eval-split"),
+    "zero training": (_no_training, None, "budget"),
+    "constant predictor": (None, lambda a: {**a, "pred": np.ones_like(a["pred"])}, "not-degenerate"),
+    "dirty twin": (_dirty, None, "provenance"),
+}
+
+
+@pytest.mark.parametrize("case", PLANTED)
+def test_each_planted_case_fails_its_check_only(case, tmp_path):
+    edit, arrays_edit, check = PLANTED[case]
+    failed = _failed(_plant(tmp_path, edit, arrays_edit))
+    assert set(failed) == {check}, {k: v.line() for k, v in failed.items()}
+    assert failed[check].detail
+
+
+def test_majority_class_predictor_is_degenerate_even_when_not_constant(tmp_path):
+    # 90 % positives, predicting positive on all but one sample: accuracy ~ the majority baseline
+    def arrays_edit(a):
+        label = np.array([1] * 785 + [0] * 87, dtype=np.int16)
+        pred = np.ones(872, dtype=np.int16)
+        pred[-1] = 0
+        return {**a, "label": label, "pred": pred}
+
+    def edit(body):
+        body["metrics"]["main_score"] = {"name": "accuracy", "value": 90.1, "ci95": [88.0, 92.0]}
+
+    failed = _failed(_plant(tmp_path, edit, arrays_edit))
+    assert set(failed) == {"not-degenerate"} and "majority class 90.02" in failed["not-degenerate"].figure
+    base, upper = majority_baseline(np.array([1] * 785 + [0] * 87), "accuracy")
+    assert round(base, 2) == 90.02 and upper > base
+
+
+def test_old_record_fails_the_evidence_checks_with_the_no_evidence_verdict(tmp_path):
+    path = commit_record(run_body(), samples(), tmp_path)
+    failed = _failed(path)
+    assert {"audit-b1", "audit-bN", "determinism"} <= set(failed)
+    assert failed["determinism"].detail == NO_EVIDENCE
+
+
+def test_text_backbone_is_checked_by_hash_not_name(tmp_path):
+    def edit(body):
+        body["backbone"]["sha256"] = "ab" * 32       # the name still says minilm-l6
+    assert set(_failed(_plant(tmp_path, edit))) == {"backbone"}
+
+
+def test_plugin_needs_distribution_version_and_source_hash(tmp_path):
+    def edit(body):
+        body["git"]["dirty"] = True                   # a plug-in's own checkout does not matter
+        body["method"]["provenance"] = {"origin": "plugin", "distribution": "mymethods", "version": "1.0",
+                                        "source_sha256": "12" * 32}
+    path = _plant(tmp_path, edit)
+    checks = validate_record(path)
+    assert all(c.passed for c in checks) and status(json.loads(path.read_text()), checks) == "submitted"
+
+    def unversioned(body):
+        edit(body)
+        body["method"]["provenance"]["version"] = None
+    assert set(_failed(_plant(tmp_path / "b", unversioned))) == {"provenance"}
+
+
+def test_cli_validate_over_a_results_folder_exits_0_then_1(tmp_path, capsys):
+    _plant(tmp_path)
+    _plant(tmp_path, seed=1, rng_seed=1)
+    assert main(["validate", str(tmp_path)]) == 0
+    assert "2 of 2 record(s) valid" in capsys.readouterr().out
+    bad = _plant(tmp_path, _masks_at_batch_n, seed=2, rng_seed=2)
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL audit-bN: exec/(useful+pad) 2.071 @ b8" in out and "2 of 3 record(s) valid" in out
+    assert main(["validate", str(bad), "--json"]) == 1
+    verdict = json.loads(capsys.readouterr().out)[bad.stem]
+    assert verdict["passed"] is False and [c["name"] for c in verdict["checks"] if not c["passed"]] == ["audit-bN"]
+    assert main(["validate", json.loads(bad.read_text())["id"][:10], "--results-dir", str(tmp_path)]) == 1
+    assert set(validate_results(tmp_path)) == {json.loads(p.read_text())["id"] for p in tmp_path.rglob("*.json")}
+
+
+def test_leaderboard_ranks_exactly_what_validates_and_a_clean_twin_wins(tmp_path):
+    good = _plant(tmp_path)
+    dirty_twin = _plant(tmp_path, lambda b: (_dirty(b), b.update(date="2026-06-01T00:00:00+00:00")))
+    planted = {case: _plant(tmp_path, edit, arrays_edit, knob=("threshold", 0.5 + i / 10), rng_seed=i + 3)
+               for i, (case, (edit, arrays_edit, _)) in enumerate(PLANTED.items()) if case != "dirty twin"}
+    out = write_leaderboard(tmp_path, str(tmp_path / "lb" / "README.md"))
+    text = out.read_text()
+    ranked, _, unranked = text.partition("Not ranked (fail `ccbench validate`")
+    good_id = json.loads(good.read_text())["id"][:12]
+    assert f"`{good_id}`" in ranked and "verified" in ranked
+    for case, (_, _, check) in PLANTED.items():
+        path = dirty_twin if case == "dirty twin" else planted[case]
+        rid = json.loads(path.read_text())["id"][:12]
+        assert rid not in ranked, case
+        line = next(ln for ln in unranked.splitlines() if rid in ln)
+        assert f"{check} (" in line, (case, line)
+    assert "threshold=0.8" in ranked and "threshold=0.5" not in ranked   # the planted knobs stay unranked
+
+
+class _Work:
+    """The two workload methods the audit and determinism evidence use, over images held in memory."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def inputs(self, split, index, device):
+        return self.images[torch.as_tensor(index)]
+
+    def grouped(self, split, index, batch_size, device):
+        return [self.inputs(split, index[i:i + batch_size], device) for i in range(0, len(index), batch_size)]
+
+
+IMAGE_METHODS = [n for n in catalog.methods().names() if "image" in catalog.methods().metadata(n)["modalities"]]
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_builtin_methods_pass_the_audit_at_batch1_and_batchN_or_are_caught_masking(name, tiny_backbone, tiny_config):
+    """`ccbench run`'s own audit (fvcore executed vs useful + declared padding) on a tiny model at batch 1 and
+    batch 4, and its determinism evidence: every method that removes compute passes both within 2 %;
+    the masked reference (avit-masked) fails."""
+    from ccbench.measurement.cost import CostTable, useful_macs
+    from ccbench.measurement.measure import _executed_audit, determinism_evidence
+    from ccbench.reporting.validation import check_audit, check_determinism
+    from test_cost import TINY_SAVING_KNOB
+
+    torch.manual_seed(0)
+    model = catalog.methods().get(name).build(tiny_backbone)
+    x = torch.randn(12, 3, 32, 32)
+    if hasattr(model, "prepare"):
+        model.prepare(x[:6])
+    model.eval()
+    if catalog.methods().metadata(name)["knob"]["name"] != "none" and TINY_SAVING_KNOB.get(name, 0.5) is not None:
+        model.set_knob(TINY_SAVING_KNOB.get(name, 0.5))
+    tier = catalog.budgets().get("smoke")        # audit: 3 samples at batch 1, one batch of 4
+    table = CostTable.from_config(tiny_config, units=model.cost_units())
+    work, split = _Work(x), list(range(12))
+    with torch.no_grad():
+        useful = useful_macs(table, model(x).trace)
+    audit = _executed_audit(model, work, split, table, useful, tier, 0, "cpu")
+    record = {"metrics": {**audit, "determinism": determinism_evidence(model, work, split, tier, 0, "cpu")}}
+    verdicts = [check_audit(record, "batch1"), check_audit(record, "batchN")]
+    if model.execution == "masked":
+        assert not any(v.passed for v in verdicts)
+    else:
+        assert all(v.passed for v in verdicts), [v.line() for v in verdicts]
+    assert check_determinism(record).passed, check_determinism(record).line()
