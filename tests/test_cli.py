@@ -48,7 +48,14 @@ def test_smoke_run_end_to_end(tiny_data, isolated_cache, tmp_path, capsys):
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     text = board.read_text()
-    assert "do not edit by hand" in text and "Not admitted" in text  # smoke backbone is not published
+    assert "do not edit by hand" in text and "Not ranked (fail `ccbench validate`" in text  # smoke: a subset of val
+    from ccbench.reporting.validation import validate_record
+
+    for path in paths:  # dense and avit, measured by `ccbench run`: their audit and determinism evidence holds
+        verdicts = {c.name: c for c in validate_record(path)}
+        assert all(verdicts[k].passed for k in ("record-hash", "audit-b1", "audit-bN", "determinism", "budget")), \
+            [c.line() for c in verdicts.values()]
+        assert not verdicts["eval-split"].passed          # the smoke tier evaluates 64 samples of val
 
 
 def test_rerun_reuses_the_fine_tuned_model_and_knob_sweep(tiny_data, isolated_cache, tmp_path, capsys):
@@ -200,6 +207,7 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     monkeypatch.setattr(lb, "published_backbone_hashes",
                         lambda: {("smoke", "imagenette"): records[0]["backbone"]["sha256"]})
     monkeypatch.setattr(lb, "tier_refusal", lambda budget, versions, modality="image": None)
+    monkeypatch.setattr(lb, "_validated", lambda runs: (runs, {}))   # smoke records: the gate is test_validation's
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     assert "![routing](smoke-imagenette-routing.png)" in board.read_text()

@@ -49,7 +49,7 @@ def test_scores_that_are_not_means_get_no_pooled_interval(tmp_path):
     assert row["seeds"] == 2 and row["top1_ci95"] == "-" and row["top1"] == 70.5
     text = render(load_table(tmp_path), note=False)
     [line] = [line for line in text.splitlines() if "70.50 (mean of f1 and accuracy)" in line]
-    assert [c.strip() for c in line.strip("|").split("|")][6] == "-"                            # the 95% CI cell
+    assert [c.strip() for c in line.strip("|").split("|")][7] == "-"                            # the 95% CI cell
 
 
 def test_glue_table_averages_only_when_all_five_tasks_exist(tmp_path):
