@@ -196,3 +196,23 @@ def test_builtin_methods_pass_the_audit_at_batch1_and_batchN_or_are_caught_maski
     else:
         assert all(v.passed for v in verdicts), [v.line() for v in verdicts]
     assert check_determinism(record).passed, check_determinism(record).line()
+
+
+def test_a_record_that_only_predates_validation_is_shown_as_the_previous_version_unranked(tmp_path):
+    from ccbench.reporting.validation import predates_validation
+
+    def strip_evidence(body):
+        del body["metrics"]["determinism"], body["metrics"]["executed_over_useful_plus_padding"]
+
+    old = _plant(tmp_path, strip_evidence, knob=("threshold", 0.6), rng_seed=7)
+    failed = list(_failed(old).values())
+    assert predates_validation(failed) and {c.name for c in failed} == {"audit-b1", "audit-bN", "determinism"}
+    constant = _plant(tmp_path, *PLANTED["constant predictor"][:2], knob=("threshold", 0.7), rng_seed=8)
+    assert not predates_validation(list(_failed(constant).values()))
+    text = write_leaderboard(tmp_path, str(tmp_path / "lb" / "README.md")).read_text()
+    old_id = json.loads(old.read_text())["id"][:12]
+    assert "nothing is ranked" in text
+    before, _, previous = text.partition("records written before validation existed")
+    assert old_id not in before and f"`{old_id}`" in previous
+    row = next(ln for ln in previous.splitlines() if "threshold=0.6" in ln)
+    assert "unvalidated" in [cell.strip() for cell in row.split("|")]

@@ -186,23 +186,27 @@ def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tupl
     return want, g[same], g[~same], None
 
 
-def _validated(runs: list) -> tuple[list, dict]:
-    """``(passing runs, {(budget, task): [(record, failed checks)]})``: the run records (already read and
-    verified) split by :func:`ccbench.reporting.validation.check_record`."""
-    from .validation import check_record
+def _validated(runs: list) -> tuple[list, dict, list]:
+    """``(passing runs, {(budget, task): [(record, failed checks)]}, runs that predate validation)``: the
+    run records (already read and verified) split by :func:`ccbench.reporting.validation.check_record`.
+    A run that fails only for evidence its ccbench version never stored
+    (:func:`~ccbench.reporting.validation.predates_validation`) is neither passing nor failing."""
+    from .validation import check_record, predates_validation
 
-    ok, failing = [], {}
+    ok, failing, unverified = [], {}, []
     for path, record in runs:
         try:
             failed = [c for c in check_record(record, load_samples(path)) if not c.passed]
         except (KeyError, TypeError, ValueError, AttributeError) as err:  # a crafted record with odd values
             report_skipped([f"{path}: cannot be validated ({type(err).__name__}); restore it from git or delete it"])
             continue
-        if failed:
+        if predates_validation(failed):
+            unverified.append((path, record))
+        elif failed:
             failing.setdefault((record["budget"]["name"], record["task"]["name"]), []).append((record, failed))
         else:
             ok.append((path, record))
-    return ok, failing
+    return ok, failing, unverified
 
 
 def _failing_section(rows: list) -> str:
@@ -216,6 +220,16 @@ def _failing_section(rows: list) -> str:
         lines.append(f"- {escape_cell(record['method']['name'])} {escape_cell(label)} seed {escape_cell(record['seed'])} "
                      f"`{escape_cell(record['id'][:12])}`: {escape_cell(checks)}")
     return "\n".join(lines) + "\n"
+
+
+def _predating_section(rows: pd.DataFrame) -> str:
+    """A collapsed table of one (budget, task)'s records written before ``ccbench validate`` existed: their
+    numbers stay readable, marked unverified and never ranked (re-run them, or ``ccbench validate
+    --rerun`` where the trained model is cached, to admit them)."""
+    ids = ", ".join(f"`{escape_cell(i)}`" for i in ",".join(rows.record_ids).split(","))
+    return ("\n<details><summary>Previous leaderboard version: records written before validation existed "
+            "(no batch-1/batch-N audit or determinism evidence stored); not validated, not ranked"
+            "</summary>\n\n" + render(rows.assign(status="unvalidated"), "markdown", note=False) + f"\n\nRecords: {ids}\n\n</details>\n")
 
 
 def _methods(rows: pd.DataFrame) -> str:
@@ -235,16 +249,20 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     report_skipped(bad)
     runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    runs, failing = _validated(runs)
+    runs, failing, unverified = _validated(runs)
     df = load_table(records=runs)
+    legacy = load_table(records=unverified) if unverified else df.iloc[0:0]
     published = published_backbone_hashes()
     parts = [HEADER]
     if df.empty:
-        parts.append("\nNo records yet.\n")
+        parts.append("\nNo records yet.\n" if not (failing or unverified) else
+                     "\nNo record passes `ccbench validate` yet, so nothing is ranked: the records below are listed "
+                     "with their failing checks, or, where they predate validation, as the previous version.\n")
     admitted_all, earlier_all = [], []
     previous = previous_backbones()
     groups = dict(list(df.groupby(["budget", "task"], sort=True)))
-    for key in sorted(set(groups) | set(failing)):
+    legacy_groups = dict(list(legacy.groupby(["budget", "task"], sort=True)))
+    for key in sorted(set(groups) | set(failing) | set(legacy_groups)):
         budget, task = key
         g = groups.get(key, df.iloc[0:0])
         earlier = {(e["sha256"], e["budget_version"]): e for e in previous.get((budget, task), [])}
@@ -276,6 +294,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                          + "\n")
         if key in failing:
             parts.append(_failing_section(failing[key]))
+        if key in legacy_groups:
+            parts.append(_predating_section(legacy_groups[key]))
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:

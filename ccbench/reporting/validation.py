@@ -264,6 +264,13 @@ def validate_results(root: Path, published: dict[str, str] | None = None) -> dic
     return out
 
 
+def predates_validation(failed: list[CheckResult]) -> bool:
+    """Whether every failed check in ``failed`` (non-empty) failed only for lack of evidence that records
+    written before ``ccbench validate`` existed never stored (batch-1/N audit, determinism): such a record
+    is not wrong, only unverified, and the leaderboard shows it as the previous version, unranked."""
+    return bool(failed) and all(c.detail == NO_EVIDENCE for c in failed)
+
+
 def passed(checks: list[CheckResult]) -> bool:
     """Whether every check passed."""
     return all(c.passed for c in checks)
