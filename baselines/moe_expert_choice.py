@@ -19,6 +19,10 @@ METADATA = {
              "needs_retraining": False,
              "minimum": 0, "exclusive_minimum": True},
     "modalities": ["image"],
+    "constant_by_construction": [
+        {"metrics": ["utilization", "dead_experts", "entropy", "jain", "load_imbalance", "class_specialization"],
+         "why": "every expert takes exactly its capacity from every sample: the load is uniform and each "
+                "sample's expert distribution is the same"}],
     "description": "E = 8 upcycled experts in every other block; each expert takes its top ceil(c N / E) "
                    "tokens per sample; trained at c = 1.",
 }

@@ -33,6 +33,10 @@ METADATA = {
              "integer": True, "minimum": 1},
     "modalities": ["image", "text"],
     "starts_from": {"text": "dense"},
+    "constant_by_construction": [
+        {"metrics": ["utilization", "dead_experts", "entropy", "jain", "load_imbalance", "class_specialization",
+                     "position_specialization", "tokens_without_expert"],
+         "knob_at_least": 8, "why": "at k = E = 8 every expert processes every token"}],
     "description": "Dense MLPs of every other block split into 8 experts by balanced k-means; routers "
                    "trained by regression on activation mass with experts frozen; top-k experts run.",
 }

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transfer", help="move a trained run (record id) to a new task under a protocol")
     tr.add_argument("record", help="id (or its first 6+ characters, or the path) of a `ccbench run` record (the source)")
     tr.add_argument("--to", required=True, dest="target", help="target task, e.g. imagenette-b")
-    tr.add_argument("--protocol", required=True, help="head-only | router-only | modules-frozen | full")
+    tr.add_argument("--protocol", required=True, help="head-only | router-only | routers-frozen | full")
     tr.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
     tr.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")

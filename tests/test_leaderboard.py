@@ -95,14 +95,15 @@ def _section(text: str) -> str:
 def test_text_shift_row_shows_reference_target_drop_and_routing_shift(tmp_path):
     """A shift record of an admitted text run is one row: reference score and share of dense, the
     target's score, the drop, the target's share of dense and its change (points), the routing JS and
-    domain NMI, how many conditions kept their compute, and the record id."""
+    domain NMI, how many conditions kept their compute, and the record id. The record predates issue 24:
+    its domain NMI is per pick, so the per-sample cell is '-' and the per-pick one in brackets."""
     results = tmp_path / "results"
     _, run = _commit(run_body("moe-topk", knob=("k", 2)), results)
     _, shift = _commit(_shift_body(run), results, prefix="shift-")
     section = _section(_build(results, tmp_path))
     assert "### Under shift, without adaptation" in section and "**sst2 → imdb**" in section
     assert _rows(section, "moe-topk") == [["moe-topk", "k=2", "80.00", "50.0", "77.00", "+3.00", "45.0", "-5.0",
-                                           "0.1250", "0.2500", "0/1", f"`{shift['id'][:12]}`"]]
+                                           "0.1250", "- (0.2500)", "0/1", f"`{shift['id'][:12]}`"]]
     assert "### Transfer" not in section  # no transfer record: no transfer table
     assert "![severity curves" not in section  # a text shift has no severities to plot
 
@@ -119,13 +120,20 @@ def test_transfer_rows_give_the_gain_over_the_matching_dense_protocol(tmp_path):
     _commit(_transfer_body(dense, "full", 70.0), results)
     _commit(_transfer_body(moe, "router-only", 65.0, decision=True), results)
     _commit(_transfer_body(moe, "full", 74.0, decision=True, reuse=(0.75, 0.8), class_nmi=0.3), results)
+    # a record written before issue 24 under the protocol's old name: shown as routers-frozen, vs dense full
+    _commit(_transfer_body(moe, "modules-frozen", 72.0, decision=True), results)
     section = _section(_build(results, tmp_path))
-    assert "### Under shift" not in section
-    # protocols in PROTOCOLS order: head-only, router-only, modules-frozen, full
+    assert "### Under shift" not in section and "modules-frozen" not in section
+    assert "routers-frozen (head + module)" in section
+    # protocols in PROTOCOLS order: head-only, router-only, routers-frozen, full; then the trained-parameter
+    # table (roles with their counts; frozen roles left out)
     assert _rows(section, "dense") == [["dense", "-", "60.00 (+0.00) @50%", "n/a", "n/a", "70.00 (+0.00) @50%",
-                                        "-", "-"]]
-    assert _rows(section, "moe-topk") == [["moe-topk", "k=2", "-", "65.00 (+5.00) @50%", "-",
-                                           "74.00 (+4.00) @50%", "0.750 (0.800)", "0.3000"]]
+                                        "-", "-"], ["dense", "-", "head 10", "n/a", "n/a", "head 10"]]
+    # the class NMI of a record before issue 24 is per pick, and says so
+    assert _rows(section, "moe-topk") == [["moe-topk", "k=2", "-", "65.00 (+5.00) @50%", "72.00 (+2.00) @50%",
+                                           "74.00 (+4.00) @50%", "0.750 (0.800)", "0.3000 (per pick)"],
+                                          ["moe-topk", "k=2", "-", "decision 4 + head 10", "decision 4 + head 10",
+                                           "decision 4 + head 10"]]
 
 
 def test_derived_records_of_runs_that_are_not_admitted_are_left_out(tmp_path):

@@ -92,3 +92,22 @@ def test_a_plugin_may_name_its_own_family_and_register_its_analyses():
     assert family_analyses("layer-merging").of_split(None, None, None) == {"merged": 1}
     with pytest.raises(UserError, match="not allowed"):
         register_family_analyses("../x", Merging())
+
+
+def test_constant_statistics_are_declared_in_metadata_and_checked():
+    """Issue 24: expert choice declares its load and class statistics constant at every capacity,
+    MoEfication everything only at k = E = 8, top-k nothing; a statistic outside the vocabulary is refused."""
+    import pytest
+    from pydantic import ValidationError
+
+    from ccbench.common.method_meta import MethodMetadata, constant_statistics
+
+    methods = catalog.methods()
+    ec = constant_statistics(methods.metadata("moe-expert-choice"), 0.5)["statistics"]
+    assert {"utilization", "jain", "entropy", "class_specialization"} <= set(ec) and "position_specialization" not in ec
+    assert constant_statistics(methods.metadata("moefication"), 4)["statistics"] == []
+    assert "position_specialization" in constant_statistics(methods.metadata("moefication"), 8)["statistics"]
+    assert constant_statistics(methods.metadata("moe-topk"), 1) == {"statistics": [], "why": ""}
+    meta = {**methods.metadata("moe-topk"), "constant_by_construction": [{"metrics": ["accuracy"], "why": "x"}]}
+    with pytest.raises(ValidationError, match="constant_by_construction"):
+        MethodMetadata(**meta)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from ccbench.core.trace import PAD_TOKEN as PAD
 from ccbench.measurement.routing import (
     js_divergence_bits,
     layer_metrics,
@@ -163,3 +164,96 @@ def test_share_of_tokens_without_an_expert_has_six_digits():
     """Three tokens, one whose only pick was dropped (-1): 1/3 = 0.333333."""
     m = layer_metrics(np.array([[[0], [-1], [1]]]), np.array([0]), num_experts=2, permutations=0)
     assert m["tokens_without_expert"] == 0.333333
+
+
+def _h(p: float) -> float:
+    """Binary entropy in bits."""
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def test_per_sample_weighting_counts_each_sample_once_and_per_pick_each_pick():
+    """Sample A (label 0) routes 4 tokens to experts 0, 0, 0, 1; sample B (label 1) one token to expert 1.
+    Per sample: A weighs (3/4, 1/4), B (0, 1), each half: H(Y) = 1, H(E) = h(3/8), H(E|Y) = h(1/4) / 2.
+    Per pick: 5 picks, table [[3, 0], [1, 1]]: H(Y) = h(1/5), H(E) = h(2/5), H(E|Y) = (4/5) h(1/4)."""
+    ids = np.full((2, 4, 1), PAD)
+    ids[0, :, 0] = [0, 0, 0, 1]
+    ids[1, 0, 0] = 1
+    spec = layer_metrics(ids, np.array([0, 1]), num_experts=2, permutations=0)["specialization"]
+    mi_sample = _h(3 / 8) - _h(1 / 4) / 2
+    mi_pick = _h(2 / 5) - 0.8 * _h(1 / 4)
+    assert spec["weighting"] == "per sample"
+    assert spec["raw_mi_over_h_label"] == round(mi_sample / 1.0, 6)
+    assert spec["raw_nmi"] == round(mi_sample / ((_h(3 / 8) + 1) / 2), 6)
+    assert spec["per_pick"]["raw_mi_over_h_label"] == round(mi_pick / _h(1 / 5), 6)
+    assert spec["per_pick"]["raw_nmi"] == round(mi_pick / ((_h(2 / 5) + _h(1 / 5)) / 2), 6)
+    assert spec["raw_nmi"] != spec["per_pick"]["raw_nmi"]
+
+
+def test_the_chance_correction_reports_the_standard_error_of_its_mean():
+    """Experts (0, 0, 1) for labels (0, 1, 1): a shuffle gives NMI a = 0.274018 (labels (0,1,1) or (1,0,1))
+    or 1 (labels (1,1,0): a bijection). With n1 shuffles at 1 of R, the chance mean is
+    (n1 + (R - n1) a) / R and its standard error sqrt(n1 (R - n1) / (R (R - 1))) (1 - a) / sqrt(R)."""
+    r = 40
+    spec = layer_metrics(np.array([0, 0, 1])[:, None, None], np.array([0, 1, 1]), num_experts=2,
+                         permutations=r, seed=5)["specialization"]
+    h = _h(1 / 3)
+    a = (h - 2 / 3) / h
+    n1 = r * (spec["chance_nmi"] - a) / (1 - a)
+    assert abs(n1 - round(n1)) < 1e-3 and 0 < round(n1) < r   # both outcomes occurred
+    n1 = round(n1)
+    se = math.sqrt(n1 * (r - n1) / (r * (r - 1))) * (1 - a) / math.sqrt(r)
+    assert spec["chance_nmi_se"] == round(se, 6)
+    assert spec["nmi"] == round(spec["raw_nmi"] - spec["chance_nmi"], 6)
+    # every shuffle alike (an expert per sample): no spread, standard error 0
+    same = layer_metrics(np.arange(8)[:, None, None], np.array([0, 1] * 4), num_experts=8)["specialization"]
+    assert same["chance_nmi_se"] == 0.0 and same["per_pick"]["chance_nmi_se"] == 0.0
+
+
+def test_requested_load_its_imbalance_and_the_drop_rate():
+    """Router asked 0, 0, 0, 1 (one padding position, -2, asks nothing); capacity dropped two of the
+    three picks of expert 0. Requested counts (3, 1): shares 0.75 / 0.25, max/mean 3/2 = 1.5, CV = std/mean
+    = 1/2 = 0.5; drop rate 2/4. The processed load is (1/2, 1/2)."""
+    requested = np.array([[[0], [0], [0], [1], [PAD]]])
+    ids = np.array([[[0], [-1], [-1], [1], [PAD]]])
+    m = layer_metrics(ids, np.array([0]), num_experts=2, permutations=0, requested=requested)
+    assert m["requested"] == {"load": [0.75, 0.25], "max_over_mean": 1.5, "cv": 0.5, "drop_rate": 0.5}
+    assert m["load"] == [0.5, 0.5] and m["load_cv"] == 0.0
+    r = routing_metrics(ids[:, None], np.array([0]), num_experts=2, permutations=0, requested=requested[:, None])
+    assert r["mean_over_layers"]["requested_drop_rate"] == 0.5 and r["requested"] is True
+
+
+def test_position_specialization_by_hand_and_its_chance_correction():
+    """Every sample sends even tokens to expert 0 and odd ones to expert 1 (N = 4, E = 2): I(E; P) =
+    H(E) = 1 bit, H(P) = 2 bits, NMI = 1 / 1.5. Shuffling each sample's positions destroys it: the
+    corrected MI stays near 1 bit. Random experts: the corrected NMI is near 0."""
+    ids = np.tile(np.arange(4) % 2, (200, 1))[:, :, None]
+    pos = layer_metrics(ids, np.zeros(200, dtype=int), num_experts=2, position_buckets="token")["position"]
+    assert pos["raw_mi_bits"] == 1.0 and pos["raw_nmi"] == round(2 / 3, 6) and pos["positions"] == 4
+    assert 0.9 < pos["mi_bits"] < 1.0 and pos["chance_mi_bits"] > 0 and pos["chance_permutations"] == 20
+    noise = np.random.default_rng(0).integers(0, 2, size=(200, 4, 1))
+    assert abs(layer_metrics(noise, np.zeros(200, dtype=int), 2, position_buckets="token")["position"]["nmi"]) < 0.01
+
+
+def test_position_shuffles_keep_padding_in_place():
+    """Within-sample shuffles permute each sample's real tokens among their own positions only."""
+    from ccbench.measurement.routing import _shuffled_positions
+
+    is_token = np.array([[True, True, True, False, False], [True, False, False, False, False]])
+    out = _shuffled_positions(is_token, np.random.default_rng(0))
+    assert sorted(out[0, :3].tolist()) == [0, 1, 2] and sorted(out[0, 3:].tolist()) == [3, 4]
+    assert out[1, 0] == 0 and sorted(out[1].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_routing_recomputes_from_a_samples_file():
+    """What a run record's routing section states (experts, shuffles, seed, position buckets, requested)
+    is enough to recompute it from the per-sample arrays."""
+    from ccbench.measurement.routing import routing_from_samples
+
+    rng = np.random.default_rng(4)
+    requested = rng.integers(0, 4, size=(30, 2, 6, 1))
+    ids = np.where(rng.random(requested.shape) < 0.2, -1, requested)
+    labels = rng.integers(0, 3, size=30)
+    r = routing_metrics(ids, labels, 4, permutations=7, seed=3, requested=requested, position_buckets="log2")
+    samples = {"trace.expert_ids": ids.astype(np.int16), "trace.expert_requested": requested.astype(np.int16),
+               "label": labels.astype(np.int16)}
+    assert routing_from_samples(r, samples) == r

@@ -38,6 +38,28 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
         assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
     z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
     assert len(z["gaussian_noise/5.pred"]) == 20
+    # issue 24: every routing figure of both records recomputes from their samples files alone
+    from ccbench.measurement.routing import routing_from_samples, routing_shift
+    from ccbench.reporting.records import load_samples
+
+    routing = src["metrics"]["routing"]
+    assert routing_from_samples(routing, load_samples(src_path)) == {
+        k: v for k, v in routing.items() if k != "constant_by_construction"}
+    assert routing["constant_by_construction"] == {"statistics": [], "why": ""}  # top-k declares none
+    mean = routing["mean_over_layers"]
+    assert mean["specialization_weighting"] == "per sample" and routing["position_buckets"] == "token"
+    assert {"nmi_per_pick", "position_nmi", "requested_max_over_mean", "requested_cv", "requested_drop_rate"} <= set(mean)
+    for layer in routing["layers"]:
+        # a processed pick is a requested one that was not dropped: the loads differ by the drops alone
+        assert 0.0 <= layer["requested"]["drop_rate"] < 1.0 and layer["position"]["positions"] == 17
+    samples = load_samples(src_path)
+    requested, ids = samples["trace.expert_requested"], samples["trace.expert_ids"]
+    assert ((ids == requested) | ((ids == -1) & (requested >= 0))).all()
+    assert z["reference.expert_ids"].dtype == np.int8
+    for row in rec["conditions"]:
+        shift = row["routing_shift"]
+        assert routing_shift(z["reference.expert_ids"], z[f"{row['condition']}.expert_ids"], shift["num_experts"],
+                             shift["seed"]) == shift
     from ccbench.reporting.shift_tables import plot_severity, shift_markdown, shift_rows
 
     rows = shift_rows(results)
@@ -206,7 +228,7 @@ def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
     moe = next(line for line in table.splitlines() if line.startswith("| moe-topk"))
     assert "54.30 (+1.70) @89%" in moe and "67.70 (+1.20) @90%" in moe and "0.143 (0.168)" in moe
     cells = [c.strip() for c in moe.strip("|").split("|")]
-    assert cells[2] == cells[4] == "-"  # head-only and modules-frozen not run: '-', not 'n/a'
+    assert cells[2] == cells[4] == "-"  # head-only and routers-frozen not run: '-', not 'n/a'
 
 
 def test_leaderboard_admits_every_text_task_by_its_encoder():

@@ -67,3 +67,50 @@ def test_glue_table_averages_only_when_all_five_tasks_exist(tmp_path):
     ee = [c.strip() for c in rows["early-exit"].strip("|").split("|")]
     assert ee[3] == "88.00 (100%)" and ee[4:] == ["-"] * 5                                      # no average
     assert glue_table(load_table(tmp_path, task="nothing")) == "(no GLUE records)"
+
+
+def _routing(nmi: float, nmi_pick: float, constant: list[str], requested: bool) -> dict:
+    """A width record's routing section (issue 24 layout): the mean-over-layers figures the table reads."""
+    mean = {"utilization": 1.0, "nmi": nmi, "nmi_per_pick": nmi_pick, "specialization_weighting": "per sample",
+            "position_nmi": 0.125}
+    if requested:
+        mean.update({"requested_max_over_mean": 1.5, "requested_cv": 0.25, "requested_drop_rate": 0.031})
+    return {"mean_over_layers": mean, "constant_by_construction": {"statistics": constant, "why": "by design"}}
+
+
+def test_width_rows_show_per_sample_specialization_requested_load_drops_and_na_by_construction(tmp_path):
+    """Top-k: class NMI per sample with per pick in brackets, position NMI, requested max/mean (CV) and
+    the drop share in %. Expert choice declares utilization and class specialization constant: 'n/a (by
+    construction)', its position NMI is shown, and it has no requested load ('-'). A record before issue
+    24 (per-pick NMI under ``nmi`` only) shows its per-pick value in brackets and '-' per sample."""
+    topk = run_body("moe-topk", knob=("k", 1), task="imagenette")
+    topk["metrics"]["routing"] = _routing(0.00886, 0.00617, [], True)
+    ec = run_body("moe-expert-choice", knob=("capacity", 1.0), task="imagenette")
+    ec["metrics"]["routing"] = _routing(0.0, 0.0, ["utilization", "class_specialization"], False)
+    old = run_body("soft-moe", knob=("slots", 2), task="imagenette")
+    old["metrics"]["routing"] = {"mean_over_layers": {"utilization": 0.5, "nmi": 0.02}}
+    for i, body in enumerate((topk, ec, old)):
+        commit_record(body, {"ids": np.asarray(["a"]), "label": np.array([0], dtype=np.int16),
+                             "pred": np.array([0], dtype=np.int16)}, tmp_path / str(i))
+    rows = {}
+    for i in range(3):
+        [row] = load_table(tmp_path / str(i)).to_dict("records")
+        rows[row["method"]] = row
+    import pandas as pd
+
+    text = render(pd.DataFrame(list(rows.values())), note=False)
+    head = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    lines = {cells[head.index("method")]: cells
+             for cells in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[2:])}
+
+    def cell(method, header):
+        return lines[method][head.index(header)]
+
+    assert cell("moe-topk", "class NMI per sample (per pick)") == "0.009 (0.006)"
+    assert cell("moe-topk", "requested load max/mean (CV)") == "1.50 (0.25)" and cell("moe-topk", "dropped %") == "3.1"
+    assert cell("moe-topk", "position NMI") == "0.125" and cell("moe-topk", "util") == "1.00"
+    assert cell("moe-expert-choice", "util") == cell("moe-expert-choice", "class NMI per sample (per pick)") \
+        == "n/a (by construction)"
+    assert cell("moe-expert-choice", "position NMI") == "0.125"
+    assert cell("moe-expert-choice", "requested load max/mean (CV)") == cell("moe-expert-choice", "dropped %") == "-"
+    assert cell("soft-moe", "class NMI per sample (per pick)") == "- (0.020)" and cell("soft-moe", "util") == "0.50"

@@ -42,7 +42,9 @@ class Routing:
     ``expert_rows [B]``: token rows the experts processed for each sample (slots for Soft MoE);
     ``aux_loss``: the layer's auxiliary loss (already weighted), scalar; ``routed``: whether the
     router (or slot logits) ran — MoEfication's all-experts path skips it; ``padding_rows``: expert rows
-    executed on padding by the whole call (all samples together; grouped execution), an int."""
+    executed on padding by the whole call (all samples together; grouped execution), an int;
+    ``requested_ids [B, N, K]``: token choice only, the router's own top-k choice of each pick before
+    capacity (``expert_ids`` differs from it exactly where the pick was dropped), else None."""
 
     expert_ids: torch.Tensor
     weights: torch.Tensor
@@ -50,6 +52,7 @@ class Routing:
     aux_loss: torch.Tensor
     routed: bool = True
     padding_rows: int = 0
+    requested_ids: torch.Tensor | None = None
 
 
 def upcycle(mlp: nn.Module, num_experts: int) -> nn.ModuleList:
@@ -253,7 +256,7 @@ class TopKMoE(nn.Module):
             aux = (self.balance_weight * e * (f * probs.mean((0, 1))).sum()
                    + self.z_weight * torch.logsumexp(logits, -1).pow(2).mean())
         self.routing = Routing(torch.where(kept, top_e, -1), weights.detach(), kept.sum((1, 2)), aux,
-                               padding_rows=pad)
+                               padding_rows=pad, requested_ids=top_e)
         return out.reshape(b, n, d)
 
 

@@ -6,6 +6,8 @@ the layers' auxiliary losses and writes the trace:
 
 * ``expert_ids [B, L, N, K]`` / ``expert_weights [B, L, N, K]``: per MoE layer, token and pick, the
   expert (-1 = dropped) and its combine weight;
+* ``expert_requested [B, L, N, K]`` (token-choice layers): the router's top-k choice of each pick before
+  capacity, so requested load and drops are measurable;
 * ``mlp_tokens_per_block``: 0 at MoE blocks (their norm2 is counted in ``units/moe_token``);
 * ``units/moe_token``: tokens entering MoE layers (their norm2);
 * ``units/router_token``: tokens routed (router, or slot logits + dispatch + combine);
@@ -33,6 +35,15 @@ def every_other_block(depth: int) -> list[int]:
     return list(range(1, depth, 2))
 
 
+def _at_positions(values: torch.Tensor, real: torch.Tensor, fill) -> torch.Tensor:
+    """Per-token routing of a text batch's real tokens as one row set, ``[1, L, T, K]``, put back at
+    their positions: ``[B, L, length, K]`` with ``fill`` at padding (``real [B, length]`` bool)."""
+    b, length = real.shape
+    out = values.new_full((b, values.shape[1], length, values.shape[3]), fill)
+    out.permute(0, 2, 1, 3)[real] = values[0].transpose(0, 1)
+    return out
+
+
 class MoEModel(ConditionalModel):
     """A backbone with ``make_layer(dense_mlp) -> MoE layer`` in ``blocks``' MLPs. On text the MLPs see
     the real tokens of the batch as one row set ``[1, T, D]`` (``ccbench.core.text_backbone.TextBlock``);
@@ -47,6 +58,11 @@ class MoEModel(ConditionalModel):
         for i in self.moe_blocks:
             block = backbone.blocks[i]
             block.mlp = make_layer(block.mlp)
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the backbone is a text encoder (routing positions are then bucketed by log2)."""
+        return hasattr(self.backbone, "tokenizer")
 
     @property
     def moe_layers(self) -> list[nn.Module]:
@@ -111,8 +127,10 @@ class MoEModel(ConditionalModel):
         """Routing statistics (``ccbench.measurement.routing``) and measured active parameters per token."""
         from ccbench.measurement.routing import routing_metrics
 
+        requested = trace["expert_requested"].cpu().numpy() if "expert_requested" in trace else None
         return {"routing": routing_metrics(trace["expert_ids"].cpu().numpy(), labels.cpu().numpy(),
-                                           self.num_experts, soft=self.soft_routing),
+                                           self.num_experts, soft=self.soft_routing, requested=requested,
+                                           position_buckets="log2" if self.is_text else "token"),
                 "active_params_per_token": round(self.active_params_per_token(trace)),
                 "params_total": sum(p.numel() for p in self.parameters())}
 
@@ -124,15 +142,13 @@ class MoEModel(ConditionalModel):
         routes = [layer.routing for layer in self.moe_layers]
         ids = torch.stack([r.expert_ids for r in routes], 1)                    # [B or 1, L, N or T, K]
         weights = torch.stack([r.weights for r in routes], 1)
+        requested = (torch.stack([r.requested_ids for r in routes], 1)
+                     if all(r.requested_ids is not None for r in routes) else None)
         rows = torch.stack([r.expert_rows for r in routes], 1).sum(1)
-        if hasattr(self.backbone, "tokenizer"):   # text: the MoE saw the batch's real tokens as one row set
+        if self.is_text:   # text: the MoE saw the batch's real tokens as one row set
             real = inputs[:, 1].bool()                                          # [B, L]
-            b, length = real.shape
-            full_ids = ids.new_full((b, ids.shape[1], length, ids.shape[3]), PAD_TOKEN)
-            full_w = weights.new_zeros(full_ids.shape)
-            full_ids.permute(0, 2, 1, 3)[real] = ids[0].transpose(0, 1)
-            full_w.permute(0, 2, 1, 3)[real] = weights[0].transpose(0, 1)
-            ids, weights = full_ids, full_w
+            ids, weights = _at_positions(ids, real, PAD_TOKEN), _at_positions(weights, real, 0.0)
+            requested = None if requested is None else _at_positions(requested, real, PAD_TOKEN)
             rows = (ids >= 0).sum((1, 2, 3))  # every pick is one expert row (token-choice layers)
         moe = torch.tensor([i in self.moe_blocks for i in range(depth)], device=n.device)
         tokens = n[:, None].expand(-1, depth)
@@ -141,6 +157,7 @@ class MoEModel(ConditionalModel):
             "mlp_tokens_per_block": torch.where(moe[None], 0, tokens),
             "expert_ids": ids,
             "expert_weights": weights,
+            **({"expert_requested": requested} if requested is not None else {}),
             "units/moe_token": n * len(routes),
             "units/router_token": n * sum(r.routed for r in routes),
             "units/expert_row": rows,

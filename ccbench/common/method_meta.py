@@ -90,6 +90,47 @@ class KnobMetadata(BaseModel):
         return _safe("knob name", name)
 
 
+ROUTING_STATISTICS = ("utilization", "dead_experts", "entropy", "jain", "load_imbalance", "class_specialization",
+                      "position_specialization", "tokens_without_expert")  # what a width method may declare constant
+
+
+class ConstantByConstruction(BaseModel):
+    """Routing statistics a method's construction fixes (e.g. expert choice: every expert takes exactly its
+    capacity from every sample, so its load is uniform and carries no class information); tables show
+    them as "n/a (by construction)". ``knob_at_least``: only from this knob value on (MoEfication at
+    k = E); ``why``: one sentence for the reader."""
+
+    model_config = ConfigDict(extra="forbid")
+    metrics: list[Literal[ROUTING_STATISTICS]]
+    knob_at_least: float | None = None
+    why: str
+
+    def applies(self, knob_value) -> bool:
+        """Whether the declaration holds at ``knob_value`` (``None``: the method's default).
+
+        >>> ConstantByConstruction(metrics=["jain"], knob_at_least=8, why="k = E").applies(4)
+        False
+        """
+        return self.knob_at_least is None or (knob_value is not None and float(knob_value) >= self.knob_at_least)
+
+
+def constant_statistics(meta: dict, knob_value) -> dict:
+    """The routing statistics ``meta`` (a method's ``METADATA``) declares constant by construction at
+    ``knob_value``, as a record field: ``{"statistics": [...], "why": "..."}`` (empty lists when none).
+
+    >>> constant_statistics({"constant_by_construction": [{"metrics": ["jain"], "why": "uniform"}]}, 1.0)
+    {'statistics': ['jain'], 'why': 'uniform'}
+    """
+    names: list[str] = []
+    why: list[str] = []
+    for entry in meta.get("constant_by_construction", []):
+        c = ConstantByConstruction.model_validate(entry)
+        if c.applies(knob_value):
+            names += [m for m in c.metrics if m not in names]
+            why.append(c.why)
+    return {"statistics": names, "why": "; ".join(why)}
+
+
 class MethodMetadata(BaseModel):
     """A method's declared metadata (validated; unknown keys rejected)."""
 
@@ -105,6 +146,7 @@ class MethodMetadata(BaseModel):
     trains: bool = True
     evaluates_checkpoint_of: str | None = None
     starts_from: dict[Literal["image", "text"], str] = {}  # modality -> method whose fine-tuned model it starts from
+    constant_by_construction: list[ConstantByConstruction] = []  # width family: statistics fixed by construction
     description: str
 
     @field_validator("family")

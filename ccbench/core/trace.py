@@ -22,6 +22,8 @@ honestly. Fields (more families add more):
 * ``expert_ids`` / ``expert_weights``: ``[B, L, N, K]``, per MoE layer, token and pick: the expert
   (-1 = dropped over capacity, -2 = a padding position, not a token) and its combine weight (width
   family, ``ccbench.baselines.width.moe_model``).
+* ``expert_requested``: ``[B, L, N, K]``, token-choice MoE only: the router's top-k choice of each pick
+  before capacity (``expert_ids`` is -1 exactly where it was dropped; -2 at padding).
 
 * ``padding/<component>``: ``[B]`` (float) units executed on padding, not useful work (grouped
   MoE execution pads each expert's rows to the busiest expert's): a batch's padding is spread evenly
@@ -42,7 +44,7 @@ from typing import Iterator, Mapping
 import torch
 
 KNOWN_FIELDS = {"tokens_per_block", "mlp_tokens_per_block", "patches", "input_tokens", "final_head_runs",
-                "halt_block", "exit_block", "expert_ids", "expert_weights"}
+                "halt_block", "exit_block", "expert_ids", "expert_weights", "expert_requested"}
 PAD_TOKEN = -2  # integer per-token fields at padding positions
 
 

@@ -15,6 +15,7 @@ import torch
 from ccbench.common import catalog
 from ccbench.common.errors import UserError, check_seed
 from ccbench.common.messages import say
+from ccbench.common.method_meta import constant_statistics
 from ccbench.common.provenance import git_state, method_provenance
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
@@ -151,6 +152,8 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
         say(f"evaluating on {ctx.task.eval_split} ({len(eval_split)} samples)")
         ev = evaluate_split(model, work, eval_split, tier.eval_batch_size, device, ctx.progress)
         metrics = run_metrics(model, dense_ref, ev, work, table, tier, ctx.seed, device)
+        if "routing" in metrics:
+            metrics["routing"]["constant_by_construction"] = constant_statistics(meta, model.knob)
         record = ctx.record({
             "task": {"name": ctx.task.name, "version": ctx.task.version, "modality": ctx.task.modality,
                      "data_hash": eval_split.data_hash, "eval_split": ctx.task.eval_split, "n_eval": len(eval_split),

@@ -8,7 +8,9 @@ condition, the same images through the same path; text: the source task's eval s
   histogram (depth family) and the per-block keep ratio (token family);
 * **routing shift** (width family): per MoE layer, the Jensen-Shannon divergence in bits between the
   expert load on reference and condition, and the chance-corrected NMI between expert and domain on a
-  50/50 mix of the two;
+  50/50 mix of the two (each sample weighted equally, so each domain weighs half; per pick beside it);
+  the samples file keeps every split's expert ids (``<split>.expert_ids``, int8) so both recompute
+  from the record (``ccbench.measurement.routing.routing_shift``);
 * **calibration transfer**: the knob was chosen (or given) on source data; does it land at the same
   share of dense compute on the target?
 
@@ -149,7 +151,14 @@ def _write(record: dict, evals: dict, ref_ev, results_dir) -> Path:
         arrays[f"{name}.pred"] = ev.predictions.numpy()
         if "exit_block" in ev.trace:
             arrays[f"{name}.exit_block"] = ev.trace["exit_block"].numpy().astype(np.int16)
+        if "expert_ids" in ev.trace:   # the routing trace, compactly: JS and domain NMI recompute from it
+            arrays[f"{name}.expert_ids"] = _compact_ids(ev.trace["expert_ids"].numpy())
     return commit_record(stamp_for_commit(record), arrays, results_dir, prefix="shift-")
+
+
+def _compact_ids(ids: np.ndarray) -> np.ndarray:
+    """Expert ids ``[S, L, N, K]`` (-1 dropped, -2 padding) as int8 (int16 past 127 experts), no weights."""
+    return ids.astype(np.int8 if ids.max(initial=0) < 128 else np.int16)
 
 
 def _print(record: dict, path: Path) -> None:

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccbench.common.protocols import canonical_protocol
 from ccbench.common.provenance import content_hash
 
 from .sweep_spec import Resources, SourceRun, SweepSpec
@@ -237,7 +238,7 @@ class RecordIndex:
         ``protocol``), or ``None``."""
         for path, r in self.records:
             if (r.get("kind") == kind and r["source"]["record_id"] == source_id and r["task"]["name"] == target
-                    and (protocol is None or r.get("protocol") == protocol)):
+                    and (protocol is None or canonical_protocol(r.get("protocol", "")) == canonical_protocol(protocol))):
                 return path, r
         return None
 

@@ -6,12 +6,13 @@ exit heads) or ``module`` (embeddings, blocks, experts). A protocol says which r
 
 * ``head-only``: the head; everything else frozen;
 * ``router-only``: head + decision parameters; modules frozen (n/a without decision parameters);
-* ``modules-frozen``: head + modules; the decision parameters are kept (n/a without them);
+* ``routers-frozen``: head + modules; the decision parameters are kept (n/a without them; called
+  ``modules-frozen`` before issue 24, a name records keep and tables read as this one);
 * ``full``: everything.
 
 Every protocol gets the tier's fixed ``transfer`` budget (cpu: 5,000 target samples). The dense run from
 the same backbone under the same protocol is the reference (a protocol dense cannot have maps to the one
-that trains the same modules: ``router-only`` -> ``head-only``, ``modules-frozen`` -> ``full``); the
+that trains the same modules: ``router-only`` -> ``head-only``, ``routers-frozen`` -> ``full``); the
 **transfer gain** is the method's target score minus dense's. **Module reuse** (width family): per MoE
 layer, the share of target picks that go to the k experts most used on the source (k = experts per
 token), next to those experts' share on the source. Latency is not measured here (``ccbench run`` does).
@@ -26,7 +27,8 @@ import torch
 from ccbench.common import catalog
 from ccbench.common.errors import UserError, unknown_name_error
 from ccbench.common.messages import say
-from ccbench.common.protocols import DENSE_REFERENCE, PROTOCOLS
+from ccbench.common.method_meta import constant_statistics
+from ccbench.common.protocols import DENSE_REFERENCE, NEEDS_DECISION, PROTOCOLS, canonical_protocol
 from ccbench.common.provenance import content_hash, git_state
 from ccbench.data.image_data import cache_root
 from ccbench.measurement.analyses import family_analyses
@@ -51,8 +53,7 @@ from .from_record import (
 def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str, int]]:
     """Set ``requires_grad`` by role for ``protocol``; returns ``{role: {"params", "trainable"}}``
     (parameter counts). Raises when the protocol needs decision parameters the method does not have."""
-    if protocol not in PROTOCOLS:
-        raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
+    _check_protocol(protocol)
     roles = model.parameter_roles()
     check_protocol_applies(roles, protocol)
     train_roles = PROTOCOLS[protocol]
@@ -68,9 +69,18 @@ def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str,
     return counts
 
 
+def _check_protocol(protocol: str) -> None:
+    """Raise unless ``protocol`` is a current protocol name (an old name gets the new one)."""
+    if canonical_protocol(protocol) != protocol:
+        raise UserError(f"protocol {protocol!r} is now called {canonical_protocol(protocol)!r} "
+                        f"(head + modules train, routers stay frozen): use --protocol {canonical_protocol(protocol)}")
+    if protocol not in PROTOCOLS:
+        raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
+
+
 def check_protocol_applies(roles: dict[str, str], protocol: str) -> None:
     """Raise when ``protocol`` needs decision parameters and ``roles`` (``parameter_roles()``) has none."""
-    if protocol in ("router-only", "modules-frozen") and "decision" not in roles.values():
+    if protocol in NEEDS_DECISION and "decision" not in roles.values():
         raise UserError(f"protocol {protocol!r} is n/a for this method: it has no separate router, gate, predictor "
                         f"or exit parameters (use head-only or full)")
 
@@ -90,7 +100,7 @@ def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, p
     want = DENSE_REFERENCE[protocol]
     for _, r in load_records(results_dir, kind="transfer"):
         if (r["method"]["name"] == "dense" and r["budget"]["name"] == budget and r["task"]["name"] == target
-                and r["source"]["backbone_sha256"] == backbone_sha and r["protocol"] == want):
+                and r["source"]["backbone_sha256"] == backbone_sha and canonical_protocol(r["protocol"]) == want):
             return {"record_id": r["id"], "protocol": want, "score": r["metrics"]["main_score"]["value"]}
     return None
 
@@ -99,8 +109,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                  progress: bool = True) -> Path:
     """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
     started, code_state = time.time(), git_state()
-    if protocol not in PROTOCOLS:
-        raise unknown_name_error("transfer protocol", protocol, PROTOCOLS)
+    _check_protocol(protocol)
     tgt = catalog.tasks().get(target)
     rm = load_record_model(record_id, data_dir, results_dir, progress)
     src, tier, seed, device = rm.task, rm.tier, rm.record["seed"], rm.tier.device
@@ -144,6 +153,8 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                **model.extra_metrics(ev.trace, ev.labels, ev.predictions,
                                      lambda: twork.batches(twork.splits["eval"], tier.eval_batch_size, device)),
                **family_analyses(meta["family"]).after_transfer(model, ev.trace, lambda: load_samples(rm.record_path))}
+    if "routing" in metrics:
+        metrics["routing"]["constant_by_construction"] = constant_statistics(meta, model.knob)
     reference = _dense_reference(results_dir, tier.name, tgt.name, rm.record["backbone"]["sha256"], protocol)
     if reference:
         reference["transfer_gain"] = round(metrics["main_score"]["value"] - reference["score"], 3)

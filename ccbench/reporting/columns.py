@@ -123,6 +123,64 @@ def _routing(name: str) -> Callable[[RunRecord], float]:
     return lambda r: _or_nan(field(r.metrics.routing or {}, f"mean_over_layers.{name}"))
 
 
+def _class_nmi_pick(r: RunRecord) -> float:
+    """Per-pick class NMI: its own key since issue 24; before, the only one, under ``nmi``."""
+    mean = (r.metrics.routing or {}).get("mean_over_layers", {})
+    return _or_nan(mean.get("nmi_per_pick", mean.get("nmi")))
+
+
+def _class_nmi_sample(r: RunRecord) -> float:
+    """Per-sample class NMI (the headline), NaN for records before issue 24 (they hold per-pick only)."""
+    mean = (r.metrics.routing or {}).get("mean_over_layers", {})
+    return _or_nan(mean.get("nmi")) if "specialization_weighting" in mean else np.nan
+
+
+def _constants(r: RunRecord) -> str:
+    """Routing statistics the method's METADATA declares constant by construction at this record's
+    knob (stored in the record by the run), comma-joined; empty when none."""
+    declared = (r.metrics.routing or {}).get("constant_by_construction") or {}
+    return ",".join(str(s) for s in declared.get("statistics", []))
+
+
+NOT_APPLICABLE = "n/a (by construction)"
+
+
+def _or_constant(key: str, statistic: str, fmt: str, suffix: Callable[[pd.Series], str] = lambda row: ""):
+    """Cell format: ``n/a (by construction)`` where the row's method declares ``statistic`` constant,
+    ``-`` where the value is missing, else ``fmt`` (and ``suffix(row)``)."""
+    def cells(df: pd.DataFrame) -> list[str]:
+        out = []
+        for _, row in df.iterrows():
+            if statistic in str(row.get("constant", "")).split(","):
+                out.append(NOT_APPLICABLE)
+            elif pd.isna(row[key]):
+                out.append("-")
+            else:
+                out.append(fmt.format(row[key]) + suffix(row))
+        return out
+    return cells
+
+
+def _class_nmi_cells(df: pd.DataFrame) -> list[str]:
+    """``per sample (per pick)``; records before issue 24 show their per-pick value only."""
+    out = []
+    for _, row in df.iterrows():
+        if "class_specialization" in str(row.get("constant", "")).split(","):
+            out.append(NOT_APPLICABLE)
+        elif pd.isna(row.nmi_pick):
+            out.append("-")
+        elif pd.isna(row.nmi):
+            out.append(f"- ({row.nmi_pick:.3f})")
+        else:
+            out.append(f"{row.nmi:.3f} ({row.nmi_pick:.3f})")
+    return out
+
+
+def _requested_cells(df: pd.DataFrame) -> list[str]:
+    """Requested-load imbalance ``max/mean (CV)`` of token-choice rows."""
+    return ["-" if pd.isna(m) else f"{m:.2f} ({c:.2f})" for m, c in zip(df.req_max_over_mean, df.req_cv)]
+
+
 def _score_cells(df: pd.DataFrame) -> list[str]:
     return [f"{v:.2f}" + ("" if n == "top1" else f" ({escape_cell(n)})") for v, n in zip(df.top1, df.score_name)]
 
@@ -177,8 +235,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("eff_bN", "metrics.latency.batchN.efficiency", mean, "eff bN", pattern("eff_bN", "{:.2f}"), True),
     Column("active_params_m", lambda r: _or_nan(r.metrics.active_params_per_token) / 1e6, mean, "active params (M)",
            pattern("active_params_m", "{:.2f}", dash=True), False),
-    Column("utilization", _routing("utilization"), mean, "util", pattern("utilization", "{:.2f}", dash=True), True),
-    Column("nmi", _routing("nmi"), mean, "NMI (chance-corr.)", pattern("nmi", "{:.3f}", dash=True)),
+    Column("constant", _constants, first, doc="routing statistics constant by construction (METADATA)"),
+    Column("utilization", _routing("utilization"), mean, "util",
+           _or_constant("utilization", "utilization", "{:.2f}"), True),
+    Column("nmi", _class_nmi_sample, mean, "class NMI per sample (per pick)", _class_nmi_cells,
+           doc="chance-corrected NMI(expert; class), each sample weighted equally"),
+    Column("nmi_pick", _class_nmi_pick, mean, doc="chance-corrected NMI(expert; class), each processed pick once"),
+    Column("pos_nmi", _routing("position_nmi"), mean, "position NMI",
+           _or_constant("pos_nmi", "position_specialization", "{:.3f}"),
+           doc="chance-corrected NMI(expert; token position), per pick"),
+    Column("req_max_over_mean", _routing("requested_max_over_mean"), mean, "requested load max/mean (CV)",
+           _requested_cells, doc="router's requested top-k load before capacity: max / mean"),
+    Column("req_cv", _routing("requested_cv"), mean, doc="requested load: coefficient of variation"),
+    Column("drop_pct", lambda r: 100 * _routing("requested_drop_rate")(r), mean, "dropped %",
+           pattern("drop_pct", "{:.1f}", dash=True), False, "share of requested picks over capacity (%)"),
     Column("train_samples", "budget.consumed.samples", int_mean, "train samples", lambda df: list(df.train_samples)),
     Column("backbone", "backbone.sha256", None, "backbone", lambda df: [escape_cell(v) for v in df.backbone.str[:10]]),
     Column("backbone_name", "backbone.file", first),
@@ -186,7 +256,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("record_ids", None, lambda g, _: ",".join(i[:12] for i in g.record_id)),
 )
 
-ROUTING = ("active_params_m", "utilization", "nmi")  # shown only when some row has routing statistics
+# shown only when some row has routing statistics
+ROUTING = ("active_params_m", "utilization", "nmi", "pos_nmi", "req_max_over_mean", "drop_pct")
 # markdown column order (the CSV keeps the order of COLUMNS); "vs static" is derived (tables.static_gap)
 MARKDOWN = ("task", "budget", "method", "knob", "status", "seeds", "top1", "top1_ci95", "useful_gmacs", "pct_of_dense",
             "exec_over_useful_b1", "speedup_b1", "speedup_bN", "eff_b1", "eff_bN", *ROUTING, "vs static",

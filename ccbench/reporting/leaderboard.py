@@ -37,7 +37,7 @@ SPECIALIZATION_NOTE = (
     "conditions; domain NMI = chance-corrected NMI between expert and domain on a 50/50 mix. 'knob kept "
     "compute' = conditions where the source-calibrated knob stays within 2 points of its source share of "
     "dense. Transfer: the tier's transfer budget on the target for every protocol; gain = score minus the "
-    "dense run's from the same backbone (router-only vs dense head-only, modules-frozen vs dense full); "
+    "dense run's from the same backbone (router-only vs dense head-only, routers-frozen vs dense full); "
     "module reuse = share of target picks going to the k experts most used on the source (the source's "
     "own share in brackets; uniform routing gives k/E).")
 

@@ -1,4 +1,5 @@
-"""Pictures of records: ``ccbench plot routing <record>`` (expert x class heatmaps, one per MoE layer)."""
+"""Pictures of records: ``ccbench plot routing <record>`` (per MoE layer, an expert x class heatmap and
+beside it, below, an expert x token-position heatmap)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +28,28 @@ def routing_counts(expert_ids: np.ndarray, labels: np.ndarray, num_experts: int,
     return out
 
 
+def position_counts(expert_ids: np.ndarray, num_experts: int, buckets: str | None) -> np.ndarray:
+    """``expert_ids [S, L, N, K]`` -> counts ``[L, E, P]`` of processed picks per expert and position:
+    the token index, or with ``buckets="log2"`` (text) its log2 bucket (0, 1, 2-3, 4-7, ...), as
+    ``ccbench.measurement.routing.position_index`` buckets them.
+
+    >>> position_counts(np.array([[[[0], [1], [1]]]]), 2, "log2")[0].tolist()
+    [[1, 0, 0], [0, 1, 1]]
+    """
+    layers, n = expert_ids.shape[1], expert_ids.shape[2]
+    pos = np.arange(n)
+    if buckets == "log2":
+        pos = np.where(pos == 0, 0, np.floor(np.log2(np.maximum(pos, 1))).astype(np.int64) + 1)
+    experts, positions = num_experts, int(pos.max()) + 1
+    out = np.zeros((layers, experts, positions), dtype=np.int64)
+    for layer in range(layers):
+        ids = expert_ids[:, layer]
+        valid = ids >= 0
+        p = np.broadcast_to(pos[None, :, None], ids.shape)[valid]
+        out[layer] = np.bincount(ids[valid] * positions + p, minlength=experts * positions).reshape(experts, positions)
+    return out
+
+
 def plot_routing(record_path: str | Path, out: str | Path | None = None, record: dict | None = None) -> Path:
     """Write a PNG of per-layer expert x class heatmaps (share of each class's picks going to each
     expert) for a record of a routed method; returns its path. ``record``: the record at
@@ -51,20 +74,35 @@ def plot_routing(record_path: str | Path, out: str | Path | None = None, record:
     classes = int(labels.max()) + 1
     counts = routing_counts(ids, labels, experts, classes)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    routing = record["metrics"]["routing"]
+    buckets = routing.get("position_buckets") or "token"
+    by_position = position_counts(ids, experts, buckets)
+    pos_share = by_position / np.maximum(by_position.sum(1, keepdims=True), 1)
     layers = counts.shape[0]
     blocks = record["method"]["config"].get("moe_blocks", list(range(layers)))
-    fig, axes = plt.subplots(1, layers, figsize=(2.2 * layers + 1, 3.2), squeeze=False)
-    for i, ax in enumerate(axes[0]):
+    fig, axes = plt.subplots(2, layers, figsize=(2.6 * layers + 1, 6.4), squeeze=False)
+    for i in range(layers):
+        layer = routing["layers"][i]
+        spec = layer["specialization"]
+        weighting = "per sample" if "weighting" in spec else "per pick"
+        ax = axes[0, i]
         im = ax.imshow(share[i], vmin=0, vmax=float(share.max()), cmap="viridis", aspect="auto")
-        nmi = record["metrics"]["routing"]["layers"][i]["specialization"]["nmi"]
-        ax.set_title(f"block {blocks[i]}\nNMI {nmi:.3f}", fontsize=8)
+        ax.set_title(f"block {blocks[i]}\nclass NMI {spec['nmi']:.3f} ({weighting})", fontsize=8)
         ax.set_xlabel("class", fontsize=7)
         ax.set_xticks(range(classes))
         ax.set_yticks(range(experts))
         ax.tick_params(labelsize=6)
-        if i == 0:
-            ax.set_ylabel("expert", fontsize=7)
+        ax = axes[1, i]
+        im_pos = ax.imshow(pos_share[i], vmin=0, vmax=float(pos_share.max()), cmap="magma", aspect="auto")
+        pos = layer.get("position")
+        ax.set_title("position" + (f" NMI {pos['nmi']:.3f}" if pos else ""), fontsize=8)
+        ax.set_xlabel("token index" if buckets == "token" else "token position (log2 bucket)", fontsize=7)
+        ax.set_yticks(range(experts))
+        ax.tick_params(labelsize=6)
+    axes[0, 0].set_ylabel("expert", fontsize=7)
+    axes[1, 0].set_ylabel("expert", fontsize=7)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of the class's picks")
+    fig.colorbar(im_pos, ax=axes[1].tolist(), shrink=0.8, label="share of the position's picks")
     k = record["method"]["knob"]
     fig.suptitle(f"{record['method']['name']} {k['name']}={k['value']} on {record['task']['name']} "
                  f"(record {record['id'][:12]})", fontsize=9, y=1.08)

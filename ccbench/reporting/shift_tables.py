@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ccbench.common.protocols import DENSE_REFERENCE, PROTOCOLS
+from ccbench.common.protocols import DENSE_REFERENCE, NEEDS_DECISION, PROTOCOLS, canonical_protocol
 
 from .markdown import escape_cell
 from .records import load_records, rows_of, typed
@@ -47,9 +47,13 @@ def _shift_row(_, r: dict) -> dict:
     row["target_score"] = (sum(c["main_score"]["value"] for c in conds) / len(conds))
     row["target_dense_pct"] = 100 * sum(c["useful_fraction_of_dense"] for c in conds) / len(conds)
     js = [c["routing_shift"]["js_bits_mean"] for c in conds if "routing_shift" in c]
-    nmi = [c["routing_shift"]["domain_nmi_mean"] for c in conds if "routing_shift" in c]
+    shifts = [c["routing_shift"] for c in conds if "routing_shift" in c]
+    # records before issue 24 hold only the per-pick domain NMI, under domain_nmi_mean
+    per_sample = [x["domain_nmi_mean"] for x in shifts if "domain_weighting" in x]
+    per_pick = [x.get("domain_nmi_per_pick_mean", x["domain_nmi_mean"]) for x in shifts]
     row["js_bits"] = sum(js) / len(js) if js else None
-    row["domain_nmi"] = sum(nmi) / len(nmi) if nmi else None
+    row["domain_nmi"] = sum(per_sample) / len(per_sample) if per_sample else None
+    row["domain_nmi_pick"] = sum(per_pick) / len(per_pick) if per_pick else None
     row["same_compute"] = f"{sum(c['calibration_transfer']['same_compute'] for c in conds)}/{len(conds)}"
     return row
 
@@ -61,24 +65,56 @@ def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, re
     dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
 
     def row(_, r: dict) -> dict:
-        key = (r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], DENSE_REFERENCE[r["protocol"]])
+        protocol = canonical_protocol(r["protocol"])
+        key = (r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], DENSE_REFERENCE[protocol])
         score = r["metrics"]["main_score"]["value"]
         reuse = r["metrics"].get("module_reuse")
         routing = r["metrics"].get("routing")
+        nmi, weighting = _class_nmi(routing)
         return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
-                "method": r["method"]["name"], "knob": _knob(r), "protocol": r["protocol"], "score": score,
+                "method": r["method"]["name"], "knob": _knob(r), "protocol": protocol, "score": score,
                 "gain": round(score - dense[key], 3) if key in dense else None,
                 "dense_pct": 100 * r["metrics"]["useful_fraction_of_dense"],
                 "reuse": reuse["target_share_mean"] if reuse else None,
                 "reuse_source": reuse["source_share_mean"] if reuse else None,
-                "class_nmi": routing["mean_over_layers"]["nmi"] if routing else None,
+                "class_nmi": nmi, "class_nmi_weighting": weighting,
+                "trained": _trained(r["trainable"]),
                 "has_decision": "decision" in r["trainable"], "id": r["id"][:12]}
     return pd.DataFrame(rows_of(records, row))
 
 
+def _class_nmi(routing: dict | None) -> tuple[float | None, str | None]:
+    """``(chance-corrected class NMI, its weighting)`` of a record's routing section: per sample when the
+    record has it (issue 24), else the per-pick value older records hold."""
+    if not routing:
+        return None, None
+    mean = routing["mean_over_layers"]
+    if "specialization_weighting" in mean:
+        return mean["nmi"], "sample"
+    return mean["nmi"], "pick"
+
+
+def _count(n: int) -> str:
+    """A parameter count in words: ``965``, ``9.2k``, ``17.9M``.
+
+    >>> _count(965), _count(9216), _count(17_884_160)
+    ('965', '9.2k', '17.9M')
+    """
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _trained(trainable: dict) -> str:
+    """The parameter roles that trained, with counts, from a transfer record's ``trainable``
+    (``{role: {"params", "trainable"}}``), e.g. ``head 965 + module 17.9M``; frozen roles are left out."""
+    parts = [f"{role} {_count(int(c['trainable']))}" for role, c in sorted(trainable.items()) if c["trainable"]]
+    return " + ".join(parts) if parts else "nothing"
+
+
 def _dense_score(_, r: dict) -> tuple[tuple, float]:
     """``((budget, target, source backbone, protocol), score)`` of a dense transfer record."""
-    return ((r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], r["protocol"]),
+    return ((r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], canonical_protocol(r["protocol"])),
             r["metrics"]["main_score"]["value"])
 
 
@@ -98,7 +134,7 @@ def shift_markdown(df: pd.DataFrame) -> str:
             head += [f"drop s{s}" for s in severities] + [f"Δ% dense s{s}" for s in severities]
         else:
             head += ["target score", "drop", "% dense (target)", "Δ% dense"]
-        head += ["routing JS (bits)", "domain NMI", "knob kept compute", "record"]
+        head += ["routing JS (bits)", "domain NMI per sample (per pick)", "knob kept compute", "record"]
         body = []
         for _, r in g.sort_values(["method", "knob"]).iterrows():
             row = [escape_cell(r.method), escape_cell(r.knob), f"{r.ref_score:.2f}", f"{r.ref_dense_pct:.1f}"]
@@ -108,7 +144,8 @@ def shift_markdown(df: pd.DataFrame) -> str:
             else:
                 row += [f"{r.target_score:.2f}", _f(r["drop_all"], "{:+.2f}"), f"{r.target_dense_pct:.1f}",
                         _f(r["dense_pp_all"], "{:+.1f}")]
-            row += [_f(r.js_bits, "{:.4f}"), _f(r.domain_nmi, "{:.4f}"), r.same_compute, f"`{escape_cell(r.id)}`"]
+            domain = f"{_f(r.domain_nmi, '{:.4f}')} ({_f(r.domain_nmi_pick, '{:.4f}')})"
+            row += [_f(r.js_bits, "{:.4f}"), domain, r.same_compute, f"`{escape_cell(r.id)}`"]
             body.append(row)
         parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
     return "\n\n".join(parts)
@@ -117,29 +154,45 @@ def shift_markdown(df: pd.DataFrame) -> str:
 def transfer_markdown(df: pd.DataFrame) -> str:
     """Markdown tables of transfer rows: per (source, target) one row per method, a column per protocol
     with the target score, the gain over dense in brackets and the useful share of dense compute (%)
-    after '@' ('n/a': the method has no such modules)."""
+    after '@' ('n/a': the method has no such modules); then, per protocol, the parameter roles that
+    trained and how many parameters each (from the records' ``trainable``)."""
     from tabulate import tabulate
 
     parts = []
     for (source, target), g in df.groupby(["source", "target"], sort=True):
-        head = ["method", "knob"] + list(PROTOCOLS) + ["module reuse (source share)", "class NMI (full)"]
-        body = []
+        head = (["method", "knob"] + [f"{p} ({' + '.join(PROTOCOLS[p])})" for p in PROTOCOLS]
+                + ["module reuse (source share)", "class NMI (full)"])
+        body, trained = [], []
         for (method, knob), m in g.groupby(["method", "knob"], sort=True):
             by = {r.protocol: r for _, r in m.iterrows()}
-            cells = []
+            cells, counts = [], []
             for p in PROTOCOLS:
                 if p in by:
                     r = by[p]
                     cells.append(f"{r.score:.2f} ({_f(r.gain, '{:+.2f}')}) @{r.dense_pct:.0f}%")
+                    counts.append(escape_cell(r.trained) if "trained" in r and isinstance(r.trained, str) else "-")
                 else:
                     no_decision = not m.has_decision.any()
-                    cells.append("n/a" if no_decision and p in ("router-only", "modules-frozen") else "-")
+                    cells.append("n/a" if no_decision and p in NEEDS_DECISION else "-")
+                    counts.append(cells[-1])
             full = by.get("full")
             reuse = (f"{full.reuse:.3f} ({full.reuse_source:.3f})" if full is not None and pd.notna(full.reuse)
                      else "-")
-            body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _f(full.class_nmi if full is not None else None, "{:.4f}")])
-        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
+            body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _nmi_cell(full)])
+            trained.append([escape_cell(method), escape_cell(knob)] + counts)
+        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True)
+                     + "\n\nParameters trained per protocol (role and count):\n\n"
+                     + tabulate(trained, headers=["method", "knob"] + list(PROTOCOLS), tablefmt="github",
+                                disable_numparse=True))
     return "\n\n".join(parts)
+
+
+def _nmi_cell(full) -> str:
+    """The full protocol's class NMI, marked ``(per pick)`` when the record predates per-sample weighting."""
+    if full is None or full.class_nmi is None or pd.isna(full.class_nmi):
+        return "-"
+    weighting = full.get("class_nmi_weighting") if hasattr(full, "get") else None
+    return f"{full.class_nmi:.4f}" + (" (per pick)" if weighting == "pick" else "")
 
 
 def _heading(source: str, target: str) -> str:

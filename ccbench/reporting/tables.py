@@ -26,8 +26,12 @@ NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official
               "dense time / method time, interleaved in one process ('?' = the run's dense-vs-dense control or the "
               "spread between repeats says the timing was disturbed; re-measure). eff: speedup / ideal speedup (dense GMACs / "
               "useful GMACs of the timed samples). Width family: active params = parameters a token uses (measured "
-              "from the trace), util = share of experts with >= 1 % of the picks, NMI = expert-class normalised "
-              "mutual information minus its mean over 20 label shuffles (mean over MoE layers). vs static: score minus "
+              "from the trace), util = share of experts with >= 1 % of the picks; class NMI = expert-class normalised "
+              "mutual information minus its mean over 20 label shuffles (mean over MoE layers), each sample's expert "
+              "distribution weighted equally, each processed pick once in brackets; position NMI = the same between "
+              "expert and token position (shuffles within samples); requested load = the router's top-k choices "
+              "before capacity, max/mean (coefficient of variation); dropped % = requested picks over capacity; "
+              "'n/a (by construction)' = constant for that method by its construction (declared in its METADATA). vs static: score minus "
               "the family's static control (depth: static-depth, token: static-res; with dense as the 100 % point) "
               "interpolated linearly at the row's % of dense compute; '-' outside the control's range.")
 
