@@ -14,14 +14,17 @@ Reporting only: no torch and no run-side module is imported here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
+from .citation import version_info, write_version
 from .markdown import escape_cell
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
+from .site import Board, write_site
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -223,10 +226,13 @@ def _methods(rows: pd.DataFrame) -> str:
     return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
 
 
-def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False) -> Path:
-    """Regenerate the leaderboard markdown (and plots) and return its path. Bad record files are
-    skipped with one line each on stderr, or with ``strict`` refused (``RecordError``) before anything
-    is written."""
+def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False,
+                      verdicts: Mapping[str, Sequence] | None = None) -> Path:
+    """Regenerate the leaderboard markdown (and plots), its version file (:mod:`ccbench.reporting.citation`)
+    and the static site beside it (``site/``, :mod:`ccbench.reporting.site`, showing ``verdicts``: record id
+    -> validation checks, ``None`` when nothing was validated) and return the markdown's path. Bad record
+    files are skipped with one line each on stderr, or with ``strict`` refused (``RecordError``) before
+    anything is written."""
     root = repo_root() or Path.cwd()
     out_path = Path(out) if out else root / "leaderboard" / "README.md"
     records, bad = scan_records(results_dir or (root / "results"))  # every record file read and verified once
@@ -241,7 +247,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     parts = [HEADER]
     if df.empty:
         parts.append("\nNo records yet.\n")
-    admitted_all, earlier_all = [], []
+    admitted_all, earlier_all, boards = [], [], []
     previous = previous_backbones()
     groups = dict(list(df.groupby(["budget", "task"], sort=True)))
     for key in sorted(set(groups) | set(failing)):
@@ -255,6 +261,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         want, admitted, rejected, refusal = _admission(budget, task, g, published)
         tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
+        board = Board(budget, task, want or "none published", admitted,
+                      [("backbone differs from the published one", rejected), (str(refusal), tier_rejected)])
+        boards.append(board)
         parts.append(f"\n## {escape_cell(task)} — budget `{escape_cell(budget)}`\n")
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
@@ -262,6 +271,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             plot = out_path.parent / f"{file_stem(budget, task)}.png"
             _plot(admitted, plot, f"{task} ({budget})")
             parts.append(f"\n![top-1 vs GMACs]({escape_cell(plot.name)})\n")
+            board.images.append((plot.name, "score vs useful GMACs"))
             routed = admitted[admitted.utilization.notna()]
             if not routed.empty:
                 from .plots import plot_routing
@@ -269,6 +279,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                 best = routed.sort_values(["nmi", "top1"]).iloc[-1]
                 first_path, first = find_record(best.record_ids.split(",")[-1], records=runs)
                 png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png", first)
+                board.images.append((png.name, "expert x class routing of the most class-specialised row"))
                 parts.append(f"\nRouting of the most class-specialised width-family row ({escape_cell(best.method)} "
                              f"{escape_cell(best.knob)}, chance-corrected NMI {best.nmi:.3f}), expert x class share "
                              f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
@@ -282,6 +293,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(f"\nNot admitted ({refusal}): {_methods(tier_rejected)}\n")
         for (sha, version), rows in earlier_rows.groupby(["backbone", "budget_version"], sort=False):
             e = earlier[(sha, version)]
+            board.previous.append((f"tier {budget} v{version}, backbone {sha[:16]} ({e['recipe']}, "
+                                   f"{float(e['eval_top1']):.2f} % val top-1; weights: {e['checkpoint']})", rows))
             parts.append(f"\n<details><summary>Previous leaderboard version: tier {escape_cell(budget)} v{version}, "
                          f"backbone <code>{escape_cell(sha[:16])}</code> ({escape_cell(e['recipe'])}, "
                          f"{float(e['eval_top1']):.2f} % val top-1; weights: {escape_cell(e['checkpoint'])}); "
@@ -298,7 +311,23 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     # shift and transfer records of the previous version's runs stay visible until the track is re-run
     parts.append(_specialization_section(records, admitted_all + earlier_all, out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
+    ranked = pd.concat(admitted_all) if admitted_all else df.iloc[0:0]
+    dates = {r["id"][:12]: r.get("date") for _, r in runs}
+    ids = [i for ids in ranked.record_ids for i in ids.split(",")]
+    info = version_info(ids, [dates[i] for i in ids if dates.get(i)])
+    parts.insert(1, f"Leaderboard version `{info['version']}` ({info['date']}): cite a row with `ccbench cite "
+                    f"<record id>`. The site beside this file, `site/index.html`, has a page per task and per record.\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))
+    write_version(out_path.parent, info)
+    write_site(out_path.parent / "site", boards, runs, verdicts, info, registered_methods())
     tmp.replace(out_path)
     return out_path
+
+
+def registered_methods() -> dict[str, dict]:
+    """Method name -> metadata of every registered method (built-in and installed plug-ins; no import)."""
+    from ccbench.common import catalog
+
+    reg = catalog.methods()
+    return {name: reg.metadata(name) for name in reg.names()}
