@@ -332,23 +332,9 @@ def cmd_leaderboard(args) -> int:
     """Regenerate the leaderboard."""
     from ccbench.reporting.leaderboard import write_leaderboard
 
-    path = write_leaderboard(args.results_dir, args.out, strict=args.strict, verdicts=_verdicts(args.results_dir))
+    path = write_leaderboard(args.results_dir, args.out, strict=args.strict)
     print(f"wrote {path} and {path.parent / 'site' / 'index.html'}")
     return 0
-
-
-def _verdicts(results_dir):
-    """Validation verdicts of every record (record id -> checks) from ``ccbench.reporting.validation``, or
-    ``None`` when this ccbench has no validator (the site then says "not validated")."""
-    try:
-        from ccbench.reporting.validation import validate_results
-    except ImportError:
-        return None
-    from pathlib import Path
-
-    from ccbench.reporting.records import results_root
-
-    return validate_results(results_root(results_dir)) if results_root(results_dir).is_dir() else None
 
 
 def cmd_submit(args) -> int:

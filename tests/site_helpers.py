@@ -42,8 +42,9 @@ def write_crafted(root: Path, body: dict) -> dict:
 
 def build_site(tmp_path: Path, verdicts=None) -> tuple[Path, dict[str, dict]]:
     """Three sst2 records on the cpu tier (dense 80, early-exit 70 at threshold 0.5, the hostile one 99.99
-    whose knob holds a ``|`` and a newline), their leaderboard and site under ``tmp_path/lb``. Returns the
-    site folder and the records by method name."""
+    whose knob holds a ``|`` and a newline), their leaderboard and site under ``tmp_path/lb``, given the
+    validation ``verdicts`` (record id -> checks; ``None``: ``ccbench leaderboard`` validates them itself).
+    Returns the site folder and the records by method name."""
     results = tmp_path / "results"
     made = {}
     for method, knob, score in (("dense", ("none", None), 80.0), ("early-exit", ("threshold", 0.5), 70.0)):

@@ -20,10 +20,16 @@ from site_helpers import HOSTILE_KNOB, HOSTILE_METHOD, Check, Tables, build_site
 REPO = Path(__file__).resolve().parent.parent
 
 
+GATE = lb._validated
+
+
 @pytest.fixture(autouse=True)
-def no_published_checkpoints(monkeypatch):
+def rank_everything(monkeypatch):
+    """No image backbone is published, and every record is ranked whatever its verdicts (the gate itself is
+    test_validation's; the site shows the verdicts it is given)."""
     monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {})
     monkeypatch.setattr(lb, "previous_backbones", lambda: {})
+    monkeypatch.setattr(lb, "_validated", lambda runs, checks: (runs, {}))
 
 
 def _pages(site: Path) -> dict[str, str]:
@@ -31,7 +37,7 @@ def _pages(site: Path) -> dict[str, str]:
 
 
 def test_site_has_an_index_a_page_per_task_and_per_record_with_every_record_string_escaped(tmp_path):
-    site, made = build_site(tmp_path)
+    site, made = build_site(tmp_path, verdicts={})
     pages = _pages(site)
     ids = sorted(r["id"][:12] for r in made.values())
     assert sorted(pages) == sorted(["index.html", "cpu-sst2.html"] + [f"record/{i}.html" for i in ids])
@@ -59,7 +65,7 @@ def test_site_has_an_index_a_page_per_task_and_per_record_with_every_record_stri
 def test_verdicts_given_to_the_leaderboard_are_shown_per_row_and_per_record(tmp_path):
     # the verdicts are given by record id (as `ccbench validate` would); the site shows them as they are
     probe = tmp_path / "probe"
-    _, made = build_site(probe)
+    _, made = build_site(probe, verdicts={})
     verdicts = {made["dense"]["id"]: [Check("official eval split", True, "872 = 872"),
                                        Check("not degenerate", True, "2 classes predicted")],
                 made["early-exit"]["id"]: [Check("not degenerate", False, "1 class predicted", "constant <predictor>")]}
@@ -73,7 +79,7 @@ def test_verdicts_given_to_the_leaderboard_are_shown_per_row_and_per_record(tmp_
 
 
 def test_leaderboard_version_names_the_ranked_records_and_changes_with_them(tmp_path):
-    site, made = build_site(tmp_path)
+    site, made = build_site(tmp_path, verdicts={})
     info = read_version(site.parent)
     ranked = sorted(r["id"][:12] for r in made.values())
     assert info["records"] == ranked and info["version"] == leaderboard_version(ranked)
@@ -99,7 +105,7 @@ def _entries(bibtex: str) -> list[str]:
 
 
 def test_cite_prints_ccbench_the_paper_and_the_record_with_the_leaderboard_version(tmp_path, capsys):
-    site, made = build_site(tmp_path)
+    site, made = build_site(tmp_path, verdicts={})
     version = read_version(site.parent)["version"]
     capsys.readouterr()
     rid = made["early-exit"]["id"]
@@ -116,7 +122,7 @@ def test_cite_prints_ccbench_the_paper_and_the_record_with_the_leaderboard_versi
 
 
 def test_cite_escapes_record_strings_and_says_when_a_record_is_not_ranked(tmp_path):
-    _, made = build_site(tmp_path)
+    _, made = build_site(tmp_path, verdicts={})
     hostile = {**made["hostile"], "method": {**made["hostile"]["method"], "name": "a}\n@misc{evil, x={"},
                "task": {"name": "50%_&$#^~\\"}}
     text = cite(hostile, {"version": "v1", "date": "2026-01-01", "records": []}, {})
@@ -148,6 +154,21 @@ def test_citation_cff_is_cff_1_2_0_naming_ccbench_contributors():
     assert cff["cff-version"] == "1.2.0" and cff["message"] and cff["type"] == "software"
     assert cff["authors"] == [{"name": "ccbench contributors"}]
     assert cff["title"] == TITLE and cff["version"] == ccbench.__version__
+
+
+def test_records_that_fail_validation_are_listed_unranked_with_their_checks_and_get_a_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(lb, "_validated", GATE)  # the real gate: these records carry no audit/determinism evidence
+    site, made = build_site(tmp_path)
+    page = (site / "cpu-sst2.html").read_text()
+    assert "No ranked rows." in page and "Not ranked: fail <code>ccbench validate</code>" in page
+    assert read_version(site.parent)["records"] == []
+    for record in made.values():
+        id12 = record["id"][:12]
+        assert f'<a href="record/{id12}.html">{id12}</a>' in page
+        checks = next(t for t in Tables((site / "record" / f"{id12}.html").read_text()).tables
+                      if t[0][:2] == ["check", "verdict"])
+        assert "FAIL" in [row[1] for row in checks[1:]] and "eval-split" in [row[0] for row in checks[1:]]
+    assert "&lt;img src=x onerror=alert(1)&gt; k=a|b" in page and "<img src=x" not in page
 
 
 def test_a_board_page_name_from_an_unsafe_task_stays_inside_the_site(tmp_path):

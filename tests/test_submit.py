@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import pytest
 from ccbench.cli import main
 from ccbench.common import catalog
 from ccbench.common.method_source import method_source
-from ccbench.common.provenance import content_hash
 from ccbench.reporting.records import commit_record, finalize
 from ccbench.reporting.submission import bundle_problems, read_bundle
 from record_helpers import run_body, samples
@@ -56,9 +56,13 @@ def install_plugin(root: Path, monkeypatch) -> dict[str, str]:
 
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] == "tinyplug"]:  # another test's copy, imported
+        monkeypatch.delitem(sys.modules, name)
     hashes = install_plugin(tmp_path / "site-packages", monkeypatch)
     yield hashes
     catalog.methods.cache_clear()
+    for name in [m for m in sys.modules if m.split(".")[0] == "tinyplug"]:
+        del sys.modules[name]
 
 
 def test_a_plugin_run_is_submitted_and_the_bundle_reads_back(plugin, tiny_data, isolated_cache, tmp_path, capsys):
@@ -81,9 +85,10 @@ def test_a_plugin_run_is_submitted_and_the_bundle_reads_back(plugin, tiny_data, 
     assert manifest["records"] == [{"id": record["id"], "kind": "run", "method": "tinyplug", "task": "imagenette",
                                     "budget": "smoke", "record": f"{rel}.json", "samples": f"{rel}.samples.npz"}]
     ref = manifest["methods"]["tinyplug"]
-    assert (ref["kind"], ref["distribution"], ref["version"], ref["module"]) == ("plugin", "tinyplug", "0.3",
-                                                                                 "tinyplug.method")
-    assert ref["files"] == plugin and ref["source_sha256"] == content_hash(plugin)
+    assert (ref["origin"], ref["distribution"], ref["version"], ref["module"]) == ("plugin", "tinyplug", "0.3",
+                                                                                   "tinyplug.method")
+    assert ref["files"] == plugin  # each file of the plug-in's package with its sha256
+    assert ref["source_sha256"] == record["method"]["provenance"]["source_sha256"]  # the hash the run stored
     assert {"python", "torch", "numpy", "cpu"} <= set(manifest["environment"])
     assert manifest["ccbench"]["version"] and "commit" in manifest["ccbench"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
@@ -113,7 +118,7 @@ def test_a_plugin_source_hash_follows_its_files(plugin, tmp_path):
     assert before["source_sha256"] != after["source_sha256"]
     assert before["files"]["tinyplug/__init__.py"] == after["files"]["tinyplug/__init__.py"]
     builtin = method_source("avit")
-    assert builtin["kind"] == "builtin" and list(builtin["files"]) == ["ccbench/baselines/avit.py"]
+    assert builtin["origin"] == "builtin" and list(builtin["files"]) == ["ccbench/baselines/avit.py"]
 
 
 def test_submit_refuses_a_method_that_is_not_installed_and_leaves_nothing(tmp_path, capsys):

@@ -189,18 +189,29 @@ def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tupl
     return want, g[same], g[~same], None
 
 
-def _validated(runs: list) -> tuple[list, dict]:
-    """``(passing runs, {(budget, task): [(record, failed checks)]})``: the run records (already read and
-    verified) split by :func:`ccbench.reporting.validation.check_record`."""
+def check_runs(runs: list) -> dict[str, list]:
+    """``{record id: [CheckResult, ...]}``: every check of :func:`ccbench.reporting.validation.check_record` on
+    each run record (already read and verified); a crafted record whose values cannot be checked is reported
+    on stderr and left out."""
     from .validation import check_record
 
-    ok, failing = [], {}
+    out = {}
     for path, record in runs:
         try:
-            failed = [c for c in check_record(record, load_samples(path)) if not c.passed]
+            out[record["id"]] = check_record(record, load_samples(path))
         except (KeyError, TypeError, ValueError, AttributeError) as err:  # a crafted record with odd values
             report_skipped([f"{path}: cannot be validated ({type(err).__name__}); restore it from git or delete it"])
+    return out
+
+
+def _validated(runs: list, checks: Mapping[str, Sequence]) -> tuple[list, dict]:
+    """``(passing runs, {(budget, task): [(record, failed checks)]})``: the run records split by their
+    ``checks`` (record id -> check results, :func:`check_runs`); a record without checks is left out."""
+    ok, failing = [], {}
+    for path, record in runs:
+        if record["id"] not in checks:
             continue
+        failed = [c for c in checks[record["id"]] if not c.passed]
         if failed:
             failing.setdefault((record["budget"]["name"], record["task"]["name"]), []).append((record, failed))
         else:
@@ -229,10 +240,10 @@ def _methods(rows: pd.DataFrame) -> str:
 def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False,
                       verdicts: Mapping[str, Sequence] | None = None) -> Path:
     """Regenerate the leaderboard markdown (and plots), its version file (:mod:`ccbench.reporting.citation`)
-    and the static site beside it (``site/``, :mod:`ccbench.reporting.site`, showing ``verdicts``: record id
-    -> validation checks, ``None`` when nothing was validated) and return the markdown's path. Bad record
-    files are skipped with one line each on stderr, or with ``strict`` refused (``RecordError``) before
-    anything is written."""
+    and the static site beside it (``site/``, :mod:`ccbench.reporting.site`) and return the markdown's path.
+    Records are ranked by their validation ``verdicts`` (record id -> check results; ``None``: computed
+    here, :func:`check_runs`), which the site shows. Bad record files are skipped with one line each on
+    stderr, or with ``strict`` refused (``RecordError``) before anything is written."""
     root = repo_root() or Path.cwd()
     out_path = Path(out) if out else root / "leaderboard" / "README.md"
     records, bad = scan_records(results_dir or (root / "results"))  # every record file read and verified once
@@ -241,7 +252,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     report_skipped(bad)
     runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    runs, failing = _validated(runs)
+    all_runs = runs
+    verdicts = check_runs(runs) if verdicts is None else verdicts
+    runs, failing = _validated(runs, verdicts)
     df = load_table(records=runs)
     published = published_backbone_hashes()
     parts = [HEADER]
@@ -262,7 +275,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
         board = Board(budget, task, want or "none published", admitted,
-                      [("backbone differs from the published one", rejected), (str(refusal), tier_rejected)])
+                      [("backbone differs from the published one", rejected), (str(refusal), tier_rejected)],
+                      failing=failing.get(key, []))
         boards.append(board)
         parts.append(f"\n## {escape_cell(task)} — budget `{escape_cell(budget)}`\n")
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
@@ -320,7 +334,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))
     write_version(out_path.parent, info)
-    write_site(out_path.parent / "site", boards, runs, verdicts, info, registered_methods())
+    write_site(out_path.parent / "site", boards, all_runs, verdicts, info, registered_methods())
     tmp.replace(out_path)
     return out_path
 

@@ -36,8 +36,8 @@ PER_PAGE = ("task", "budget")  # constant on a board's page, so not shown as col
 @dataclass
 class Board:
     """One (budget, task) leaderboard section: its ranked rows, the rows refused (each group with its
-    reason), earlier tier versions' rows (each with a label), and images (file names in the folder above
-    the site, with their alt text)."""
+    reason), earlier tier versions' rows (each with a label), images (file names in the folder above the
+    site, with their alt text) and the records that fail validation (each with its failed checks)."""
 
     budget: str
     task: str
@@ -46,6 +46,7 @@ class Board:
     refused: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     previous: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)
+    failing: list[tuple[dict, list]] = field(default_factory=list)
 
     @property
     def page(self) -> str:
@@ -176,6 +177,14 @@ def record_view(path: Path, record: dict, page_dir: Path, board: str, verdicts, 
             "checks": checks_of(verdicts, record["id"]), "bibtex": cite(record, info, registered)}
 
 
+def _failing_view(record: dict, failed: list) -> dict:
+    """A record that fails validation as the board lists it: method, knob, seed, id and failed checks."""
+    knob = record["method"].get("knob") or {}
+    return {"method": record["method"]["name"], "seed": record.get("seed"), "id12": record["id"][:12],
+            "knob": "-" if knob.get("value") is None else f"{knob.get('name')}={knob.get('value')}",
+            "checks": [{k: _attr(c, k) for k in ("name", "figure")} for c in failed]}
+
+
 def _environment():
     from jinja2 import DictLoader, Environment, StrictUndefined
 
@@ -206,12 +215,14 @@ def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict
                     "refused": [(why, table_view(df, verdicts, full_ids)) for why, df in b.refused if not df.empty],
                     "previous": [(label, table_view(df, verdicts, full_ids)) for label, df in b.previous if not df.empty],
                     "images": [(f"../{name}", alt) for name, alt in b.images],
+                    "failing": [_failing_view(r, checks) for r, checks in b.failing if _ID12.fullmatch(r["id"][:12])],
                     "ranked_rows": len(b.ranked),
-                    "other_rows": sum(len(df) for _, df in b.refused + b.previous)}
+                    "other_rows": sum(len(df) for _, df in b.refused + b.previous) + len(b.failing)}
             views.append(view)
             for t in [view["ranked"]] + [t for _, t in view["refused"] + view["previous"]]:
                 for row in (t or {"rows": []})["rows"]:
                     pages.update({i: b.page for i in row["ids"] if i in by_id12})
+            pages.update({f["id12"]: b.page for f in view["failing"] if f["id12"] in by_id12})
             (tmp / b.page).write_text(env.get_template("task").render(b=view, root="", sortable=True, **common))
         (tmp / "index.html").write_text(env.get_template("index").render(boards=views, root="", sortable=False,
                                                                           **common))

@@ -43,14 +43,14 @@ document.addEventListener("DOMContentLoaded", function () {
 """
 
 STYLE_CSS = """\
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 80em; padding: 0 1em; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 110em; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .8em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 table.sortable th { cursor: pointer; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .fail { color: #a00; } .pass { color: #060; } .muted { color: #666; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; white-space: pre-wrap; }
 img { max-width: 100%; }
@@ -120,6 +120,10 @@ TASK = """\
 {% if b.ranked %}<h2>Ranked</h2>{{ table(b.ranked) }}{% else %}<p>No ranked rows.</p>{% endif %}
 {% for src, alt in b.images %}<p><img src="{{ src }}" alt="{{ alt }}"></p>
 {% endfor %}
+{% if b.failing %}<h2>Not ranked: fail <code>ccbench validate</code></h2>
+<ul>{% for f in b.failing %}<li>{{ f.method }} {{ f.knob }} seed {{ f.seed }} <a href="record/{{ f.id12 }}.html">{{ f.id12 }}</a>:
+{% for c in f.checks %}{{ c.name }} ({{ c.figure }}){% if not loop.last %}; {% endif %}{% endfor %}</li>
+{% endfor %}</ul>{% endif %}
 {% for reason, t in b.refused %}<h2>Not admitted</h2><p>{{ reason }}</p>{{ table(t) }}
 {% endfor %}
 {% for label, t in b.previous %}<h2>Previous leaderboard version</h2><p>{{ label }}; not ranked with the rows above.</p>{{ table(t) }}
@@ -136,14 +140,14 @@ RECORD = """\
 <p>{{ r.method }} ({{ r.knob }}) on <a href="{{ root }}{{ r.board }}">{{ r.task }}</a>, budget tier {{ r.budget }},
 seed {{ r.seed }}, measured {{ r.date }}. Full id <code>{{ r.id }}</code>;
 <a href="{{ r.json }}">the record file</a>.</p>
-{% for title, pairs in r.sections %}<h2>{{ title }}</h2>
-<table><tbody>{% for k, v in pairs %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</tbody></table>
-{% endfor %}
 <h2>Validation</h2>
 {% if r.checks %}<table><thead><tr><th>check</th><th>verdict</th><th>figure</th><th>detail</th></tr></thead><tbody>
 {% for c in r.checks %}<tr><td>{{ c.name }}</td><td class="{{ 'pass' if c.passed else 'fail' }}">{{ 'pass' if c.passed else 'FAIL' }}</td>
 <td>{{ c.figure }}</td><td>{{ c.detail }}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p class="muted">Not validated (run <code>ccbench validate {{ r.id12 }}</code>).</p>{% endif %}
+{% for title, pairs in r.sections %}<h2>{{ title }}</h2>
+<table><tbody>{% for k, v in pairs %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</tbody></table>
+{% endfor %}
 <h2>Cite</h2>
 <pre>{{ r.bibtex }}</pre>
 {% endblock %}
