@@ -10,7 +10,7 @@ METADATA = {
     "name": "dense",
     "family": "dense",
     "paper": "Touvron et al. 2021 (DeiT)",
-    "bibtex": "@inproceedings{touvron2021deit, title={Training data-efficient image transformers & "
+    "bibtex": "@inproceedings{touvron2021deit, title={Training data-efficient image transformers \\& "
               "distillation through attention}, author={Touvron, Hugo and Cord, Matthieu and Douze, "
               "Matthijs and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}}, "
               "booktitle={ICML}, year={2021}}",

@@ -47,7 +47,10 @@ METADATA = {
     "paper": "Teerapittayanon et al. 2016, BranchyNet (ICPR); Kaya et al. 2019, Shallow-Deep Networks (ICML)",
     "bibtex": "@inproceedings{kaya2019sdn, title={Shallow-Deep Networks: Understanding and Mitigating Network "
               "Overthinking}, author={Kaya, Yigitcan and Hong, Sanghyun and Dumitras, Tudor}, booktitle={ICML}, "
-              "year={2019}}",
+              "year={2019}}\n"
+              "@inproceedings{teerapittayanon2016branchynet, title={{BranchyNet}: Fast Inference via Early Exiting "
+              "from Deep Neural Networks}, author={Teerapittayanon, Surat and McDanel, Bradley and Kung, H. T.}, "
+              "booktitle={ICPR}, year={2016}}",
     "knob": {"name": "threshold", "default": 0.8, "direction": "lower = less compute",
              "sweep": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], "needs_retraining": False,
              "minimum": 0},

@@ -10,12 +10,18 @@ from ccbench.core.backbones import ViTBackbone
 METADATA = {
     "name": "moe-topk",
     "family": "width",
-    "paper": "Riquelme et al. 2021, Scaling Vision with Sparse Mixture of Experts (NeurIPS); Fedus et al. "
-             "2022, Switch Transformers (JMLR)",
+    "paper": "Riquelme et al. 2021, Scaling Vision with Sparse Mixture of Experts (NeurIPS); Shazeer et al. 2017, "
+             "Sparsely-Gated Mixture-of-Experts (ICLR); Fedus et al. 2022, Switch Transformers (JMLR)",
     "bibtex": "@inproceedings{riquelme2021vmoe, title={Scaling Vision with Sparse Mixture of Experts}, "
               "author={Riquelme, Carlos and Puigcerver, Joan and Mustafa, Basil and Neumann, Maxim and "
               "Jenatton, Rodolphe and Pinto, Andr{\\'e} Susano and Keysers, Daniel and Houlsby, Neil}, "
-              "booktitle={NeurIPS}, year={2021}}",
+              "booktitle={NeurIPS}, year={2021}}\n"
+              "@inproceedings{shazeer2017moe, title={Outrageously Large Neural Networks: The Sparsely-Gated "
+              "Mixture-of-Experts Layer}, author={Shazeer, Noam and Mirhoseini, Azalia and Maziarz, Krzysztof and "
+              "Davis, Andy and Le, Quoc and Hinton, Geoffrey and Dean, Jeff}, booktitle={ICLR}, year={2017}}\n"
+              "@article{fedus2022switch, title={Switch Transformers: Scaling to Trillion Parameter Models with Simple "
+              "and Efficient Sparsity}, author={Fedus, William and Zoph, Barret and Shazeer, Noam}, "
+              "journal={Journal of Machine Learning Research}, volume={23}, number={120}, pages={1--39}, year={2022}}",
     "knob": {"name": "k", "default": 1, "direction": "lower = less compute", "sweep": [1, 2],
              "needs_retraining": False,
              "integer": True, "minimum": 1},

@@ -1,4 +1,4 @@
-"""``ccbench`` command line: run | sweep | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | manifest | bench.
+"""``ccbench`` command line: run | sweep | shift | transfer | ls | pretrain | cost | table | plot | leaderboard | submit | cite | manifest | bench.
 
 User mistakes print one line and exit with code 2; Ctrl-C exits with 130 and leaves no
 half-written record (every file is written to a temporary name and renamed).
@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--rerun", action="store_true",
                      help="recompute the audit and determinism evidence from the run's cached trained model")
     val.add_argument("--data-dir", default=None, help="data for --rerun (default: $CCBENCH_DATA)")
+    sm = sub.add_parser("submit", help="bundle records, samples, method source and environment for a pull request")
+    sm.add_argument("records", nargs="+", help="record ids (6+ leading characters) or record file paths")
+    sm.add_argument("--out", required=True, help="the new bundle folder (never written over)")
+    sm.add_argument("--results-dir", default=None, help="where record ids are looked up (default: ./results)")
+    ci = sub.add_parser("cite", help="BibTeX for a record: ccbench, the method's paper, the record")
+    ci.add_argument("record", help="id (6+ leading characters) or path of a run record")
+    ci.add_argument("--results-dir", default=None, help="where the record is looked up (default: ./results)")
+    ci.add_argument("--leaderboard", default=None,
+                    help="leaderboard folder holding version.json (default: the checkout's leaderboard/)")
     man = sub.add_parser("manifest", help="regenerate checkpoints/manifest.json from the checkpoint headers")
     man.add_argument("--check", action="store_true",
                      help="only say whether the manifest agrees with the headers (exit 2 when not)")
@@ -324,7 +333,32 @@ def cmd_leaderboard(args) -> int:
     from ccbench.reporting.leaderboard import write_leaderboard
 
     path = write_leaderboard(args.results_dir, args.out, strict=args.strict)
-    print(f"wrote {path}")
+    print(f"wrote {path} and {path.parent / 'site' / 'index.html'}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    """Write a submission bundle; print where its manifest is and what to do next."""
+    from ccbench.drivers.submit import submit
+
+    manifest = submit(args.records, args.out, args.results_dir)
+    print(f"wrote {manifest}\nnext: copy the bundle over a fork of ccbench (`cp -rn {args.out}/. <checkout>/`) and open "
+          f"a pull request; CI runs `ccbench validate` on it (see SUBMITTING.md)")
+    return 0
+
+
+def cmd_cite(args) -> int:
+    """Print BibTeX for one record."""
+    from pathlib import Path
+
+    from ccbench.common.provenance import repo_root
+    from ccbench.reporting.citation import cite, read_version
+    from ccbench.reporting.leaderboard import registered_methods
+    from ccbench.reporting.records import find_record
+
+    _, record = find_record(args.record, args.results_dir)
+    folder = Path(args.leaderboard) if args.leaderboard else (repo_root() or Path.cwd()) / "leaderboard"
+    print(cite(record, read_version(folder), registered_methods()), end="")
     return 0
 
 
@@ -424,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cost": cmd_cost, "plot": cmd_plot, "ls": cmd_ls, "pretrain": cmd_pretrain, "run": cmd_run, "sweep": cmd_sweep, "shift": cmd_shift,
                "transfer": cmd_transfer,
                "table": cmd_table,
-               "leaderboard": cmd_leaderboard, "validate": cmd_validate, "manifest": cmd_manifest, "bench": cmd_bench}[args.command]
+               "leaderboard": cmd_leaderboard, "validate": cmd_validate, "submit": cmd_submit, "cite": cmd_cite,
+               "manifest": cmd_manifest, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -207,7 +207,7 @@ def test_width_method_record_has_routing_and_plots(tiny_data, isolated_cache, tm
     monkeypatch.setattr(lb, "published_backbone_hashes",
                         lambda: {("smoke", "imagenette"): records[0]["backbone"]["sha256"]})
     monkeypatch.setattr(lb, "tier_refusal", lambda budget, versions, modality="image": None)
-    monkeypatch.setattr(lb, "_validated", lambda runs: (runs, {}, []))   # smoke records: the gate is test_validation's
+    monkeypatch.setattr(lb, "_validated", lambda runs, checks: (runs, {}, []))   # smoke records: the gate is test_validation's
     board = tmp_path / "lb" / "README.md"
     assert main(["leaderboard", "--results-dir", str(results), "--out", str(board)]) == 0
     assert "![routing](smoke-imagenette-routing.png)" in board.read_text()

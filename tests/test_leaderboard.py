@@ -20,7 +20,7 @@ from record_helpers import run_body, samples
 def _admit_without_validation(monkeypatch):
     """These tests are about admission by backbone, tier and the shift/transfer sections, on minimal record
     bodies without validation evidence; the validation gate itself is tested in test_validation.py."""
-    monkeypatch.setattr(lb, "_validated", lambda runs: (runs, {}, []))
+    monkeypatch.setattr(lb, "_validated", lambda runs, checks: (runs, {}, []))
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SHA = "ab" * 32  # run_body's backbone hash

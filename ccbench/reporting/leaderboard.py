@@ -14,14 +14,17 @@ Reporting only: no torch and no run-side module is imported here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
+from .citation import version_info, write_version
 from .markdown import escape_cell
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
+from .site import Board, write_site
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -186,20 +189,33 @@ def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tupl
     return want, g[same], g[~same], None
 
 
-def _validated(runs: list) -> tuple[list, dict, list]:
-    """``(passing runs, {(budget, task): [(record, failed checks)]}, runs that predate validation)``: the
-    run records (already read and verified) split by :func:`ccbench.reporting.validation.check_record`.
-    A run that fails only for evidence its ccbench version never stored
+def check_runs(runs: list) -> dict[str, list]:
+    """``{record id: [CheckResult, ...]}``: every check of :func:`ccbench.reporting.validation.check_record` on
+    each run record (already read and verified); a crafted record whose values cannot be checked is reported
+    on stderr and left out."""
+    from .validation import check_record
+
+    out = {}
+    for path, record in runs:
+        try:
+            out[record["id"]] = check_record(record, load_samples(path))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a crafted record with odd values
+            report_skipped([f"{path}: cannot be validated ({type(err).__name__}); restore it from git or delete it"])
+    return out
+
+
+def _validated(runs: list, checks: Mapping[str, Sequence]) -> tuple[list, dict, list]:
+    """``(passing runs, {(budget, task): [(record, failed checks)]}, runs that predate validation)``: the run
+    records split by their ``checks`` (record id -> check results, :func:`check_runs`); a record without
+    checks is left out. A run that fails only for evidence its ccbench version never stored
     (:func:`~ccbench.reporting.validation.predates_validation`) is neither passing nor failing."""
-    from .validation import check_record, predates_validation
+    from .validation import predates_validation
 
     ok, failing, unverified = [], {}, []
     for path, record in runs:
-        try:
-            failed = [c for c in check_record(record, load_samples(path)) if not c.passed]
-        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a crafted record with odd values
-            report_skipped([f"{path}: cannot be validated ({type(err).__name__}); restore it from git or delete it"])
+        if record["id"] not in checks:
             continue
+        failed = [c for c in checks[record["id"]] if not c.passed]
         if predates_validation(failed):
             unverified.append((path, record))
         elif failed:
@@ -237,10 +253,13 @@ def _methods(rows: pd.DataFrame) -> str:
     return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
 
 
-def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False) -> Path:
-    """Regenerate the leaderboard markdown (and plots) and return its path. Bad record files are
-    skipped with one line each on stderr, or with ``strict`` refused (``RecordError``) before anything
-    is written."""
+def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = False,
+                      verdicts: Mapping[str, Sequence] | None = None) -> Path:
+    """Regenerate the leaderboard markdown (and plots), its version file (:mod:`ccbench.reporting.citation`)
+    and the static site beside it (``site/``, :mod:`ccbench.reporting.site`) and return the markdown's path.
+    Records are ranked by their validation ``verdicts`` (record id -> check results; ``None``: computed
+    here, :func:`check_runs`), which the site shows. Bad record files are skipped with one line each on
+    stderr, or with ``strict`` refused (``RecordError``) before anything is written."""
     root = repo_root() or Path.cwd()
     out_path = Path(out) if out else root / "leaderboard" / "README.md"
     records, bad = scan_records(results_dir or (root / "results"))  # every record file read and verified once
@@ -249,7 +268,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     report_skipped(bad)
     runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    runs, failing, unverified = _validated(runs)
+    all_runs = runs
+    verdicts = check_runs(runs) if verdicts is None else verdicts
+    runs, failing, unverified = _validated(runs, verdicts)
     df = load_table(records=runs)
     legacy = load_table(records=unverified) if unverified else df.iloc[0:0]
     published = published_backbone_hashes()
@@ -258,7 +279,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append("\nNo records yet.\n" if not (failing or unverified) else
                      "\nNo record passes `ccbench validate` yet, so nothing is ranked: the records below are listed "
                      "with their failing checks, or, where they predate validation, as the previous version.\n")
-    admitted_all, earlier_all = [], []
+    admitted_all, earlier_all, boards = [], [], []
     previous = previous_backbones()
     groups = dict(list(df.groupby(["budget", "task"], sort=True)))
     legacy_groups = dict(list(legacy.groupby(["budget", "task"], sort=True)))
@@ -273,6 +294,10 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         want, admitted, rejected, refusal = _admission(budget, task, g, published)
         tier_rejected = g if refusal else g.iloc[0:0]
         admitted_all.append(admitted)
+        board = Board(budget, task, want or "none published", admitted,
+                      [("backbone differs from the published one", rejected), (str(refusal), tier_rejected)],
+                      failing=failing.get(key, []))
+        boards.append(board)
         parts.append(f"\n## {escape_cell(task)} — budget `{escape_cell(budget)}`\n")
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
@@ -280,6 +305,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             plot = out_path.parent / f"{file_stem(budget, task)}.png"
             _plot(admitted, plot, f"{task} ({budget})")
             parts.append(f"\n![top-1 vs GMACs]({escape_cell(plot.name)})\n")
+            board.images.append((plot.name, "score vs useful GMACs"))
             routed = admitted[admitted.utilization.notna()]
             if not routed.empty:
                 from .plots import plot_routing
@@ -287,6 +313,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                 best = routed.sort_values(["nmi", "top1"]).iloc[-1]
                 first_path, first = find_record(best.record_ids.split(",")[-1], records=runs)
                 png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png", first)
+                board.images.append((png.name, "expert x class routing of the most class-specialised row"))
                 parts.append(f"\nRouting of the most class-specialised width-family row ({escape_cell(best.method)} "
                              f"{escape_cell(best.knob)}, chance-corrected NMI {best.nmi:.3f}), expert x class share "
                              f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
@@ -302,6 +329,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(f"\nNot admitted ({refusal}): {_methods(tier_rejected)}\n")
         for (sha, version), rows in earlier_rows.groupby(["backbone", "budget_version"], sort=False):
             e = earlier[(sha, version)]
+            board.previous.append((f"tier {budget} v{version}, backbone {sha[:16]} ({e['recipe']}, "
+                                   f"{float(e['eval_top1']):.2f} % val top-1; weights: {e['checkpoint']})", rows))
             parts.append(f"\n<details><summary>Previous leaderboard version: tier {escape_cell(budget)} v{version}, "
                          f"backbone <code>{escape_cell(sha[:16])}</code> ({escape_cell(e['recipe'])}, "
                          f"{float(e['eval_top1']):.2f} % val top-1; weights: {escape_cell(e['checkpoint'])}); "
@@ -318,7 +347,23 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
     # shift and transfer records of the previous version's runs stay visible until the track is re-run
     parts.append(_specialization_section(records, admitted_all + earlier_all, out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
+    ranked = pd.concat(admitted_all) if admitted_all else df.iloc[0:0]
+    dates = {r["id"][:12]: r.get("date") for _, r in runs}
+    ids = [i for ids in ranked.record_ids for i in ids.split(",")]
+    info = version_info(ids, [dates[i] for i in ids if dates.get(i)])
+    parts.insert(1, f"Leaderboard version `{info['version']}` ({info['date']}): cite a row with `ccbench cite "
+                    f"<record id>`. The site beside this file, `site/index.html`, has a page per task and per record.\n")
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text("".join(parts))
+    write_version(out_path.parent, info)
+    write_site(out_path.parent / "site", boards, all_runs, verdicts, info, registered_methods())
     tmp.replace(out_path)
     return out_path
+
+
+def registered_methods() -> dict[str, dict]:
+    """Method name -> metadata of every registered method (built-in and installed plug-ins; no import)."""
+    from ccbench.common import catalog
+
+    reg = catalog.methods()
+    return {name: reg.metadata(name) for name in reg.names()}
