@@ -151,7 +151,7 @@ def cmd_ls(args) -> int:
 def cmd_pretrain(args) -> int:
     """Pretrain (or resume) the tier's backbone and print its hash and accuracy."""
     from ccbench.common import catalog
-    from ccbench.training.pretrain import pretrain
+    from ccbench.training.pretrain import backbone_seed, pretrain
 
     task = catalog.tasks().get(args.task)
     budget = catalog.budgets().get(args.budget)
@@ -161,7 +161,7 @@ def cmd_pretrain(args) -> int:
         name = budget.text.backbone if budget.text else "none"
         raise UserError(f"text tasks start from the tier's pretrained encoder ({name}); nothing to pretrain: "
                         f"run `ccbench run --method dense --task {task.name}`")
-    seed = budget.seeds[0] if args.seed is None else args.seed
+    seed = backbone_seed(budget) if args.seed is None else args.seed
     ckpt = pretrain(budget, task, args.data_dir, seed=seed, resume=not args.no_resume,
                     out=args.out, progress=not args.quiet)
     m = ckpt.meta
