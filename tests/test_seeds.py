@@ -2,6 +2,8 @@
 per method/knob/task/backbone with the seed count."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -20,6 +22,5 @@ def test_seed_1_fine_tunes_the_same_backbone_and_pools_with_seed_0(tiny_data, is
     assert len(list((isolated_cache / "checkpoints").glob("*.safetensors"))) == 1
     capsys.readouterr()
     assert main(["table", "--results-dir", str(results), "--format", "csv"]) == 0
-    header, *rows = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(rows) == 1  # the two seeds are one row
-    assert dict(zip(header.split(","), rows[0].split(",")))["seeds"] == "2"
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 and rows[0]["seeds"] == "2"  # the two seeds are one row
