@@ -21,6 +21,7 @@ from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
 from .markdown import escape_cell
+from .ranking_section import ranking_section
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
 
@@ -277,6 +278,7 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
+            parts.append(ranking_section(admitted, runs, admitted.score_name.iloc[0]))
             plot = out_path.parent / f"{file_stem(budget, task)}.png"
             _plot(admitted, plot, f"{task} ({budget})")
             parts.append(f"\n![top-1 vs GMACs]({escape_cell(plot.name)})\n")
