@@ -48,7 +48,7 @@ def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0
                                     "batchN": {"speedup": 1.0, "efficiency": 1.0, "batch_size": 4}}},
             "date": f"2026-01-01T00:00:{seed:02d}+00:00"}
     if grid is not None:
-        body["method"]["grid"] = {"target": grid, "reached": pct, "marked": abs(pct - grid) > 2}
+        body["method"]["grid"] = [{"target": grid, "reached": pct, "marked": abs(pct - grid) > 2, "tolerance": 2.0}]
     arrays = {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
               "pred": preds.astype(np.int16)}
     commit_record(finalize(body), arrays, root)

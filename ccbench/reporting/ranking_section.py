@@ -34,7 +34,7 @@ class Row:
     pct: float
     score: float
     preds: np.ndarray
-    grid: dict | None = None          # {target, reached, marked} when the row is a compute-grid point
+    grid: dict = field(default_factory=dict)   # grid target (% of dense) -> {reached, marked}: the grid points it is
     key: str = field(init=False)
 
     def __post_init__(self):
@@ -45,19 +45,20 @@ class Row:
         return len(self.preds)
 
 
-def grid_of(records: list[dict]) -> dict | None:
-    """The compute-grid point of one row's records (``method.grid`` of each seed: target and reached in
-    % of dense, marked when the target was out of reach): the target, the mean reached share, marked if
-    any seed was; ``None`` when the records are not grid points."""
-    grids = [r.get("method", {}).get("grid") for r in records]
-    if not grids or any(not isinstance(g, dict) for g in grids):
-        return None
+def grid_of(records: list[dict]) -> dict:
+    """The compute-grid targets one row's records serve (``method.grid`` of each seed, a list of
+    ``{target, reached, marked}`` in % of dense; :mod:`ccbench.training.grid`): ``{target: {reached, marked}}``
+    with the mean reached share over the seeds that serve the target and marked if any of them was;
+    ``{}`` when the records are not grid points (or their entries are malformed)."""
+    out: dict[float, list] = {}
     try:
-        target = float(grids[0]["target"])
-        return {"target": target, "reached": float(np.mean([float(g["reached"]) for g in grids])),
-                "marked": any(bool(g.get("marked")) for g in grids)}
-    except (KeyError, TypeError, ValueError):
-        return None
+        for r in records:
+            entries = r.get("method", {}).get("grid") or []
+            for e in entries:
+                out.setdefault(float(e["target"]), []).append((float(e["reached"]), bool(e.get("marked"))))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}
+    return {t: {"reached": float(np.mean([r for r, _ in v])), "marked": any(m for _, m in v)} for t, v in out.items()}
 
 
 def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.ndarray | None, list[str]]:
@@ -96,10 +97,8 @@ def _comparisons(rows: list[Row], dense: Row | None) -> list[tuple[Row, Row, str
             continue
         if dense is not None:
             out.append((r, dense, "vs dense"))
-        if r.grid is None:
-            continue
         for control in CONTROLS.get(r.family, ()):
-            same = [c for c in rows if c.method == control and c.grid and c.grid["target"] == r.grid["target"]]
+            same = [c for c in rows if c.method == control and set(c.grid) & set(r.grid)]
             if same and r.method != control:
                 out.append((r, same[0], f"vs {control}"))
     return out
@@ -189,12 +188,13 @@ def _grid_cells(mine: list[Row]) -> dict:
     """``{"@ 25 %": cell, ...}`` of one method's grid points."""
     cells = {}
     for target in GRID:
-        at = [r for r in mine if r.grid and r.grid["target"] == target]
+        at = [r for r in mine if float(target) in r.grid]
         if not at:
             cells[f"@ {target} %"] = "-"
             continue
         r = at[0]
-        mark = f"* ({r.grid['reached']:.0f} %)" if r.grid["marked"] else ""
+        g = r.grid[float(target)]
+        mark = f"* ({g['reached']:.0f} %)" if g["marked"] else ""
         cells[f"@ {target} %"] = f"{r.score:.2f}{mark}"
     return cells
 
