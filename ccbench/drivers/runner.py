@@ -27,6 +27,7 @@ from ccbench.reporting.records import write_record
 from ccbench.training.distributed import stamp_for_commit
 from ccbench.training.grid import GridPoint, calibrate_grid, grid_entries, values_of
 from ccbench.training.knobs import (
+    CalibrationPoint,
     calibrate_knob,
     calibration_point,
     check_knob_values,
@@ -111,13 +112,16 @@ def _retrain_grid(ctx: RunContext, method: str, meta: dict, targets: list[float]
                                   ctx.tier.eval_batch_size, ctx.device, ctx.seed)
         return dataclasses.replace(point, knob=value)
 
-    preflight, _ = calibrate_grid(untrained, candidates, targets, max_refine=0)
+    if knob.get("value_is_share"):   # the knob is the share aimed at: train at the targets themselves
+        preflight = [GridPoint(t, CalibrationPoint(t / 100, float("nan"), t / 100)) for t in targets]
+    else:
+        preflight, _ = calibrate_grid(untrained, candidates, targets, max_refine=0)
     paths = []
     for value in values_of(preflight):
         chosen = [g.target for g in preflight if g.point.knob == value]
-        say(f"grid: {knob['name']}={value} for {', '.join(f'{t:g} %' for t in chosen)} of dense "
-            f"(untrained share {100 * next(g.point.useful_fraction for g in preflight if g.point.knob == value):.1f} %)")
+        say(f"grid: {knob['name']}={value} for {', '.join(f'{t:g} %' for t in chosen)} of dense")
         paths += _train_and_measure(ctx, method, meta, knob_settings(knob, value), [value],
+                                    "grid: the target share itself" if knob.get("value_is_share") else
                                     "grid: nearest candidate by the untrained model's share of dense", measure,
                                     retrained_targets=chosen)
     return paths
