@@ -100,3 +100,15 @@ def test_run_grid_for_a_retraining_knob_trains_the_nearest_candidates(tiny_data,
 def test_grid_is_refused_for_a_method_without_a_knob(isolated_cache, capsys):
     assert main(["run", "--method", "dense", "--budget", "smoke", "--grid", "25"]) == 2
     assert "no knob" in capsys.readouterr().err
+
+
+def test_run_grid_for_a_knob_that_is_the_share_trains_at_the_targets(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "layer-skip", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--grid", "50", "--quiet"]) == 0
+    [record] = _records(results)
+    assert record["method"]["knob"]["value"] == 0.5 and record["method"]["knob"]["chosen_by"] == "grid: the target share itself"
+    [entry] = record["method"]["grid"]
+    # what the trained model reached on calibration is recorded, and marked when off by more than 2 points
+    assert entry["target"] == 50.0 and entry["marked"] == (abs(entry["reached"] - 50.0) > 2)
+    assert 0 < entry["reached"] <= 110   # gates cost a little: a model that skips nothing exceeds 100 %
