@@ -129,3 +129,10 @@ def test_the_leaderboard_carries_the_section(tmp_path, monkeypatch):
     board = lb.write_leaderboard(tmp_path / "results", out=str(tmp_path / "lb" / "README.md"))
     text = board.read_text()
     assert "### Ranking" in text and "| 1 " in text and "significant" in text
+
+
+def test_a_task_with_dense_alone_says_there_is_nothing_to_rank(tmp_path):
+    _commit(tmp_path, "dense", None, 100.0, 0.86)
+    records = load_records(tmp_path)
+    text = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=100)
+    assert "nothing to rank" in text and "| rank" not in text and "Paired" not in text

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .markdown import escape_cell
+from .records import typed
 
 FAMILY_COLOURS = {"token": "#1f77b4", "depth": "#d62728", "width": "#2ca02c", "static": "#7f7f7f",
                   "dense": "#000000"}
@@ -31,7 +32,8 @@ def seed_points(table: pd.DataFrame, records: list[tuple]) -> pd.DataFrame:
     by_id = {r["id"][:12]: r for _, r in records}
     out = []
     for t in table.itertuples():
-        scores = [float(by_id[i]["metrics"]["main_score"]["value"]) for i in t.record_ids.split(",") if i in by_id]
+        # through the typed record: version-1 files have their main score only through the read adapter
+        scores = [float(typed(by_id[i]).metrics.main_score.value) for i in t.record_ids.split(",") if i in by_id]
         many = len(scores) > 1
         out.append({"method": t.method, "family": t.family, "knob": t.knob, "pct": float(t.pct_of_dense),
                     "gmacs": float(t.useful_gmacs), "score": float(t.top1), "seeds": len(scores),

@@ -169,6 +169,8 @@ def _rank_table(rows: list[Row], dense: Row | None, reps: dict) -> str:
         mine = [r for r in rows if r.method == m]
         table.append({"rank": "-", "method": escape_cell(m), "plausible ranks": "-", "P(first)": "-",
                       auc: f"- (from {min(r.pct for r in mine):.0f} %)", **_grid_cells(mine)})
+    if not table:
+        return "No method besides dense on this task: nothing to rank.\n"
     lines = [tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False,
                       disable_numparse=True) + "\n\n"]
     lines.append(f"AUC: the mean score over {LOW:.0f}-{HIGH:.0f} % of dense useful compute of the curve through the "
@@ -215,6 +217,6 @@ def _paired_table(rows: list[Row], dense: Row | None, boot: Bootstrap, metric_na
         row[escape_cell(col)] = _fmt_diff(d, bool(sig))
     df = pd.DataFrame(list(cells.values())).fillna("-")
     return ("\nPaired differences (score points, 95 % CI; † = significant; "
-            f"{len(pairs)} comparisons):\n\n"
+            f"{len(pairs)} comparison{'s' if len(pairs) > 1 else ''}):\n\n"
             + tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
             + f"\n\n† {SIGNIFICANT}. Controls are compared at the same grid point only.\n")
