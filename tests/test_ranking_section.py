@@ -123,6 +123,8 @@ def test_three_seeds_use_the_hierarchical_bootstrap(tmp_path):
 
 
 def test_the_leaderboard_carries_the_section(tmp_path, monkeypatch):
+    # these minimal records carry no validation evidence: the gate is tested in test_validation.py
+    monkeypatch.setattr(lb, "_validated", lambda runs: (runs, {}, []))
     monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {})
     monkeypatch.setattr(lb, "previous_backbones", lambda: {})
     _board(tmp_path / "results")
