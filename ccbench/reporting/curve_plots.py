@@ -1,6 +1,7 @@
 """Score-compute plots a reader can read (matplotlib, no torch): colour by family, a marker and line style
-per method, controls dashed, dense as a reference line, the legend outside the data, a band over the seeds'
-range where a row has more than one seed, one panel per family when one plot would be crowded; and the
+per method, controls dashed, dense as a reference line, the task's Pareto front behind the curves, the
+legend outside the data, a band over the seeds' range where a row has more than one seed, one panel per
+family when one plot would be crowded; and the
 survey's Fig. 5 (A-ViT's accuracy-GMACs curve with DynamicViT, EViT, ToMe, random-drop and static-res).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ CONTROLS = {"static-res", "static-depth", "random-drop"}     # drawn dashed: the
 PANEL_CONTROLS = {"token": ("static-res", "random-drop"), "depth": ("static-depth",)}
 FIG5 = ("avit", "dynamicvit", "evit", "tome", "random-drop", "static-res")
 CROWDED = 8   # more methods than this: one panel per family
+NEVER_ON_FRONT = {"avit-masked"}   # a reference execution of avit's model, not a method
 
 
 def seed_points(table: pd.DataFrame, records: list[tuple]) -> pd.DataFrame:
@@ -77,6 +79,18 @@ def _draw(ax, points: pd.DataFrame, methods: list[str], style: dict, x: str) -> 
     ax.grid(alpha=0.3)
 
 
+def _front(ax, points: pd.DataFrame, x: str) -> None:
+    """The task's Pareto front (every method, dense included; :func:`ccbench.reporting.ranking.pareto_front`)
+    as a wide pale line behind the curves."""
+    from .ranking import pareto_front
+
+    pts = points[~points.method.isin(NEVER_ON_FRONT)]
+    on = pts[pareto_front(pts[x], pts.score)].sort_values(x)
+    if len(on) > 1:
+        ax.plot(on[x], on.score, color="#f0c040", lw=6, alpha=0.45, solid_capstyle="round", label="Pareto front",
+                zorder=0)
+
+
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -111,6 +125,7 @@ def plot_curves(points: pd.DataFrame, path: Path, title: str, ylabel: str) -> Pa
     fig, axes = plt.subplots(len(panels), 1, figsize=(6.5, 3.4 * len(panels)), squeeze=False, sharex=True,
                              sharey=True)
     for ax, (name, ms) in zip(axes[:, 0], panels):
+        _front(ax, points, "pct")
         _draw(ax, points, ms, style, "pct")
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(ylabel)
