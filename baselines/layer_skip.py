@@ -32,7 +32,7 @@ METADATA = {
               "Networks}, author={Wang, Xin and Yu, Fisher and Dou, Zi-Yi and Darrell, Trevor and Gonzalez, "
               "Joseph E.}, booktitle={ECCV}, year={2018}}",
     "knob": {"name": "target", "default": 0.67, "direction": "lower = less compute", "sweep": [0.5, 0.67, 0.83],
-             "needs_retraining": True,
+             "needs_retraining": True, "value_is_share": True,
              "minimum": 0, "exclusive_minimum": True, "maximum": 1},
     "modalities": ["image", "text"],
     "description": "Per-block Gumbel gates on the mean token, budget loss |executed share - target|; skipped "

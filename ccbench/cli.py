@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--knob", default=None,
                      help="knob value(s), e.g. `threshold=0.9` or `threshold=0.9,0.99`; default: "
                           "chosen on the calibration split (or the method's default)")
+    run.add_argument("--grid", default=None,
+                     help="compute grid, e.g. `25,50,75`: the knob values that land on these %% of dense useful "
+                          "MACs on the calibration split (+-2 points; else the nearest, marked), one record each; "
+                          "a knob that needs retraining picks among the --knob values (default: its sweep)")
     run.add_argument("--results-dir", default=None, help="where records go (default: ./results)")
     run.add_argument("--backbone", default=None, help="explicit backbone checkpoint path (text tasks: an HF model id or folder)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted training run")
@@ -160,7 +164,7 @@ def cmd_ls(args) -> int:
 def cmd_pretrain(args) -> int:
     """Pretrain (or resume) the tier's backbone and print its hash and accuracy."""
     from ccbench.common import catalog
-    from ccbench.training.pretrain import pretrain
+    from ccbench.training.pretrain import backbone_seed, pretrain
 
     task = catalog.tasks().get(args.task)
     budget = catalog.budgets().get(args.budget)
@@ -170,7 +174,7 @@ def cmd_pretrain(args) -> int:
         name = budget.text.backbone if budget.text else "none"
         raise UserError(f"text tasks start from the tier's pretrained encoder ({name}); nothing to pretrain: "
                         f"run `ccbench run --method dense --task {task.name}`")
-    seed = budget.seeds[0] if args.seed is None else args.seed
+    seed = backbone_seed(budget) if args.seed is None else args.seed
     ckpt = pretrain(budget, task, args.data_dir, seed=seed, resume=not args.no_resume,
                     out=args.out, progress=not args.quiet)
     m = ckpt.meta
@@ -308,11 +312,12 @@ def cmd_sweep(args) -> int:
 def cmd_run(args) -> int:
     """Train and measure one method; write its record(s)."""
     from ccbench.drivers.runner import run_method
+    from ccbench.training.grid import parse_grid
 
     run_method(method=args.method, task=args.task, budget=args.budget, data_dir=args.data_dir,
                seed=args.seed, knob=args.knob, results_dir=args.results_dir,
                backbone_path=args.backbone, resume=args.resume, progress=not args.quiet,
-               train_only=args.train_only)
+               train_only=args.train_only, grid=parse_grid(args.grid))
     return 0
 
 

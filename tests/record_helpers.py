@@ -55,3 +55,9 @@ def valid_run(task: str = "sst2", n: int | None = None, seed: int = 0, method: s
     score = 100 * float((pred == label).mean())
     body["metrics"]["main_score"] = {"name": "accuracy", "value": score, "ci95": [score - 2, score + 2]}
     return body, {"ids": np.asarray([f"s{i}" for i in range(n)]), "label": label, "pred": pred}
+
+
+def bypass_validation_gate(monkeypatch) -> None:
+    """Rank every readable run record: for tests of the tables, site and faults, whose planted records carry
+    no audit/determinism evidence. The gate itself is tested in tests/test_validation.py."""
+    monkeypatch.setattr("ccbench.reporting.leaderboard._validated", lambda runs, checks: (runs, {}, []))

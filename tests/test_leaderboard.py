@@ -13,14 +13,14 @@ import pytest
 import ccbench.reporting.leaderboard as lb
 from ccbench.common.errors import UserError
 from ccbench.reporting.records import RecordError, commit_record, finalize
-from record_helpers import run_body, samples
+from record_helpers import bypass_validation_gate, run_body, samples
 
 
 @pytest.fixture(autouse=True)
 def _admit_without_validation(monkeypatch):
     """These tests are about admission by backbone, tier and the shift/transfer sections, on minimal record
     bodies without validation evidence; the validation gate itself is tested in test_validation.py."""
-    monkeypatch.setattr(lb, "_validated", lambda runs, checks: (runs, {}, []))
+    bypass_validation_gate(monkeypatch)
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SHA = "ab" * 32  # run_body's backbone hash

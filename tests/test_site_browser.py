@@ -10,10 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-import ccbench.reporting.leaderboard as lb
 from conftest import assert_drawn
 from site_helpers import HOSTILE_KNOB, HOSTILE_METHOD, Tables, build_site
+
+import ccbench.reporting.leaderboard as lb
+from record_helpers import bypass_validation_gate
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
                  if shutil.which(n)), None)
@@ -36,7 +37,7 @@ document.addEventListener("DOMContentLoaded", function () {
 def no_published_checkpoints(monkeypatch):
     monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {})
     monkeypatch.setattr(lb, "previous_backbones", lambda: {})
-    monkeypatch.setattr(lb, "_validated", lambda runs, checks: (runs, {}, []))  # rank them all: the gate is not tested here
+    bypass_validation_gate(monkeypatch)
 
 
 def _chromium(tmp_path: Path, *args: str) -> str:

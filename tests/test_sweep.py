@@ -17,6 +17,7 @@ from ccbench.reporting.records import scan_records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
+PENDING = {"cpu-ranking.yaml"}  # shipped sweeps whose records are not made yet (issue 21's re-run)
 
 
 def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
@@ -65,7 +66,7 @@ def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         assert main(["sweep", str(path), "--dry-run", "--results-dir", str(REPO / "results")]) == 0
         out = capsys.readouterr().out
-        if path.name.startswith("cpu-"):
+        if path.name.startswith("cpu-") and path.name not in PENDING:
             head = out.splitlines()[0]
             assert head.endswith(" 0 to run"), head
 
@@ -98,6 +99,65 @@ def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
             assert keys.index(dep) < keys.index(job.key)
     assert sum(label.startswith("transfer") for label in labels) == 4
     assert sum(label.startswith("run early-exit on imagenette-a") for label in labels) == 2
+
+
+def test_the_ranking_sweep_expands_to_every_method_at_the_grid_times_three_seeds(tmp_path):
+    from ccbench.common import catalog
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command
+    from ccbench.drivers.sweep_spec import load_sweep
+
+    graph = JobGraph(load_sweep(REPO / "sweeps" / "cpu-ranking.yaml"))
+    index = RecordIndex(tmp_path)
+    runs = [j for j in graph.jobs if j.kind == "run"]
+    methods = catalog.methods()
+    image = {m for m in methods.names() if "image" in methods.metadata(m)["modalities"]}
+    text = {m for m in methods.names() if "text" in methods.metadata(m)["modalities"]}
+    for task, expected in (("imagenette", image), ("sst2", text), ("mrpc", text)):
+        jobs = [j for j in runs if j.config["task"] == task]
+        assert {j.config["method"] for j in jobs} == expected, task
+        for method in expected:   # three seeds, one job each
+            assert sorted(j.config["seed"] for j in jobs if j.config["method"] == method) == [0, 1, 2]
+    for job in runs:
+        argv = command(job, index, None)
+        knob = methods.metadata(job.config["method"])["knob"]
+        if job.config["method"] == "dense":
+            assert "--grid" not in argv and job.config["points"] is None
+            continue
+        assert argv[argv.index("--grid") + 1] == "25,50,75"
+        # a retraining knob's candidates travel with the grid (layer-skip trains at the targets themselves)
+        assert ("--knob" in argv) == (knob.get("needs_retraining", False) and not knob.get("value_is_share", False))
+    assert len(runs) == 3 * (1 + len(image - {"dense"})) + 2 * 3 * (1 + len(text - {"dense"}))
+
+
+def test_a_grid_job_asks_only_for_its_missing_targets(tmp_path):
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command, is_done
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: g
+        budget: cpu
+        runs: [{task: sst2, method: early-exit, grid: [25, 50, 75]}]
+        """)
+    job = JobGraph(load_sweep(path)).jobs[0]
+    body = run_body("early-exit", knob=("threshold", 0.5))
+    body["method"]["grid"] = [{"target": 25.0, "reached": 26.0, "marked": False}]
+    body["task"]["version"] = job.config["task_version"]
+    body["budget"]["version"] = job.config["budget_version"]
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    index = RecordIndex(tmp_path / "results")
+    argv = command(job, index, None)
+    assert argv[argv.index("--grid") + 1] == "50,75" and not is_done(job, index)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("runs: [{task: imagenette, method: dense, grid: [25]}]", "has no knob, so no compute grid"),
+    ("runs: [{task: imagenette, method: avit, grid: [25], points: {threshold: [0.5]}}]", "drop its `points`"),
+    ("runs: [{task: imagenette, method: avit, grid: [0]}]", "between 0 and 100"),
+])
+def test_a_bad_grid_in_a_sweep_is_refused_in_one_line(body, message, tmp_path, capsys):
+    test_a_bad_sweep_file_is_refused_in_one_line(body, message, tmp_path, capsys)
 
 
 # -- running jobs --

@@ -27,6 +27,9 @@ class KnobMetadata(BaseModel):
     direction: Literal["lower = less compute", "higher = less compute", "none"]
     sweep: list[float] = []
     needs_retraining: bool = False
+    # the value is itself the share of dense compute aimed at (0-1]: a compute grid trains at target / 100
+    # instead of choosing among candidates by the untrained model's compute (which it does not predict)
+    value_is_share: bool = False
     # the knob's domain, checked before any work: integer-valued, and bounds (inclusive unless exclusive)
     integer: bool = False
     minimum: float | None = None

@@ -7,6 +7,7 @@ per knob value.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from ccbench.measurement.measure import run_metrics
 from ccbench.reporting.record_schema import NO_KNOB
 from ccbench.reporting.records import write_record
 from ccbench.training.distributed import stamp_for_commit
+from ccbench.training.grid import GridPoint, calibrate_grid, grid_entries, values_of
 from ccbench.training.knobs import (
+    CalibrationPoint,
     calibrate_knob,
+    calibration_point,
     check_knob_values,
     has_knob,
     knob_label,
@@ -48,10 +52,13 @@ DEFAULT_MAX_COMPUTE = 0.6        # knob chosen on calibration: best accuracy at 
 def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_dir: str | None = None,
                seed: int | None = None, knob: str | None = None, results_dir: str | None = None,
                backbone_path: str | None = None, resume: bool = False, progress: bool = True,
-               train_only: bool = False) -> list[Path]:
+               train_only: bool = False, grid: list[float] | None = None) -> list[Path]:
     """Train (if the method trains) and measure ``method`` on ``task`` under ``budget``; write one
     record per knob value and return their paths. A knob that needs retraining trains one model per
-    value; ``train_only`` stops after training (the trained model is cached for a later run)."""
+    value; ``train_only`` stops after training (the trained model is cached for a later run). ``grid``
+    (targets in % of dense useful MACs, :mod:`ccbench.training.grid`) chooses the knob values on the
+    calibration split instead; for a knob that needs retraining, among the ``knob`` values given (else
+    the knob's sweep)."""
     started = time.time()
     code_state = git_state()
     meta = catalog.methods().metadata(method)
@@ -66,6 +73,10 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     if tier.device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"budget {budget!r} needs a CUDA GPU and none is visible; use --budget cpu")
     knob_values = parse_knob(knob, meta["knob"])
+    if grid and not has_knob(meta["knob"]):
+        raise UserError(f"method {method!r} has no knob, so no compute grid: drop --grid (dense is the 100 % point)")
+    if grid and knob_values is not None and not meta["knob"].get("needs_retraining"):
+        raise UserError(f"--grid chooses {meta['knob']['name']!r} on the calibration split: drop --knob")
     seed = tier.seeds[0] if seed is None else check_seed(seed)
     if tier.threads:
         torch.set_num_threads(tier.threads)
@@ -76,11 +87,43 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     knob_meta, measure = meta["knob"], not train_only
     if not (knob_meta.get("needs_retraining") and has_knob(knob_meta)):
         return _train_and_measure(ctx, method, meta, {}, knob_values, "user" if knob_values is not None else None,
-                                  measure)
+                                  measure, grid=grid)
+    if grid:
+        return _retrain_grid(ctx, method, meta, grid, knob_values or list(knob_meta["sweep"]), measure)
     chosen_by = "user" if knob_values is not None else "default (the knob needs retraining)"
     paths = []
     for value in knob_values if knob_values is not None else [knob_meta["default"]]:
         paths += _train_and_measure(ctx, method, meta, knob_settings(knob_meta, value), [value], chosen_by, measure)
+    return paths
+
+
+def _retrain_grid(ctx: RunContext, method: str, meta: dict, targets: list[float], candidates: list,
+                  measure: bool) -> list[Path]:
+    """The compute grid of a knob that needs retraining: each candidate value's share of dense measured on
+    the calibration split with the untrained model, the nearest per target trained and measured (its
+    share measured again on the trained model before it is recorded)."""
+    knob = meta["knob"]
+    work = ctx.work
+
+    def untrained(value):
+        built = build_for_run(method, meta, knob_settings(knob, value), work, ctx.tier, ctx.task, ctx.seed)
+        model = built.model.to(ctx.device).eval()
+        point = calibration_point(model, None, work, work.table.with_units(model.cost_units()),
+                                  ctx.tier.eval_batch_size, ctx.device, ctx.seed)
+        return dataclasses.replace(point, knob=value)
+
+    if knob.get("value_is_share"):   # the knob is the share aimed at: train at the targets themselves
+        preflight = [GridPoint(t, CalibrationPoint(t / 100, float("nan"), t / 100)) for t in targets]
+    else:
+        preflight, _ = calibrate_grid(untrained, candidates, targets, max_refine=0)
+    paths = []
+    for value in values_of(preflight):
+        chosen = [g.target for g in preflight if g.point.knob == value]
+        say(f"grid: {knob['name']}={value} for {', '.join(f'{t:g} %' for t in chosen)} of dense")
+        paths += _train_and_measure(ctx, method, meta, knob_settings(knob, value), [value],
+                                    "grid: the target share itself" if knob.get("value_is_share") else
+                                    "grid: nearest candidate by the untrained model's share of dense", measure,
+                                    retrained_targets=chosen)
     return paths
 
 
@@ -120,9 +163,11 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
 
 
 def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, knob_values: list | None,
-                       chosen_by: str | None, measure: bool = True) -> list[Path]:
+                       chosen_by: str | None, measure: bool = True, grid: list[float] | None = None,
+                       retrained_targets: list[float] | None = None) -> list[Path]:
     """Build ``method`` with ``config``, give it its trained weights, then (when ``measure``) measure each
-    knob value (``None``: chosen on the calibration split) and write one record per value."""
+    knob value (``None``: chosen on the calibration split; with ``grid``, one per grid target) and write
+    one record per value. ``retrained_targets``: the grid targets this retrained model serves."""
     work, tier, device, knob = ctx.work, ctx.tier, ctx.device, meta["knob"]
     built = build_for_run(method, meta, config, work, tier, ctx.task, ctx.seed)
     model = built.model
@@ -134,9 +179,22 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
     model.to(device).eval()
     table = work.table.with_units(model.cost_units())
 
-    calibration = []
+    calibration, grid_points = [], []
+    if retrained_targets:
+        point = dataclasses.replace(calibration_point(model, None, work, table, tier.eval_batch_size, device,
+                                                      ctx.seed), knob=knob_values[0])
+        grid_points = [GridPoint(t, point) for t in retrained_targets]
     if knob_values is not None:
         chosen_by = chosen_by or "user"
+    elif grid:
+        grid_points, calibration = calibrate_grid(
+            lambda v: calibration_point(model, v, work, table, tier.eval_batch_size, device, ctx.seed),
+            model.calibration_sweep(knob["sweep"]), grid, integer=bool(knob.get("integer")))
+        knob_values = values_of(grid_points)
+        chosen_by = f"grid: calibrated to {', '.join(f'{t:g}' for t in grid)} % of dense useful MACs"
+        for g in grid_points:
+            say(f"grid {g.target:g} %: {knob['name']}={g.point.knob} reaches {g.reached:.1f} % on calibration"
+                + (" (out of reach: nearest, marked)" if g.marked else ""))
     elif has_knob(knob):
         calibration, knob_values, chosen_by = calibrate_knob(model, knob, work, table, tier.eval_batch_size,
                                                              device, DEFAULT_MAX_COMPUTE, ctx.seed)
@@ -165,7 +223,8 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
                                 "chosen_by": chosen_by},
                        "starts_from": built.start_run,
                        "provenance": _method_provenance(method),
-                       "calibration_sweep": [vars(p) for p in calibration]},
+                       "calibration_sweep": [vars(p) for p in calibration],
+                       **({"grid": grid_entries(grid_points, value)} if grid_points else {})},
             "budget": {"name": tier.name, "version": tier.version, "finetune": work.recipe.model_dump(),
                        "consumed": consumed},
             "seed": ctx.seed,

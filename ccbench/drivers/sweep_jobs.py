@@ -88,7 +88,7 @@ class JobGraph:
             for task in entry.task_names:
                 for method in entry.method_names:
                     for seed in entry.seeds or seeds:
-                        self._add_runs(method, task, seed, entry.points, entry.resources)
+                        self._add_runs(method, task, seed, entry.points, entry.resources, entry.grid)
         for seed in seeds:
             for sh in spec.shifts:
                 for target in sh.to:
@@ -118,21 +118,26 @@ class JobGraph:
         return self._by_key[job.key]
 
     def _add_runs(self, method: str, task: str, seed: int, points: dict | None,
-                  resources: Resources | None) -> list[Job]:
+                  resources: Resources | None, grid: list[float] | None = None) -> list[Job]:
         base = self._run_config(method, task, seed)
         knob = self._methods.metadata(method)["knob"]
         if points is None:
             groups = [None]
         else:
             name, values = next(iter(points.items()))
-            groups = [[v] for v in values] if knob.get("needs_retraining") else [list(values)]
+            # a grid's candidates are one job: the grid chooses among them before training
+            groups = [[v] for v in values] if knob.get("needs_retraining") and not grid else [list(values)]
         jobs = []
         for group in groups:
             cfg = {"kind": "run", **base,
                    "points": None if group is None else {knob["name"]: group}}
+            if grid:
+                cfg["grid"] = sorted(float(t) for t in grid)  # only grid jobs carry the key: others keep theirs
             where = f"{method} on {task} ({self.tier.name}, seed {seed})"
             label = (f"run {where}" if group is None else
                      f"run {where} {knob['name']}={','.join(_point_text(v) for v in group)}")
+            if grid:
+                label += f" grid {','.join(_point_text(t) for t in cfg['grid'])} %"
             jobs.append(self._add(Job("run", cfg, label, self._resources(resources))))
         return jobs
 
@@ -233,6 +238,14 @@ class RecordIndex:
                 hits.append((path, r))
         return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
 
+    def grid_point(self, cfg: dict, target: float) -> tuple[Path, dict] | None:
+        """The latest run record of the run configuration ``cfg`` calibrated to grid ``target`` (% of
+        dense; its ``method.grid`` names the target), or ``None``."""
+        hits = [(path, r) for path, r in self._runs(cfg)
+                if any(isinstance(e, dict) and _number_equal(e.get("target"), target)
+                       for e in (r["method"].get("grid") or []))]
+        return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
+
     def derived(self, kind: str, source_id: str, target: str, protocol: str | None = None) -> tuple[Path, dict] | None:
         """A ``shift``/``transfer`` record of the source run ``source_id`` on ``target`` (and
         ``protocol``), or ``None``."""
@@ -257,6 +270,9 @@ def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
     c = job.config
     if job.kind == "run":
         ident = {k: c[k] for k in ("budget", "budget_version", "task", "task_version", "method", "seed")}
+        if c.get("grid"):
+            return [(Output({"kind": "run", **ident, "grid_target": t}), index.grid_point(c, t) is not None)
+                    for t in c["grid"]]
         points = [None] if c["points"] is None else next(iter(c["points"].values()))
         return [(Output({"kind": "run", **ident, "point": p}), index.run_point(c, p) is not None) for p in points]
     src = index.run_point(c["source"], c["source"]["point"])
@@ -283,6 +299,13 @@ def command(job: Job, index: RecordIndex, data_dir: str | None) -> list[str]:
     if job.kind == "run":
         argv = ["run", "--method", c["method"], "--task", c["task"], "--budget", c["budget"],
                 "--seed", str(c["seed"]), "--resume", *extra]
+        if c.get("grid"):
+            missing = [t for t in c["grid"] if index.grid_point(c, t) is None]
+            argv += ["--grid", ",".join(_point_text(t) for t in missing or c["grid"])]
+            if c["points"] is not None:   # the candidates of a knob that retrains
+                name, values = next(iter(c["points"].items()))
+                argv += ["--knob", f"{name}={','.join(_point_text(v) for v in values)}"]
+            return argv
         if c["points"] is not None:
             name, values = next(iter(c["points"].items()))
             missing = [v for v in values if index.run_point(c, v) is None]
@@ -307,7 +330,8 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
     tier = graph.tier
     if job.kind == "run":
         meta = graph._methods.metadata(c["method"])
-        n = 1 if c["points"] is None else len(next(iter(c["points"].values())))
+        n = (len(c["grid"]) if c.get("grid") else
+             1 if c["points"] is None else len(next(iter(c["points"].values()))))
         if meta.get("evaluates_checkpoint_of"):
             train = f"no training (evaluates {meta['evaluates_checkpoint_of']}'s model)"
         elif not meta.get("trains", True):
@@ -318,6 +342,8 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
                      f"trains {b.epochs:g} epochs" if b else "trains (no text budget)")
         else:
             train = f"trains {tier.finetune.samples} samples"
+        if c.get("grid") and meta["knob"].get("needs_retraining") and train.startswith("trains"):
+            train += " per grid value"
         text = f"{train}, {n} record{'s' if n > 1 else ''}"
         wall = index.mean_wall_s("run", c["budget"], c["task"], c["method"])
     else:

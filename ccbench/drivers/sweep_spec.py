@@ -10,13 +10,17 @@ before any work, an unknown one with the closest known names suggested)::
     runs:                          # one `ccbench run` per (task, method, seed) ...
       - {tasks: [imagenette], methods: [dense]}
       - {tasks: [imagenette], method: avit, points: {threshold: [0.05, 0.1]}}   # explicit operating points
+      - {tasks: [imagenette], methods: [evit, tome], grid: [25, 50, 75]}       # the compute grid (% of dense)
+      - {tasks: [imagenette], method: static-depth, grid: [25, 50, 75], points: {blocks: [3, 6, 9]}}
     shifts:                        # `ccbench shift` of a source run to each target
       - {source: {method: avit, task: imagenette, point: 0.1}, to: [imagenette-c]}
     transfers:                     # `ccbench transfer` of a source run under each protocol
       - {source: {method: dense, task: imagenette-a}, to: imagenette-b, protocols: [head-only, full]}
 
 ``points`` are knob values (the method's knob, named as in ``ccbench ls methods``); without them the
-knob is chosen on the calibration split, as ``ccbench run`` does. A source without ``point`` is the run
+knob is chosen on the calibration split, as ``ccbench run`` does. ``grid`` (shares of dense useful MACs,
+in %) is ``ccbench run --grid``: one record per target, the knob calibrated to it (a knob that needs
+retraining picks among its ``points``, else its sweep; a method without a knob cannot take a grid). A source without ``point`` is the run
 whose knob was not given by the user (chosen on calibration, or a method without a knob). A source's
 run is part of the sweep even when ``runs`` does not list it.
 """
@@ -49,6 +53,7 @@ class RunEntry(_Strict):
     task: str | None = None
     tasks: list[str] = []
     points: dict[str, list[float | int]] | None = None
+    grid: list[float] | None = Field(None, min_length=1)  # targets, % of dense useful MACs
     seeds: list[int] | None = None  # default: the sweep's
     resources: Resources | None = None
 
@@ -62,6 +67,8 @@ class RunEntry(_Strict):
             raise ValueError("`points` needs exactly one method (the knob is the method's)")
         if self.points is not None and (len(self.points) != 1 or not next(iter(self.points.values()))):
             raise ValueError("`points` is one knob name with a non-empty list of values, e.g. {threshold: [0.5, 0.9]}")
+        if self.grid is not None and not all(0 < t < 100 for t in self.grid):
+            raise ValueError("`grid` targets are shares of dense compute in % between 0 and 100, e.g. [25, 50, 75]")
         return self
 
     @property
@@ -160,6 +167,12 @@ def check_names(spec: SweepSpec) -> None:
         for method in entry.method_names:
             for task in entry.task_names:
                 method_on(method, task)
+            knob = methods.metadata(method)["knob"]
+            if entry.grid is not None and knob["name"] == "none":
+                raise UserError(f"method {method!r} has no knob, so no compute grid: list it in a run without `grid`")
+            if entry.grid is not None and entry.points is not None and not knob.get("needs_retraining"):
+                raise UserError(f"{method}: `grid` chooses {knob['name']!r} on calibration; drop its `points` "
+                                f"(only a knob that retrains takes candidate points with a grid)")
         for knob_name, values in (entry.points or {}).items():
             for v in values:
                 point_ok(entry.method_names[0], knob_name, v)

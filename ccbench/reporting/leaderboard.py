@@ -22,7 +22,9 @@ from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
 from .citation import version_info, write_version
+from .curve_plots import curve_plots
 from .markdown import escape_cell
+from .ranking_section import ranking_section
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
 from .site import Board, write_site
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
@@ -110,28 +112,6 @@ def tier_refusal(budget: str, versions: set, modality: str = "image") -> str | N
         return (f"budget version differs from tier {tier.name}'s version {tier.version}"
                 + (f" (comparable for {modality}: {comparable.start}-{tier.version})" if len(comparable) > 1 else ""))
     return None
-
-
-def _plot(df: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, g in df.groupby("method"):
-        g = g.sort_values("useful_gmacs")
-        ax.plot(g.useful_gmacs, g.top1, marker="o", label=method)
-    ax.set_xlabel("useful GMACs per sample")
-    ax.set_ylabel("top-1 (%)" if (df.score_name == "top1").all() else f"{df.score_name.iloc[0]} (x 100)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def _specialization_section(records: list, admitted: list[pd.DataFrame], out_dir: Path) -> str:
@@ -302,10 +282,13 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
-            plot = out_path.parent / f"{file_stem(budget, task)}.png"
-            _plot(admitted, plot, f"{task} ({budget})")
-            parts.append(f"\n![top-1 vs GMACs]({escape_cell(plot.name)})\n")
-            board.images.append((plot.name, "score vs useful GMACs"))
+            parts.append(ranking_section(admitted, runs, admitted.score_name.iloc[0]))
+            stem = file_stem(budget, task)
+            plots_md = curve_plots(admitted, runs, out_path.parent, stem, f"{task} ({budget})")
+            parts.append(plots_md)
+            board.images += [(name, what) for name, what in
+                             ((f"{stem}.png", "score vs % of dense compute"),
+                              (f"{stem}-fig5.png", "A-ViT and the token methods (survey Fig. 5)")) if f"({name})" in plots_md]
             routed = admitted[admitted.utilization.notna()]
             if not routed.empty:
                 from .plots import plot_routing

@@ -12,7 +12,7 @@ from ccbench.common.errors import UserError
 from ccbench.common.messages import say
 from ccbench.reporting.record_schema import NO_KNOB, knob_label
 
-__all__ = ["CalibrationPoint", "calibrate_knob", "check_knob_values", "choose_knob", "has_knob", "knob_label",
+__all__ = ["CalibrationPoint", "calibrate_knob", "calibration_point", "check_knob_values", "choose_knob", "has_knob", "knob_label",
            "knob_settings", "parse_knob"]
 
 
@@ -116,22 +116,27 @@ def choose_knob(points: list[CalibrationPoint], max_fraction: float) -> tuple[Ca
     return min(points, key=lambda p: p.useful_fraction), False
 
 
+def calibration_point(model, value, work, table, batch_size: int, device: str, seed: int) -> CalibrationPoint:
+    """``model`` at knob ``value`` (``None``: as it is) on ``work``'s calibration split (``table``: its cost
+    table): main score and useful share of dense."""
+    from ccbench.measurement.evaluate import evaluate_split
+    from ccbench.measurement.measure import ComputeStats
+
+    if value is not None:
+        model.set_knob(value)
+    ev = evaluate_split(model, work, work.splits["calibration"], batch_size, device)
+    frac = ComputeStats.of(table, ev.trace).useful_share()
+    score = work.scores(ev.logits, ev.labels, seed)["main_score"]["value"]
+    return CalibrationPoint(value, round(score, 3), round(frac, 4))
+
+
 def calibrate_knob(model, knob: dict, work, table, batch_size: int, device: str, max_compute: float,
                    seed: int) -> tuple[list[CalibrationPoint], list, str]:
     """Sweep the knob on ``work``'s calibration split (``table``: the model's cost table); return the
     sweep, the chosen value (as a one-item list) and how it was chosen: the best score at
     ``<= max_compute`` (a share) of dense useful MACs."""
-    from ccbench.measurement.evaluate import evaluate_split
-    from ccbench.measurement.measure import ComputeStats
-
-    points = []
-    calib = work.splits["calibration"]
-    for v in model.calibration_sweep(knob["sweep"]) or [knob["default"]]:
-        model.set_knob(v)
-        ev = evaluate_split(model, work, calib, batch_size, device)
-        frac = ComputeStats.of(table, ev.trace).useful_share()
-        score = work.scores(ev.logits, ev.labels, seed)["main_score"]["value"]
-        points.append(CalibrationPoint(v, round(score, 3), round(frac, 4)))
+    points = [calibration_point(model, v, work, table, batch_size, device, seed)
+              for v in model.calibration_sweep(knob["sweep"]) or [knob["default"]]]
     best, met = choose_knob(points, max_compute)
     chosen_by = (f"calibration: best calibration score at <= {max_compute:.0%} of dense useful MACs"
                  if met else f"calibration: no value reached <= {max_compute:.0%} of dense; cheapest taken")

@@ -45,6 +45,13 @@ def backbone_config(budget: BudgetSpec, task: TaskSpec) -> ViTConfig:
                      num_classes=len(task.classes))
 
 
+def backbone_seed(budget: BudgetSpec) -> int:
+    """The seed a tier's dense backbone is pretrained with: the tier's first seed. A fine-tuning seed
+    (``ccbench run --seed``) never changes it, so every seed of a method fine-tunes the same published
+    backbone and their rows pool in tables."""
+    return budget.seeds[0]
+
+
 def recipe_hash(budget: BudgetSpec, task: TaskSpec, seed: int) -> str:
     """Hash of the recipe that determines the pretrained weights (first 16 hex digits); the training
     data is identified beside it (a checkpoint's ``data_hash``). A recipe without distillation hashes as

@@ -34,19 +34,22 @@ class ImageWorkload:
                  backbone_path: str | None = None, progress: bool = True):
         from ccbench.data.image_data import task_splits
 
-        from .pretrain import find_backbone, load_backbone, pretrain
+        from .pretrain import backbone_seed, find_backbone, load_backbone, pretrain
 
         self.task, self.tier = task, tier
         say(f"data: {task.name} v{task.version} at {tier.cache_px}px")
         self.splits = task_splits(task, tier.cache_px, data_dir)
         if tier.eval_limit:
             self.splits["eval"] = self.splits["eval"].subset(torch.arange(min(tier.eval_limit, len(self.splits["eval"]))))
+        # the backbone is the tier's, whatever the fine-tuning seed: seeds change only data order,
+        # new-module initialisation and sampled noise
+        pretrain_seed = backbone_seed(tier)
         path = (Path(backbone_path) if backbone_path
-                else find_backbone(tier, task, seed, self.splits["train"].data_hash))
+                else find_backbone(tier, task, pretrain_seed, self.splits["train"].data_hash))
         if path is None:
             say(f"no {tier.name}/{task.name} backbone yet: pretraining it first "
                 f"({tier.pretrain.samples} samples; `ccbench pretrain` does this alone)")
-            path = pretrain(tier, task, data_dir, seed=seed, progress=progress).path
+            path = pretrain(tier, task, data_dir, seed=pretrain_seed, progress=progress).path
         if not Path(path).exists():
             raise UserError(f"backbone checkpoint {path} does not exist")
         self.backbone, ckpt = load_backbone(path)

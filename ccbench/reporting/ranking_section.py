@@ -1,0 +1,222 @@
+"""The leaderboard's ranking section for one task (markdown; no torch): methods ranked by the area under
+their score-compute curve with rank intervals, the compute-grid columns, and paired differences against
+dense and against the family's control with significance marks.
+
+It reads the per-sample files of the rows it is given (:func:`ccbench.reporting.records.load_samples`); which
+rows may be ranked is the caller's ``admitted`` predicate (validation), and the ``avit-masked`` reference
+is never ranked. With one seed per row it says so: the intervals then cover eval samples only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .markdown import escape_cell
+from .paired import SIGNIFICANT, Bootstrap, aligned_predictions, difference, holm, interval
+from .ranking import GRID, HIGH, LOW, auc_weights, rank_stability
+from .records import load_samples
+
+NEVER_RANKED = {"avit-masked": "a reference execution of avit's model, not a method"}
+# the family's controls a row is compared with at the same grid point; width is compared with dense alone
+CONTROLS = {"token": ("static-res", "random-drop"), "depth": ("static-depth",)}
+
+
+@dataclass
+class Row:
+    """One table row (method, knob) with its seeds' predictions ``preds [S, N]`` in eval-id order."""
+
+    method: str
+    family: str
+    knob: str
+    pct: float
+    score: float
+    preds: np.ndarray
+    grid: dict = field(default_factory=dict)   # grid target (% of dense) -> {reached, marked}: the grid points it is
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        self.key = f"{self.method}|{self.knob}"
+
+    @property
+    def seeds(self) -> int:
+        return len(self.preds)
+
+
+def grid_of(records: list[dict]) -> dict:
+    """The compute-grid targets one row's records serve (``method.grid`` of each seed, a list of
+    ``{target, reached, marked}`` in % of dense; :mod:`ccbench.training.grid`): ``{target: {reached, marked}}``
+    with the mean reached share over the seeds that serve the target and marked if any of them was;
+    ``{}`` when the records are not grid points (or their entries are malformed)."""
+    out: dict[float, list] = {}
+    try:
+        for r in records:
+            entries = r.get("method", {}).get("grid") or []
+            for e in entries:
+                out.setdefault(float(e["target"]), []).append((float(e["reached"]), bool(e.get("marked"))))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}
+    return {t: {"reached": float(np.mean([r for r, _ in v])), "marked": any(m for _, m in v)} for t, v in out.items()}
+
+
+def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.ndarray | None, list[str]]:
+    """The ranking :class:`Row` of every row of ``table`` (aggregated rows of one task: ``record_ids``
+    hold 12-character id prefixes), their shared labels ``[N]`` and one line per row left out (its seeds,
+    or its samples, differ from the task's)."""
+    by_id = {r["id"][:12]: (p, r) for p, r in records}
+    rows, labels, ids, left_out = [], None, None, []
+    for t in table.itertuples():
+        found = [by_id[i] for i in t.record_ids.split(",") if i in by_id]
+        try:
+            these_ids, these_labels, preds = aligned_predictions([load_samples(p) for p, _ in found])
+        except ValueError as err:
+            left_out.append(f"{escape_cell(t.method)} {escape_cell(t.knob)}: {err}")
+            continue
+        if ids is None:
+            ids, labels = these_ids, these_labels
+        elif not (np.array_equal(ids, these_ids) and np.array_equal(labels, these_labels)):
+            left_out.append(f"{escape_cell(t.method)} {escape_cell(t.knob)}: evaluated on other samples")
+            continue
+        rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds,
+                        grid_of([r for _, r in found])))
+    return rows, labels, left_out
+
+
+def _fmt_diff(d, significant: bool) -> str:
+    return f"{d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]{' †' if significant else ''}"
+
+
+def _comparisons(rows: list[Row], dense: Row | None) -> list[tuple[Row, Row, str]]:
+    """``(row, reference, column)`` pairs: every non-dense row against dense, and every grid point of a
+    token/depth row against its family's controls at the same grid target."""
+    out = []
+    for r in rows:
+        if r.method == "dense":
+            continue
+        if dense is not None:
+            out.append((r, dense, "vs dense"))
+        for control in CONTROLS.get(r.family, ()):
+            same = [c for c in rows if c.method == control and set(c.grid) & set(r.grid)]
+            if same and r.method != control:
+                out.append((r, same[0], f"vs {control}"))
+    return out
+
+
+def ranking_section(table: pd.DataFrame, records: list[tuple], metric_name: str,
+                    admitted: Callable[[pd.Series], bool] = lambda row: True, n_boot: int = 1000,
+                    seed: int = 0) -> str:
+    """Markdown of the ranking section of one task: ``table`` is its aggregated rows (:func:`load_table`),
+    ``records`` the verified ``[(path, record)]`` they come from, ``metric_name`` the task's main score.
+    Rows for which ``admitted(row)`` is false, and :data:`NEVER_RANKED` methods, are neither ranked nor
+    compared. Differences and ranks use one shared set of ``n_boot`` bootstrap resamples (``seed``)."""
+    keep = pd.Series([bool(admitted(r)) and r.method not in NEVER_RANKED for _, r in table.iterrows()],
+                     index=table.index, dtype=bool)
+    excluded = table[~keep]
+    rows, labels, left_out = load_rows(table[keep], records)
+    out = ["\n### Ranking\n\n"]
+    if not rows:
+        return out[0] + "No rankable rows.\n"
+    boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
+    reps = {r.key: boot.scores(r.preds, metric_name, r.key)[1] for r in rows}
+    dense = next((r for r in rows if r.method == "dense"), None)
+    max_seeds, min_seeds = max(r.seeds for r in rows), min(r.seeds for r in rows)
+    if max_seeds == 1:
+        out.append("Every row has **one seed**: intervals cover the eval samples only, not seed-to-seed "
+                   "variation, and no seed bands are drawn.\n\n")
+    else:
+        counts = f"{max_seeds}" if min_seeds == max_seeds else f"{min_seeds} to {max_seeds}"
+        out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
+                   f"samples).\n\n")
+    out.append(_rank_table(rows, dense, reps))
+    out.append(_paired_table(rows, dense, boot, metric_name))
+    notes = [f"{escape_cell(m)}: {why}" for m, why in NEVER_RANKED.items() if m in set(excluded.method)]
+    notes += [f"{escape_cell(m)}: did not pass validation" for m in sorted(set(excluded.method) - set(NEVER_RANKED))]
+    notes += left_out
+    if notes:
+        out.append("\nNot ranked: " + "; ".join(notes) + ".\n")
+    return "".join(out)
+
+
+def _rank_table(rows: list[Row], dense: Row | None, reps: dict) -> str:
+    """Methods ranked by AUC with rank intervals and P(first), plus the grid columns."""
+    from tabulate import tabulate
+
+    methods = sorted({r.method for r in rows if r.method != "dense"})
+    names, points, boots, unranked = [], [], [], []
+    for m in methods:
+        mine = [r for r in rows if r.method == m]
+        w = auc_weights([r.pct for r in mine]) if dense is not None else None
+        if w is None:
+            unranked.append(m)
+            continue
+        names.append(m)
+        points.append(w @ np.array([r.score for r in mine] + [dense.score]))
+        boots.append(w @ np.stack([reps[r.key] for r in mine] + [reps[dense.key]]))
+    auc = f"AUC {LOW:.0f}-{HIGH:.0f} %"
+    table = []
+    if names:
+        ranks = rank_stability(names, np.array(points), np.stack(boots))
+        for _, k in ranks.iterrows():
+            lo, hi = interval(boots[names.index(k["name"])])
+            row = {"rank": k["rank"], "method": escape_cell(k["name"]),
+                   "plausible ranks": f"{k.rank_lo}-{k.rank_hi}", "P(first)": f"{k.p_first:.2f}",
+                   auc: f"{k.value:.2f} [{lo:.2f}, {hi:.2f}]"}
+            row.update(_grid_cells([r for r in rows if r.method == k["name"]]))
+            table.append(row)
+    for m in unranked:  # listed below the ranked ones with their grid points, without rank or AUC
+        mine = [r for r in rows if r.method == m]
+        table.append({"rank": "-", "method": escape_cell(m), "plausible ranks": "-", "P(first)": "-",
+                      auc: f"- (from {min(r.pct for r in mine):.0f} %)", **_grid_cells(mine)})
+    if not table:
+        return "No method besides dense on this task: nothing to rank.\n"
+    lines = [tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False,
+                      disable_numparse=True) + "\n\n"]
+    lines.append(f"AUC: the mean score over {LOW:.0f}-{HIGH:.0f} % of dense useful compute of the curve through the "
+                 f"method's rows and dense at 100 % (linear between points; a curve must start within 2 points of "
+                 f"{LOW:.0f} %). Plausible ranks: the central 95 % of the method's rank over bootstrap resamples; "
+                 f"P(first): the share of resamples in which it ranks first. Grid columns: the score at the row "
+                 f"calibrated to that share of dense (* = the target was out of reach: the nearest point, its share "
+                 f"in brackets); - = no grid point measured.\n")
+    if unranked:
+        lines.append(f"\nNot ranked, no AUC (the curve does not start within 2 points of {LOW:.0f} % of dense"
+                     f"{'' if dense is not None else ', or there is no dense row'}): "
+                     + ", ".join(escape_cell(m) for m in unranked) + ".\n")
+    return "".join(lines)
+
+
+def _grid_cells(mine: list[Row]) -> dict:
+    """``{"@ 25 %": cell, ...}`` of one method's grid points."""
+    cells = {}
+    for target in GRID:
+        at = [r for r in mine if float(target) in r.grid]
+        if not at:
+            cells[f"@ {target} %"] = "-"
+            continue
+        r = at[0]
+        g = r.grid[float(target)]
+        mark = f"* ({g['reached']:.0f} %)" if g["marked"] else ""
+        cells[f"@ {target} %"] = f"{r.score:.2f}{mark}"
+    return cells
+
+
+def _paired_table(rows: list[Row], dense: Row | None, boot: Bootstrap, metric_name: str) -> str:
+    """Every row's paired differences (against dense and the family's controls), Holm-corrected together."""
+    from tabulate import tabulate
+
+    pairs = _comparisons(rows, dense)
+    if not pairs:
+        return ""
+    diffs = [difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key) for r, ref, _ in pairs]
+    reject, _ = holm([d.p for d in diffs])
+    cells: dict[str, dict] = {}
+    for (r, _, col), d, sig in zip(pairs, diffs, reject):
+        row = cells.setdefault(r.key, {"method": escape_cell(r.method), "knob": escape_cell(r.knob),
+                                       "seeds": r.seeds, "% dense": f"{r.pct:.1f}", "score": f"{r.score:.2f}"})
+        row[escape_cell(col)] = _fmt_diff(d, bool(sig))
+    df = pd.DataFrame(list(cells.values())).fillna("-")
+    return ("\nPaired differences (score points, 95 % CI; † = significant; "
+            f"{len(pairs)} comparison{'s' if len(pairs) > 1 else ''}):\n\n"
+            + tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+            + f"\n\n† {SIGNIFICANT}. Controls are compared at the same grid point only.\n")

@@ -1,0 +1,114 @@
+"""The compute grid (ccbench.training.grid): knob values chosen on calibration to land on 25/50/75 % of
+dense; refinement between sweep values; out-of-reach targets marked; `ccbench run --grid` on a tiny model
+records target, reached and mark, for a sweepable knob and for one that retrains."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ccbench.cli import main
+from ccbench.training.grid import calibrate_grid, grid_entries, parse_grid, values_of
+from ccbench.training.knobs import CalibrationPoint
+
+
+def _linear(calls):
+    """A knob whose share of dense is the knob itself (0-1), never below 0.3; score rises with compute."""
+    def measure(v):
+        calls.append(v)
+        return CalibrationPoint(v, 50 + 30 * v, max(v, 0.3))
+    return measure
+
+
+def test_sweep_values_that_hit_the_targets_need_no_refinement():
+    calls = []
+    grid, measured = calibrate_grid(_linear(calls), [0.25, 0.5, 0.76, 0.9], [25, 50, 75])
+    assert calls == [0.25, 0.5, 0.76, 0.9]                   # nothing beyond the sweep
+    # 0.25 measures at the 0.3 floor: 5 points off, out of reach, marked; 0.76 is within 2 points of 75
+    assert [(g.target, g.point.knob, g.reached, g.marked) for g in grid] == [
+        (25, 0.25, 30.0, True), (50, 0.5, 50.0, False), (75, 0.76, 76.0, False)]
+    assert len(measured) == 4
+
+
+def test_a_target_between_sweep_values_is_bisected_to_within_tolerance():
+    calls = []
+    grid, _ = calibrate_grid(_linear(calls), [0.4, 0.9], [63])
+    assert abs(grid[0].reached - 63) <= 2 and not grid[0].marked
+    assert calls[:2] == [0.4, 0.9] and calls[2] == pytest.approx(0.65) and len(calls) <= 2 + 6
+
+
+def test_integer_knobs_try_the_integers_between():
+    share = {0: 1.0, 1: 0.9, 2: 0.8, 3: 0.74, 4: 0.65, 5: 0.58, 6: 0.5}   # ToMe-like: higher r, less compute
+    calls = []
+
+    def measure(r):
+        calls.append(r)
+        return CalibrationPoint(r, 70.0 - r, share[r])
+
+    grid, _ = calibrate_grid(measure, [0, 6], [75], integer=True)
+    assert grid[0].point.knob == 3 and not grid[0].marked
+    assert calls == [0, 6, 3]                                   # the middle integer first, then done
+
+
+def test_one_value_serving_several_targets_is_measured_once():
+    grid, _ = calibrate_grid(lambda v: CalibrationPoint(v, 60.0, 0.6 + 0.3 * v), [0.0, 1.0], [25, 50, 75])
+    # 25 and 50 % are out of reach (the cheapest share is 60 %): one value, two marked entries; 75 % is bisected
+    assert values_of(grid) == [0.0, 0.5]
+    assert [(e["target"], e["reached"], e["marked"]) for e in grid_entries(grid, 0.0)] == [(25, 60.0, True),
+                                                                                          (50, 60.0, True)]
+    assert [(e["target"], e["reached"], e["marked"]) for e in grid_entries(grid, 0.5)] == [(75, 75.0, False)]
+
+
+def test_parse_grid_refuses_out_of_range():
+    assert parse_grid(None) is None and parse_grid("75,25") == [25.0, 75.0]
+    for bad in ("0", "100", "abc", "25,"):
+        with pytest.raises(Exception, match="--grid"):
+            parse_grid(bad)
+
+
+def _records(results):
+    return [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+
+
+def test_run_grid_on_a_tiny_model_records_target_reached_and_mark(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "evit", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--grid", "40,70", "--quiet"]) == 0
+    records = _records(results)
+    entries = [e for r in records for e in r["method"]["grid"]]
+    assert sorted(e["target"] for e in entries) == [40.0, 70.0]
+    sweep = {p["knob"]: p["useful_fraction"] for r in records for p in r["method"]["calibration_sweep"]}
+    for r in records:
+        assert r["method"]["knob"]["chosen_by"].startswith("grid")
+        for e in r["method"]["grid"]:
+            assert e["reached"] == pytest.approx(100 * sweep[r["method"]["knob"]["value"]], abs=0.01)
+            assert e["marked"] == (abs(e["reached"] - e["target"]) > 2)
+            # no other measured value is nearer the target
+            assert all(abs(100 * f - e["target"]) >= abs(e["reached"] - e["target"]) - 1e-6 for f in sweep.values())
+
+
+def test_run_grid_for_a_retraining_knob_trains_the_nearest_candidates(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "static-depth", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--grid", "25,50,75", "--knob", "blocks=1,2,3", "--quiet"]) == 0
+    by_target = {e["target"]: (r["method"]["knob"]["value"], e) for r in _records(results) for e in r["method"]["grid"]}
+    assert [by_target[t][0] for t in (25.0, 50.0, 75.0)] == [1, 2, 3]   # of a 4-block backbone
+    for value, e in by_target.values():
+        assert 100 * value / 4 - 10 < e["reached"] < 100 * value / 4 + 10  # blocks plus embedding and head
+
+
+def test_grid_is_refused_for_a_method_without_a_knob(isolated_cache, capsys):
+    assert main(["run", "--method", "dense", "--budget", "smoke", "--grid", "25"]) == 2
+    assert "no knob" in capsys.readouterr().err
+
+
+def test_run_grid_for_a_knob_that_is_the_share_trains_at_the_targets(tiny_data, isolated_cache, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--method", "layer-skip", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--grid", "50", "--quiet"]) == 0
+    [record] = _records(results)
+    assert record["method"]["knob"]["value"] == 0.5 and record["method"]["knob"]["chosen_by"] == "grid: the target share itself"
+    [entry] = record["method"]["grid"]
+    # what the trained model reached on calibration is recorded, and marked when off by more than 2 points
+    assert entry["target"] == 50.0 and entry["marked"] == (abs(entry["reached"] - 50.0) > 2)
+    assert 0 < entry["reached"] <= 110   # gates cost a little: a model that skips nothing exceeds 100 %

@@ -1,0 +1,140 @@
+"""The leaderboard's ranking section (ccbench.reporting.ranking_section) from records made in the test:
+who ranks first, what is never ranked, the grid columns, the paired marks, and one seed said honestly."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+import ccbench.reporting.leaderboard as lb
+from ccbench.reporting.ranking_section import ranking_section
+from ccbench.reporting.records import commit_record, finalize, load_records
+from ccbench.reporting.tables import load_table
+from record_helpers import TEXT_ENCODER, bypass_validation_gate
+
+N = 600
+LABELS = np.random.default_rng(0).integers(0, 2, N)
+FAMILY = {"dense": "dense", "early-exit": "depth", "layer-skip": "depth", "static-depth": "static",
+          "avit-masked": "token", "patience": "depth"}
+
+
+def _preds(accuracy: float, seed: int) -> np.ndarray:
+    """Predictions right on the first ``accuracy`` share of a fixed shuffle, plus a few seed-specific flips."""
+    order = np.random.default_rng(1).permutation(N)
+    right = np.zeros(N, bool)
+    right[order[:int(round(accuracy * N))]] = True
+    flip = np.random.default_rng(100 + seed).choice(N, 6, replace=False)
+    right[flip] = ~right[flip]
+    return np.where(right, LABELS, 1 - LABELS)
+
+
+def _score(accuracy: float, seed: int = 0) -> float:
+    return 100 * float((_preds(accuracy, seed) == LABELS).mean())
+
+
+def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None):
+    preds = _preds(accuracy, seed)
+    score = 100 * float((preds == LABELS).mean())
+    body = {"task": {"name": "sst2", "version": 1, "modality": "text"},
+            "method": {"name": method, "family": FAMILY[method],
+                       "knob": {"name": "none" if value is None else "k", "value": value, "direction": "none",
+                                "chosen_by": "grid" if grid else "user"}},
+            "budget": {"name": "cpu", "version": 1, "consumed": {"samples": 16}},
+            "seed": seed, "backbone": {"sha256": "ab" * 32, "file": TEXT_ENCODER},
+            "metrics": {"main_score": {"name": "accuracy", "value": score, "ci95": [score - 1, score + 1]},
+                        "useful_gmacs": {"mean": pct / 100}, "useful_fraction_of_dense": pct / 100,
+                        "executed_over_useful": {"batch1": 1.0}, "flag_executed_exceeds_useful": False,
+                        "latency": {"batch1": {"speedup": 1.0, "efficiency": 1.0},
+                                    "batchN": {"speedup": 1.0, "efficiency": 1.0, "batch_size": 4}}},
+            "date": f"2026-01-01T00:00:{seed:02d}+00:00"}
+    if grid is not None:
+        body["method"]["grid"] = [{"target": grid, "reached": pct, "marked": abs(pct - grid) > 2, "tolerance": 2.0}]
+    arrays = {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
+              "pred": preds.astype(np.int16)}
+    commit_record(finalize(body), arrays, root)
+
+
+def _board(root, seeds=(0,)):
+    for s in seeds:
+        _commit(root, "dense", None, 100.0, 0.86, s)
+        for target, pct, acc in ((25, 25.5, 0.80), (50, 50.0, 0.84), (75, 74.0, 0.86)):
+            _commit(root, "early-exit", target / 100, pct, acc, s, grid=target)
+        for target, pct, acc in ((25, 26.0, 0.70), (50, 49.0, 0.76), (75, 75.5, 0.81)):
+            _commit(root, "static-depth", target, pct, acc, s, grid=target)
+        for target, pct, acc in ((25, 31.0, 0.79), (50, 51.0, 0.82), (75, 76.0, 0.845)):
+            _commit(root, "layer-skip", target / 100, pct, acc, s, grid=target)  # 25 % out of reach: marked
+        _commit(root, "patience", 3, 60.0, 0.85, s)                # one point at 60 %: no curve, no AUC
+        _commit(root, "avit-masked", 0.5, 30.0, 0.99, s)            # a reference: never ranked
+    records = load_records(root)
+    table = load_table(records=records, task="sst2")
+    return table, records
+
+
+def _rank_rows(text: str) -> list[list[str]]:
+    block = text.split("### Ranking")[1].split("AUC: the mean")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()
+            if line.startswith("|") and not line.startswith("|--")][1:]
+
+
+def test_one_seed_ranks_by_auc_with_grid_columns_and_paired_marks(tmp_path):
+    table, records = _board(tmp_path)
+    text = ranking_section(table, records, "accuracy", n_boot=400)
+    assert "**one seed**" in text and "seeds, then eval samples" not in text
+    rows = _rank_rows(text)
+    # layer-skip's curve starts at 31 % and patience's at 60 %: listed, never ranked
+    assert [r[1] for r in rows] == ["early-exit", "static-depth", "layer-skip", "patience"]
+    assert [r[0] for r in rows] == ["1", "2", "-", "-"] and rows[1][2] == "2-2"   # static-depth is surely 2nd
+    # grid columns: the score at each target; layer-skip's 25 % was out of reach (reached 31 %)
+    early = dict(zip(["rank", "method", "ranks", "p", "auc", "25", "50", "75"], rows[0]))
+    assert early["25"] == f"{_score(0.80):.2f}" and early["50"] == f"{_score(0.84):.2f}"
+    assert rows[2][5].endswith("* (31 %)") and rows[2][4] == "- (from 31 %)"
+    # early-exit's AUC by hand: flat 25-25.5, then trapezoids through 50, 74 and dense at 100, over 75 points
+    a, b, c, d = _score(0.80), _score(0.84), _score(0.86), _score(0.86)
+    auc = (0.5 * a + 24.5 * (a + b) / 2 + 24 * (b + c) / 2 + 26 * (c + d) / 2) / 75
+    assert early["auc"].startswith(f"{auc:.2f} [")
+    # paired: early-exit beats static-depth at every grid point (10, 8 and 5 points on 600 samples)
+    paired = text.split("Paired differences")[1]
+    cells = {l.split("|")[4].strip(): [c.strip() for c in l.strip("|").split("|")]
+             for l in paired.splitlines() if l.startswith("| early-exit")}          # by % dense
+    header = [c.strip() for c in next(l for l in paired.splitlines() if l.startswith("| method")).strip("|").split("|")]
+    low, high = dict(zip(header, cells["25.5"])), dict(zip(header, cells["74.0"]))
+    assert low["vs dense"].startswith(f"{_score(0.80) - _score(0.86):+.2f} [") and low["vs dense"].endswith("†")
+    assert low["vs static-depth"].startswith(f"{_score(0.80) - _score(0.70):+.2f} [") and low["vs static-depth"].endswith("†")
+    assert not high["vs dense"].endswith("†")               # 86 % against dense's 86 %: no difference
+    assert "vs static-depth" in paired and "McNemar" in paired
+    assert "avit-masked: a reference execution" in text and "patience" in text.split("no AUC")[1]
+    assert "| avit-masked" not in text
+
+
+def test_validation_predicate_keeps_a_row_out(tmp_path):
+    table, records = _board(tmp_path)
+    text = ranking_section(table, records, "accuracy", admitted=lambda row: row.method != "layer-skip", n_boot=200)
+    assert [r[1] for r in _rank_rows(text)] == ["early-exit", "static-depth", "patience"]
+    assert "layer-skip: did not pass validation" in text
+
+
+def test_three_seeds_use_the_hierarchical_bootstrap(tmp_path):
+    table, records = _board(tmp_path, seeds=(0, 1, 2))
+    assert set(table.seeds) == {3}
+    text = ranking_section(table, records, "accuracy", n_boot=300)
+    assert "Rows have 3 seeds" in text and "**one seed**" not in text
+    assert [r[1] for r in _rank_rows(text)][0] == "early-exit"
+    assert re.search(r"\| early-exit +\| k=0.25 +\| 3 +\|", text)
+
+
+def test_the_leaderboard_carries_the_section(tmp_path, monkeypatch):
+    # these minimal records carry no validation evidence: the gate is tested in test_validation.py
+    bypass_validation_gate(monkeypatch)
+    monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {})
+    monkeypatch.setattr(lb, "previous_backbones", lambda: {})
+    _board(tmp_path / "results")
+    board = lb.write_leaderboard(tmp_path / "results", out=str(tmp_path / "lb" / "README.md"))
+    text = board.read_text()
+    assert "### Ranking" in text and "| 1 " in text and "significant" in text
+
+
+def test_a_task_with_dense_alone_says_there_is_nothing_to_rank(tmp_path):
+    _commit(tmp_path, "dense", None, 100.0, 0.86)
+    records = load_records(tmp_path)
+    text = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=100)
+    assert "nothing to rank" in text and "| rank" not in text and "Paired" not in text
