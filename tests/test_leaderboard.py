@@ -234,3 +234,11 @@ def test_an_unregistered_tier_has_no_text_encoder_and_is_refused():
     assert lb.tier_refusal("no-such-tier", {1}) == "the budget tier is not registered"
     assert lb.text_backbone_name("no-such-tier") is None
     assert lb.text_backbone_name("cpu") == "minilm-l6"
+
+
+def test_a_regenerated_leaderboard_removes_the_plots_it_no_longer_links(tmp_path):
+    (tmp_path / "cpu-gone.png").write_bytes(b"\x89PNG")
+    (tmp_path / "cpu-kept.png").write_bytes(b"\x89PNG")
+    (tmp_path / "notes.txt").write_text("not a plot")
+    assert lb._remove_unlinked_plots(tmp_path, "text ![plot](cpu-kept.png)\n") == ["cpu-gone.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-kept.png", "notes.txt"]

@@ -228,6 +228,16 @@ def _predating_section(rows: pd.DataFrame) -> str:
             "</summary>\n\n" + render(rows.assign(status="unvalidated"), "markdown", note=False) + f"\n\nRecords: {ids}\n\n</details>\n")
 
 
+def _remove_unlinked_plots(folder: Path, markdown: str) -> list[str]:
+    """Delete the ``*.png`` files in ``folder`` (the generated ``leaderboard/``; the site links the same
+    plots) that ``markdown`` no longer links, so a regenerated leaderboard leaves no stale plot behind.
+    Returns the names removed."""
+    gone = sorted(p.name for p in folder.glob("*.png") if f"({p.name})" not in markdown)
+    for name in gone:
+        (folder / name).unlink()
+    return gone
+
+
 def _methods(rows: pd.DataFrame) -> str:
     """The rows' distinct method names, sorted, escaped, comma-separated."""
     return ", ".join(escape_cell(m) for m in sorted(set(rows.method)))
@@ -328,19 +338,22 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                      "Pearson and Spearman x 100; the average only when all five tasks have a record.\n\n"
                      + glue_table(glue) + "\n")
     # shift and transfer records of the previous version's runs stay visible until the track is re-run
-    parts.append(_specialization_section(records, admitted_all + earlier_all, out_path.parent))
+    parts.append(_specialization_section(records, admitted_all + earlier_all + [legacy], out_path.parent))
     parts.append("\n" + NOISE_NOTE + "\n")
     ranked = pd.concat(admitted_all) if admitted_all else df.iloc[0:0]
     dates = {r["id"][:12]: r.get("date") for _, r in runs}
     ids = [i for ids in ranked.record_ids for i in ids.split(",")]
     info = version_info(ids, [dates[i] for i in ids if dates.get(i)])
-    parts.insert(1, f"Leaderboard version `{info['version']}` ({info['date']}): cite a row with `ccbench cite "
+    parts.insert(1, f"Leaderboard version `{info['version']}` ({info['date'] or 'no ranked rows yet'}): cite a row with `ccbench cite "
                     f"<record id>`. The site beside this file, `site/index.html`, has a page per task and per record.\n")
     tmp = out_path.with_suffix(".tmp")
-    tmp.write_text("".join(parts))
+    text = "".join(parts)
+    tmp.write_text(text)
     write_version(out_path.parent, info)
     write_site(out_path.parent / "site", boards, all_runs, verdicts, info, registered_methods())
     tmp.replace(out_path)
+    if out is None:  # the repository's own leaderboard/: plots of rows no longer shown go with them
+        _remove_unlinked_plots(out_path.parent, text)
     return out_path
 
 
