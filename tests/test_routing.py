@@ -257,3 +257,34 @@ def test_routing_recomputes_from_a_samples_file():
     samples = {"trace.expert_ids": ids.astype(np.int16), "trace.expert_requested": requested.astype(np.int16),
                "label": labels.astype(np.int16)}
     assert routing_from_samples(r, samples) == r
+
+
+def _committed_routing_records():
+    """The committed run records (``results/``) whose routing section recomputes from their samples file
+    (written since issue 24: requested picks stored)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    found = []
+    for path in sorted(root.rglob("*.json")):
+        if path.name.startswith(("shift-", "transfer-")):
+            continue
+        routing = json.loads(path.read_text()).get("metrics", {}).get("routing") or {}
+        if "requested" in routing:
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("path", _committed_routing_records(), ids=lambda p: p.stem)
+def test_every_routing_figure_of_a_committed_record_recomputes_from_its_samples_file(path):
+    import json
+
+    from ccbench.measurement.routing import routing_from_samples
+    from ccbench.reporting.records import load_samples
+
+    stored = json.loads(path.read_text())["metrics"]["routing"]
+    again = routing_from_samples(stored, load_samples(path))
+    declared = stored.pop("constant_by_construction", None)  # the method's METADATA, not a measured figure
+    assert declared is None or set(declared) == {"statistics", "why"}
+    assert json.loads(json.dumps(again)) == stored

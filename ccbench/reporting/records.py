@@ -97,7 +97,7 @@ def seal(record: dict, arrays: dict[str, np.ndarray]) -> dict:
 def record_dir(root: Path, record: dict) -> Path:
     """``root/<budget>/<task>/<method>``; a name that is not a safe folder name (a crafted record)
     raises :class:`RecordError`, and the folder is checked to stay inside ``root``."""
-    parts = [_field(record, f"{key}.name") for key in ("budget", "task", "method")]
+    parts = [field_at(record, f"{key}.name") for key in ("budget", "task", "method")]
     bad = [p for p in parts if not is_safe_name(p)]
     if bad:
         raise RecordError(f"record {str(record.get('id'))[:12]} names the folder {bad[0]!r}, which is not allowed "
@@ -205,8 +205,12 @@ def _samples_path(record_path: Path) -> Path:
     return p.with_name(p.name[:-len(".json")] + ".samples.npz")
 
 
-def _field(record: dict, dotted: str):
-    """``record[a][b]...`` for ``dotted = "a.b..."``; ``None`` when any level is missing."""
+def field_at(record: dict, dotted: str):
+    """``record[a][b]...`` for ``dotted = "a.b..."``; ``None`` when any level is missing.
+
+    >>> field_at({"a": {"b": 2}}, "a.b"), field_at({"a": 1}, "a.b")
+    (2, None)
+    """
     value = record
     for key in dotted.split("."):
         if not isinstance(value, dict) or key not in value:

@@ -25,7 +25,7 @@ import numpy as np
 from ccbench.common import catalog
 from ccbench.common.metrics import metric
 
-from .records import RecordError, load_samples, read_record, scan_records, typed
+from .records import RecordError, field_at, load_samples, read_record, scan_records, typed
 
 CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-bN", "determinism",
           "not-degenerate", "provenance")
@@ -52,15 +52,6 @@ class CheckResult:
         return asdict(self)
 
 
-def _get(record: dict, dotted: str):
-    value = record
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
 def _ok(name: str, figure: str) -> CheckResult:
     return CheckResult(name, True, figure)
 
@@ -71,9 +62,9 @@ def _fail(name: str, figure: str, detail: str) -> CheckResult:
 
 def check_eval_split(record: dict) -> CheckResult:
     """The record's eval data hash and ``n_eval`` equal its task spec's ``official_eval``."""
-    task = _get(record, "task.name")
-    n = _get(record, "task.n_eval") if _get(record, "task.n_eval") is not None else _get(record, "metrics.n_eval")
-    data = _get(record, "task.data_hash")
+    task = field_at(record, "task.name")
+    n = field_at(record, "task.n_eval") if field_at(record, "task.n_eval") is not None else field_at(record, "metrics.n_eval")
+    data = field_at(record, "task.data_hash")
     if task not in catalog.tasks():
         return _fail("eval-split", f"task {task!r}", "the task is not registered")
     spec = catalog.tasks().get(task).official_eval
@@ -108,9 +99,9 @@ def published_backbones(budget: str, task: str) -> dict[str, str]:
 def check_backbone(record: dict, published: dict[str, str] | None = None) -> CheckResult:
     """The record's backbone weights hash is a published one (``published``: ``{sha256: label}``,
     default :func:`published_backbones`); a text encoder is checked by its hash, not its name."""
-    sha = str(_get(record, "backbone.sha256"))
+    sha = str(field_at(record, "backbone.sha256"))
     if published is None:
-        published = published_backbones(_get(record, "budget.name"), _get(record, "task.name"))
+        published = published_backbones(field_at(record, "budget.name"), field_at(record, "task.name"))
     if sha in published:
         return _ok("backbone", f"{sha[:12]} = {published[sha]}")
     return _fail("backbone", f"{sha[:12]} not published",
@@ -120,22 +111,22 @@ def check_backbone(record: dict, published: dict[str, str] | None = None) -> Che
 def asked_samples(record: dict) -> int | None:
     """Training samples the record's tier asks of its task: the image recipe's, a text task's fixed
     budget, else what the run's recipe said (text budgets in epochs depend on the train split)."""
-    budget, task = _get(record, "budget.name"), _get(record, "task.name")
+    budget, task = field_at(record, "budget.name"), field_at(record, "task.name")
     if budget in catalog.budgets():
         tier = catalog.budgets().get(budget)
-        if _get(record, "task.modality") == "text" and tier.text is not None:
+        if field_at(record, "task.modality") == "text" and tier.text is not None:
             fixed = tier.text.tasks.get(task)
             if fixed is not None and fixed.samples is not None:
                 return fixed.samples
-        elif _get(record, "task.modality") != "text":
+        elif field_at(record, "task.modality") != "text":
             return tier.finetune.samples
-    asked = _get(record, "budget.finetune.samples")
+    asked = field_at(record, "budget.finetune.samples")
     return asked if isinstance(asked, int) else None
 
 
 def check_budget(record: dict) -> CheckResult:
     """Training consumed more than zero samples and at least what the tier asks."""
-    seen, asked = _get(record, "budget.consumed.samples"), asked_samples(record)
+    seen, asked = field_at(record, "budget.consumed.samples"), asked_samples(record)
     figure = f"trained {seen} samples, tier asks {asked}"
     if not isinstance(seen, (int, float)) or seen <= 0:
         return _fail("budget", figure, "the model was not fine-tuned; train it under the tier's budget")
@@ -148,8 +139,8 @@ def check_audit(record: dict, batch: str) -> CheckResult:
     """fvcore-executed MACs over useful + declared padding within :data:`AUDIT_TOLERANCE` of 1 at
     ``batch`` (``"batch1"`` or ``"batchN"``)."""
     name = "audit-b1" if batch == "batch1" else "audit-bN"
-    ratio = _get(record, f"metrics.executed_over_useful_plus_padding.{batch}")
-    size = 1 if batch == "batch1" else _get(record, "metrics.executed_gmacs.batch_size")
+    ratio = field_at(record, f"metrics.executed_over_useful_plus_padding.{batch}")
+    size = 1 if batch == "batch1" else field_at(record, "metrics.executed_gmacs.batch_size")
     if not isinstance(ratio, (int, float)):
         return _fail(name, "exec/(useful+pad) not recorded", NO_EVIDENCE)
     figure = f"exec/(useful+pad) {ratio:.3f} @ b{size}"
@@ -161,7 +152,7 @@ def check_audit(record: dict, batch: str) -> CheckResult:
 
 def check_determinism(record: dict) -> CheckResult:
     """Predictions identical at batch 1 and batch N, and across two evaluations (``metrics.determinism``)."""
-    d = _get(record, "metrics.determinism")
+    d = field_at(record, "metrics.determinism")
     if not isinstance(d, dict):
         return _fail("determinism", "not recorded", NO_EVIDENCE)
     n, bn = d.get("samples"), d.get("batch_size")
@@ -209,14 +200,14 @@ def check_not_degenerate(record: dict, samples: dict[str, np.ndarray]) -> CheckR
 def check_provenance(record: dict) -> CheckResult:
     """A built-in method run from a clean tree of this repository (``git``), or a plug-in with its
     distribution name, version and source hash (``method.provenance``)."""
-    prov = _get(record, "method.provenance") or {}
+    prov = field_at(record, "method.provenance") or {}
     if prov.get("origin") == "plugin":
         fields = [prov.get(k) for k in ("distribution", "version", "source_sha256")]
         figure = f"plug-in {fields[0]} {fields[1]}, source {str(fields[2])[:12]}"
         if all(isinstance(f, str) and f for f in fields):
             return _ok("provenance", figure)
         return _fail("provenance", figure, "install the plug-in as a versioned distribution and re-run")
-    commit, dirty = _get(record, "git.commit"), _get(record, "git.dirty")
+    commit, dirty = field_at(record, "git.commit"), field_at(record, "git.dirty")
     if commit and dirty is False:
         return _ok("provenance", f"clean tree at {str(commit)[:12]}")
     if commit and dirty:
@@ -282,4 +273,4 @@ def status(record: dict, checks: list[CheckResult]) -> str:
     ``rejected``."""
     if not passed(checks):
         return "rejected"
-    return "submitted" if _get(record, "method.provenance.origin") == "plugin" else "verified"
+    return "submitted" if field_at(record, "method.provenance.origin") == "plugin" else "verified"
