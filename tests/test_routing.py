@@ -288,3 +288,28 @@ def test_every_routing_figure_of_a_committed_record_recomputes_from_its_samples_
     declared = stored.pop("constant_by_construction", None)  # the method's METADATA, not a measured figure
     assert declared is None or set(declared) == {"statistics", "why"}
     assert json.loads(json.dumps(again)) == stored
+
+
+def _committed_shift_routing_records():
+    """The committed shift records whose samples file keeps each split's expert ids (since issue 24)."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    return [p for p in sorted(root.rglob("shift-*.json"))
+            if any("domain_weighting" in c.get("routing_shift", {}) for c in json.loads(p.read_text())["conditions"])]
+
+
+@pytest.mark.parametrize("path", _committed_shift_routing_records(), ids=lambda p: p.stem)
+def test_every_routing_shift_figure_of_a_committed_shift_record_recomputes_from_its_samples_file(path):
+    import json
+
+    from ccbench.measurement.routing import routing_shift
+
+    record = json.loads(path.read_text())
+    with np.load(path.with_name(path.name[:-len(".json")] + ".samples.npz")) as z:
+        for condition in record["conditions"]:
+            stored = condition["routing_shift"]
+            again = routing_shift(z["reference.expert_ids"], z[f"{condition['condition']}.expert_ids"],
+                                  stored["num_experts"], stored["seed"])
+            assert json.loads(json.dumps(again)) == stored, condition["condition"]
