@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -62,13 +63,29 @@ def test_unknown_executor_gets_a_suggestion(capsys, tmp_path):
 
 def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
     """Every shipped sweep file loads; the cpu sweeps' jobs all have their committed records (the
-    leaderboard is exactly what they reproduce)."""
+    leaderboard is exactly what they reproduce), validated or from before validation (then the sweep would
+    run them again, and says so)."""
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         assert main(["sweep", str(path), "--dry-run", "--results-dir", str(REPO / "results")]) == 0
         out = capsys.readouterr().out
         if path.name.startswith("cpu-") and path.name not in PENDING:
             head = out.splitlines()[0]
-            assert head.endswith(" 0 to run"), head
+            todo = int(re.search(r"(\d+) to run", head).group(1))
+            assert todo == 0 or head.endswith(f" to run ({todo} of them held only by records that predate "
+                                              "validation)"), head
+            assert " to run " not in out.split("\n", 1)[1], out   # no job lacks a record altogether
+
+
+def test_ranking_sweep_reruns_records_that_predate_validation_seed_by_seed(capsys):
+    """The ranking sweep counts only records with validation evidence as done (dense seed 0 has a committed
+    record from before validation: it is stale, not done) and lists every job of seed 0 before any of seed 1."""
+    assert main(["sweep", str(REPO / "sweeps" / "cpu-ranking.yaml"), "--dry-run",
+                 "--results-dir", str(REPO / "results")]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    dense0 = next(line for line in lines if "run dense on imagenette (cpu, seed 0)" in line)
+    assert dense0.lstrip().startswith("stale "), dense0
+    seeds = [int(re.search(r", seed (\d+)\)", line).group(1)) for line in lines]
+    assert seeds == sorted(seeds) and set(seeds) == {0, 1, 2}, seeds
 
 
 def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
@@ -123,7 +140,8 @@ def test_the_ranking_sweep_expands_to_every_method_at_the_grid_times_three_seeds
         if job.config["method"] == "dense":
             assert "--grid" not in argv and job.config["points"] is None
             continue
-        assert argv[argv.index("--grid") + 1] == "25,50,75"
+        fig5 = (job.config["method"], job.config["task"]) == ("avit", "imagenette")   # Fig. 5: >= 5 points
+        assert argv[argv.index("--grid") + 1] == ("25,40,50,60,75,90" if fig5 else "25,50,75")
         # a retraining knob's candidates travel with the grid (layer-skip trains at the targets themselves)
         assert ("--knob" in argv) == (knob.get("needs_retraining", False) and not knob.get("value_is_share", False))
     assert len(runs) == 3 * (1 + len(image - {"dense"})) + 2 * 3 * (1 + len(text - {"dense"}))
@@ -145,6 +163,14 @@ def test_a_grid_job_asks_only_for_its_missing_targets(tmp_path):
     body["method"]["grid"] = [{"target": 25.0, "reached": 26.0, "marked": False}]
     body["task"]["version"] = job.config["task_version"]
     body["budget"]["version"] = job.config["budget_version"]
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    index = RecordIndex(tmp_path / "results")   # a record from before validation (no evidence) is not done
+    argv = command(job, index, None)
+    assert argv[argv.index("--grid") + 1] == "25,50,75" and not is_done(job, index)
+    assert RecordIndex(tmp_path / "results", admitted_only=False).grid_point(job.config, 25.0) is not None
+
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                      "repeat_mismatches": 0}
     commit_record(finalize(body), samples(), tmp_path / "results")
     index = RecordIndex(tmp_path / "results")
     argv = command(job, index, None)

@@ -84,10 +84,14 @@ class JobGraph:
         self.jobs: list[Job] = []
         self._by_key: dict[str, Job] = {}
         seeds = spec.seeds or [self.tier.seeds[0]]
-        for entry in spec.runs:
-            for task in entry.task_names:
-                for method in entry.method_names:
-                    for seed in entry.seeds or seeds:
+        # seed-major: every run of the first seed before any of the next, so a sweep stopped part-way leaves
+        # whole seeds (every method at its grid points) rather than a few methods with all their seeds
+        for seed in sorted({s for entry in spec.runs for s in (entry.seeds or seeds)}):
+            for entry in spec.runs:
+                if seed not in (entry.seeds or seeds):
+                    continue
+                for task in entry.task_names:
+                    for method in entry.method_names:
                         self._add_runs(method, task, seed, entry.points, entry.resources, entry.grid)
         for seed in seeds:
             for sh in spec.shifts:
@@ -207,15 +211,26 @@ class JobGraph:
 
 
 # -- what the results folder holds --
+def _lacks_evidence(record: dict) -> bool:
+    """Whether ``record`` is a run record written before ``ccbench validate`` existed (no determinism
+    evidence): the leaderboard shows such a record as the previous version and never ranks it, so a sweep
+    does not count it as done and runs its configuration again."""
+    from ccbench.reporting.validation import NO_EVIDENCE, check_determinism
+
+    return record.get("kind", "run") == "run" and check_determinism(record).detail == NO_EVIDENCE
+
+
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
-    bad files reported and skipped), with the lookups a sweep needs."""
+    bad files reported and skipped), with the lookups a sweep needs. With ``admitted_only`` (the default) run
+    records that predate ``ccbench validate`` are left out: a sweep runs their configurations again."""
 
-    def __init__(self, results_dir: str | os.PathLike):
+    def __init__(self, results_dir: str | os.PathLike, admitted_only: bool = True):
         from ccbench.reporting.records import load_records
 
         self.results_dir = Path(results_dir)
-        self.records = load_records(results_dir, kind=None)
+        self._all = load_records(results_dir, kind=None)
+        self.records = [(path, r) for path, r in self._all if not (admitted_only and _lacks_evidence(r))]
 
     def _runs(self, cfg: dict):
         for path, r in self.records:
@@ -258,7 +273,7 @@ class RecordIndex:
     def mean_wall_s(self, kind: str, budget: str, task: str, method: str) -> float | None:
         """Mean ``wall_s`` of earlier records of this kind, tier, task and method (an estimate of a job's
         cost), or ``None``."""
-        walls = [r["wall_s"] for _, r in self.records if r.get("kind", "run") == kind and r["budget"]["name"] == budget
+        walls = [r["wall_s"] for _, r in self._all if r.get("kind", "run") == kind and r["budget"]["name"] == budget
                  and r["task"]["name"] == task and r["method"]["name"] == method
                  and isinstance(r.get("wall_s"), (int, float))]
         return sum(walls) / len(walls) if walls else None
