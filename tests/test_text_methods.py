@@ -197,3 +197,38 @@ def test_regression_exits_use_pabee_rule_and_confidence_refuses(tiny_bert_dir):
     confident = catalog.methods().get("early-exit").build(_backbone(tiny_bert_dir, classes=1)).eval()
     with pytest.raises(UserError, match="patience"), torch.no_grad():
         confident(batch)
+
+
+def _tuning_script():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_text_recipe.py"
+    spec = importlib.util.spec_from_file_location("tune_text_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_recipe_tuning_scores_each_point_on_calibration_and_writes_the_choice(tiny_bert_dir, isolated_cache,
+                                                                                  tmp_path, capsys):
+    """Issue 21 item 7: every lr x samples point is fine-tuned and scored on the calibration slice only;
+    the JSON holds every point, the chosen one by the stated rule, and the tree state."""
+    tune = _tuning_script()
+    data = _write_sst2(tmp_path / "data", n_train=200)
+    out = tmp_path / "tuning.json"
+    argv = ["--task", "sst2", "--budget", "smoke", "--lr", "1e-4,1e-3", "--samples", "16,32", "--data-dir",
+            str(data), "--backbone", tiny_bert_dir, "--out", str(out), "--quiet", "--tie", "0"]
+    assert tune.main(argv) == 0
+    body = json.loads(out.read_text())
+    points = body["points"]
+    assert [(p["lr"], p["samples"]) for p in points] == [(1e-4, 16), (1e-4, 32), (1e-3, 16), (1e-3, 32)]
+    n_cal = points[0]["n_calibration"]
+    assert 0 < n_cal < 200 and all(p["n_calibration"] == n_cal for p in points)
+    for p in points:     # accuracy over the calibration slice: a multiple of 1/n_cal
+        assert 0 <= p["score"] <= 100 and abs(p["score"] * n_cal / 100 - round(p["score"] * n_cal / 100)) < 1e-6
+    best = max(p["score"] for p in points)
+    assert body["chosen"]["score"] == best and body["chosen"] == tune.choose(points, 0.0)
+    assert set(body["git"]) >= {"commit", "dirty"} and body["selected_on"].startswith("calibration")
+    assert "chosen: lr=" in capsys.readouterr().out
+    assert tune.main(["--task", "sst3", "--lr", "1e-4", "--samples", "16", "--out", str(out)]) == 2
+    assert "did you mean 'sst2'" in capsys.readouterr().err
