@@ -4,7 +4,8 @@
 Each grid point fine-tunes the dense model from the tier's text encoder on the task's train split minus its
 calibration slice (seed ``--seed``: data order and the new head) and scores it on the calibration slice only
 (never on dev, which the leaderboard reports). The table of every point and the chosen one are written as
-JSON to ``--out`` (default ``results/<tier>/tuning/<task>-dense-recipe.json``), with the commit and tree
+JSON to ``--out`` (default ``budgets/tuning/<tier>-<task>-dense-recipe.json``, beside the tier it justifies;
+not under ``results/``, which holds records only), with the commit and tree
 state that produced them. Usage (the cpu tier, from a clean checkout):
 
     CCBENCH_DATA=../shared/data python scripts/tune_text_recipe.py --task sst2 \
@@ -112,7 +113,7 @@ def _main(argv: list[str] | None) -> int:
     catalog.tasks().get(args.task)   # an unknown task fails here, with a suggestion
     torch.set_num_threads(args.threads or tier.threads or 1)
     lengths = ([{"samples": int(s)} for s in args.samples] if args.samples else [{"epochs": e} for e in args.epochs])
-    out = Path(args.out or f"results/{tier.name}/tuning/{args.task}-dense-recipe.json")
+    out = Path(args.out or f"budgets/tuning/{tier.name}-{args.task}-dense-recipe.json")
     points = []
     for lr in args.lr:
         for ln in lengths:
