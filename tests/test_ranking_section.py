@@ -15,15 +15,17 @@ from record_helpers import TEXT_ENCODER, bypass_validation_gate
 N = 600
 LABELS = np.random.default_rng(0).integers(0, 2, N)
 FAMILY = {"dense": "dense", "early-exit": "depth", "layer-skip": "depth", "static-depth": "static",
-          "avit-masked": "token", "patience": "depth"}
+          "avit-masked": "token", "patience": "depth", "avit": "token", "evit": "token", "random-drop": "token",
+          "static-res": "static", "moe-topk": "width"}
 
 
-def _preds(accuracy: float, seed: int) -> np.ndarray:
-    """Predictions right on the first ``accuracy`` share of a fixed shuffle, plus a few seed-specific flips."""
+def _preds(accuracy: float, seed: int, flips: int = 6) -> np.ndarray:
+    """Predictions right on the first ``accuracy`` share of a fixed shuffle, plus ``flips`` seed-specific flips
+    (without flips, a more accurate row is right wherever a less accurate one is)."""
     order = np.random.default_rng(1).permutation(N)
     right = np.zeros(N, bool)
     right[order[:int(round(accuracy * N))]] = True
-    flip = np.random.default_rng(100 + seed).choice(N, 6, replace=False)
+    flip = np.random.default_rng(100 + seed).choice(N, flips, replace=False)
     right[flip] = ~right[flip]
     return np.where(right, LABELS, 1 - LABELS)
 
@@ -32,8 +34,11 @@ def _score(accuracy: float, seed: int = 0) -> float:
     return 100 * float((_preds(accuracy, seed) == LABELS).mean())
 
 
-def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None):
-    preds = _preds(accuracy, seed)
+def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None,
+            flips: int = 6):
+    """One record of ``method`` at ``pct`` % of dense; ``grid``: the grid target it serves (``reached`` = ``pct``;
+    marked beyond 2 points)."""
+    preds = _preds(accuracy, seed, flips)
     score = 100 * float((preds == LABELS).mean())
     body = {"task": {"name": "sst2", "version": 1, "modality": "text"},
             "method": {"name": method, "family": FAMILY[method],
@@ -138,3 +143,42 @@ def test_a_task_with_dense_alone_says_there_is_nothing_to_rank(tmp_path):
     records = load_records(tmp_path)
     text = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=100)
     assert "nothing to rank" in text and "| rank" not in text and "Paired" not in text
+
+
+def test_avit_six_grid_targets_fill_the_three_grid_columns_and_its_whole_curve(tmp_path):
+    """A-ViT runs at Fig. 5's six targets (sweeps/cpu-ranking.yaml), the others at 25/50/75 %: the grid columns
+    stay 25/50/75, the AUC and the curve use all six points, and the control is compared where both have a point."""
+    from conftest import assert_drawn
+
+    from ccbench.reporting.curve_plots import curve_plots, seed_points
+
+    _commit(tmp_path, "dense", None, 100.0, 0.86, flips=0)
+    avit = {25: 0.78, 40: 0.80, 50: 0.82, 60: 0.83, 75: 0.84, 90: 0.85}
+    for target, acc in avit.items():
+        _commit(tmp_path, "avit", target / 100, float(target), acc, grid=target, flips=0)
+    for target, acc in ((25, 0.70), (50, 0.76), (75, 0.81)):
+        _commit(tmp_path, "static-res", target, float(target), acc, grid=target, flips=0)
+    records = load_records(tmp_path)
+    table = load_table(records=records, task="sst2")
+    text = ranking_section(table, records, "accuracy", n_boot=200)
+    header = [c.strip() for c in text.split("### Ranking")[1].split("\n| rank")[1].split("\n")[0].strip("|").split("|")]
+    assert header[-3:] == ["@ 25 %", "@ 50 %", "@ 75 %"] and not any("40" in h or "90" in h for h in header)
+    row = dict(zip(["rank", "method", "ranks", "p", "auc", "25", "50", "75"], _rank_rows(text)[0]))
+    assert row["method"] == "avit" and (row["25"], row["50"], row["75"]) == ("78.00", "82.00", "84.00")
+    # the trapezoids through all six points and dense at 100 %, over 75 points of compute
+    x, y = [25, 40, 50, 60, 75, 90, 100], [78, 80, 82, 83, 84, 85, 86]
+    auc = sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(6)) / 75
+    assert row["auc"].startswith(f"{auc:.2f} [")
+    paired = text.split("Paired differences")[1]
+    head = next(line for line in paired.splitlines() if line.startswith("| method"))
+    header = [c.strip() for c in head.strip("|").split("|")]
+    vs = {float(cells[header.index("% dense")]): cells[header.index("vs static-res")]
+          for cells in ([c.strip() for c in line.strip("|").split("|")] for line in paired.splitlines()
+                        if line.startswith("| avit"))}
+    assert [k for k, v in sorted(vs.items()) if v != "-"] == [25.0, 50.0, 75.0]
+    assert vs[25.0].startswith("+8.00 [") and vs[75.0].startswith("+3.00 [") and vs[40.0] == "-"
+    points = seed_points(table, records)
+    assert sorted(points[points.method == "avit"].pct) == [25.0, 40.0, 50.0, 60.0, 75.0, 90.0]
+    md = curve_plots(table, records, tmp_path, "cpu-sst2", "sst2 (cpu)")
+    assert "(cpu-sst2-fig5.png)" in md
+    assert_drawn(tmp_path / "cpu-sst2-fig5.png")

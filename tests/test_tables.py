@@ -114,3 +114,39 @@ def test_width_rows_show_per_sample_specialization_requested_load_drops_and_na_b
     assert cell("moe-expert-choice", "position NMI") == "0.125"
     assert cell("moe-expert-choice", "requested load max/mean (CV)") == cell("moe-expert-choice", "dropped %") == "-"
     assert cell("soft-moe", "class NMI per sample (per pick)") == "- (0.020)" and cell("soft-moe", "util") == "0.50"
+
+
+def _timed(seed: int, b1: float, bN: float, b1_ok: bool = True, method: str = "early-exit") -> dict:
+    """A run body of one seed with its batch-1 and batch-N speedups (efficiency = speedup / 2) and the batch-1
+    dense-vs-dense control's verdict."""
+    body = run_body(method, knob=("threshold", 0.9), seed=seed)
+    body["metrics"]["latency"] = {"batch1": {"speedup": b1, "efficiency": b1 / 2, "check": {"ok": b1_ok}},
+                                  "batchN": {"speedup": bN, "efficiency": bN / 2, "batch_size": 8}}
+    return body
+
+
+def test_latency_comes_from_the_seeds_whose_timing_passed_and_the_cell_says_how_many(tmp_path):
+    from ccbench.reporting.tables import NOISE_NOTE
+
+    # early-exit: seed 1's batch-1 timing was disturbed; layer-skip: every batch-1 timing was
+    for seed, b1, ok in ((0, 2.0, True), (1, 5.0, False), (2, 3.0, True)):
+        commit_record(_timed(seed, b1, 1.5 + seed, ok), {"ids": np.asarray(["a"]), "label": np.array([1], np.int16),
+                                                         "pred": np.array([1], np.int16)}, tmp_path)
+    for seed, b1 in ((0, 1.0), (1, 2.0)):
+        commit_record(_timed(seed, b1, 1.0, False, "layer-skip"), {"ids": np.asarray(["a"]),
+                      "label": np.array([1], np.int16), "pred": np.array([1], np.int16)}, tmp_path)
+    table = load_table(tmp_path)
+    rows = {r["method"]: r for r in table.to_dict("records")}
+    ee, ls = rows["early-exit"], rows["layer-skip"]
+    assert ee["speedup_b1"] == 2.5 and ee["eff_b1"] == 1.25 and ee["timed_b1"] == "0,2"      # seed 1 left out
+    assert ee["speedup_bN"] == 2.5 and ee["timed_bN"] == "0,1,2" and not ee["flag_latency"]  # batch N: all three
+    assert ls["speedup_b1"] == 1.5 and ls["timed_b1"] == "" and ls["flag_latency"]          # none passed: all, flagged
+    text = render(table, note=False)
+    head = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    cells = {c[head.index("method")]: c for c in ([x.strip() for x in line.strip("|").split("|")]
+                                                   for line in text.splitlines()[2:])}
+    assert cells["early-exit"][head.index("speedup b1")] == "2.50x (2 of 3 seeds)"
+    assert cells["early-exit"][head.index("speedup bN")] == "2.50x (b8)"
+    assert cells["layer-skip"][head.index("speedup b1")] == "1.50x ?"
+    assert "the mean over the row's seeds whose timing passed the latency check" in NOISE_NOTE
+    assert "'n of m seeds' when only n of its m seeds did, '?' when none did" in NOISE_NOTE

@@ -114,9 +114,41 @@ class Column:
         return self.get(record) if callable(self.get) else field(record, self.get)
 
 
-def _flag_latency(r: RunRecord) -> bool:
+def _timing_ok(batch: str) -> Callable[[RunRecord], bool]:
     # records older than the latency check have none: they count as unchecked, not as flagged
-    return r.metrics.latency.batch1.disturbed() or r.metrics.latency.batchN.disturbed()
+    return lambda r: not getattr(r.metrics.latency, batch).disturbed()
+
+
+def timed_mean(ok: str) -> Callable[[pd.DataFrame, str], float]:
+    """Aggregation of a latency column: the mean over the row's seeds whose timing passed the latency check
+    (per-record flag ``ok``, :data:`ROW_ONLY`); over all its seeds when none did (the row is then flagged)."""
+    def agg(g: pd.DataFrame, key: str) -> float:
+        passed = g[g[ok].astype(bool)]
+        return (passed if len(passed) else g)[key].mean()
+    return agg
+
+
+def timed_seeds(ok: str) -> Callable[[pd.DataFrame, str], str]:
+    """Aggregation: the seeds (comma-joined, ascending) of the row whose timing passed the check ``ok``."""
+    return lambda g, _: ",".join(str(s) for s in sorted(g.seed[g[ok].astype(bool)]))
+
+
+def _timed(seeds: str) -> int:
+    return len(seeds.split(",")) if seeds else 0
+
+
+def _latency_cells(key: str, timed: str, batch: bool = False) -> Callable[[pd.DataFrame], list[str]]:
+    """Cell format of a speedup column: ``1.52x``, with ``(b8)`` for batch N, ``n of m seeds`` when only n of the
+    row's m seeds have an undisturbed timing, and `` ?`` when none has (the value is then their mean all the
+    same)."""
+    def cells(df: pd.DataFrame) -> list[str]:
+        out = []
+        for _, row in df.iterrows():
+            n = _timed(row[timed])
+            notes = ([f"b{row.bN}"] if batch else []) + ([f"{n} of {row.seeds} seeds"] if 0 < n < row.seeds else [])
+            out.append(f"{row[key]:.2f}x" + (f" ({'; '.join(notes)})" if notes else "") + (" ?" if n == 0 else ""))
+        return out
+    return cells
 
 
 def _routing(name: str) -> Callable[[RunRecord], float]:
@@ -193,6 +225,8 @@ ROW_ONLY = {
     "record_id": "id",
     "date": "date",
     "clean": lambda r: field(r, "git.dirty") is False,  # a clean record wins over a dirty twin (tables.load_table)
+    "ok_b1": _timing_ok("batch1"),
+    "ok_bN": _timing_ok("batchN"),
 }
 
 
@@ -224,15 +258,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("exec_over_useful_b1", "metrics.executed_over_useful.batch1", mean, "exec/useful",
            lambda df: [f"{v:.3f}{' !' if f else ''}" for v, f in zip(df.exec_over_useful_b1, df.flag_masked)], False),
     Column("flag_masked", "metrics.flag_executed_exceeds_useful", any_),
-    Column("speedup_b1", "metrics.latency.batch1.speedup", mean, "speedup b1",
-           lambda df: [f"{v:.2f}x{' ?' if f else ''}" for v, f in zip(df.speedup_b1, df.flag_latency)], True),
-    Column("speedup_bN", "metrics.latency.batchN.speedup", mean, "speedup bN",
-           lambda df: [f"{v:.2f}x (b{n}){' ?' if f else ''}" for v, n, f in zip(df.speedup_bN, df.bN, df.flag_latency)],
-           True),
+    Column("speedup_b1", "metrics.latency.batch1.speedup", timed_mean("ok_b1"), "speedup b1",
+           _latency_cells("speedup_b1", "timed_b1"), True, "mean over the seeds whose batch-1 timing passed"),
+    Column("speedup_bN", "metrics.latency.batchN.speedup", timed_mean("ok_bN"), "speedup bN",
+           _latency_cells("speedup_bN", "timed_bN", batch=True), True,
+           "mean over the seeds whose batch-N timing passed"),
     Column("bN", "metrics.latency.batchN.batch_size", int_first),
-    Column("flag_latency", _flag_latency, any_),
-    Column("eff_b1", "metrics.latency.batch1.efficiency", mean, "eff b1", pattern("eff_b1", "{:.2f}"), True),
-    Column("eff_bN", "metrics.latency.batchN.efficiency", mean, "eff bN", pattern("eff_bN", "{:.2f}"), True),
+    Column("timed_b1", None, timed_seeds("ok_b1"), doc="seeds whose batch-1 timing passed the latency check"),
+    Column("timed_bN", None, timed_seeds("ok_bN"), doc="seeds whose batch-N timing passed the latency check"),
+    Column("flag_latency", None, lambda g, _: not (g.ok_b1.any() and g.ok_bN.any()),
+           doc="no seed's timing passed the latency check at batch 1, or none at batch N"),
+    Column("eff_b1", "metrics.latency.batch1.efficiency", timed_mean("ok_b1"), "eff b1", pattern("eff_b1", "{:.2f}"),
+           True, "the same seeds as speedup b1"),
+    Column("eff_bN", "metrics.latency.batchN.efficiency", timed_mean("ok_bN"), "eff bN", pattern("eff_bN", "{:.2f}"),
+           True, "the same seeds as speedup bN"),
     Column("active_params_m", lambda r: _or_nan(r.metrics.active_params_per_token) / 1e6, mean, "active params (M)",
            pattern("active_params_m", "{:.2f}", dash=True), False),
     Column("constant", _constants, first, doc="routing statistics constant by construction (METADATA)"),

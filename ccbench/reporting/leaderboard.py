@@ -23,8 +23,9 @@ from ccbench.common.provenance import repo_root
 
 from .citation import version_info, write_version
 from .curve_plots import curve_plots
+from .findings import findings_markdown, what_it_says
 from .markdown import escape_cell
-from .ranking_section import ranking_section
+from .ranking_section import rank_task, ranking_markdown
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
 from .site import Board, write_site
 from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
@@ -292,7 +293,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
-            parts.append(ranking_section(admitted, runs, admitted.score_name.iloc[0]))
+            ranking = rank_task(admitted, runs, admitted.score_name.iloc[0])
+            board.findings = what_it_says(ranking)
+            parts.append(ranking_markdown(ranking) + findings_markdown(board.findings))
             stem = file_stem(budget, task)
             plots_md = curve_plots(admitted, runs, out_path.parent, stem, f"{task} ({budget})")
             parts.append(plots_md)
@@ -312,6 +315,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                              f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
             parts.append("\nRecords: " + ", ".join(f"`{escape_cell(i)}`" for i in ",".join(admitted.record_ids).split(","))
                          + "\n")
+        else:
+            board.findings = what_it_says(None)
+            parts.append(findings_markdown(board.findings))
         if key in failing:
             parts.append(_failing_section(failing[key]))
         if key in legacy_groups:

@@ -2,9 +2,11 @@
 their score-compute curve with rank intervals, the compute-grid columns, and paired differences against
 dense and against the family's control with significance marks.
 
-It reads the per-sample files of the rows it is given (:func:`ccbench.reporting.records.load_samples`); which
-rows may be ranked is the caller's ``admitted`` predicate (validation), and the ``avit-masked`` reference
-is never ranked. With one seed per row it says so: the intervals then cover eval samples only.
+:func:`rank_task` computes a task's ranking (:class:`TaskRanking`) and :func:`ranking_markdown` renders it;
+:mod:`ccbench.reporting.findings` writes its sentences from the same result. It reads the per-sample files
+of the rows it is given (:func:`ccbench.reporting.records.load_samples`); which rows may be ranked is the
+caller's ``admitted`` predicate (validation), and the ``avit-masked`` reference is never ranked. With one
+seed per row it says so: the intervals then cover eval samples only.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .markdown import escape_cell
-from .paired import SIGNIFICANT, Bootstrap, aligned_predictions, difference, holm, interval
+from .paired import SIGNIFICANT, Bootstrap, Difference, aligned_predictions, difference, holm, interval
 from .ranking import GRID, HIGH, LOW, auc_weights, rank_stability
 from .records import load_samples
 
@@ -61,10 +63,10 @@ def grid_of(records: list[dict]) -> dict:
     return {t: {"reached": float(np.mean([r for r, _ in v])), "marked": any(m for _, m in v)} for t, v in out.items()}
 
 
-def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.ndarray | None, list[str]]:
+def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.ndarray | None, list[tuple]]:
     """The ranking :class:`Row` of every row of ``table`` (aggregated rows of one task: ``record_ids``
-    hold 12-character id prefixes), their shared labels ``[N]`` and one line per row left out (its seeds,
-    or its samples, differ from the task's)."""
+    hold 12-character id prefixes), their shared labels ``[N]`` and ``(method, knob, why)`` per row left
+    out (its seeds, or its samples, differ from the task's); strings as the records have them."""
     by_id = {r["id"][:12]: (p, r) for p, r in records}
     rows, labels, ids, left_out = [], None, None, []
     for t in table.itertuples():
@@ -72,12 +74,12 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
         try:
             these_ids, these_labels, preds = aligned_predictions([load_samples(p) for p, _ in found])
         except ValueError as err:
-            left_out.append(f"{escape_cell(t.method)} {escape_cell(t.knob)}: {err}")
+            left_out.append((t.method, t.knob, str(err)))
             continue
         if ids is None:
             ids, labels = these_ids, these_labels
         elif not (np.array_equal(ids, these_ids) and np.array_equal(labels, these_labels)):
-            left_out.append(f"{escape_cell(t.method)} {escape_cell(t.knob)}: evaluated on other samples")
+            left_out.append((t.method, t.knob, "evaluated on other samples"))
             continue
         rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds,
                         grid_of([r for _, r in found])))
@@ -88,61 +90,102 @@ def _fmt_diff(d, significant: bool) -> str:
     return f"{d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]{' †' if significant else ''}"
 
 
-def _comparisons(rows: list[Row], dense: Row | None) -> list[tuple[Row, Row, str]]:
-    """``(row, reference, column)`` pairs: every non-dense row against dense, and every grid point of a
+@dataclass(frozen=True)
+class Comparison:
+    """``row`` minus ``reference`` on the task's eval samples: ``column`` (``vs dense``, ``vs static-res``,
+    ...), the grid targets (% of dense) the comparison stands for (those both rows serve; against dense,
+    the row's own; empty for a row off the grid), the paired difference (score points) and whether it is
+    significant (Holm-corrected across every comparison of the task, :data:`~.paired.SIGNIFICANT`)."""
+
+    row: Row
+    reference: Row
+    column: str
+    targets: tuple[float, ...]
+    diff: Difference
+    significant: bool
+
+
+@dataclass(frozen=True)
+class Rank:
+    """One method's place by AUC (score points over 25-100 % of dense): the rank of its point estimate,
+    its plausible ranks (the central 95 % over bootstrap resamples), the share of resamples in which it
+    ranks first, the AUC and its 95 % bootstrap CI."""
+
+    method: str
+    rank: int
+    rank_lo: int
+    rank_hi: int
+    p_first: float
+    auc: float
+    lo: float
+    hi: float
+
+
+@dataclass
+class TaskRanking:
+    """Everything the ranking section of one task is rendered from: the ranked :class:`Row` s (dense
+    included), ``ranks`` (methods with an AUC, best first), ``unranked`` (methods with rows but no AUC),
+    the paired ``comparisons``, ``excluded`` (method -> why it is not ranked) and ``left_out`` (rows whose
+    samples could not be paired: ``(method, knob, why)``)."""
+
+    rows: list[Row]
+    dense: Row | None
+    ranks: list[Rank]
+    unranked: list[str]
+    comparisons: list[Comparison]
+    excluded: dict[str, str]
+    left_out: list[tuple[str, str, str]]
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        """The fewest and the most seeds of a row; ``(0, 0)`` without rows."""
+        return (min(r.seeds for r in self.rows), max(r.seeds for r in self.rows)) if self.rows else (0, 0)
+
+
+def _comparisons(rows: list[Row], dense: Row | None) -> list[tuple[Row, Row, str, tuple[float, ...]]]:
+    """``(row, reference, column, targets)``: every non-dense row against dense, and every grid point of a
     token/depth row against its family's controls at the same grid target."""
     out = []
     for r in rows:
         if r.method == "dense":
             continue
         if dense is not None:
-            out.append((r, dense, "vs dense"))
+            out.append((r, dense, "vs dense", tuple(sorted(r.grid))))
         for control in CONTROLS.get(r.family, ()):
             same = [c for c in rows if c.method == control and set(c.grid) & set(r.grid)]
             if same and r.method != control:
-                out.append((r, same[0], f"vs {control}"))
+                out.append((r, same[0], f"vs {control}", tuple(sorted(set(same[0].grid) & set(r.grid)))))
     return out
 
 
-def ranking_section(table: pd.DataFrame, records: list[tuple], metric_name: str,
-                    admitted: Callable[[pd.Series], bool] = lambda row: True, n_boot: int = 1000,
-                    seed: int = 0) -> str:
-    """Markdown of the ranking section of one task: ``table`` is its aggregated rows (:func:`load_table`),
-    ``records`` the verified ``[(path, record)]`` they come from, ``metric_name`` the task's main score.
-    Rows for which ``admitted(row)`` is false, and :data:`NEVER_RANKED` methods, are neither ranked nor
-    compared. Differences and ranks use one shared set of ``n_boot`` bootstrap resamples (``seed``)."""
+def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
+              admitted: Callable[[pd.Series], bool] = lambda row: True, n_boot: int = 1000,
+              seed: int = 0) -> TaskRanking:
+    """The ranking of one task: ``table`` is its aggregated rows (:func:`load_table`), ``records`` the
+    verified ``[(path, record)]`` they come from, ``metric_name`` the task's main score. Rows for which
+    ``admitted(row)`` is false, and :data:`NEVER_RANKED` methods, are neither ranked nor compared.
+    Differences and ranks use one shared set of ``n_boot`` bootstrap resamples (``seed``)."""
     keep = pd.Series([bool(admitted(r)) and r.method not in NEVER_RANKED for _, r in table.iterrows()],
                      index=table.index, dtype=bool)
-    excluded = table[~keep]
+    excluded = {m: why for m, why in NEVER_RANKED.items() if m in set(table[~keep].method)}
+    excluded.update({m: "did not pass validation" for m in sorted(set(table[~keep].method) - set(NEVER_RANKED))})
     rows, labels, left_out = load_rows(table[keep], records)
-    out = ["\n### Ranking\n\n"]
+    dense = next((r for r in rows if r.method == "dense"), None)
     if not rows:
-        return out[0] + "No rankable rows.\n"
+        return TaskRanking([], None, [], [], [], excluded, left_out)
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
     reps = {r.key: boot.scores(r.preds, metric_name, r.key)[1] for r in rows}
-    dense = next((r for r in rows if r.method == "dense"), None)
-    max_seeds, min_seeds = max(r.seeds for r in rows), min(r.seeds for r in rows)
-    if max_seeds == 1:
-        out.append("Every row has **one seed**: intervals cover the eval samples only, not seed-to-seed "
-                   "variation, and no seed bands are drawn.\n\n")
-    else:
-        counts = f"{max_seeds}" if min_seeds == max_seeds else f"{min_seeds} to {max_seeds}"
-        out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
-                   f"samples).\n\n")
-    out.append(_rank_table(rows, dense, reps))
-    out.append(_paired_table(rows, dense, boot, metric_name))
-    notes = [f"{escape_cell(m)}: {why}" for m, why in NEVER_RANKED.items() if m in set(excluded.method)]
-    notes += [f"{escape_cell(m)}: did not pass validation" for m in sorted(set(excluded.method) - set(NEVER_RANKED))]
-    notes += left_out
-    if notes:
-        out.append("\nNot ranked: " + "; ".join(notes) + ".\n")
-    return "".join(out)
+    ranks, unranked = _ranks(rows, dense, reps)
+    pairs = _comparisons(rows, dense)
+    diffs = [difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key) for r, ref, _, _ in pairs]
+    reject, _ = holm([d.p for d in diffs])
+    comparisons = [Comparison(r, ref, col, targets, d, bool(sig))
+                   for (r, ref, col, targets), d, sig in zip(pairs, diffs, reject)]
+    return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out)
 
 
-def _rank_table(rows: list[Row], dense: Row | None, reps: dict) -> str:
-    """Methods ranked by AUC with rank intervals and P(first), plus the grid columns."""
-    from tabulate import tabulate
-
+def _ranks(rows: list[Row], dense: Row | None, reps: dict) -> tuple[list[Rank], list[str]]:
+    """Methods with an AUC ranked (:func:`~.ranking.rank_stability`), and the methods without one."""
     methods = sorted({r.method for r in rows if r.method != "dense"})
     names, points, boots, unranked = [], [], [], []
     for m in methods:
@@ -154,19 +197,59 @@ def _rank_table(rows: list[Row], dense: Row | None, reps: dict) -> str:
         names.append(m)
         points.append(w @ np.array([r.score for r in mine] + [dense.score]))
         boots.append(w @ np.stack([reps[r.key] for r in mine] + [reps[dense.key]]))
+    if not names:
+        return [], unranked
+    ranks = []
+    for _, k in rank_stability(names, np.array(points), np.stack(boots)).iterrows():
+        lo, hi = interval(boots[names.index(k["name"])])
+        ranks.append(Rank(k["name"], int(k["rank"]), int(k.rank_lo), int(k.rank_hi), float(k.p_first),
+                          float(k.value), lo, hi))
+    return ranks, unranked
+
+
+def ranking_section(table: pd.DataFrame, records: list[tuple], metric_name: str,
+                    admitted: Callable[[pd.Series], bool] = lambda row: True, n_boot: int = 1000,
+                    seed: int = 0) -> str:
+    """Markdown of the ranking section of one task (:func:`rank_task`, then :func:`ranking_markdown`)."""
+    return ranking_markdown(rank_task(table, records, metric_name, admitted, n_boot, seed))
+
+
+def ranking_markdown(t: TaskRanking) -> str:
+    """Markdown of one task's ranking: the seeds said plainly, the rank table with the grid columns, the
+    paired differences and what is not ranked. Every string from a record is escaped."""
+    out = ["\n### Ranking\n\n"]
+    if not t.rows:
+        return out[0] + "No rankable rows.\n"
+    min_seeds, max_seeds = t.seeds
+    if max_seeds == 1:
+        out.append("Every row has **one seed**: intervals cover the eval samples only, not seed-to-seed "
+                   "variation, and no seed bands are drawn.\n\n")
+    else:
+        counts = f"{max_seeds}" if min_seeds == max_seeds else f"{min_seeds} to {max_seeds}"
+        out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
+                   f"samples).\n\n")
+    out.append(_rank_table(t))
+    out.append(_paired_table(t.comparisons))
+    notes = [f"{escape_cell(m)}: {why}" for m, why in t.excluded.items()]
+    notes += [f"{escape_cell(m)} {escape_cell(k)}: {why}" for m, k, why in t.left_out]
+    if notes:
+        out.append("\nNot ranked: " + "; ".join(notes) + ".\n")
+    return "".join(out)
+
+
+def _rank_table(t: TaskRanking) -> str:
+    """Methods ranked by AUC with rank intervals and P(first), plus the grid columns."""
+    from tabulate import tabulate
+
     auc = f"AUC {LOW:.0f}-{HIGH:.0f} %"
     table = []
-    if names:
-        ranks = rank_stability(names, np.array(points), np.stack(boots))
-        for _, k in ranks.iterrows():
-            lo, hi = interval(boots[names.index(k["name"])])
-            row = {"rank": k["rank"], "method": escape_cell(k["name"]),
-                   "plausible ranks": f"{k.rank_lo}-{k.rank_hi}", "P(first)": f"{k.p_first:.2f}",
-                   auc: f"{k.value:.2f} [{lo:.2f}, {hi:.2f}]"}
-            row.update(_grid_cells([r for r in rows if r.method == k["name"]]))
-            table.append(row)
-    for m in unranked:  # listed below the ranked ones with their grid points, without rank or AUC
-        mine = [r for r in rows if r.method == m]
+    for k in t.ranks:
+        row = {"rank": k.rank, "method": escape_cell(k.method), "plausible ranks": f"{k.rank_lo}-{k.rank_hi}",
+               "P(first)": f"{k.p_first:.2f}", auc: f"{k.auc:.2f} [{k.lo:.2f}, {k.hi:.2f}]"}
+        row.update(_grid_cells([r for r in t.rows if r.method == k.method]))
+        table.append(row)
+    for m in t.unranked:  # listed below the ranked ones with their grid points, without rank or AUC
+        mine = [r for r in t.rows if r.method == m]
         table.append({"rank": "-", "method": escape_cell(m), "plausible ranks": "-", "P(first)": "-",
                       auc: f"- (from {min(r.pct for r in mine):.0f} %)", **_grid_cells(mine)})
     if not table:
@@ -179,10 +262,10 @@ def _rank_table(rows: list[Row], dense: Row | None, reps: dict) -> str:
                  f"P(first): the share of resamples in which it ranks first. Grid columns: the score at the row "
                  f"calibrated to that share of dense (* = the target was out of reach: the nearest point, its share "
                  f"in brackets); - = no grid point measured.\n")
-    if unranked:
+    if t.unranked:
         lines.append(f"\nNot ranked, no AUC (the curve does not start within 2 points of {LOW:.0f} % of dense"
-                     f"{'' if dense is not None else ', or there is no dense row'}): "
-                     + ", ".join(escape_cell(m) for m in unranked) + ".\n")
+                     f"{'' if t.dense is not None else ', or there is no dense row'}): "
+                     + ", ".join(escape_cell(m) for m in t.unranked) + ".\n")
     return "".join(lines)
 
 
@@ -201,22 +284,21 @@ def _grid_cells(mine: list[Row]) -> dict:
     return cells
 
 
-def _paired_table(rows: list[Row], dense: Row | None, boot: Bootstrap, metric_name: str) -> str:
+def _paired_table(comparisons: list[Comparison]) -> str:
     """Every row's paired differences (against dense and the family's controls), Holm-corrected together."""
     from tabulate import tabulate
 
-    pairs = _comparisons(rows, dense)
-    if not pairs:
+    if not comparisons:
         return ""
-    diffs = [difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key) for r, ref, _ in pairs]
-    reject, _ = holm([d.p for d in diffs])
     cells: dict[str, dict] = {}
-    for (r, _, col), d, sig in zip(pairs, diffs, reject):
+    for c in comparisons:
+        r = c.row
         row = cells.setdefault(r.key, {"method": escape_cell(r.method), "knob": escape_cell(r.knob),
                                        "seeds": r.seeds, "% dense": f"{r.pct:.1f}", "score": f"{r.score:.2f}"})
-        row[escape_cell(col)] = _fmt_diff(d, bool(sig))
+        row[escape_cell(c.column)] = _fmt_diff(c.diff, c.significant)
     df = pd.DataFrame(list(cells.values())).fillna("-")
+    n = len(comparisons)
     return ("\nPaired differences (score points, 95 % CI; † = significant; "
-            f"{len(pairs)} comparison{'s' if len(pairs) > 1 else ''}):\n\n"
+            f"{n} comparison{'s' if n > 1 else ''}):\n\n"
             + tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
             + f"\n\n† {SIGNIFICANT}. Controls are compared at the same grid point only.\n")

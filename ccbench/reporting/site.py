@@ -47,6 +47,7 @@ class Board:
     previous: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)
     failing: list[tuple[dict, list]] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
 
     @property
     def page(self) -> str:
@@ -216,7 +217,7 @@ def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict
                     "previous": [(label, table_view(df, verdicts, full_ids)) for label, df in b.previous if not df.empty],
                     "images": [(f"../{name}", alt) for name, alt in b.images],
                     "failing": [_failing_view(r, checks) for r, checks in b.failing if _ID12.fullmatch(r["id"][:12])],
-                    "ranked_rows": len(b.ranked),
+                    "findings": b.findings, "ranked_rows": len(b.ranked),
                     "other_rows": sum(len(df) for _, df in b.refused + b.previous) + len(b.failing)}
             views.append(view)
             for t in [view["ranked"]] + [t for _, t in view["refused"] + view["previous"]]:

@@ -118,6 +118,9 @@ TASK = """\
 <h1>{{ b.task }} — budget <code>{{ b.budget }}</code></h1>
 <p>Published backbone: <code>{{ b.published }}</code>. Click a column header to sort.</p>
 {% if b.ranked %}<h2>Ranked</h2>{{ table(b.ranked) }}{% else %}<p>No ranked rows.</p>{% endif %}
+{% if b.findings %}<h2>What the leaderboard says</h2>
+<ul>{% for s in b.findings %}<li>{{ s }}</li>
+{% endfor %}</ul>{% endif %}
 {% for src, alt in b.images %}<p><img src="{{ src }}" alt="{{ alt }}"></p>
 {% endfor %}
 {% if b.failing %}<h2>Not ranked: fail <code>ccbench validate</code></h2>
