@@ -124,7 +124,20 @@ def test_three_seeds_use_the_hierarchical_bootstrap(tmp_path):
     text = ranking_section(table, records, "accuracy", n_boot=300)
     assert "Rows have 3 seeds" in text and "**one seed**" not in text
     assert [r[1] for r in _rank_rows(text)][0] == "early-exit"
-    assert re.search(r"\| early-exit +\| k=0.25 +\| 3 +\|", text)
+    assert re.search(r"\| early-exit +\| grid 25 % +\| 3 +\|", text)
+
+
+def test_seeds_that_calibrate_different_knob_values_pool_at_their_grid_target(tmp_path):
+    """Each seed calibrates its own knob value for a grid target: the seeds still make one row, keyed by the
+    target, and the table shows every seed's value."""
+    for s in (0, 1, 2):
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s)
+        _commit(tmp_path, "early-exit", (0.25, 0.27, 0.3)[s], 25.0 + s, 0.80, s, grid=25)
+    _commit(tmp_path, "early-exit", 0.5, 50.0, 0.84, 0)                   # a user-chosen point stays its own row
+    table = load_table(records=load_records(tmp_path), task="sst2").set_index("knob")
+    assert table.loc["grid 25 %", "seeds"] == 3 and table.loc["grid 25 %", "knob_values"] == "k=0.25/k=0.27/k=0.3"
+    assert abs(table.loc["grid 25 %", "pct_of_dense"] - 26.0) < 1e-9
+    assert table.loc["k=0.5", "seeds"] == 1
 
 
 def test_the_leaderboard_carries_the_section(tmp_path, monkeypatch):

@@ -239,12 +239,27 @@ def provenance_status(record) -> str:
 def _any_submitted(g: pd.DataFrame, key: str) -> str:
     return "submitted" if (g[key] == "submitted").any() else "verified"
 
+def _distinct(g: pd.DataFrame, key: str) -> str:
+    """The distinct values of ``key`` over the row's records, in order of first appearance, ``/``-joined."""
+    return "/".join(dict.fromkeys(str(v) for v in g[key]))
+
+
+def _knob_cells(df: pd.DataFrame) -> list[str]:
+    """A grid row shows its target(s) and the knob value each seed calibrated to: ``grid 25 % (threshold=0.3/0.4)``."""
+    out = []
+    for knob, values in zip(df.knob, df.get("knob_values", df.knob)):
+        out.append(escape_cell(f"{knob} ({values})" if str(knob).startswith("grid ") and values != knob else knob))
+    return out
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("task", "task.name", None, "task", escaped("task")),
     Column("budget", "budget.name", None, "budget", escaped("budget")),
     Column("method", "method.name", None, "method", escaped("method")),
     Column("family", "method.family", first, doc="method family"),
-    Column("knob", lambda r: r.method.knob.label(), None, "knob", escaped("knob")),
+    Column("knob", lambda r: r.method.row_label(), None, "knob", _knob_cells,
+           doc="the knob setting, or the compute-grid target(s) a grid row was calibrated to (% of dense)"),
+    Column("knob_values", lambda r: r.method.knob.label(), _distinct, doc="the knob value(s) of the row's seeds"),
     Column("status", provenance_status, _any_submitted, "status", lambda df: list(df.status),
            doc="verified (re-run from source by ccbench) or submitted (validated, not re-run: a plug-in)"),
     Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),

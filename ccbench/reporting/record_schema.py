@@ -67,12 +67,40 @@ class Knob(_Open):
         return knob_label(self.name, self.value)
 
 
+def grid_label(targets) -> str | None:
+    """The table label of a record calibrated to compute-grid ``targets`` (% of dense, from ``method.grid``):
+    seeds calibrate their knob on their own model, so a grid row is keyed by its targets, not by the knob
+    value; ``None`` when ``targets`` is empty or not numbers.
+
+    >>> grid_label([50.0, 25]), grid_label([]), grid_label(["x"])
+    ('grid 25,50 %', None, None)
+    """
+    try:
+        values = sorted({float(t) for t in targets})
+    except (TypeError, ValueError):
+        return None
+    return f"grid {','.join(f'{t:g}' for t in values)} %" if values else None
+
+
 class Method(_Open):
     """``method``: which method was measured."""
 
     name: StrictStr = Field(description="registered method name (a folder name under results/<budget>/<task>/)")
     family: StrictStr = Field(description="method family: dense, static, depth, token, width, ...")
     knob: Knob = Field(description="the knob setting measured")
+
+    def grid_targets(self) -> list:
+        """The compute-grid targets (% of dense) this record was calibrated to (``method.grid``), ``[]`` for a
+        record off the grid or with a malformed grid."""
+        entries = (self.model_extra or {}).get("grid") or []
+        if not isinstance(entries, list):
+            return []
+        return [e.get("target") for e in entries if isinstance(e, dict)]
+
+    def row_label(self) -> str:
+        """The label rows are grouped by: :func:`grid_label` of a grid record (its seeds pool although each
+        calibrated its own knob value), else the knob's :func:`knob_label`."""
+        return grid_label(self.grid_targets()) or self.knob.label()
 
 
 class Named(_Open):
