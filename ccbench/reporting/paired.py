@@ -40,11 +40,14 @@ class Bootstrap:
     replacement), shared by every row scored through this object; ``labels [N]`` in the eval order that
     every row's predictions follow."""
 
-    def __init__(self, labels: np.ndarray, n_boot: int = 1000, seed: int = 0):
+    def __init__(self, labels: np.ndarray, n_boot: int = 1000, seed: int = 0, stream: str | None = None):
         self.labels = np.asarray(labels)
         self.n_boot, self.seed = n_boot, seed
         n = len(self.labels)
-        self.index = np.random.default_rng(seed).integers(0, n, (n_boot, n), dtype=np.int64)  # [B, N]
+        # another eval set (``stream``, e.g. a shifted split of other samples) gets its own sample draws; the
+        # seed draws depend on ``seed`` and the row alone, so a row's seeds pair across the two sets
+        rng = np.random.default_rng(seed if stream is None else [seed, zlib.crc32(stream.encode())])
+        self.index = rng.integers(0, n, (n_boot, n), dtype=np.int64)  # [B, N]
 
     def _seed_draws(self, n_seeds: int, key: str) -> np.ndarray:
         """Which seeds each replicate takes, ``[B, S]``: drawn from a generator keyed by ``key`` (the row),
@@ -58,7 +61,6 @@ class Bootstrap:
         aligned with ``labels``."""
         preds = np.atleast_2d(np.asarray(preds))
         m = metric(metric_name)
-        seeds = self._seed_draws(len(preds), key)
         if m.per_sample_mean:
             correct = (preds == self.labels).astype(np.float64)                       # [S, N]
             point = 100 * float(correct.mean())
@@ -67,8 +69,25 @@ class Bootstrap:
         else:
             point = float(np.mean([m.main(p, self.labels) for p in preds]))
             per_seed = np.array([[m.main(p[idx], self.labels[idx]) for idx in self.index] for p in preds])
-        reps = per_seed[seeds, np.arange(self.n_boot)[:, None]].mean(1)               # [B]
-        return point, reps
+        return point, self._over_seeds(per_seed, key)
+
+    def means(self, values: np.ndarray, key: str, per: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """The row's mean of a per-sample quantity ``values [S, N]`` (seeds x eval samples, aligned with
+        ``labels``; e.g. useful GMACs), or with ``per [S, N]`` the ratio of the two sums (e.g. useful over dense
+        MACs: the share of dense), per seed, then averaged over the seeds: the point and its ``n_boot``
+        hierarchical replicates ``[B]`` (each resamples the seeds as :meth:`scores` does for ``key``, then
+        the eval samples), in the units of ``values`` (a ratio with ``per``)."""
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        per = np.ones_like(values) if per is None else np.atleast_2d(np.asarray(per, dtype=np.float64))
+        point = float(np.mean(values.sum(1) / per.sum(1)))
+        per_seed = np.stack([values[s][self.index].sum(1) / per[s][self.index].sum(1) for s in range(len(values))])
+        return point, self._over_seeds(per_seed, key)
+
+    def _over_seeds(self, per_seed: np.ndarray, key: str) -> np.ndarray:
+        """Replicates ``[B]``: each the mean over the replicate's seed draw (:meth:`_seed_draws` of ``key``)
+        of ``per_seed [S, B]``, a statistic of each seed on each resampled eval set."""
+        seeds = self._seed_draws(len(per_seed), key)
+        return per_seed[seeds, np.arange(self.n_boot)[:, None]].mean(1)               # [B]
 
 
 def interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -97,6 +116,25 @@ def bootstrap_p(diff_reps: np.ndarray) -> float:
     d = d[~np.isnan(d)]
     below, above = (d <= 0).sum(), (d >= 0).sum()
     return float(min(1.0, 2 * (min(below, above) + 1) / (len(d) + 1)))
+
+
+def normal_p(point: float, reps: np.ndarray) -> float:
+    """Two-sided p-value that a difference is zero: ``point`` over the standard deviation of its bootstrap
+    replicates ``reps [B]`` (the bootstrap standard error), referred to the normal distribution
+    (``scipy.stats.norm``). Unlike :func:`bootstrap_p` it resolves p-values below 1/B, which a Holm
+    correction over a section of many comparisons needs. Replicates that do not vary give 1.0 for a zero
+    ``point`` and 0.0 otherwise.
+
+    >>> round(normal_p(1.96, np.array([-1.0, 1.0] * 500)), 3)   # standard error 1.0005
+    0.05
+    """
+    from scipy.stats import norm
+
+    d = np.asarray(reps, dtype=np.float64)
+    se = float(np.std(d[~np.isnan(d)], ddof=1))
+    if not se > 0:
+        return 1.0 if point == 0 else 0.0
+    return float(2 * norm.sf(abs(point) / se))
 
 
 def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
@@ -139,28 +177,49 @@ class Difference:
     test: str
 
 
+def from_replicates(point: float, reps: np.ndarray, normal: bool = True) -> Difference:
+    """A difference (or any estimate tested against zero) from its point ``point`` and bootstrap replicates
+    ``reps [B]``: the percentile CI (:func:`interval`) and the p-value of :func:`normal_p` (``normal``) or
+    :func:`bootstrap_p`."""
+    lo, hi = interval(reps)
+    return Difference(point, lo, hi, normal_p(point, reps) if normal else bootstrap_p(reps), "bootstrap")
+
+
 def difference(boot: Bootstrap, preds: np.ndarray, ref_preds: np.ndarray, metric_name: str,
-               key: str, ref_key: str) -> Difference:
+               key: str, ref_key: str, paired_seeds: bool = False, normal: bool = False) -> Difference:
     """``preds`` minus ``ref_preds`` (each ``[S, N]``, seeds x eval samples) on ``boot``'s shared
     resamples: the paired hierarchical bootstrap CI; the p-value from McNemar's exact test when the
-    score is accuracy and each side has one seed, else from the bootstrap replicates (:func:`bootstrap_p`)."""
+    score is accuracy and each side has one seed, else from the bootstrap replicates (:func:`bootstrap_p`,
+    or with ``normal`` :func:`normal_p`). With ``paired_seeds`` the two hold the same seeds in the same
+    order (e.g. a method and dense transferred from the same source seed) and each replicate draws the
+    same seeds for both (``key``'s draws), so what a seed shares between them cancels."""
     preds, ref_preds = np.atleast_2d(preds), np.atleast_2d(ref_preds)
+    if paired_seeds and len(preds) != len(ref_preds):
+        raise ValueError(f"paired seeds need as many seeds on each side ({len(preds)} vs {len(ref_preds)})")
     point, reps = boot.scores(preds, metric_name, key)
-    ref_point, ref_reps = boot.scores(ref_preds, metric_name, ref_key)
-    lo, hi = interval(reps - ref_reps)
+    ref_point, ref_reps = boot.scores(ref_preds, metric_name, key if paired_seeds else ref_key)
     if metric(metric_name).per_sample_mean and len(preds) == 1 and len(ref_preds) == 1:
-        p, test = mcnemar_p(preds[0] == boot.labels, ref_preds[0] == boot.labels), "mcnemar"
-    else:
-        p, test = bootstrap_p(reps - ref_reps), "bootstrap"
-    return Difference(point - ref_point, lo, hi, p, test)
+        lo, hi = interval(reps - ref_reps)
+        p = mcnemar_p(preds[0] == boot.labels, ref_preds[0] == boot.labels)
+        return Difference(point - ref_point, lo, hi, p, "mcnemar")
+    return from_replicates(point - ref_point, reps - ref_reps, normal)
 
 
 def aligned_predictions(samples: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids [N], labels [N], preds [S, N])`` of one row's per-seed sample files (``ids``, ``label``,
     ``pred`` arrays as :func:`ccbench.reporting.records.load_samples` returns them), each put in id
     order. Seeds that do not hold the same ids with the same labels are an error (``ValueError``)."""
+    ids, labels, arrays = aligned(samples)
+    return ids, labels, arrays["pred"]
+
+
+def aligned(samples: list[dict], fields: tuple[str, ...] = ("pred",)) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(ids [N], labels [N], {field: [S, N]})``: :func:`aligned_predictions` for any per-sample ``fields``
+    of the seeds' sample files (e.g. ``pred`` and per-sample GMACs), each seed put in id order. Seeds that
+    do not hold the same ids with the same labels are an error (``ValueError``); a missing field a
+    ``KeyError``."""
     ids = labels = None
-    preds = []
+    out: dict[str, list] = {f: [] for f in fields}
     for s in samples:
         order = np.argsort(s["ids"], kind="stable")
         these_ids, these_labels = np.asarray(s["ids"])[order], np.asarray(s["label"])[order]
@@ -168,5 +227,6 @@ def aligned_predictions(samples: list[dict]) -> tuple[np.ndarray, np.ndarray, np
             ids, labels = these_ids, these_labels
         elif not (np.array_equal(ids, these_ids) and np.array_equal(labels, these_labels)):
             raise ValueError("the seeds of one row were evaluated on different samples")
-        preds.append(np.asarray(s["pred"])[order])
-    return ids, labels, np.stack(preds)
+        for f in fields:
+            out[f].append(np.asarray(s[f])[order])
+    return ids, labels, {f: np.stack(v) for f, v in out.items()}

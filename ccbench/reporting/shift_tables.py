@@ -16,7 +16,7 @@ def _knob(record: dict) -> str:
     return typed(record).method.knob.label()
 
 
-def _of_kind(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
+def derived_records(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
     """``(path, record)`` of ``kind`` from ``records`` (already verified) or the results folder, whose
     source run's 12-character id prefix is in ``admitted_sources`` (all when ``None``)."""
     if records is None:
@@ -30,7 +30,7 @@ def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, recor
     given): method, knob, source -> target, reference score and share of dense, per-severity drop and
     change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
     kept its compute."""
-    return pd.DataFrame(rows_of(_of_kind(results_dir, "shift", records, admitted_sources), _shift_row))
+    return pd.DataFrame(rows_of(derived_records(results_dir, "shift", records, admitted_sources), _shift_row))
 
 
 def _shift_row(_, r: dict) -> dict:
@@ -61,7 +61,7 @@ def _shift_row(_, r: dict) -> dict:
 def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
     """One row per transfer record with its gain over the dense transfer from the same backbone under
     the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
-    records = _of_kind(results_dir, "transfer", records, admitted_sources)
+    records = derived_records(results_dir, "transfer", records, admitted_sources)
     dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
 
     def row(_, r: dict) -> dict:
@@ -70,7 +70,7 @@ def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, re
         score = r["metrics"]["main_score"]["value"]
         reuse = r["metrics"].get("module_reuse")
         routing = r["metrics"].get("routing")
-        nmi, weighting = _class_nmi(routing)
+        nmi, weighting = class_nmi(routing)
         return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
                 "method": r["method"]["name"], "knob": _knob(r), "protocol": protocol, "score": score,
                 "gain": round(score - dense[key], 3) if key in dense else None,
@@ -78,12 +78,12 @@ def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, re
                 "reuse": reuse["target_share_mean"] if reuse else None,
                 "reuse_source": reuse["source_share_mean"] if reuse else None,
                 "class_nmi": nmi, "class_nmi_weighting": weighting,
-                "trained": _trained(r["trainable"]),
+                "trained": trained_roles(r["trainable"]),
                 "has_decision": "decision" in r["trainable"], "id": r["id"][:12]}
     return pd.DataFrame(rows_of(records, row))
 
 
-def _class_nmi(routing: dict | None) -> tuple[float | None, str | None]:
+def class_nmi(routing: dict | None) -> tuple[float | None, str | None]:
     """``(chance-corrected class NMI, its weighting)`` of a record's routing section: per sample when the
     record has it (issue 24), else the per-pick value older records hold."""
     if not routing:
@@ -105,7 +105,7 @@ def _count(n: int) -> str:
     return f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-def _trained(trainable: dict) -> str:
+def trained_roles(trainable: dict) -> str:
     """The parameter roles that trained, with counts, from a transfer record's ``trainable``
     (``{role: {"params", "trainable"}}``), e.g. ``head 965 + module 17.9M``; frozen roles are left out."""
     parts = [f"{role} {_count(int(c['trainable']))}" for role, c in sorted(trainable.items()) if c["trainable"]]

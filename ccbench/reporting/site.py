@@ -27,6 +27,7 @@ from . import columns as C
 from .citation import cite
 from .site_assets import SORT_JS, STYLE_CSS, TEMPLATES
 from .tables import NOISE_NOTE, static_gap
+from .track_section import SIGNIFICANT_TRACK, SITE_SECTIONS, TrackView
 
 _ID12 = re.compile(r"[0-9a-f]{12}")
 STRING_KEYS = ("method", "knob")  # record strings shown as they are (escaped by the template)
@@ -195,10 +196,11 @@ def _environment():
 
 def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict]],
                verdicts: Mapping[str, Sequence] | None = None, info: dict | None = None,
-               registered: dict[str, dict] | None = None) -> Path:
+               registered: dict[str, dict] | None = None, track: TrackView | None = None) -> Path:
     """Write the site for ``boards`` into ``folder`` (replaced whole; built beside it first); a page for
-    every run record of ``records`` that a board row cites. ``verdicts``: record id -> checks (objects or
-    dicts with name, passed, figure, detail; ``None``: nothing was validated); ``info``: the leaderboard
+    every run record of ``records`` that a board row cites; ``specialization.html`` with the paired tables
+    of ``track`` (:mod:`ccbench.reporting.track_section`) when it has any. ``verdicts``: record id -> checks
+    (objects or dicts with name, passed, figure, detail; ``None``: nothing was validated); ``info``: the leaderboard
     version (:func:`citation.version_info`); ``registered``: method name -> metadata (paper BibTeX).
     Returns ``folder/index.html``."""
     folder = Path(folder)
@@ -225,8 +227,13 @@ def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict
                     pages.update({i: b.page for i in row["ids"] if i in by_id12})
             pages.update({f["id12"]: b.page for f in view["failing"] if f["id12"] in by_id12})
             (tmp / b.page).write_text(env.get_template("task").render(b=view, root="", sortable=True, **common))
+        has_track = bool(track and track.tables)
         (tmp / "index.html").write_text(env.get_template("index").render(boards=views, root="", sortable=False,
-                                                                          **common))
+                                                                          track=has_track, **common))
+        if has_track:
+            (tmp / "specialization.html").write_text(env.get_template("specialization").render(
+                tables=track.tables, left_out=track.left_out, sections=SITE_SECTIONS, significant=SIGNIFICANT_TRACK,
+                root="", sortable=True, **common))
         for id12, board in sorted(pages.items()):
             path, record = by_id12[id12]
             view = record_view(path, record, folder / "record", board, verdicts, info, registered or {})

@@ -94,6 +94,8 @@ executed MACs, wall-clock speedup against dense. One page per task and budget ti
 {% endfor %}</tbody>
 </table>
 {% if not boards %}<p>No records yet.</p>{% endif %}
+{% if track %}<p><a href="specialization.html">Specialization &amp; transfer</a>: transfer gains and shift
+differences against dense, paired, with 95 % intervals.</p>{% endif %}
 {% endblock %}
 """
 
@@ -156,4 +158,30 @@ seed {{ r.seed }}, measured {{ r.date }}. Full id <code>{{ r.id }}</code>;
 {% endblock %}
 """
 
-TEMPLATES = {"base": BASE, "index": INDEX, "table": TABLE, "task": TASK, "record": RECORD}
+SPECIALIZATION = """\
+{% extends "base" %}
+{% block title %}Specialization &amp; transfer{% endblock %}
+{% block body %}
+<h1>Specialization &amp; transfer</h1>
+<p>Paired against dense: transfer gains and, under shift, drop differences and compute changes, each with its
+95 % interval. Click a column header to sort.</p>
+{% for kind, heading, note in sections %}{% set mine = tables|selectattr("kind", "equalto", kind)|list %}
+{% if mine %}<h2>{{ heading }}</h2>
+<p>{{ note }}</p>
+{% for t in mine %}<h3>{{ t.title }}</h3>
+<table class="sortable">
+<thead><tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in t.rows %}<tr>{% for c in row %}<td{% if c.sort is not none %} class="num" data-sort="{{ c.sort }}"
+{%- endif %}>{{ c.text }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>
+<p>Finding: {{ t.finding }}</p>
+{% endfor %}{% endif %}{% endfor %}
+<p>{{ significant }}</p>
+{% if left_out %}<p class="muted">Not compared: {{ left_out|join("; ") }}.</p>{% endif %}
+{% endblock %}
+"""
+
+TEMPLATES = {"base": BASE, "index": INDEX, "table": TABLE, "task": TASK, "record": RECORD,
+             "specialization": SPECIALIZATION}

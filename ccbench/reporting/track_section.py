@@ -1,0 +1,161 @@
+"""The paired tables of the leaderboard's "Specialization & transfer" section (issue 25): per (budget,
+source -> target) a table of transfer gains and a table of shift drop differences and compute changes,
+each with its finding paragraph (:mod:`ccbench.reporting.track_findings`), Holm-corrected together
+(:func:`ccbench.reporting.track.mark_holm`). :func:`track_tables` builds one view that both the markdown
+(:func:`track_markdown`, record strings escaped by :func:`~ccbench.reporting.markdown.escape_cell`) and the
+site (jinja2, autoescaped) render. Reporting only: no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .markdown import escape_cell
+from .track import mark_holm, shift_differences, transfer_gains
+from .track_findings import shift_finding, transfer_finding
+
+SIGNIFICANT_TRACK = (
+    "† significant: the estimate's p-value, Holm-corrected across every transfer gain, drop difference and "
+    "compute change of this section, is below 0.05 (McNemar's exact test for a one-seed accuracy gain, otherwise "
+    "the normal approximation with the standard error of the paired hierarchical bootstrap, which resamples the "
+    "seeds, then the eval samples); ° the 95 % interval excludes zero, but the estimate is not significant after "
+    "Holm's correction.")
+TRANSFER_NOTE = (
+    "Gain: the method's target score minus dense's under the matching protocol (router-only vs dense head-only, "
+    "routers-frozen vs dense full), on the same target samples and, where both have them, the same source seeds; "
+    "score and % dense are means over the row's seeds.")
+SHIFT_NOTE = (
+    "Drop: reference minus shifted score (points); drop difference: the method's drop minus dense's, on the same "
+    "samples and seeds; Δ% dense: the change of the method's useful share of dense compute from the reference to "
+    "the condition (points; '(record)': the record's value, without an interval, when the samples files hold no "
+    "per-sample compute).")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text, a numeric sort key (``None``: text) and whether the text comes from a record
+    (escaped in markdown; the site escapes every cell)."""
+
+    text: str
+    sort: float | None = None
+    record: bool = False
+
+
+@dataclass
+class TrackTable:
+    """One paired table: ``kind`` (``transfer`` or ``shift``), its title (source -> target, budget; names
+    from records), column headers, rows of :class:`Cell` and the finding paragraph (record strings as they are)."""
+
+    kind: str
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    finding: str = ""
+
+
+@dataclass
+class TrackView:
+    """The section's paired tables and one line per row left out of them (record strings as they are)."""
+
+    tables: list[TrackTable] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+
+def mark(sig, lo: float, hi: float) -> str:
+    """`` †`` when significant after Holm, `` °`` when only the unadjusted 95 % interval excludes zero, else ''."""
+    if bool(sig):
+        return " †"
+    return " °" if (lo > 0 or hi < 0) else ""
+
+
+def _num(value: float, pattern: str) -> Cell:
+    return Cell("-" if pd.isna(value) else pattern.format(value), None if pd.isna(value) else float(value))
+
+
+def _estimate(r, name: str, digits: int = 2) -> Cell:
+    """``+1.23 [+0.40, +2.10] †`` of estimate ``name`` of row ``r``, sorted by its value."""
+    value, lo, hi = getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi")
+    if pd.isna(value):
+        return Cell("-")
+    if pd.isna(lo):
+        return Cell(f"{value:+.{digits}f} (record)", float(value))
+    return Cell(f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark(getattr(r, f'{name}_sig'), lo, hi)}",
+                float(value))
+
+
+def _names(r) -> list[Cell]:
+    return [Cell(str(r.method), record=True), Cell(str(r.knob), record=True)]
+
+
+SITE_SECTIONS = (("shift", "Under shift: drop difference and compute against dense", SHIFT_NOTE),
+                 ("transfer", "Transfer to a new task: gain over dense", TRANSFER_NOTE))
+TRANSFER_HEADERS = ["method", "knob", "protocol", "seeds", "score", "% dense", "gain over dense [95 % CI]",
+                    "vs dense", "trained", "module reuse (source share)", "class NMI", "records"]
+SHIFT_HEADERS = ["method", "knob", "condition", "seeds", "drop", "dense drop", "drop - dense drop [95 % CI]",
+                 "% dense (ref)", "Δ% dense under shift [95 % CI]", "records"]
+
+
+def _transfer_table(title: str, g: pd.DataFrame) -> TrackTable:
+    t = TrackTable("transfer", title, TRANSFER_HEADERS, finding=transfer_finding(g))
+    for r in g.sort_values(["method", "knob", "protocol"]).itertuples():
+        reference = r.method == "dense"
+        reuse = "-" if pd.isna(r.reuse) else f"{r.reuse:.3f} ({r.reuse_source:.3f})"
+        t.rows.append(_names(r) + [
+            Cell(str(r.protocol), record=True), _num(r.seeds, "{:.0f}"), _num(r.score, "{:.2f}"),
+            _num(r.dense_pct, "{:.0f}"), Cell("reference") if reference else _estimate(r, "gain"),
+            Cell("-" if reference or pd.isna(getattr(r, "dense_protocol", None)) else str(r.dense_protocol)),
+            Cell(str(r.trained), record=True), Cell(reuse),
+            _num(r.class_nmi, "{:.4f}" + (" (per pick)" if r.class_nmi_weighting == "pick" else "")),
+            Cell(r.ids, record=True)])
+    return t
+
+
+def _shift_table(title: str, g: pd.DataFrame) -> TrackTable:
+    t = TrackTable("shift", title, SHIFT_HEADERS, finding=shift_finding(g))
+    for r in g.itertuples():
+        t.rows.append(_names(r) + [
+            Cell(str(r.condition), record=True), _num(r.seeds, "{:.0f}"), _num(r.drop, "{:+.2f}"),
+            _num(r.dense_drop, "{:+.2f}"), _estimate(r, "diff"), _num(r.ref_pct, "{:.1f}"),
+            _estimate(r, "compute", 1), Cell(r.ids, record=True)])
+    return t
+
+
+def track_tables(records: list, admitted_sources: set[str], n_boot: int = 1000, seed: int = 0) -> TrackView:
+    """The paired tables of the shift and transfer ``records`` (verified ``(path, record)``, any kind) whose
+    source run's 12-character id is in ``admitted_sources``, Holm-corrected together, and one line per row
+    left out (no dense counterpart, other samples, no samples arrays): a :class:`TrackView`."""
+    def of(kind: str) -> list:
+        return [(p, r) for p, r in records if r.get("kind", "run") == kind
+                and r["source"]["record_id"][:12] in admitted_sources]
+
+    transfer, left_t = transfer_gains(of("transfer"), n_boot, seed)
+    shift, left_s = shift_differences(of("shift"), n_boot, seed)
+    mark_holm({"transfer": transfer, "shift": shift})
+    tables = []
+    for kind, df, build in (("shift", shift, _shift_table), ("transfer", transfer, _transfer_table)):
+        if df.empty:
+            continue
+        for (budget, source, target), g in df.groupby(["budget", "source", "target"], sort=True):
+            tables.append(build(f"{source} → {target} (budget {budget})", g))
+    return TrackView(tables, left_s + left_t)
+
+
+def _markdown_table(t: TrackTable) -> str:
+    from tabulate import tabulate
+
+    body = [[escape_cell(c.text) if c.record else c.text for c in row] for row in t.rows]
+    return tabulate(body, headers=t.headers, tablefmt="github", disable_numparse=True)
+
+
+def track_markdown(view: TrackView, kind: str) -> str:
+    """The markdown of the ``kind`` tables of ``view``: per table its escaped title, the table and its finding
+    paragraph (escaped whole: it names methods and conditions from records); '' when there is none."""
+    mine = [t for t in view.tables if t.kind == kind]
+    if not mine:
+        return ""
+    note = TRANSFER_NOTE if kind == "transfer" else SHIFT_NOTE
+    parts = [note]
+    for t in mine:
+        parts.append(f"**{escape_cell(t.title)}**\n\n{_markdown_table(t)}\n\nFinding: {escape_cell(t.finding)}")
+    return "\n\n".join(parts) + "\n"

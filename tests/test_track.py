@@ -1,0 +1,319 @@
+"""Issue 25's paired track estimates (ccbench.reporting.track, track_findings, track_section): transfer gains
+and shift drop differences against dense on synthetic records with planted effects, Holm across the
+section, the finding paragraphs, and the leaderboard's and site's paired tables with record strings escaped.
+Records and samples are made here; no training, no torch."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from site_helpers import Tables
+
+import ccbench.reporting.leaderboard as lb
+from ccbench.reporting.records import commit_record, finalize, scan_records
+from ccbench.reporting.track import mark_holm, shift_differences, transfer_gains
+from ccbench.reporting.track_findings import shift_finding, transfer_finding
+from ccbench.reporting.track_section import SIGNIFICANT_TRACK
+from record_helpers import bypass_validation_gate, run_body, samples
+
+SHA = "ab" * 32
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def _labels(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [n], labels [n])`` of a 10-class eval set."""
+    return np.asarray([f"s{i:05d}" for i in range(n)]), np.random.default_rng(seed).integers(0, 10, n).astype(np.int16)
+
+
+def _classifier(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Predictions right on a random ``accuracy`` share of ``labels`` (wrong ones: the next class)."""
+    right = np.random.default_rng(seed).random(len(labels)) < accuracy
+    return np.where(right, labels, (labels + 1) % 10).astype(np.int16)
+
+
+def _flip(pred: np.ndarray, labels: np.ndarray, fix: int, spoil: int = 0) -> np.ndarray:
+    """``pred`` with its first ``fix`` wrong samples made right and its first ``spoil`` right ones made wrong."""
+    out = pred.copy()
+    wrong, right = np.flatnonzero(pred != labels)[:fix], np.flatnonzero(pred == labels)[:spoil]
+    out[wrong] = labels[wrong]
+    out[right] = (labels[right] + 1) % 10
+    return out
+
+
+def _method(name: str, knob=("none", None)) -> dict:
+    return {"name": name, "family": "dense" if name == "dense" else "width",
+            "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"}}
+
+
+def _transfer(root: Path, method: str, protocol: str, seed: int, ids, labels, pred, pct: float = 0.5,
+              knob=("none", None), source_id: str | None = None, date: str = "2026-01-01") -> dict:
+    """Commit a transfer record with its samples (stored in a seed-shuffled order: pairing goes by id)."""
+    body = {"kind": "transfer", "task": {"name": "imagenette-b", "version": 1}, "budget": {"name": "cpu"},
+            "method": _method(method, knob), "seed": seed, "protocol": protocol, "date": date,
+            "trainable": {"head": {"params": 10, "trainable": 10}},
+            "metrics": {"main_score": {"name": "top1", "value": 100 * float((pred == labels).mean())},
+                        "useful_fraction_of_dense": 1.0 if method == "dense" else pct},
+            "source": {"record_id": source_id or f"{method}-{seed}", "task": "imagenette-a", "backbone_sha256": SHA}}
+    order = np.random.default_rng(seed + 7).permutation(len(ids))
+    path = commit_record(finalize(body), {"ids": ids[order], "label": labels[order], "pred": pred[order]}, root)
+    return json.loads(path.read_text())
+
+
+def _planted_transfer(root: Path, n: int = 2000, seeds=(0, 1, 2)) -> None:
+    """Dense at ~70 % top-1 per seed under ``full``; ``planted`` = dense with 100 more samples right (+5 points on
+    every seed); ``null`` an independent 70 % classifier; ``borderline`` +0.83 points with discordance both ways."""
+    ids, labels = _labels(n)
+    for s in seeds:
+        dense = _classifier(labels, 0.7, 100 + s)
+        _transfer(root, "dense", "full", s, ids, labels, dense)
+        _transfer(root, "planted", "full", s, ids, labels, _flip(dense, labels, fix=n // 20))
+        _transfer(root, "null", "full", s, ids, labels, _classifier(labels, 0.7, 200 + s))
+        fix, spoil = [(50, 30), (40, 30), (48, 28)][s]
+        _transfer(root, "borderline", "full", s, ids, labels, _flip(dense, labels, fix, spoil))
+
+
+def _gains(root: Path, methods=None) -> pd.DataFrame:
+    records, bad = scan_records(root)
+    assert not bad
+    if methods is not None:
+        records = [(p, r) for p, r in records if r["method"]["name"] in methods]
+    df, left_out = transfer_gains(records)
+    assert left_out == []
+    mark_holm({"transfer": df})
+    return df.set_index("method")
+
+
+def test_a_planted_transfer_gain_is_significant_and_a_null_one_is_not(tmp_path):
+    """+5 points on 2,000 paired samples over 3 seeds: exactly +5.00, its interval above zero, significant after
+    Holm; an independent classifier of the same accuracy: not significant. Dense is the reference row."""
+    _planted_transfer(tmp_path)
+    df = _gains(tmp_path, ("dense", "planted", "null"))
+    planted, null = df.loc["planted"], df.loc["null"]
+    assert planted.gain == pytest.approx(5.0) and planted.seeds == 3 and planted.paired
+    assert 4.0 < planted.gain_lo < 5.0 < planted.gain_hi < 6.0 and planted.gain_sig
+    assert planted.dense_protocol == "full" and planted.dense_pct == 50.0
+    assert null.gain_lo < 0 < null.gain_hi and not null.gain_sig and null.gain_p > 0.05
+    assert pd.isna(df.loc["dense"].gain) and df.loc["dense"].score == pytest.approx(70.0, abs=1.5)
+
+
+def test_holm_across_the_section_changes_a_borderline_mark(tmp_path):
+    """A +0.83-point gain (p about 0.026) is significant alone; in a section with two more comparisons Holm
+    doubles its p-value past 0.05: no longer significant, though its own 95 % interval still excludes zero."""
+    _planted_transfer(tmp_path)
+    alone = _gains(tmp_path, ("dense", "borderline")).loc["borderline"]
+    assert alone.gain == pytest.approx(50 / 3 / 2000 * 100) and 0.0125 < alone.gain_p < 0.05 and alone.gain_sig
+    section = _gains(tmp_path)
+    border = section.loc["borderline"]
+    assert border.gain_p == pytest.approx(alone.gain_p)             # the same test, another family
+    assert border.gain_holm == pytest.approx(2 * alone.gain_p)      # second smallest of 3: x (3 - 1)
+    assert not border.gain_sig and border.gain_lo > 0
+    finding = transfer_finding(section.reset_index())
+    assert finding.startswith("Transfer better than dense: planted under full, +5.00 [")
+    assert "The other 2 gains (+0.83 to " in finding and "after the Holm correction" in finding
+    assert "1 of them has a 95 % interval that excludes zero" in finding
+    assert finding.endswith("Each figure pools 3 seeds: the intervals cover seeds and eval samples.")
+
+
+def test_seeds_pair_on_the_ones_both_sides_have_and_the_newest_record_of_a_seed_counts(tmp_path):
+    """Method seeds {0, 1, 2} against dense seeds {0, 1}: the gain uses seeds 0 and 1, paired; a re-measured
+    record of a seed supersedes the older one; no common seed: every seed of each side, unpaired. One seed each
+    and accuracy: McNemar's exact test, and the finding says the figures are single-seed."""
+    ids, labels = _labels(400)
+    dense = {s: _classifier(labels, 0.7, s) for s in (0, 1)}
+    for s, pred in dense.items():
+        _transfer(tmp_path, "dense", "full", s, ids, labels, pred)
+        _transfer(tmp_path, "paired", "full", s, ids, labels, _flip(pred, labels, 8), date="2026-01-01")
+        _transfer(tmp_path, "paired", "full", s, ids, labels, _flip(pred, labels, 20), date="2026-02-01")  # newer
+    _transfer(tmp_path, "paired", "full", 2, ids, labels, _classifier(labels, 0.2, 9))
+    _transfer(tmp_path, "apart", "full", 5, ids, labels, _flip(dense[0], labels, 20))
+    df = _gains(tmp_path)
+    assert df.loc["paired"].seeds == 2 and df.loc["paired"].paired and df.loc["paired"].gain == pytest.approx(5.0)
+    apart = df.loc["apart"]
+    dense_score = np.mean([(p == labels).mean() for p in dense.values()])
+    unpaired = 100 * ((_flip(dense[0], labels, 20) == labels).mean() - dense_score)
+    assert apart.seeds == 1 and not apart.paired and apart.gain == pytest.approx(unpaired)
+    seed0 = [(p, r) for p, r in scan_records(tmp_path)[0]
+             if r["seed"] == 0 and (r["method"]["name"] == "dense" or r.get("date") == "2026-02-01")]
+    single, _ = transfer_gains(seed0)
+    mark_holm({"transfer": single})
+    assert single.set_index("method").loc["paired", "gain_test"] == "mcnemar"
+    assert "single-seed: the intervals cover the eval samples only" in transfer_finding(single)
+
+
+def _shift(root: Path, method: str, seed: int, splits: dict, compute: dict | None = None, knob=("none", None),
+           source_id: str | None = None) -> dict:
+    """Commit a shift record whose samples hold ``splits`` (name -> (ids, labels, pred)); ``compute``: split ->
+    useful GMACs per sample (dense: 2 GMACs each), stored when given; the record's own compute change otherwise
+    says -2 points of dense per condition."""
+    arrays, share = {}, {}
+    for name, (ids, labels, pred) in splits.items():
+        arrays.update({f"{name}.ids": ids, f"{name}.label": labels, f"{name}.pred": pred})
+        if compute is not None:
+            arrays[f"{name}.useful_gmacs"] = compute[name].astype(np.float32)
+            arrays[f"{name}.dense_gmacs"] = np.full(len(ids), 2.0, np.float32)
+            share[name] = float(compute[name].sum() / (2.0 * len(ids)))
+        else:
+            share[name] = 0.5 if name == "reference" else 0.48
+
+    def score(name):
+        _, labels, pred = splits[name]
+        return {"name": "top1", "value": 100 * float((pred == labels).mean())}
+
+    conditions = [n for n in splits if n != "reference"]
+    body = {"kind": "shift", "task": {"name": "imagenette-c", "version": 1}, "budget": {"name": "cpu"},
+            "method": _method(method, knob), "seed": seed, "date": "2026-01-01",
+            "source": {"record_id": source_id or f"{method}-{seed}", "task": "imagenette", "backbone_sha256": SHA},
+            "reference": {"main_score": score("reference"), "useful_fraction_of_dense": share["reference"]},
+            "conditions": [{"condition": c, "main_score": score(c), "useful_fraction_of_dense": share[c],
+                            "fraction_of_dense_change": share[c] - share["reference"],
+                            "calibration_transfer": {"same_compute": True}} for c in conditions],
+            "summary": {"all": {"score_drop_mean": 0.0, "fraction_of_dense_change": 0.0}}}
+    path = commit_record(finalize(body), arrays, root, prefix="shift-")
+    return json.loads(path.read_text())
+
+
+def _worse(pred: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``pred`` with ``k`` random right samples made wrong."""
+    right = np.flatnonzero(pred == labels)
+    hit = np.random.default_rng(seed).choice(right, k, replace=False)
+    out = pred.copy()
+    out[hit] = (labels[hit] + 1) % 10
+    return out
+
+
+def _planted_shift(root: Path, n: int = 1000) -> None:
+    """Three seeds on one image set: dense drops 5 points on noise/1, 10 on noise/2; early-exit drops as dense
+    on noise/1 and 4 points more on noise/2, and spends 5 points more of dense compute there (per-sample compute
+    stored); moe-topk drops as dense and stores no per-sample compute."""
+    ids, labels = _labels(n)
+    for s in range(3):
+        clean = _classifier(labels, 0.8, s)
+        n1, n2 = _worse(clean, labels, n // 20, 10 + s), _worse(clean, labels, n // 10, 20 + s)
+        splits = {"reference": clean, "noise/1": n1, "noise/2": n2}
+        _shift(root, "dense", s, {k: (ids, labels, v) for k, v in splits.items()})
+        rng = np.random.default_rng(30 + s)
+        ref = rng.uniform(0.8, 1.2, n)
+        compute = {"reference": ref, "noise/1": ref + rng.normal(0, 0.05, n),
+                   "noise/2": ref + 0.1 + rng.normal(0, 0.05, n)}
+        ee = {**splits, "noise/2": _worse(n2, labels, n // 25, 40 + s)}
+        _shift(root, "early-exit", s, {k: (ids, labels, v) for k, v in ee.items()}, compute, knob=("threshold", 0.5))
+        _shift(root, "moe-topk", s, {k: (ids, labels, v) for k, v in splits.items()}, knob=("k", 1))
+
+
+def _shift_rows(root: Path) -> pd.DataFrame:
+    records, bad = scan_records(root)
+    assert not bad
+    df, left_out = shift_differences(records)
+    assert left_out == []
+    mark_holm({"shift": df})
+    return df
+
+
+def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
+    """The same 1,000 images clean and shifted, three seeds: early-exit's drop minus dense's is exactly +4.00
+    points on noise/2 (significant) and 0 on noise/1 (not: identical predictions); its useful share of dense
+    rises 5 points on noise/2 with a tight interval. moe-topk stores no per-sample compute: its change is the
+    records' value (-2 points), without an interval, and the finding says so."""
+    _planted_shift(tmp_path)
+    df = _shift_rows(tmp_path).set_index(["method", "condition"])
+    ee1, ee2 = df.loc[("early-exit", "noise/1")], df.loc[("early-exit", "noise/2")]
+    assert ee2.seeds == 3 and ee2.paired and ee2.by_sample and ee2.knob == "threshold=0.5"
+    assert ee2["drop"] == pytest.approx(14.0) and ee2.dense_drop == pytest.approx(10.0)
+    assert ee2["diff"] == pytest.approx(4.0)
+    assert 3.0 < ee2.diff_lo < 4.0 < ee2.diff_hi < 5.0 and ee2.diff_sig
+    assert ee1["diff"] == 0.0 and ee1.diff_lo == ee1.diff_hi == 0.0 and not ee1.diff_sig
+    assert ee2.compute == pytest.approx(5.0, abs=0.3) and ee2.compute_lo > 4.5 and ee2.compute_hi < 5.5
+    assert ee2.compute_sig and ee2.compute_from == "samples" and not ee1.compute_sig
+    moe = df.loc[("moe-topk", "noise/2")]
+    assert moe.compute == pytest.approx(-2.0) and pd.isna(moe.compute_lo) and moe.compute_from == "record"
+    finding = shift_finding(df.reset_index())
+    assert finding.startswith("Over 2 conditions, paired by sample")
+    assert "early-exit (threshold=0.5) drops more than dense in 1 of 2 conditions and less in 0 (largest +4.00 [" \
+        in finding
+    assert "moe-topk (k=1) drops like dense (differences +0.00 to +0.00 points, none significant)" in finding
+    assert "early-exit (threshold=0.5) spends more, +2.5 points on average (significant in 1 of 2 conditions" in finding
+    assert "moe-topk (k=1) -2.0 points on average (no interval: per-sample compute is not in its samples files)" \
+        in finding
+
+
+def test_a_text_shift_resamples_reference_and_target_apart(tmp_path):
+    """Reference (the source's eval split) and target hold other samples: each is resampled on its own (not
+    paired by sample), still paired by seed; a method without a dense shift record is left out with a line."""
+    ref_ids, ref_labels = _labels(300, seed=1)
+    tgt_ids, tgt_labels = np.asarray([f"t{i}" for i in range(500)]), _labels(500, seed=2)[1]
+    for s in range(2):
+        ref, tgt = _classifier(ref_labels, 0.9, s), _classifier(tgt_labels, 0.85, 50 + s)
+        _shift(tmp_path, "dense", s, {"reference": (ref_ids, ref_labels, ref), "imdb": (tgt_ids, tgt_labels, tgt)})
+        _shift(tmp_path, "evit", s, {"reference": (ref_ids, ref_labels, ref),
+                                      "imdb": (tgt_ids, tgt_labels, _worse(tgt, tgt_labels, 25, s))})
+    records, _ = scan_records(tmp_path)
+    df, left_out = shift_differences(records)
+    [row] = df.to_dict("records")
+    assert not row["by_sample"] and row["paired"] and row["seeds"] == 2
+    assert row["diff"] == pytest.approx(5.0) and row["diff_lo"] > 0
+    assert "2 seeds" not in shift_finding(df.assign(diff_sig=True, compute_sig=False))
+    orphan = [(p, r) for p, r in records if r["method"]["name"] == "evit"]
+    assert shift_differences(orphan)[1] == ["evit - → imagenette-c: no dense shift record from the same backbone"]
+
+
+def _rows(text: str, first_cell: str) -> list[list[str]]:
+    """Cells of the markdown table rows of ``text`` whose first cell is ``first_cell``."""
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in text.splitlines()
+            if line.startswith("|")]
+    return [r for r in rows if r and r[0] == first_cell]
+
+
+@pytest.fixture
+def admitted(monkeypatch):
+    """Every run record is validated and admitted (text runs by their encoder): their shift and transfer
+    records get the paired tables."""
+    bypass_validation_gate(monkeypatch)
+    monkeypatch.setattr(lb, "published_backbone_hashes", lambda: {})
+    monkeypatch.setattr(lb, "previous_backbones", lambda: {})
+
+
+def test_leaderboard_and_site_show_the_paired_tables_with_record_strings_escaped(tmp_path, admitted):
+    """Transfer records of admitted runs: the paired table (gain with interval and mark, seeds, protocol, the
+    dense reference row), its finding and the line on significance; a knob holding markup is escaped in the
+    markdown and shown as text on the site's specialization page, which the index links."""
+    results = tmp_path / "results"
+    runs = {}
+    for method, knob in (("dense", ("none", None)), ("moe-topk", ("k", HOSTILE))):
+        path = commit_record(finalize(run_body(method, knob=knob)), samples(), results)
+        runs[method] = json.loads(path.read_text())
+    ids, labels = _labels(600)
+    dense = _classifier(labels, 0.7, 0)
+    _transfer(results, "dense", "full", 0, ids, labels, dense, source_id=runs["dense"]["id"])
+    better = _flip(dense, labels, 60)   # +10 points
+    _transfer(results, "moe-topk", "full", 0, ids, labels, better, knob=("k", HOSTILE),
+              source_id=runs["moe-topk"]["id"])
+    shifted = {"reference": dense, HOSTILE: _worse(dense, labels, 30, 0)}
+    _shift(results, "dense", 0, {k: (ids, labels, v) for k, v in shifted.items()}, source_id=runs["dense"]["id"])
+    _shift(results, "moe-topk", 0, {k: (ids, labels, v) for k, v in shifted.items()}, knob=("k", HOSTILE),
+           source_id=runs["moe-topk"]["id"])
+    board = tmp_path / "lb" / "README.md"
+    text = lb.write_leaderboard(results, str(board)).read_text()
+    section = text.partition("## Specialization & transfer")[2]
+    assert "### Transfer to a new task (`ccbench transfer`): gain over dense, paired, with 95 % intervals" in section
+    assert "<img" not in text and "k=&lt;img src=x onerror=alert(1)&gt;" in section
+    paired_shift, _, transfer = section.partition("#### Against dense, paired")[2].partition("### Transfer")
+    assert "Finding: Over 1 condition, paired by sample" in paired_shift
+    [shift_row] = _rows(paired_shift, "moe-topk")
+    assert shift_row[1:4] == ["k=&lt;img src=x onerror=alert(1)&gt;", "&lt;img src=x onerror=alert(1)&gt;", "1"]
+    assert shift_row[4:7] == ["+5.00", "+5.00", "+0.00 [+0.00, +0.00]"]
+    [moe] = _rows(transfer, "moe-topk")
+    assert moe[2:5] == ["full", "1", f"{100 * (better == labels).mean():.2f}"] and moe[5] == "50" and moe[7] == "full"
+    assert re.fullmatch(r"\+10\.00 \[\+\d+\.\d\d, \+\d+\.\d\d\] †", moe[6])
+    assert _rows(transfer, "dense")[0][6] == "reference"
+    assert "Finding: Transfer better than dense: moe-topk (k=&lt;img" in section and SIGNIFICANT_TRACK in section
+    assert "single-seed" in section
+    page = (board.parent / "site" / "specialization.html").read_text()
+    assert "<img src=x" not in page and Tables(page).handlers == []
+    shift_table, transfer_table = Tables(page).tables
+    assert shift_table[1][:3] == ["moe-topk", f"k={HOSTILE}", HOSTILE]   # the markup is text
+    assert [r[1] for r in transfer_table[1:]] == ["-", f"k={HOSTILE}"]   # dense first
+    assert 'href="specialization.html"' in (board.parent / "site" / "index.html").read_text()
