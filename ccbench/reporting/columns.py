@@ -6,7 +6,7 @@ markdown header and cell format, and whether higher is better. ``ccbench table``
 and the leaderboard render from :data:`COLUMNS`; a new metric is one more entry here.
 
 >>> [c.key for c in COLUMNS][:6]
-['task', 'budget', 'method', 'family', 'knob', 'status']
+['task', 'budget', 'method', 'family', 'knob', 'knob_values']
 >>> column("speedup_b1").higher_is_better, column("useful_gmacs").higher_is_better
 (True, False)
 """
