@@ -38,6 +38,12 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
         assert drop == pytest.approx(rec["reference"]["main_score"]["value"] - row["main_score"]["value"], abs=1e-3)
     z = np.load(path.with_name(path.name.replace(".json", ".samples.npz")))
     assert len(z["gaussian_noise/5.pred"]) == 20
+    # issue 25: per-sample compute is stored, so the change in compute under shift gets a paired interval
+    for name, part in [("reference", rec["reference"]), *((row["condition"], row) for row in rec["conditions"])]:
+        useful, dense = z[f"{name}.useful_gmacs"].astype(np.float64), z[f"{name}.dense_gmacs"].astype(np.float64)
+        assert useful.shape == dense.shape == (20,) and (useful > 0).all() and np.ptp(dense) == 0  # images: one size
+        assert useful.mean() == pytest.approx(part["useful_gmacs"]["mean"], abs=1e-6)   # the record keeps 6 digits
+        assert useful.sum() / dense.sum() == pytest.approx(part["useful_fraction_of_dense"], abs=1e-4)
     # issue 24: every routing figure of both records recomputes from their samples files alone
     from ccbench.measurement.routing import routing_from_samples, routing_shift
     from ccbench.reporting.records import load_samples

@@ -31,7 +31,7 @@ from ccbench.common.provenance import git_state
 from ccbench.data.shift_data import CLEAN, shift_conditions
 from ccbench.measurement.analyses import family_analyses
 from ccbench.measurement.evaluate import Evaluation, evaluate_split
-from ccbench.measurement.measure import compute_summary
+from ccbench.measurement.measure import ComputeStats, compute_summary
 from ccbench.reporting.records import commit_record
 from ccbench.training.distributed import stamp_for_commit
 from ccbench.training.run_context import RunContext
@@ -121,7 +121,7 @@ def shift_run(record_id: str, target: str, data_dir: str | None = None, results_
         "conditions": rows,
         "summary": _summary(rows),
     }, kind="shift")
-    out = _write(record, evals, ref_ev, results_dir)
+    out = _write(record, evals, ref_ev, results_dir, table)
     _print(record, out)
     return out
 
@@ -142,13 +142,18 @@ def _summary(rows: list[dict]) -> dict:
             for sev, g in sorted(groups.items())}
 
 
-def _write(record: dict, evals: dict, ref_ev, results_dir) -> Path:
-    """The per-condition predictions beside the record, then the record (``commit_record``)."""
+def _write(record: dict, evals: dict, ref_ev, results_dir, table) -> Path:
+    """The per-condition predictions and per-sample compute (useful and dense GMACs under ``table``, float32,
+    so the change in compute under shift gets a paired interval) beside the record, then the record
+    (``commit_record``)."""
     arrays = {}
     for name, ev in [("reference", ref_ev), *evals.items()]:
         arrays[f"{name}.ids"] = np.asarray(ev.ids)
         arrays[f"{name}.label"] = ev.labels.numpy()
         arrays[f"{name}.pred"] = ev.predictions.numpy()
+        compute = ComputeStats.of(table, ev.trace)
+        arrays[f"{name}.useful_gmacs"] = (compute.useful.double() / 1e9).numpy().astype(np.float32)
+        arrays[f"{name}.dense_gmacs"] = (compute.dense.double() / 1e9).numpy().astype(np.float32)
         if "exit_block" in ev.trace:
             arrays[f"{name}.exit_block"] = ev.trace["exit_block"].numpy().astype(np.int16)
         if "expert_ids" in ev.trace:   # the routing trace, compactly: JS and domain NMI recompute from it
