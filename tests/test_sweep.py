@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from ccbench.cli import main
+from ccbench.drivers.sweep_spec import load_sweep
 from ccbench.reporting.records import scan_records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "smoke.yaml"
-PENDING = {"cpu-ranking.yaml"}  # shipped sweeps whose records are not made yet (issue 21's re-run)
+PENDING = {"cpu-ranking.yaml", "cpu-track.yaml"}  # shipped sweeps whose records are not made yet (issues 21, 25)
 
 
 def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
@@ -177,8 +178,94 @@ def test_a_grid_job_asks_only_for_its_missing_targets(tmp_path):
     assert argv[argv.index("--grid") + 1] == "50,75" and not is_done(job, index)
 
 
+def test_a_source_at_a_grid_target_resolves_to_the_grid_record_and_no_other(tmp_path):
+    """A shift/transfer source named by `grid` waits for the run job whose grid holds its target (the ranking
+    sweep's, when both are in one sweep) and resolves to the record calibrated to that target; a source
+    without `point` or `grid` never resolves to a grid record (it is the run with the knob chosen on
+    calibration)."""
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command, outputs
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: g
+        budget: cpu
+        runs: [{task: sst2, method: early-exit, grid: [25, 50, 75]}]
+        shifts:
+          - {source: {method: early-exit, task: sst2, grid: 50}, to: [imdb]}
+          - {source: {method: early-exit, task: sst2}, to: [imdb]}
+        """)
+    graph = JobGraph(load_sweep(path))
+    grid_run = graph.jobs[0]
+    at_50, default = [j for j in graph.jobs if j.kind == "shift"]
+    assert at_50.depends_on == [grid_run.key] and "at grid 50 %" in at_50.label
+    assert default.depends_on != [grid_run.key]   # its own (calibrated-knob) run job
+    assert graph.job(default.depends_on[0]).config.get("grid") is None
+
+    body = run_body("early-exit", knob=("threshold", 0.5))
+    body["method"]["knob"]["chosen_by"] = "grid: calibrated to 25, 50, 75 % of dense useful MACs"
+    body["method"]["grid"] = [{"target": 50.0, "reached": 50.4, "marked": False}]
+    body["task"]["version"] = grid_run.config["task_version"]
+    body["budget"]["version"] = grid_run.config["budget_version"]
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                      "repeat_mismatches": 0}
+    record_path = commit_record(finalize(body), samples(), tmp_path / "results")
+    index = RecordIndex(tmp_path / "results")
+    [(out, held)] = outputs(at_50, index)
+    assert out.identity["source_id"] == json.loads(record_path.read_text())["id"] and not held
+    assert command(at_50, index, None)[:2] == ["shift", str(record_path.resolve())]
+    assert index.source_record(default.config["source"]) is None   # the grid record is not the default run
+    with pytest.raises(Exception, match="at grid 50 %|no run record"):
+        command(at_50, RecordIndex(tmp_path / "empty"), None)
+
+
+def test_the_track_sweep_has_three_seeds_per_transferred_method_and_every_protocol():
+    """sweeps/cpu-track.yaml (issue 25): every transferred method has seeds 0-2 under every protocol that
+    applies to it (all four with decision parameters, head-only and full without), image and text pairs
+    (sst2 -> an Amazon domain, an Amazon domain -> another), a shift of each seed's model, and its sources on
+    the ranking sweep's tasks are the ranking sweep's own configurations (same method, task, seed, grid target)."""
+    from ccbench.common.protocols import PROTOCOLS
+    from ccbench.drivers.sweep_jobs import JobGraph
+
+    spec = load_sweep(REPO / "sweeps" / "cpu-track.yaml")
+    graph = JobGraph(spec)
+    transfers = [j for j in graph.jobs if j.kind == "transfer"]
+    with_decision = {"early-exit", "moe-topk", "moefication"}   # exit heads, routers
+    pairs = set()
+    for entry in spec.transfers:
+        s = entry.source
+        pairs.add((s.task, entry.to))
+        want = set(PROTOCOLS) if s.method in with_decision else {"head-only", "full"}
+        assert set(entry.protocols) == want, s
+        for protocol in want:
+            seeds = sorted(j.config["source"]["seed"] for j in transfers if (
+                j.config["source"]["method"], j.config["source"]["task"], j.config["to"], j.config["protocol"])
+                == (s.method, s.task, entry.to, protocol))
+            assert seeds == [0, 1, 2], (s, protocol)
+        if s.method != "dense":
+            assert s.grid == 50.0, s
+    assert ("imagenette-a", "imagenette-b") in pairs and ("sst2", "amazon-kitchen") in pairs
+    assert any(a.startswith("amazon-") and b.startswith("amazon-") and a != b for a, b in pairs)
+    shifted = {(j.config["source"]["method"], j.config["source"]["task"], j.config["source"]["seed"])
+               for j in graph.jobs if j.kind == "shift"}
+    for method in ("dense", "avit", "early-exit", "moe-topk"):
+        assert {(method, "imagenette", seed) for seed in (0, 1, 2)} <= shifted
+    for method in ("dense", "early-exit", "evit", "moefication"):
+        assert {(method, task, seed) for task in ("sst2", "amazon-books") for seed in (0, 1, 2)} <= shifted
+    ranking = [j.config for j in JobGraph(load_sweep(REPO / "sweeps" / "cpu-ranking.yaml")).jobs]
+    for job in graph.jobs:
+        src = job.config.get("source")
+        if src is None or src["task"] not in {c["task"] for c in ranking}:
+            continue
+        assert any((c["method"], c["task"], c["seed"]) == (src["method"], src["task"], src["seed"])
+                   and (src.get("grid") in (c.get("grid") or []) if src.get("grid") else not c.get("grid"))
+                   for c in ranking), job.label
+
+
 @pytest.mark.parametrize("body, message", [
     ("runs: [{task: imagenette, method: dense, grid: [25]}]", "has no knob, so no compute grid"),
+    ("shifts: [{source: {method: dense, task: imagenette, grid: 50}, to: [imagenette-c]}]", "drop the source's `grid`"),
+    ("shifts: [{source: {method: avit, task: imagenette, grid: 50, point: 0.5}, to: [imagenette-c]}]", "not both"),
     ("runs: [{task: imagenette, method: avit, grid: [25], points: {threshold: [0.5]}}]", "drop its `points`"),
     ("runs: [{task: imagenette, method: avit, grid: [0]}]", "between 0 and 100"),
 ])

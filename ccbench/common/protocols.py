@@ -23,3 +23,34 @@ ALIASES = {"modules-frozen": "routers-frozen"}      # old name -> current name (
 def canonical_protocol(name: str) -> str:
     """The current name of protocol ``name`` (an old record's name maps through :data:`ALIASES`)."""
     return ALIASES.get(name, name)
+
+EVAL_SET_FIELDS = ("scheme", "split", "folds", "seed")  # what identifies an eval set (its size and data beside it)
+
+
+def eval_set_of(record: dict) -> dict:
+    """The identity of the eval set a transfer record was measured on: its ``task.eval_set`` (issue 25:
+    ``{"scheme": "cross-fit", "split", "folds", "seed"}``) or, for a record before it, the target's eval
+    split (``{"scheme": "split", "split": ...}``).
+
+    >>> eval_set_of({"task": {"eval_split": "val"}})
+    {'scheme': 'split', 'split': 'val'}
+    >>> eval_set_of({"task": {"eval_set": {"scheme": "cross-fit", "split": "all", "folds": 2, "seed": 0, "n": 9}}})
+    {'scheme': 'cross-fit', 'split': 'all', 'folds': 2, 'seed': 0}
+    """
+    task = record["task"]
+    if task.get("eval_set"):
+        return {k: task["eval_set"][k] for k in EVAL_SET_FIELDS if k in task["eval_set"]}
+    return {"scheme": "split", "split": task.get("eval_split")}
+
+
+def dense_reference_key(record: dict, protocol: str | None = None) -> tuple:
+    """Which dense transfer a transfer record is compared with: the same tier, target, source task and source
+    backbone (a text encoder's hash is shared by every text source), the same eval set (identity, data hash
+    and size: predictions pair by example) and seed, under ``protocol`` (default: the record's
+    :data:`DENSE_REFERENCE`). A dense record's own key: pass its (canonical) protocol."""
+    if protocol is None:
+        protocol = DENSE_REFERENCE[canonical_protocol(record["protocol"])]
+    task, source = record["task"], record["source"]
+    eval_set = tuple(sorted(eval_set_of(record).items()))
+    return (record["budget"]["name"], task["name"], source["task"], source["backbone_sha256"], eval_set,
+            task.get("data_hash"), task.get("n_eval"), record["seed"], protocol)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -93,6 +93,25 @@ class OfficialEval(_Strict):
     data_sha256: list[str] = Field(min_length=1)
 
 
+class CrossFitSpec(_Strict):
+    """How a task is evaluated as the *target* of ``ccbench transfer`` when its own eval split is too small to
+    see a 2-point gain: k-fold cross-fitting over ``split``. The examples are cut into ``folds`` folds,
+    stratified by class, by ``sha256(seed:id)`` (fixed by ids, labels and this spec: the same for every
+    method and seed, so transfers pair by example); each fold is predicted by a model transferred on the
+    other folds, so every example is predicted exactly once. ``n`` and ``data_sha256`` are what
+    ``ccbench validate`` checks a transfer record's eval set against (as :class:`OfficialEval`)."""
+
+    split: str
+    folds: int = Field(2, ge=2)
+    seed: int = 0
+    n: int = Field(gt=0)
+    data_sha256: list[str] = Field(min_length=1)
+
+    def identity(self) -> dict:
+        """What a transfer record's ``task.eval_set`` must say to be measured on this eval set."""
+        return {"scheme": "cross-fit", "split": self.split, "folds": self.folds, "seed": self.seed}
+
+
 class TaskSpec(_Strict):
     """A versioned task: where its data lives, its classes, calibration slice and main score."""
 
@@ -111,6 +130,25 @@ class TaskSpec(_Strict):
     subset_of: str | None = None  # an image task on some of another task's classes (relabelled 0..k-1)
     shift: ShiftSpec | None = None  # set on tasks that are targets of `ccbench shift`
     official_eval: OfficialEval | None = None  # what `ccbench validate` checks a record's eval split against
+    transfer_eval: CrossFitSpec | None = None  # set: as a `ccbench transfer` target, cross-fitted over a split
+
+    @model_validator(mode="after")
+    def _cross_fit_split_exists(self) -> TaskSpec:
+        """``transfer_eval`` names one of the task's local splits and (for now) a text task."""
+        te = self.transfer_eval
+        if te is not None and te.split not in self.local.splits:
+            raise ValueError(f"transfer_eval.split {te.split!r} is not one of the task's splits "
+                             f"({', '.join(self.local.splits)})")
+        if te is not None and self.modality != "text":
+            raise ValueError("transfer_eval (cross-fitted transfer) is implemented for text tasks only")
+        return self
+
+    def transfer_eval_set(self) -> dict:
+        """The identity of the eval set a transfer to this task is measured on: its cross-fit
+        (:meth:`CrossFitSpec.identity`) or its eval split (``{"scheme": "split", "split": ...}``)."""
+        if self.transfer_eval is not None:
+            return self.transfer_eval.identity()
+        return {"scheme": "split", "split": self.eval_split}
 
     @field_validator("main_score")
     @classmethod

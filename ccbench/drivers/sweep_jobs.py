@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccbench.common.protocols import canonical_protocol
+from ccbench.common.protocols import canonical_protocol, eval_set_of
 from ccbench.common.provenance import content_hash
 
 from .sweep_spec import Resources, SourceRun, SweepSpec
@@ -69,6 +69,17 @@ def _number_equal(a, b) -> bool:
 
 def _point_text(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _where(point, grid) -> str:
+    """A source's operating point in a label: ``" at 0.5"``, ``" at grid 50 %"`` or ``""`` (the default run).
+
+    >>> _where(0.5, None), _where(None, 50.0), _where(None, None)
+    (' at 0.5', ' at grid 50 %', '')
+    """
+    if grid is not None:
+        return f" at grid {_point_text(grid)} %"
+    return "" if point is None else f" at {_point_text(point)}"
 
 
 class JobGraph:
@@ -146,10 +157,17 @@ class JobGraph:
         return jobs
 
     def _source_job(self, source: SourceRun, seed: int) -> Job:
-        """The run job producing ``source`` (added when the sweep does not list it)."""
+        """The run job producing ``source`` (added when the sweep does not list it: a grid source's is a grid
+        run at its one target, whose record is the one any grid run of that configuration calibrates to it)."""
         for job in self.jobs:
             c = job.config
             if job.kind != "run" or (c["method"], c["task"], c["seed"]) != (source.method, source.task, seed):
+                continue
+            if source.grid is not None:
+                if any(_number_equal(t, source.grid) for t in c.get("grid") or []):
+                    return job
+                continue
+            if c.get("grid"):   # a grid run's records are calibrated to its targets: not a point's or the default's
                 continue
             pts = c["points"]
             if source.point is None and pts is None:
@@ -157,15 +175,19 @@ class JobGraph:
             if source.point is not None and pts is not None and any(
                     _number_equal(v, source.point) for v in next(iter(pts.values()))):
                 return job
+        if source.grid is not None:
+            return self._add_runs(source.method, source.task, seed, None, None, grid=[source.grid])[0]
         knob = self._methods.metadata(source.method)["knob"]["name"]
         points = None if source.point is None else {knob: [source.point]}
         return self._add_runs(source.method, source.task, seed, points, None)[0]
 
     def _add_derived(self, kind: str, source: SourceRun, seed: int, extra: dict) -> None:
         src = self._source_job(source, seed)
+        # a grid source's configuration names its target (a point source's keeps the key it always had)
+        grid = {} if source.grid is None else {"grid": float(source.grid)}
         cfg = {"kind": kind, "source": {**self._run_config(source.method, source.task, seed),
-                                        "point": source.point}, **extra}
-        point = "" if source.point is None else f" at {_point_text(source.point)}"
+                                        "point": source.point, **grid}, **extra}
+        point = _where(source.point, source.grid)
         label = f"{kind} {source.method} ({source.task}{point}, seed {seed}) -> {extra['to']}"
         if kind == "transfer":
             label += f" {extra['protocol']}"
@@ -243,11 +265,11 @@ class RecordIndex:
 
     def run_point(self, cfg: dict, point) -> tuple[Path, dict] | None:
         """The latest run record of the run configuration ``cfg`` at knob value ``point`` (``None``: a
-        run whose knob was not given by the user), or ``None``."""
+        run whose knob was neither given by the user nor calibrated to a grid target), or ``None``."""
         hits = []
         for path, r in self._runs(cfg):
             knob = r["method"]["knob"]
-            if point is None and knob.get("chosen_by") != "user":
+            if point is None and knob.get("chosen_by") != "user" and not r["method"].get("grid"):
                 hits.append((path, r))
             elif point is not None and _number_equal(knob.get("value"), point):
                 hits.append((path, r))
@@ -261,12 +283,22 @@ class RecordIndex:
                        for e in (r["method"].get("grid") or []))]
         return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
 
-    def derived(self, kind: str, source_id: str, target: str, protocol: str | None = None) -> tuple[Path, dict] | None:
-        """A ``shift``/``transfer`` record of the source run ``source_id`` on ``target`` (and
-        ``protocol``), or ``None``."""
+    def source_record(self, source: dict) -> tuple[Path, dict] | None:
+        """The run record a derived job's ``source`` configuration names: its grid target's record
+        (:meth:`grid_point`) or its knob point's (:meth:`run_point`), or ``None``."""
+        if source.get("grid") is not None:
+            return self.grid_point(source, source["grid"])
+        return self.run_point(source, source["point"])
+
+    def derived(self, kind: str, source_id: str, target: str, protocol: str | None = None,
+                eval_set: dict | None = None) -> tuple[Path, dict] | None:
+        """A ``shift``/``transfer`` record of the source run ``source_id`` on ``target`` (and ``protocol``;
+        and, given ``eval_set``, measured on that eval set: :func:`ccbench.common.protocols.eval_set_of`),
+        or ``None``."""
         for path, r in self.records:
             if (r.get("kind") == kind and r["source"]["record_id"] == source_id and r["task"]["name"] == target
-                    and (protocol is None or canonical_protocol(r.get("protocol", "")) == canonical_protocol(protocol))):
+                    and (protocol is None or canonical_protocol(r.get("protocol", "")) == canonical_protocol(protocol))
+                    and (eval_set is None or eval_set_of(r) == eval_set)):
                 return path, r
         return None
 
@@ -290,11 +322,20 @@ def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
                     for t in c["grid"]]
         points = [None] if c["points"] is None else next(iter(c["points"].values()))
         return [(Output({"kind": "run", **ident, "point": p}), index.run_point(c, p) is not None) for p in points]
-    src = index.run_point(c["source"], c["source"]["point"])
+    src = index.source_record(c["source"])
     if src is None:
         return [(Output({k: v for k, v in c.items()}), False)]
     ident = {"kind": job.kind, "source_id": src[1]["id"], "to": c["to"], "protocol": c.get("protocol")}
-    return [(Output(ident), index.derived(job.kind, src[1]["id"], c["to"], c.get("protocol")) is not None)]
+    eval_set = _transfer_eval_set(c["to"]) if job.kind == "transfer" else None
+    return [(Output(ident), index.derived(job.kind, src[1]["id"], c["to"], c.get("protocol"), eval_set) is not None)]
+
+
+def _transfer_eval_set(target: str) -> dict:
+    """The eval set a transfer to ``target`` is measured on today (its spec's cross-fit or eval split): a
+    record measured on another (before the spec declared it) does not count as done."""
+    from ccbench.common import catalog
+
+    return catalog.tasks().get(target).transfer_eval_set()
 
 
 def is_done(job: Job, index: RecordIndex) -> bool:
@@ -327,9 +368,9 @@ def command(job: Job, index: RecordIndex, data_dir: str | None) -> list[str]:
             argv += ["--knob", f"{name}={','.join(_point_text(v) for v in missing or values)}"]
         return argv
     s = c["source"]
-    src = index.run_point(s, s["point"])
+    src = index.source_record(s)
     if src is None:
-        point = "" if s["point"] is None else f" at {_point_text(s['point'])}"
+        point = _where(s["point"], s.get("grid"))
         raise UserError(f"no run record of {s['method']} on {s['task']}{point} (seed {s['seed']}) under {results}: "
                         f"its source run did not land")
     argv = [job.kind, str(src[0].resolve()), "--to", c["to"]]

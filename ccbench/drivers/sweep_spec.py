@@ -14,15 +14,18 @@ before any work, an unknown one with the closest known names suggested)::
       - {tasks: [imagenette], method: static-depth, grid: [25, 50, 75], points: {blocks: [3, 6, 9]}}
     shifts:                        # `ccbench shift` of a source run to each target
       - {source: {method: avit, task: imagenette, point: 0.1}, to: [imagenette-c]}
+      - {source: {method: evit, task: imagenette, grid: 50}, to: [imagenette-c]}   # the grid run's 50 % record
     transfers:                     # `ccbench transfer` of a source run under each protocol
       - {source: {method: dense, task: imagenette-a}, to: imagenette-b, protocols: [head-only, full]}
 
 ``points`` are knob values (the method's knob, named as in ``ccbench ls methods``); without them the
 knob is chosen on the calibration split, as ``ccbench run`` does. ``grid`` (shares of dense useful MACs,
 in %) is ``ccbench run --grid``: one record per target, the knob calibrated to it (a knob that needs
-retraining picks among its ``points``, else its sweep; a method without a knob cannot take a grid). A source without ``point`` is the run
-whose knob was not given by the user (chosen on calibration, or a method without a knob). A source's
-run is part of the sweep even when ``runs`` does not list it.
+retraining picks among its ``points``, else its sweep; a method without a knob cannot take a grid). A source
+with ``grid`` is the record a grid run calibrated to that target (the same record whichever sweep made it);
+one without ``point`` or ``grid`` is the run whose knob was not given by the user nor set by a grid (chosen
+on calibration, or a method without a knob). A source's run is part of the sweep even when ``runs`` does
+not list it (a grid source: a grid run at its one target).
 """
 from __future__ import annotations
 
@@ -83,12 +86,20 @@ class RunEntry(_Strict):
 
 
 class SourceRun(_Strict):
-    """The run a shift or transfer starts from: ``method`` on ``task`` at knob value ``point`` (None:
-    the run whose knob was not user-given)."""
+    """The run a shift or transfer starts from: ``method`` on ``task`` at knob value ``point``, or at the
+    compute-grid target ``grid`` (% of dense: the record ``ccbench run --grid`` calibrated to it); with
+    neither, the run whose knob was not user-given nor calibrated to a grid."""
 
     method: str
     task: str
     point: float | int | None = None
+    grid: float | None = Field(None, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _point_or_grid(self) -> SourceRun:
+        if self.point is not None and self.grid is not None:
+            raise ValueError("a source names its knob `point` or its `grid` target (% of dense), not both")
+        return self
 
 
 class ShiftEntry(_Strict):
@@ -180,6 +191,8 @@ def check_names(spec: SweepSpec) -> None:
         method_on(entry.source.method, entry.source.task)
         if entry.source.point is not None:
             point_ok(entry.source.method, None, entry.source.point)
+        if entry.source.grid is not None and methods.metadata(entry.source.method)["knob"]["name"] == "none":
+            raise UserError(f"method {entry.source.method!r} has no knob, so no grid record: drop the source's `grid`")
     for entry in spec.shifts:
         for target in entry.to:
             meta = tasks.get(target)

@@ -10,16 +10,32 @@ exit heads) or ``module`` (embeddings, blocks, experts). A protocol says which r
   ``modules-frozen`` before issue 24, a name records keep and tables read as this one);
 * ``full``: everything.
 
-Every protocol gets the tier's fixed ``transfer`` budget (cpu: 5,000 target samples). The dense run from
-the same backbone under the same protocol is the reference (a protocol dense cannot have maps to the one
-that trains the same modules: ``router-only`` -> ``head-only``, ``routers-frozen`` -> ``full``); the
-**transfer gain** is the method's target score minus dense's. **Module reuse** (width family): per MoE
-layer, the share of target picks that go to the k experts most used on the source (k = experts per
-token), next to those experts' share on the source. Latency is not measured here (``ccbench run`` does).
+Every protocol gets the tier's fixed ``transfer`` budget (cpu: 5,000 target samples per model). The dense
+transfer from the same source task and backbone, on the same eval set and seed, is the reference under the
+same protocol (a protocol dense cannot have maps to the one that trains the same modules: ``router-only`` ->
+``head-only``, ``routers-frozen`` -> ``full``; :func:`ccbench.common.protocols.dense_reference_key`); the
+**transfer gain** is the method's target score minus dense's.
+
+**Eval set** (issue 25): a target is scored on its eval split, unless its spec declares ``transfer_eval``
+(the Amazon domains): then it is *cross-fitted* (:mod:`ccbench.drivers.transfer_plan`): k models, each
+transferred from the source on k-1 folds of the split under the full budget, each predicting its held-out
+fold, so all N examples (2,000 reviews, not dev's 300) are predicted once and pair by example across methods
+and seeds. The record says which (``task.eval_set``: scheme, split, folds, seed, n, fold sizes; ``data_hash``
+is the split's), keeps each example's fold in its samples file (``fold``), each model in
+``trained_models``, per-fold scores and the method's own metrics in ``metrics.folds``; top-level metrics
+pool the folds' predictions and traces (a method's extra metrics that need another pass of one model over
+the inputs, such as early exits' per-exit accuracy, are per fold only). ``budget.consumed``: each model's
+samples and steps, ``models``, and the training wall time of all of them.
+
+**Module reuse** (width family): per MoE layer, the share of target picks that go to the k experts most used on
+the source (k = experts per token), next to those experts' share on the source. Latency is not measured here
+(``ccbench run`` does).
 """
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,11 +44,11 @@ from ccbench.common import catalog
 from ccbench.common.errors import UserError, unknown_name_error
 from ccbench.common.messages import say
 from ccbench.common.method_meta import constant_statistics
-from ccbench.common.protocols import DENSE_REFERENCE, NEEDS_DECISION, PROTOCOLS, canonical_protocol
+from ccbench.common.protocols import NEEDS_DECISION, PROTOCOLS, canonical_protocol, dense_reference_key
 from ccbench.common.provenance import content_hash, git_state
 from ccbench.data.image_data import cache_root
 from ccbench.measurement.analyses import family_analyses
-from ccbench.measurement.evaluate import evaluate_split
+from ccbench.measurement.evaluate import Evaluation, evaluate_split, stitch
 from ccbench.measurement.measure import compute_summary
 from ccbench.reporting.records import load_records, load_samples, write_record
 from ccbench.training.distributed import stamp_for_commit
@@ -48,6 +64,7 @@ from .from_record import (
     source_fields,
     verify_record_model,
 )
+from .transfer_plan import Fold, transfer_plan
 
 
 def apply_protocol(model: torch.nn.Module, protocol: str) -> dict[str, dict[str, int]]:
@@ -95,14 +112,73 @@ def reinit_heads(model: torch.nn.Module, num_classes: int, seed: int) -> None:
         head.reset_parameters()
 
 
-def _dense_reference(results_dir, budget: str, target: str, backbone_sha: str, protocol: str) -> dict | None:
-    """The dense transfer record from the same backbone to ``target`` under ``protocol``'s reference."""
-    want = DENSE_REFERENCE[protocol]
+def _dense_reference(results_dir, key: tuple) -> dict | None:
+    """The dense transfer record whose :func:`dense_reference_key` is ``key`` (same tier, target, source task
+    and backbone, eval set and seed, under the reference protocol)."""
     for _, r in load_records(results_dir, kind="transfer"):
-        if (r["method"]["name"] == "dense" and r["budget"]["name"] == budget and r["task"]["name"] == target
-                and r["source"]["backbone_sha256"] == backbone_sha and canonical_protocol(r["protocol"]) == want):
-            return {"record_id": r["id"], "protocol": want, "score": r["metrics"]["main_score"]["value"]}
+        if r["method"]["name"] == "dense" and dense_reference_key(r, canonical_protocol(r["protocol"])) == key:
+            return {"record_id": r["id"], "protocol": key[-1], "score": r["metrics"]["main_score"]["value"]}
     return None
+
+
+@dataclass
+class FoldResult:
+    """One fold's transferred model, its evaluation on the fold, the budget it consumed, its cache name and
+    the parameter counts per role (:func:`apply_protocol`)."""
+
+    model: torch.nn.Module
+    ev: Evaluation
+    consumed: dict
+    saved: str
+    counts: dict
+
+
+def _transfer_fold(model: torch.nn.Module, fold: Fold, rm, twork, protocol: str, run_name: str,
+                   progress: bool) -> FoldResult:
+    """Re-initialise ``model``'s heads, train the roles ``protocol`` names on ``fold.train`` under the tier's
+    transfer budget (resumable under ``run_name``), cache the model and evaluate it on ``fold.eval``."""
+    tier, seed = rm.tier, rm.record["seed"]
+    reinit_heads(model, len(twork.task.classes), seed)
+    counts = apply_protocol(model, protocol)
+    recipe = tier.transfer
+    result = train(model, method_loss(recipe.label_smoothing), recipe, twork.train_data(fold.train), None,
+                   seed, state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=tier.device,
+                   desc=f"transfer {protocol}", progress=progress)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
+    saved = trained_path(run_name)
+    save_trained(model, consumed, saved)
+    ev = evaluate_split(model, twork, fold.eval, tier.eval_batch_size, tier.device, progress)
+    return FoldResult(model, ev, consumed, saved.name, counts)
+
+
+def _fold_metrics(res: FoldResult, k: int, fold: Fold, twork, seed: int) -> dict:
+    """One cross-fitted fold's row: its size, its model's score on it and the method's own metrics on it."""
+    extra = res.model.extra_metrics(res.ev.trace, res.ev.labels, res.ev.predictions,
+                                    lambda: twork.batches(fold.eval, twork.tier.eval_batch_size, twork.tier.device))
+    return {"fold": k, "n": len(res.ev.ids), "train_n": len(fold.train),
+            "main_score": twork.scores(res.ev.logits, res.ev.labels, seed)["main_score"], **extra,
+            "consumed": res.consumed}
+
+
+class _SecondPass(Exception):
+    """A method's extra metrics asked for another pass over the inputs (not possible across fold models)."""
+
+
+def _no_second_pass():
+    raise _SecondPass
+
+
+def _pooled_extra(model, ev: Evaluation) -> dict:
+    """The method's extra metrics over every fold's trace together (they are functions of the trace and
+    the model's structure, which the fold models share); ``{}`` for a method whose metrics need another
+    pass of one model over the inputs (early exits' per-exit accuracy: recorded per fold only)."""
+    try:
+        return model.extra_metrics(ev.trace, ev.labels, ev.predictions, _no_second_pass)
+    except _SecondPass:
+        return {}
 
 
 def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
@@ -112,7 +188,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     _check_protocol(protocol)
     tgt = catalog.tasks().get(target)
     rm = load_record_model(record_id, data_dir, results_dir, progress)
-    src, tier, seed, device = rm.task, rm.tier, rm.record["seed"], rm.tier.device
+    src, tier, seed = rm.task, rm.tier, rm.record["seed"]
     if tier.transfer is None:
         raise UserError(f"budget {tier.name!r} has no transfer budget")
     if tgt.modality != src.modality:
@@ -124,58 +200,67 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
         raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {target!r}'s classes "
                         f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
                         f"transfer from imagenette-a runs to imagenette-b)")
-    model, meta = rm.model, rm.meta
-    check_protocol_applies(model.parameter_roles(), protocol)  # before any work
+    meta = rm.meta
+    check_protocol_applies(rm.model.parameter_roles(), protocol)  # before any work
     _, agreement = verify_record_model(rm, progress)
 
     twork = make_workload(tgt, tier, data_dir, seed, record_backbone_path(rm.record), progress)
     ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
-    reinit_heads(model, len(tgt.classes), seed)
-    counts = apply_protocol(model, protocol)
+    plan = transfer_plan(tgt, twork, data_dir)
     recipe = tier.transfer
     run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
-                f"{content_hash([recipe.model_dump(), twork.splits['train'].data_hash])[:8]}")
+                f"{content_hash([recipe.model_dump(), plan.train_data_hash] + ([plan.eval_set] if plan.cross_fitted else []))[:8]}")
     say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
-        f"{sum(c['trainable'] for c in counts.values()):,} trainable parameters, {recipe.samples} samples")
-    result = train(model, method_loss(recipe.label_smoothing), recipe, twork.train_data(twork.splits["train"]), None,
-                   seed, state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=device,
-                   desc=f"transfer {protocol}", progress=progress)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
-    saved = trained_path(run_name)
-    save_trained(model, consumed, saved)
+        f"{recipe.samples} samples per model, {len(plan.folds)} model(s), eval set {plan.eval_set}")
+    if plan.cross_fitted:  # each fold's model starts from a copy of the source model
+        results = [_transfer_fold(copy.deepcopy(rm.model), fold, rm, twork, protocol, f"{run_name}-fold{k}", progress)
+                   for k, fold in enumerate(plan.folds)]
+        ev = stitch([r.ev for r in results], [f.positions for f in plan.folds], plan.ids, plan.labels)
+    else:
+        results = [_transfer_fold(rm.model, plan.folds[0], rm, twork, protocol, run_name, progress)]
+        ev = results[0].ev
+    model, counts = results[0].model, results[0].counts  # every fold's model has the same structure and roles
 
-    ev = evaluate_split(model, twork, twork.splits["eval"], tier.eval_batch_size, device, progress)
     table = twork.table.with_units(model.cost_units())
     metrics = {**twork.scores(ev.logits, ev.labels, seed), **compute_summary(table, ev.trace),
-               **model.extra_metrics(ev.trace, ev.labels, ev.predictions,
-                                     lambda: twork.batches(twork.splits["eval"], tier.eval_batch_size, device)),
                **family_analyses(meta["family"]).after_transfer(model, ev.trace, lambda: load_samples(rm.record_path))}
+    if plan.cross_fitted:
+        metrics.update(_pooled_extra(model, ev))
+        metrics["folds"] = [_fold_metrics(r, k, f, twork, seed) for k, (r, f) in enumerate(zip(results, plan.folds))]
+    else:
+        metrics.update(model.extra_metrics(ev.trace, ev.labels, ev.predictions,
+                                           lambda: twork.batches(plan.folds[0].eval, tier.eval_batch_size, tier.device)))
     if "routing" in metrics:
         metrics["routing"]["constant_by_construction"] = constant_statistics(meta, model.knob)
-    reference = _dense_reference(results_dir, tier.name, tgt.name, rm.record["backbone"]["sha256"], protocol)
-    if reference:
-        reference["transfer_gain"] = round(metrics["main_score"]["value"] - reference["score"], 3)
-    record = ctx.record({
+    consumed = dict(results[0].consumed)
+    if plan.cross_fitted:  # samples and steps: each model's (all the same); wall time: all folds together
+        consumed = {"samples": min(r.consumed["samples"] for r in results),
+                    "steps": min(r.consumed["steps"] for r in results),
+                    "train_wall_s": round(sum(r.consumed["train_wall_s"] for r in results), 1),
+                    "models": len(results)}
+    body = {
         "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
-                 "data_hash": twork.splits["eval"].data_hash, "eval_split": tgt.eval_split, "n_eval": len(ev.ids),
-                 "train_data_hash": twork.splits["train"].data_hash, "main_score": tgt.main_score},
+                 "data_hash": plan.data_hash, "eval_split": plan.eval_set["split"], "n_eval": len(ev.ids),
+                 "train_data_hash": plan.train_data_hash, "main_score": tgt.main_score, "eval_set": plan.eval_set},
         "source": source_fields(rm, agreement),
         "method": method_fields(rm, paper=True),
         "protocol": protocol,
-        "trained_model": saved.name,
+        **({"trained_models": [r.saved for r in results]} if plan.cross_fitted else {"trained_model": results[0].saved}),
         "trainable": counts,
-        "budget": {"name": tier.name, "version": tier.version, "transfer": recipe.model_dump(),
-                   "consumed": consumed},
+        "budget": {"name": tier.name, "version": tier.version, "transfer": recipe.model_dump(), "consumed": consumed},
         "seed": seed,
         "metrics": metrics,
-        "dense_reference": reference,
-    }, kind="transfer")
-    path = write_record(stamp_for_commit(record), ev.ids, ev.labels, ev.predictions, ev.trace, results_dir)
+    }
+    reference = _dense_reference(results_dir, dense_reference_key(body))
+    if reference:
+        reference["transfer_gain"] = round(metrics["main_score"]["value"] - reference["score"], 3)
+    record = ctx.record({**body, "dense_reference": reference}, kind="transfer")
+    extra = {"fold": plan.fold} if plan.cross_fitted else None
+    path = write_record(stamp_for_commit(record), ev.ids, ev.labels, ev.predictions, ev.trace, results_dir, extra)
     gain = f", gain over dense {reference['transfer_gain']:+.2f}" if reference else " (no dense reference yet)"
-    print(f"{record['method']['name']} {src.name} -> {tgt.name} ({protocol}): {metrics['main_score']['name']} "
+    where = (f"{len(plan.folds)}-fold cross-fit over {len(ev.ids)} {tgt.name}/{plan.eval_set['split']}"
+             if plan.cross_fitted else f"{len(ev.ids)} {tgt.name}/{plan.eval_set['split']}")
+    print(f"{record['method']['name']} {src.name} -> {tgt.name} ({protocol}, {where}): {metrics['main_score']['name']} "
           f"{metrics['main_score']['value']:.2f}{gain}, {metrics['useful_fraction_of_dense']:.1%} of dense compute\n"
           f"  record: {path}")
     return path

@@ -87,3 +87,21 @@ def evaluate_split(model: nn.Module, work, split, batch_size: int, device: str, 
     workload ``work``), in order, in batches of ``batch_size``."""
     return evaluate_inputs(model, work.batches(split, batch_size, device), split.labels, split.ids,
                            -(-len(split) // batch_size), progress)
+
+
+def stitch(parts: list[Evaluation], positions: list[torch.Tensor], ids: list[str], labels: torch.Tensor) -> Evaluation:
+    """One evaluation of ``N`` samples (``ids``, ``labels [N]`` in order) from ``parts``, where part ``i``
+    evaluated the samples at ``positions[i]`` (long ``[n_i]``, in that order): the cross-fitted folds of
+    one eval set. Every position must be covered exactly once; per-token trace fields are padded to the
+    largest part (:meth:`Trace.cat`)."""
+    order = torch.cat([p.long() for p in positions]) if positions else torch.zeros(0, dtype=torch.long)
+    if len(order) != len(ids) or not torch.equal(order.sort().values, torch.arange(len(ids))):
+        raise ValueError(f"the parts cover {len(order)} positions ({len(order.unique())} distinct) of {len(ids)}: "
+                         f"each sample must be predicted exactly once")
+    for part, pos in zip(parts, positions):
+        if not torch.equal(part.labels, labels[pos]) or part.ids != [ids[i] for i in pos.tolist()]:
+            raise ValueError("a part's ids or labels are not the samples at its positions")
+    inverse = torch.argsort(order)
+    logits = torch.cat([p.logits for p in parts])[inverse]
+    trace = Trace.cat([p.trace for p in parts]).select(inverse)
+    return Evaluation(logits, labels.clone(), list(ids), trace)

@@ -44,7 +44,9 @@ SPECIALIZATION_NOTE = (
     "conditions; domain NMI = chance-corrected NMI between expert and domain on a 50/50 mix. 'knob kept "
     "compute' = conditions where the source-calibrated knob stays within 2 points of its source share of "
     "dense. Transfer: the tier's transfer budget on the target for every protocol; gain = score minus the "
-    "dense run's from the same backbone (router-only vs dense head-only, routers-frozen vs dense full); "
+    "dense transfer's from the same source task and backbone, on the same eval set and seed (router-only vs "
+    "dense head-only, routers-frozen vs dense full); an Amazon target is cross-fitted (2 folds of its 2,000 "
+    "reviews, each predicted by the model transferred on the other fold), other targets use their eval split; "
     "module reuse = share of target picks going to the k experts most used on the source (the source's "
     "own share in brackets; uniform routing gives k/E).")
 

@@ -108,11 +108,14 @@ def record_dir(root: Path, record: dict) -> Path:
     return folder
 
 
-def write_record(record: dict, ids: list[str], labels, preds, trace, results_dir: str | os.PathLike | None = None) -> Path:
+def write_record(record: dict, ids: list[str], labels, preds, trace, results_dir: str | os.PathLike | None = None,
+                 extra: dict | None = None) -> Path:
     """Write the per-sample file, then the record (see :func:`commit_record`). Returns the record path.
 
     ``labels [S]`` and ``preds [S]`` (class indices or regression values) and each ``trace`` field
-    (``[S, ...]``) are arrays or tensors (converted through their own ``.numpy()``; no torch import here)."""
+    (``[S, ...]``) are arrays or tensors (converted through their own ``.numpy()``; no torch import here).
+    ``extra``: other per-sample integer arrays ``[S]`` stored under their own names (a cross-fitted
+    transfer's ``fold``)."""
     labels, preds = _numpy(labels), _numpy(preds)
     # class indices fit int16; regression targets and outputs (STS-B) stay float32
     kind = np.float32 if labels.dtype.kind == "f" or preds.dtype.kind == "f" else np.int16
@@ -121,6 +124,10 @@ def write_record(record: dict, ids: list[str], labels, preds, trace, results_dir
         v = _numpy(v)
         # ints fit int16 (token/block/expert indices); floats (combine weights) are kept at half precision
         arrays[f"trace.{k}"] = v.astype(np.float16) if v.dtype.kind == "f" else v.astype(np.int16)
+    for k, v in (extra or {}).items():
+        if k in arrays or k.startswith("trace."):
+            raise ValueError(f"per-sample array {k!r} would replace a standard one")
+        arrays[k] = _numpy(v).astype(np.int16)
     return commit_record(record, arrays, results_dir)
 
 

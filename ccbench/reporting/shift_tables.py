@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ccbench.common.protocols import DENSE_REFERENCE, NEEDS_DECISION, PROTOCOLS, canonical_protocol
+from ccbench.common.protocols import NEEDS_DECISION, PROTOCOLS, canonical_protocol, dense_reference_key, eval_set_of
 
 from .markdown import escape_cell
 from .records import load_records, rows_of, typed
@@ -59,20 +59,22 @@ def _shift_row(_, r: dict) -> dict:
 
 
 def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
-    """One row per transfer record with its gain over the dense transfer from the same backbone under
-    the reference protocol (``DENSE_REFERENCE``; None when that dense record is missing)."""
+    """One row per transfer record with its gain over the dense transfer it compares with (same source task
+    and backbone, eval set and seed, under the reference protocol: :func:`dense_reference_key`; None when
+    that dense record is missing) and a label of its eval set."""
     records = derived_records(results_dir, "transfer", records, admitted_sources)
     dense = dict(rows_of([(p, r) for p, r in records if r["method"]["name"] == "dense"], _dense_score))
 
     def row(_, r: dict) -> dict:
         protocol = canonical_protocol(r["protocol"])
-        key = (r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], DENSE_REFERENCE[protocol])
+        key = dense_reference_key(r)
         score = r["metrics"]["main_score"]["value"]
         reuse = r["metrics"].get("module_reuse")
         routing = r["metrics"].get("routing")
         nmi, weighting = class_nmi(routing)
         return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
                 "method": r["method"]["name"], "knob": _knob(r), "protocol": protocol, "score": score,
+                "eval_set": eval_set_label(r), "seed": r["seed"],
                 "gain": round(score - dense[key], 3) if key in dense else None,
                 "dense_pct": 100 * r["metrics"]["useful_fraction_of_dense"],
                 "reuse": reuse["target_share_mean"] if reuse else None,
@@ -113,9 +115,23 @@ def trained_roles(trainable: dict) -> str:
 
 
 def _dense_score(_, r: dict) -> tuple[tuple, float]:
-    """``((budget, target, source backbone, protocol), score)`` of a dense transfer record."""
-    return ((r["budget"]["name"], r["task"]["name"], r["source"]["backbone_sha256"], canonical_protocol(r["protocol"])),
-            r["metrics"]["main_score"]["value"])
+    """``(its own dense_reference_key, score)`` of a dense transfer record."""
+    return dense_reference_key(r, canonical_protocol(r["protocol"])), r["metrics"]["main_score"]["value"]
+
+
+def eval_set_label(record: dict) -> str:
+    """What a transfer record was scored on, in words: ``val (1,960)`` or ``2-fold cross-fit of all (2,000)``.
+
+    >>> eval_set_label({"task": {"eval_split": "val", "n_eval": 1960}})
+    'val (1,960)'
+    >>> eval_set_label({"task": {"n_eval": 2000, "eval_set": {"scheme": "cross-fit", "split": "all", "folds": 2}}})
+    '2-fold cross-fit of all (2,000)'
+    """
+    es, n = eval_set_of(record), record["task"].get("n_eval")
+    size = f" ({n:,})" if isinstance(n, int) else ""
+    if es.get("scheme") == "cross-fit":
+        return f"{es['folds']}-fold cross-fit of {es['split']}{size}"
+    return f"{es.get('split') or 'eval split'}{size}"
 
 
 def _f(v, pattern: str) -> str:
@@ -159,7 +175,9 @@ def transfer_markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
     parts = []
-    for (source, target), g in df.groupby(["source", "target"], sort=True):
+    if "eval_set" not in df:
+        df = df.assign(eval_set="")
+    for (source, target, eval_set), g in df.groupby(["source", "target", "eval_set"], sort=True):
         head = (["method", "knob"] + [f"{p} ({' + '.join(PROTOCOLS[p])})" for p in PROTOCOLS]
                 + ["module reuse (source share)", "class NMI (full)"])
         body, trained = [], []
@@ -180,7 +198,8 @@ def transfer_markdown(df: pd.DataFrame) -> str:
                      else "-")
             body.append([escape_cell(method), escape_cell(knob)] + cells + [reuse, _nmi_cell(full)])
             trained.append([escape_cell(method), escape_cell(knob)] + counts)
-        parts.append(_heading(source, target) + tabulate(body, headers=head, tablefmt="github", disable_numparse=True)
+        parts.append(_heading(source, target, eval_set)
+                     + tabulate(body, headers=head, tablefmt="github", disable_numparse=True)
                      + "\n\nParameters trained per protocol (role and count):\n\n"
                      + tabulate(trained, headers=["method", "knob"] + list(PROTOCOLS), tablefmt="github",
                                 disable_numparse=True))
@@ -195,9 +214,11 @@ def _nmi_cell(full) -> str:
     return f"{full.class_nmi:.4f}" + (" (per pick)" if weighting == "pick" else "")
 
 
-def _heading(source: str, target: str) -> str:
-    """``**source → target**`` and a blank line, the names escaped (they come from records)."""
-    return f"**{escape_cell(source)} → {escape_cell(target)}**\n\n"
+def _heading(source: str, target: str, eval_set: str = "") -> str:
+    """``**source → target**`` (and ``, scored on <eval set>``) and a blank line, the names escaped (they come
+    from records)."""
+    on = f", scored on {escape_cell(eval_set)}" if eval_set else ""
+    return f"**{escape_cell(source)} → {escape_cell(target)}**{on}\n\n"
 
 
 def plot_severity(df: pd.DataFrame, path) -> None:

@@ -13,6 +13,10 @@ the tier's encoder fingerprint), ``budget`` (training samples > 0 and at least w
 constant predictor, above the majority-class baseline's 95 % CI), ``provenance`` (a clean tree of this
 repository, or a plug-in's distribution, version and source hash).
 
+A shift or transfer record is checked for ``record-hash`` alone, except a transfer to a target whose spec
+declares a cross-fitted ``transfer_eval`` (the Amazon domains): its ``eval-split`` is
+:func:`check_transfer_eval_set`.
+
 Reporting only: no torch, no run side.
 """
 from __future__ import annotations
@@ -76,6 +80,36 @@ def check_eval_split(record: dict) -> CheckResult:
     if same_n and same_data:
         return _ok("eval-split", figure)
     return _fail("eval-split", figure, "not the official eval split (a subset or other data); re-run on the whole split")
+
+
+def _cross_fitted(task: str) -> bool:
+    """Whether ``task`` is registered and declares a cross-fitted ``transfer_eval``."""
+    return task in catalog.tasks() and catalog.tasks().get(task).transfer_eval is not None
+
+
+def check_transfer_eval_set(record: dict, samples: dict[str, np.ndarray]) -> CheckResult:
+    """A transfer record to a target that declares ``transfer_eval`` (a cross-fitted eval set) was measured
+    on it: the same scheme, split, folds and seed, its size and data hash, and a samples file holding each
+    of its ``n`` examples once with its fold."""
+    from ccbench.common.protocols import eval_set_of
+
+    task = field_at(record, "task.name")
+    spec = catalog.tasks().get(task).transfer_eval
+    said, want = eval_set_of(record), spec.identity()
+    n, data = field_at(record, "task.n_eval"), field_at(record, "task.data_hash")
+    ids, fold = samples.get("ids", np.array([])), samples.get("fold")
+    figure = (f"{said.get('scheme')} {said.get('folds', '')} over {said.get('split')}, n_eval {n} vs spec "
+              f"{spec.folds}-fold over {spec.split}, n {spec.n}")
+    problems = [what for what, bad in (
+        ("another eval set", said != want), ("another size", n != spec.n),
+        ("other data", data not in spec.data_sha256), ("repeated or missing examples", len(set(ids.tolist())) != spec.n),
+        ("no fold per example", fold is None or len(fold) != len(ids)
+         or sorted(set(fold.tolist())) != list(range(spec.folds))),
+    ) if bad]
+    if not problems:
+        return _ok("eval-split", figure)
+    return _fail("eval-split", figure, f"{', '.join(problems)}: re-run `ccbench transfer` with this checkout "
+                                       f"(it cross-fits {task} as its spec says)")
 
 
 def published_backbones(budget: str, task: str) -> dict[str, str]:
@@ -236,7 +270,10 @@ def validate_record(path: Path, published: dict[str, str] | None = None, evidenc
         return [_fail("record-hash", "record or samples do not verify", str(err))]
     hash_ok = _ok("record-hash", f"id {record['id'][:12]} and samples verify"
                   + ("" if "samples_sha256" in record else " (no samples hash: older record)"))
-    if record.get("kind", "run") != "run":
+    kind = record.get("kind", "run")
+    if kind == "transfer" and _cross_fitted(field_at(record, "task.name")):
+        return [hash_ok, check_transfer_eval_set(record, samples)]
+    if kind != "run":
         return [hash_ok]
     if evidence:
         record = {**record, "metrics": {**record["metrics"], **evidence}}
