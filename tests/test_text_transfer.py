@@ -222,3 +222,16 @@ def test_real_amazon_cross_fit_is_the_whole_domain_in_two_balanced_folds():
     for k in (0, 1):
         assert int(cf.pool.labels[cf.eval_index(k)].sum()) == 500
         assert not set(cf.train_split(k).ids) & set(cf.eval_split(k).ids)
+
+
+def test_a_text_target_transfers_under_the_text_recipe_when_the_tier_has_one():
+    from ccbench.common import catalog
+
+    cpu = catalog.budgets().get("cpu")
+    image = cpu.transfer
+    assert cpu.transfer_recipe("image") == image
+    own = cpu.text.finetune.model_copy(update={"samples": 1234})
+    tier = cpu.model_copy(update={"text": cpu.text.model_copy(update={"transfer": own})})
+    assert tier.transfer_recipe("text").samples == 1234 and tier.transfer_recipe("image") == image
+    bare = cpu.model_copy(update={"text": cpu.text.model_copy(update={"transfer": None})})
+    assert bare.transfer_recipe("text") == image     # without its own, text falls back to the tier's

@@ -264,6 +264,7 @@ class TextBudgetSpec(_Strict):
     finetune: RecipeSpec
     tasks: dict[str, TextTaskBudget]
     freeze_word_embeddings: bool = True  # their dense 30k x D gradient would dominate a CPU step
+    transfer: RecipeSpec | None = None  # `ccbench transfer` to a text task (None: the tier's image `transfer`)
 
     def recipe_for(self, task: str, train_size: int) -> RecipeSpec:
         """The fine-tuning recipe of ``task`` with ``samples`` set from its budget.
@@ -306,6 +307,14 @@ class BudgetSpec(_Strict):
     # per modality, the oldest tier version whose records still compare with this version's (a version
     # that changes only the image backbone leaves text records comparable); default: this version only
     comparable_since: dict[Literal["image", "text"], int] = {}
+
+
+    def transfer_recipe(self, modality: str) -> RecipeSpec | None:
+        """``ccbench transfer``'s recipe for a target of ``modality``: the text section's own (``text.transfer``)
+        for text when it has one, else :attr:`transfer` (None: the tier has no transfer budget)."""
+        if modality == "text" and self.text is not None and self.text.transfer is not None:
+            return self.text.transfer
+        return self.transfer
 
     def comparable_versions(self, modality: str) -> range:
         """Tier versions whose records of ``modality`` are comparable with this version's."""

@@ -404,8 +404,8 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
         wall = index.mean_wall_s("run", c["budget"], c["task"], c["method"])
     else:
         s = c["source"]
-        text = ("evaluation only" if job.kind == "shift" else
-                f"trains {tier.transfer.samples if tier.transfer else '?'} samples")
+        recipe = tier.transfer_recipe(graph._tasks.get(c["to"]).modality)
+        text = "evaluation only" if job.kind == "shift" else f"trains {recipe.samples if recipe else '?'} samples"
         wall = index.mean_wall_s(job.kind, s["budget"], c["to"], s["method"])
     if wall is not None:
         text += f", ~{wall / 60:.1f} min per record before"

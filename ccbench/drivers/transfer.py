@@ -140,7 +140,7 @@ def _transfer_fold(model: torch.nn.Module, fold: Fold, rm, twork, protocol: str,
     tier, seed = rm.tier, rm.record["seed"]
     reinit_heads(model, len(twork.task.classes), seed)
     counts = apply_protocol(model, protocol)
-    recipe = tier.transfer
+    recipe = tier.transfer_recipe(twork.modality)
     result = train(model, method_loss(recipe.label_smoothing), recipe, twork.train_data(fold.train), None,
                    seed, state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=tier.device,
                    desc=f"transfer {protocol}", progress=progress)
@@ -189,7 +189,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     tgt = catalog.tasks().get(target)
     rm = load_record_model(record_id, data_dir, results_dir, progress)
     src, tier, seed = rm.task, rm.tier, rm.record["seed"]
-    if tier.transfer is None:
+    if tier.transfer_recipe(tgt.modality) is None:
         raise UserError(f"budget {tier.name!r} has no transfer budget")
     if tgt.modality != src.modality:
         raise UserError(f"{target!r} is a {tgt.modality} task and the source run is on {src.modality}")
@@ -207,7 +207,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     twork = make_workload(tgt, tier, data_dir, seed, record_backbone_path(rm.record), progress)
     ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
     plan = transfer_plan(tgt, twork, data_dir)
-    recipe = tier.transfer
+    recipe = tier.transfer_recipe(tgt.modality)
     run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
                 f"{content_hash([recipe.model_dump(), plan.train_data_hash] + ([plan.eval_set] if plan.cross_fitted else []))[:8]}")
     say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
