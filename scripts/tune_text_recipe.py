@@ -28,14 +28,16 @@ from pathlib import Path
 
 import torch
 
-from ccbench.common import catalog
-from ccbench.common.atomic import atomic_write_text
-from ccbench.common.errors import UserError
-from ccbench.common.provenance import git_state
-from ccbench.common.specs import BudgetSpec, TextTaskBudget
-from ccbench.measurement.evaluate import evaluate_split
-from ccbench.training.train import method_loss, train
-from ccbench.training.workload import make_workload
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's ccbench, not an installed one
+
+from ccbench.common import catalog  # noqa: E402
+from ccbench.common.atomic import atomic_write_text  # noqa: E402
+from ccbench.common.errors import UserError  # noqa: E402
+from ccbench.common.provenance import git_state  # noqa: E402
+from ccbench.common.specs import BudgetSpec, TextTaskBudget  # noqa: E402
+from ccbench.measurement.evaluate import evaluate_split  # noqa: E402
+from ccbench.training.train import method_loss, train  # noqa: E402
+from ccbench.training.workload import make_workload  # noqa: E402
 
 
 def tier_with(tier: BudgetSpec, task: str, lr: float, length: dict) -> BudgetSpec:
@@ -109,6 +111,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the tier's)")
     args = parser.parse_args(argv)
+    code_state = git_state()   # the code that runs is the code at start
     tier = catalog.budgets().get(args.budget)
     catalog.tasks().get(args.task)   # an unknown task fails here, with a suggestion
     torch.set_num_threads(args.threads or tier.threads or 1)
@@ -126,7 +129,7 @@ def _main(argv: list[str] | None) -> int:
             "method": "dense", "seed": args.seed, "selected_on": "calibration slice (never dev)",
             "rule": f"best calibration score; within {args.tie} points the fewest samples, then the smaller lr",
             "base_recipe": tier.text.finetune.model_dump(), "points": points, "chosen": chosen,
-            "git": git_state(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "git": code_state, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(body, indent=1) + "\n")
     print(f"chosen: lr={chosen['lr']:g}, {'samples' if args.samples else 'epochs'}="

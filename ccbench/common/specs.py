@@ -248,10 +248,12 @@ class AuditSpec(_Strict):
 
 
 class TextTaskBudget(_Strict):
-    """A text task's training budget: a number of ``samples`` or of ``epochs`` over its train split."""
+    """A text task's training budget: a number of ``samples`` or of ``epochs`` over its train split (and
+    optionally its own ``lr``)."""
 
     samples: int | None = Field(None, gt=0)
     epochs: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0)  # this task's learning rate, when tuning chose another than the recipe's
 
 
 class TextBudgetSpec(_Strict):
@@ -273,12 +275,15 @@ class TextBudgetSpec(_Strict):
         ...                       tasks={"mrpc": TextTaskBudget(epochs=3)})
         >>> spec.recipe_for("mrpc", 100).samples
         300
+        >>> TextBudgetSpec(backbone="m", finetune=RecipeSpec(samples=1, batch_size=8, lr=1e-4),
+        ...                tasks={"rte": TextTaskBudget(epochs=1, lr=3e-5)}).recipe_for("rte", 10).lr
+        3e-05
         """
         if task not in self.tasks:
             raise UserError(f"this tier has no text budget for task {task!r} (it has: {', '.join(sorted(self.tasks))})")
         b = self.tasks[task]
         samples = b.samples if b.samples is not None else int(round(b.epochs * train_size))
-        return self.finetune.model_copy(update={"samples": samples})
+        return self.finetune.model_copy(update={"samples": samples, **({"lr": b.lr} if b.lr is not None else {})})
 
 
 class BudgetSpec(_Strict):

@@ -233,6 +233,20 @@ class JobGraph:
 
 
 # -- what the results folder holds --
+def _comparable_versions(budget: str, version: int, task: str) -> range:
+    """The tier versions whose run records of ``task`` stand for tier ``budget`` at ``version`` (a version that
+    changed only the other modality keeps them: ``BudgetSpec.comparable_since``); just ``version`` when the
+    tier or task is not registered or the tier is at another version."""
+    from ccbench.common import catalog
+
+    if budget not in catalog.budgets() or task not in catalog.tasks():
+        return range(version, version + 1)
+    tier = catalog.budgets().get(budget)
+    if tier.version != version:
+        return range(version, version + 1)
+    return tier.comparable_versions(catalog.tasks().get(task).modality)
+
+
 def _lacks_evidence(record: dict) -> bool:
     """Whether ``record`` is a run record written before ``ccbench validate`` existed (no determinism
     evidence): the leaderboard shows such a record as the previous version and never ranks it, so a sweep
@@ -244,23 +258,27 @@ def _lacks_evidence(record: dict) -> bool:
 
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
-    bad files reported and skipped), with the lookups a sweep needs. With ``admitted_only`` (the default) run
-    records that predate ``ccbench validate`` are left out: a sweep runs their configurations again."""
+    bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
+    records that predate ``ccbench validate``, or that were measured under a tier version the tier no longer
+    compares with its own, are left out: a sweep runs their configurations again."""
 
-    def __init__(self, results_dir: str | os.PathLike, admitted_only: bool = True):
+    def __init__(self, results_dir: str | os.PathLike, current_only: bool = True):
         from ccbench.reporting.records import load_records
 
         self.results_dir = Path(results_dir)
+        self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
-        self.records = [(path, r) for path, r in self._all if not (admitted_only and _lacks_evidence(r))]
+        self.records = [(path, r) for path, r in self._all if not (current_only and _lacks_evidence(r))]
 
     def _runs(self, cfg: dict):
+        versions = (_comparable_versions(cfg["budget"], cfg["budget_version"], cfg["task"]) if self.current_only
+                    else range(0, cfg["budget_version"] + 1))
         for path, r in self.records:
             if r.get("kind", "run") != "run":
                 continue
-            if (r["budget"]["name"], r["budget"].get("version"), r["task"]["name"], r["task"].get("version"),
-                    r["method"]["name"], r["seed"]) == (cfg["budget"], cfg["budget_version"], cfg["task"],
-                                                         cfg["task_version"], cfg["method"], cfg["seed"]):
+            if (r["budget"]["name"], r["task"]["name"], r["task"].get("version"), r["method"]["name"],
+                    r["seed"]) == (cfg["budget"], cfg["task"], cfg["task_version"], cfg["method"], cfg["seed"]) \
+                    and r["budget"].get("version") in versions:
                 yield path, r
 
     def run_point(self, cfg: dict, point) -> tuple[Path, dict] | None:
