@@ -8,8 +8,13 @@ TEXT_ENCODER = "minilm-l6"  # the cpu and smoke tiers' text backbone name (what 
 
 
 def run_body(method: str = "dense", knob: tuple = ("none", None), task: str = "sst2", budget: str = "cpu",
-             version: int = 1, score: float = 80.0, seed: int = 0) -> dict:
-    """A minimal `ccbench run` record body with every field the table needs."""
+             version: int | None = None, score: float = 80.0, seed: int = 0) -> dict:
+    """A minimal `ccbench run` record body with every field the table needs; ``version``: the tier version
+    measured under (default: the registered tier's current one)."""
+    if version is None:
+        from ccbench.common import catalog
+
+        version = catalog.budgets().get(budget).version if budget in catalog.budgets() else 1
     return {"task": {"name": task, "version": 1, "modality": "text"},
             "method": {"name": method, "family": "dense" if method == "dense" else "depth",
                        "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"}},

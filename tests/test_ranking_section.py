@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 import ccbench.reporting.leaderboard as lb
+from ccbench.common import catalog
 from ccbench.reporting.ranking_section import ranking_section
 from ccbench.reporting.records import commit_record, finalize, load_records
 from ccbench.reporting.tables import load_table
@@ -34,6 +35,8 @@ def _score(accuracy: float, seed: int = 0) -> float:
     return 100 * float((_preds(accuracy, seed) == LABELS).mean())
 
 
+CPU_VERSION = catalog.budgets().get("cpu").version
+
 def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None,
             flips: int = 6):
     """One record of ``method`` at ``pct`` % of dense; ``grid``: the grid target it serves (``reached`` = ``pct``;
@@ -44,7 +47,7 @@ def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0
             "method": {"name": method, "family": FAMILY[method],
                        "knob": {"name": "none" if value is None else "k", "value": value, "direction": "none",
                                 "chosen_by": "grid" if grid else "user"}},
-            "budget": {"name": "cpu", "version": 1, "consumed": {"samples": 16}},
+            "budget": {"name": "cpu", "version": CPU_VERSION, "consumed": {"samples": 16}},
             "seed": seed, "backbone": {"sha256": "ab" * 32, "file": TEXT_ENCODER},
             "metrics": {"main_score": {"name": "accuracy", "value": score, "ci95": [score - 1, score + 1]},
                         "useful_gmacs": {"mean": pct / 100}, "useful_fraction_of_dense": pct / 100,

@@ -70,7 +70,6 @@ def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
         assert main(["sweep", str(path), "--dry-run", "--results-dir", str(REPO / "results")]) == 0
         out = capsys.readouterr().out
         if path.name.startswith("cpu-") and path.name not in PENDING:
-            head = out.splitlines()[0]
             # no run job lacks a record altogether; a shift/transfer may wait for its re-measured source
             missing = [line for line in out.splitlines()[1:] if line.lstrip().startswith("to run")]
             assert all(line.split()[3] in ("shift", "transfer") for line in missing), missing
