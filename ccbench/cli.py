@@ -299,6 +299,9 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
     sw.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar (the status lines stay)")
+    sw.add_argument("--retime", action="store_true",
+                    help="also re-run jobs whose records' latency timing was disturbed (run it on an idle machine: "
+                         "the cached fine-tuned models are re-measured and the new records supersede)")
 
 
 def cmd_sweep(args) -> int:
@@ -306,7 +309,7 @@ def cmd_sweep(args) -> int:
     from ccbench.drivers.sweep import run_sweep
 
     return run_sweep(args.file, args.executor, args.results_dir, args.data_dir, args.dry_run, args.address,
-                     args.num_cpus, progress=not args.quiet)
+                     args.num_cpus, progress=not args.quiet, retime=args.retime)
 
 
 def cmd_run(args) -> int:

@@ -117,6 +117,37 @@ def test_a_record_of_an_earlier_tier_version_counts_only_where_the_tier_keeps_it
     assert is_done(jobs["imagenette"], index) and not is_done(jobs["sst2"], index)
 
 
+def test_retime_reruns_only_the_records_whose_timing_was_disturbed(tmp_path, capsys):
+    """``--retime`` counts a run record whose latency check failed as missing (its job re-measures it); a
+    record timed on an idle machine stays done, and without ``--retime`` both are done."""
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command, is_done
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: t
+        budget: cpu
+        runs: [{task: sst2, method: early-exit, grid: [25, 50]}]
+        """)
+    job = JobGraph(load_sweep(path)).jobs[0]
+    for target, ok in ((25.0, True), (50.0, False)):
+        body = run_body("early-exit", knob=("threshold", target / 100))
+        body["method"]["grid"] = [{"target": target, "reached": target, "marked": False}]
+        body["task"]["version"] = job.config["task_version"]
+        body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                          "repeat_mismatches": 0}
+        body["metrics"]["latency"]["batchN"]["ok"] = ok
+        commit_record(finalize(body), samples(), tmp_path / "results")
+    assert is_done(job, RecordIndex(tmp_path / "results"))
+    index = RecordIndex(tmp_path / "results", retime=True)
+    argv = command(job, index, None)
+    assert not is_done(job, index) and argv[argv.index("--grid") + 1] == "50"
+    assert main(["sweep", str(path), "--dry-run", "--retime", "--results-dir", str(tmp_path / "results")]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith("1 to run"), head
+
+
 def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
     from ccbench.drivers.sweep_jobs import JobGraph
     from ccbench.drivers.sweep_spec import load_sweep

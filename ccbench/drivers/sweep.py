@@ -26,9 +26,10 @@ def log_folder(sweep_name: str) -> Path:
 
 def run_sweep(path: str, executor: str = "local", results_dir: str | None = None, data_dir: str | None = None,
               dry_run: bool = False, address: str | None = None, num_cpus: int | None = None,
-              progress: bool = True) -> int:
-    """Run (or with ``dry_run`` list) the jobs of the sweep file ``path`` that lack their records;
-    returns the exit code (0 all done, 1 some job failed)."""
+              progress: bool = True, retime: bool = False) -> int:
+    """Run (or with ``dry_run`` list) the jobs of the sweep file ``path`` that lack their records (with
+    ``retime``, or whose run records' latency timing was disturbed); returns the exit code (0 all done, 1 some
+    job failed)."""
     from ccbench.common.errors import UserError, unknown_name_error
     from ccbench.reporting.records import results_root
 
@@ -43,9 +44,9 @@ def run_sweep(path: str, executor: str = "local", results_dir: str | None = None
     spec = load_sweep(path)
     graph = JobGraph(spec)
     results = results_root(results_dir).resolve()
-    index = RecordIndex(results)
+    index = RecordIndex(results, retime=retime)
     todo = [job for job in graph.jobs if not is_done(job, index)]
-    legacy = RecordIndex(results, current_only=False)
+    legacy = RecordIndex(results, current_only=False, retime=retime)
     stale = [job for job in todo if is_done(job, legacy)]
     print(f"sweep {spec.name} ({spec.budget}): {len(graph.jobs)} jobs, {len(graph.jobs) - len(todo)} with "
           f"their records in {results}, {len(todo)} to run"
@@ -60,7 +61,7 @@ def run_sweep(path: str, executor: str = "local", results_dir: str | None = None
         return 0
     if not todo:
         return 0
-    ctx = make_context(results, data_dir, log_folder(spec.name))
+    ctx = make_context(results, data_dir, log_folder(spec.name), retime)
     report, summary = _reporter(len(todo), progress)
     t0 = time.time()
     try:

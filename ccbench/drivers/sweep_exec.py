@@ -35,15 +35,17 @@ class Context:
     cwd: str
     env: dict
     package_root: str
+    retime: bool = False   # records with a disturbed latency timing count as missing
 
 
-def make_context(results_dir: Path, data_dir: str | None, log_dir: Path) -> Context:
+def make_context(results_dir: Path, data_dir: str | None, log_dir: Path, retime: bool = False) -> Context:
     """The :class:`Context` of a sweep started in this process."""
     import ccbench
 
     root = str(Path(ccbench.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
-    return Context(str(Path(results_dir).resolve()), data_dir, str(Path(log_dir).resolve()), os.getcwd(), env, root)
+    return Context(str(Path(results_dir).resolve()), data_dir, str(Path(log_dir).resolve()), os.getcwd(), env, root,
+                   retime)
 
 
 @dataclass
@@ -81,11 +83,11 @@ def execute_job(job: Job, ctx: Context, on_wait=None) -> JobResult:
     t0 = time.time()
     log = Path(ctx.log_dir) / f"{job.key[:12]}.log"
     try:
-        missing = [o.key for o, held in outputs(job, RecordIndex(ctx.results_dir)) if not held]
+        missing = [o.key for o, held in outputs(job, RecordIndex(ctx.results_dir, retime=ctx.retime)) if not held]
         if not missing:
             return JobResult(job.key, job.label, "exists")
         with claimed(Path(ctx.results_dir), missing, on_wait):
-            index = RecordIndex(ctx.results_dir)  # a concurrent sweep may have written them meanwhile
+            index = RecordIndex(ctx.results_dir, retime=ctx.retime)  # a concurrent sweep may have written them
             if all(held for _, held in outputs(job, index)):
                 return JobResult(job.key, job.label, "exists", time.time() - t0)
             argv = command(job, index, ctx.data_dir)

@@ -233,6 +233,15 @@ class JobGraph:
 
 
 # -- what the results folder holds --
+def _disturbed_timing(record: dict) -> bool:
+    """Whether run ``record``'s latency timing failed its check (``metrics.latency.<batch>.ok`` false at
+    batch 1 or N: the machine was busy while it timed)."""
+    from ccbench.reporting.records import field_at
+
+    return record.get("kind", "run") == "run" and any(
+        field_at(record, f"metrics.latency.{batch}.ok") is False for batch in ("batch1", "batchN"))
+
+
 def _comparable_versions(budget: str, version: int, task: str) -> range:
     """The tier versions whose run records of ``task`` stand for tier ``budget`` at ``version`` (a version that
     changed only the other modality keeps them: ``BudgetSpec.comparable_since``); just ``version`` when the
@@ -260,15 +269,17 @@ class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
     records that predate ``ccbench validate``, or that were measured under a tier version the tier no longer
-    compares with its own, are left out: a sweep runs their configurations again."""
+    compares with its own, are left out: a sweep runs their configurations again. With ``retime`` so are run
+    records whose latency timing failed its check (:func:`_disturbed_timing`)."""
 
-    def __init__(self, results_dir: str | os.PathLike, current_only: bool = True):
+    def __init__(self, results_dir: str | os.PathLike, current_only: bool = True, retime: bool = False):
         from ccbench.reporting.records import load_records
 
         self.results_dir = Path(results_dir)
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
-        self.records = [(path, r) for path, r in self._all if not (current_only and _lacks_evidence(r))]
+        self.records = [(path, r) for path, r in self._all
+                        if not (current_only and _lacks_evidence(r)) and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):
         versions = (_comparable_versions(cfg["budget"], cfg["budget_version"], cfg["task"]) if self.current_only
