@@ -404,7 +404,6 @@ def cmd_bench(args) -> int:
 
     from ccbench.common.errors import UserError
     from ccbench.drivers.bench import (
-        format_row,
         header,
         parse_points,
         run_bench,
