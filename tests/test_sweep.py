@@ -137,7 +137,7 @@ def test_retime_reruns_only_the_records_whose_timing_was_disturbed(tmp_path, cap
         body["task"]["version"] = job.config["task_version"]
         body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
                                           "repeat_mismatches": 0}
-        body["metrics"]["latency"]["batchN"]["ok"] = ok
+        body["metrics"]["latency"]["batchN"]["check"] = {"ok": ok, "dense_vs_dense_speedup": 1.0 if ok else 0.7}
         commit_record(finalize(body), samples(), tmp_path / "results")
     assert is_done(job, RecordIndex(tmp_path / "results"))
     index = RecordIndex(tmp_path / "results", retime=True)
@@ -146,6 +146,31 @@ def test_retime_reruns_only_the_records_whose_timing_was_disturbed(tmp_path, cap
     assert main(["sweep", str(path), "--dry-run", "--retime", "--results-dir", str(tmp_path / "results")]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.endswith("1 to run"), head
+
+
+def test_a_grid_record_does_not_stand_for_a_user_point_at_the_same_value(tmp_path):
+    """A grid record that calibrated to threshold 0.5 is its target's row; a job asking for threshold=0.5 by
+    name still runs (its row would never appear otherwise)."""
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, is_done
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: p
+        budget: cpu
+        runs: [{task: sst2, method: early-exit, points: {threshold: [0.5]}}]
+        """)
+    job = JobGraph(load_sweep(path)).jobs[0]
+    body = run_body("early-exit", knob=("threshold", 0.5))
+    body["task"]["version"] = job.config["task_version"]
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                      "repeat_mismatches": 0}
+    grid = {**body, "method": {**body["method"], "grid": [{"target": 50.0, "reached": 50.0, "marked": False}]}}
+    commit_record(finalize(grid), samples(), tmp_path / "results")
+    assert not is_done(job, RecordIndex(tmp_path / "results"))
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    assert is_done(job, RecordIndex(tmp_path / "results"))
 
 
 def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):

@@ -234,12 +234,14 @@ class JobGraph:
 
 # -- what the results folder holds --
 def _disturbed_timing(record: dict) -> bool:
-    """Whether run ``record``'s latency timing failed its check (``metrics.latency.<batch>.ok`` false at
-    batch 1 or N: the machine was busy while it timed)."""
-    from ccbench.reporting.records import field_at
+    """Whether run ``record``'s latency timing failed its check at batch 1 or N (``metrics.latency.<batch>.check``:
+    the machine was busy while it timed; :meth:`ccbench.reporting.record_schema.Timing.disturbed`)."""
+    from ccbench.reporting.records import typed
 
-    return record.get("kind", "run") == "run" and any(
-        field_at(record, f"metrics.latency.{batch}.ok") is False for batch in ("batch1", "batchN"))
+    if record.get("kind", "run") != "run":
+        return False
+    latency = typed(record).metrics.latency
+    return latency.batch1.disturbed() or latency.batchN.disturbed()
 
 
 def _comparable_versions(budget: str, version: int, task: str) -> range:
@@ -300,8 +302,8 @@ class RecordIndex:
             knob = r["method"]["knob"]
             if point is None and knob.get("chosen_by") != "user" and not r["method"].get("grid"):
                 hits.append((path, r))
-            elif point is not None and _number_equal(knob.get("value"), point):
-                hits.append((path, r))
+            elif point is not None and not r["method"].get("grid") and _number_equal(knob.get("value"), point):
+                hits.append((path, r))   # a grid record that landed on this value is its target's row, not this
         return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
 
     def grid_point(self, cfg: dict, target: float) -> tuple[Path, dict] | None:
