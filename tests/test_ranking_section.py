@@ -128,6 +128,10 @@ def test_three_seeds_use_the_hierarchical_bootstrap(tmp_path):
     assert "Rows have 3 seeds" in text and "**one seed**" not in text
     assert [r[1] for r in _rank_rows(text)][0] == "early-exit"
     assert re.search(r"\| early-exit +\| grid 25 % +\| 3 +\|", text)
+    # with seeds the p-value is normal from the bootstrap SE (a replicate-share p could not pass Holm here)
+    paired = text.split("Paired differences")[1]
+    low = next(line for line in paired.splitlines() if line.startswith("| early-exit") and "| 25.5 " in line)
+    assert low.count("†") == 2, low     # vs dense (-6 points) and vs static-depth (+10 points): both significant
 
 
 def test_seeds_that_calibrate_different_knob_values_pool_at_their_grid_target(tmp_path):
