@@ -216,3 +216,22 @@ def test_a_record_that_only_predates_validation_is_shown_as_the_previous_version
     assert old_id not in before and f"`{old_id}`" in previous
     row = next(ln for ln in previous.splitlines() if "threshold=0.6" in ln)
     assert "unvalidated" in [cell.strip() for cell in row.split("|")]
+
+
+def test_a_row_pools_comparable_tier_versions_and_only_an_incomparable_row_is_refused(tmp_path, monkeypatch):
+    """Seeds measured under two tier versions the tier keeps comparable pool into one admitted row; a row with a
+    seed under a version it does not compare with is refused alone, the task's other rows stand."""
+    tier = catalog.budgets().get("cpu")
+    monkeypatch.setattr(type(tier), "comparable_versions", lambda self, modality: range(self.version - 1,
+                                                                                       self.version + 1))
+    _plant(tmp_path, seed=0, rng_seed=0)
+    _plant(tmp_path, lambda b: b["budget"].update(version=tier.version - 1), seed=1, rng_seed=1)
+    text = write_leaderboard(tmp_path, str(tmp_path / "lb" / "README.md")).read_text()
+    ranked = text.partition("Not ranked (fail `ccbench validate`")[0]
+    assert "| early-exit | threshold=0.8 | verified | 2 " in ranked.replace("  ", " ").replace("  ", " ")
+
+    monkeypatch.setattr(type(tier), "comparable_versions",    # now only the current version compares
+                        lambda self, modality: range(self.version, self.version + 1))
+    _plant(tmp_path, knob=("threshold", 0.6), seed=0, rng_seed=2)
+    text = write_leaderboard(tmp_path, str(tmp_path / "lb2" / "README.md")).read_text()
+    assert "Not admitted (budget version differs" in text and "threshold=0.6" in text.split("Not admitted")[0]

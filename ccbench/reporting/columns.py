@@ -74,6 +74,12 @@ def int_mean(g: pd.DataFrame, key: str) -> int:
     return int(g[key].mean())
 
 
+def versions(g: pd.DataFrame, key: str) -> tuple:
+    """The distinct values of ``key`` over the row's records, sorted: seeds measured under two comparable tier
+    versions pool into one row, which keeps both."""
+    return tuple(sorted({v for v in g[key] if v is not None and not pd.isna(v)}))
+
+
 def same_or_none(g: pd.DataFrame, key: str):
     return g[key].iloc[0] if g[key].nunique(dropna=False) == 1 else None
 
@@ -306,7 +312,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("train_samples", "budget.consumed.samples", int_mean, "train samples", lambda df: list(df.train_samples)),
     Column("backbone", "backbone.sha256", None, "backbone", lambda df: [escape_cell(v) for v in df.backbone.str[:10]]),
     Column("backbone_name", "backbone.file", first),
-    Column("budget_version", "budget.version", same_or_none),
+    Column("budget_version", "budget.version", versions, doc="the tier versions the row's seeds were measured under"),
     Column("record_ids", None, lambda g, _: ",".join(i[:12] for i in g.record_id)),
 )
 

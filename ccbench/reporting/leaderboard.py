@@ -181,19 +181,27 @@ def _is_text(task: str) -> bool:
 
 
 def _admission(budget: str, task: str, g: pd.DataFrame, published: dict) -> tuple:
-    """``(published backbone or None, admitted rows, rows refused for their backbone, tier refusal or
-    None)`` of the rows ``g`` of one (budget, task); a tier refusal (:func:`tier_refusal`) refuses every
-    row."""
+    """``(published backbone or None, admitted rows, rows refused for their backbone, tier refusal or None,
+    rows the tier refuses)`` of the rows ``g`` of one (budget, task): a tier that is unregistered or evaluates
+    a subset refuses every row; a row with a seed measured under a tier version that does not compare with
+    the current one (:func:`tier_refusal`) is refused alone."""
     if _is_text(task):  # text: the tier's public pretrained encoder is the published backbone
         want = text_backbone_name(budget)
         same = g.backbone_name == want
     else:
         want = published.get((budget, task))
         same = (g.backbone == want) if want else pd.Series(False, index=g.index)
-    refusal = tier_refusal(budget, set(g.budget_version), "text" if _is_text(task) else "image")
+    modality = "text" if _is_text(task) else "image"
+    refusal = tier_refusal(budget, set(), modality)
     if refusal:
-        return want, g.iloc[0:0], g.iloc[0:0], refusal
-    return want, g[same], g[~same], None
+        return want, g.iloc[0:0], g.iloc[0:0], refusal, g
+    # rows with a seed measured under a tier version that is not comparable are refused, the others stand
+    refused = pd.Series([tier_refusal(budget, set(vs), modality) is not None for vs in g.budget_version],
+                        index=g.index, dtype=bool)
+    if refused.any():
+        why = tier_refusal(budget, set().union(*g[refused].budget_version), modality)
+        return want, g[same & ~refused], g[~same & ~refused], why, g[refused]
+    return want, g[same], g[~same], None, g.iloc[0:0]
 
 
 def check_runs(runs: list) -> dict[str, list]:
@@ -304,12 +312,11 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         budget, task = key
         g = groups.get(key, df.iloc[0:0])
         earlier = {(e["sha256"], e["budget_version"]): e for e in previous.get((budget, task), [])}
-        is_earlier = pd.Series([(b, v) in earlier for b, v in zip(g.backbone, g.budget_version)], index=g.index,
-                               dtype=bool)
+        is_earlier = pd.Series([any((b, v) in earlier for v in vs) for b, vs in zip(g.backbone, g.budget_version)],
+                               index=g.index, dtype=bool)
         g, earlier_rows = g[~is_earlier], g[is_earlier]
         earlier_all.append(earlier_rows)
-        want, admitted, rejected, refusal = _admission(budget, task, g, published)
-        tier_rejected = g if refusal else g.iloc[0:0]
+        want, admitted, rejected, refusal, tier_rejected = _admission(budget, task, g, published)
         admitted_all.append(admitted)
         board = Board(budget, task, want or "none published", admitted,
                       [("backbone differs from the published one", rejected), (str(refusal), tier_rejected)],
@@ -352,8 +359,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:
             parts.append(f"\nNot admitted ({refusal}): {_methods(tier_rejected)}\n")
-        for (sha, version), rows in earlier_rows.groupby(["backbone", "budget_version"], sort=False):
-            e = earlier[(sha, version)]
+        for (sha, versions), rows in earlier_rows.groupby(["backbone", "budget_version"], sort=False):
+            e = next(earlier[(sha, v)] for v in versions if (sha, v) in earlier)
+            version = e["budget_version"]
             board.previous.append((f"tier {budget} v{version}, backbone {sha[:16]} ({e['recipe']}, "
                                    f"{float(e['eval_top1']):.2f} % val top-1; weights: {e['checkpoint']})", rows))
             parts.append(f"\n<details><summary>Previous leaderboard version: tier {escape_cell(budget)} v{version}, "
