@@ -57,12 +57,13 @@ def calibration_score(tier: BudgetSpec, task_name: str, data_dir: str | None, se
     work = make_workload(task, tier, data_dir, seed, backbone_path=backbone, progress=False)
     model = catalog.methods().get("dense").build(work.new_backbone())
     calib = work.splits["calibration"]
-    model.prepare(work.inputs(calib, torch.arange(min(64, len(calib))), "cpu"))
+    model.to(tier.device).prepare(work.inputs(calib, torch.arange(min(64, len(calib))), tier.device))
     recipe = work.recipe
     t0 = time.time()
     result = train(model, method_loss(recipe.label_smoothing), recipe, work.train_data(work.splits["train"]), None,
-                   seed, desc=f"dense {task_name} lr={recipe.lr:g} samples={recipe.samples}", progress=progress)
-    ev = evaluate_split(model.eval(), work, calib, tier.eval_batch_size, "cpu")
+                   seed, device=tier.device, desc=f"dense {task_name} lr={recipe.lr:g} samples={recipe.samples}",
+                   progress=progress)
+    ev = evaluate_split(model.eval(), work, calib, tier.eval_batch_size, tier.device)
     main = work.scores(ev.logits, ev.labels, seed)["main_score"]
     return {"score": main["value"], "ci95": main["ci95"], "n_calibration": len(calib),
             "samples": result.samples, "wall_s": round(time.time() - t0, 1)}
@@ -116,7 +117,8 @@ def _main(argv: list[str] | None) -> int:
     catalog.tasks().get(args.task)   # an unknown task fails here, with a suggestion
     torch.set_num_threads(args.threads or tier.threads or 1)
     lengths = ([{"samples": int(s)} for s in args.samples] if args.samples else [{"epochs": e} for e in args.epochs])
-    out = Path(args.out or f"budgets/tuning/{tier.name}-{args.task}-dense-recipe.json")
+    out = Path(args.out or Path(__file__).resolve().parents[1] / "budgets" / "tuning"
+               / f"{tier.name}-{args.task}-dense-recipe.json")
     points = []
     for lr in args.lr:
         for ln in lengths:
