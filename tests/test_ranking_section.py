@@ -2,13 +2,14 @@
 who ranks first, what is never ranked, the grid columns, the paired marks, and one seed said honestly."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 
 import ccbench.reporting.leaderboard as lb
 from ccbench.common import catalog
-from ccbench.reporting.ranking_section import ranking_section
+from ccbench.reporting.ranking_section import load_rows, ranking_section
 from ccbench.reporting.records import commit_record, finalize, load_records
 from ccbench.reporting.tables import load_table
 from record_helpers import TEXT_ENCODER, bypass_validation_gate
@@ -142,7 +143,7 @@ def test_seeds_that_calibrate_different_knob_values_pool_at_their_grid_target(tm
         _commit(tmp_path, "early-exit", (0.25, 0.27, 0.3)[s], 25.0 + s, 0.80, s, grid=25)
     _commit(tmp_path, "early-exit", 0.5, 50.0, 0.84, 0)                   # a user-chosen point stays its own row
     table = load_table(records=load_records(tmp_path), task="sst2").set_index("knob")
-    assert table.loc["grid 25 %", "seeds"] == 3 and table.loc["grid 25 %", "knob_values"] == "k=0.25/k=0.27/k=0.3"
+    assert table.loc["grid 25 %", "seeds"] == 3 and table.loc["grid 25 %", "knob_values"] == "s0 k=0.25, s1 k=0.27, s2 k=0.3"
     assert abs(table.loc["grid 25 %", "pct_of_dense"] - 26.0) < 1e-9
     assert table.loc["k=0.5", "seeds"] == 1
 
@@ -202,3 +203,32 @@ def test_avit_six_grid_targets_fill_the_three_grid_columns_and_its_whole_curve(t
     md = curve_plots(table, records, tmp_path, "cpu-sst2", "sst2 (cpu)")
     assert "(cpu-sst2-fig5.png)" in md
     assert_drawn(tmp_path / "cpu-sst2-fig5.png")
+
+
+def test_a_record_serving_two_targets_stands_in_both_rows_and_pools_with_other_seeds(tmp_path):
+    """Seed 0 reached neither 25 nor 40 % and one record serves both; seeds 1 and 2 have a record per target: each
+    target's row pools all three seeds, and its grid cell holds only its own target."""
+    for s in (0, 1, 2):
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s)
+    for s in (1, 2):
+        _commit(tmp_path, "early-exit", 0.2 + s / 100, 26.0, 0.80, s, grid=25)
+        _commit(tmp_path, "early-exit", 0.4 + s / 100, 40.0, 0.83, s, grid=40)
+    _commit(tmp_path, "early-exit", 0.3, 33.0, 0.81, 0, grid=25)
+    (path,) = [p for p in tmp_path.rglob("*.json") if json.loads(p.read_text())["seed"] == 0
+               and json.loads(p.read_text())["method"]["name"] == "early-exit"]
+    body = json.loads(path.read_text())
+    path.unlink()
+    path.with_name(path.name.replace(".json", ".samples.npz")).unlink()
+    body["method"]["grid"] = [{"target": 25.0, "reached": 33.0, "marked": True},
+                              {"target": 40.0, "reached": 33.0, "marked": True}]
+    body.pop("id")
+    commit_record(finalize(body), {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
+                                   "pred": _preds(0.81, 0, 6).astype(np.int16)}, tmp_path)
+    records = load_records(tmp_path)
+    table = load_table(records=records, task="sst2").set_index("knob")
+    assert table.loc["grid 25 %", "seeds"] == 3 and table.loc["grid 40 %", "seeds"] == 3
+    assert table.loc["grid 25 %", "grid_row_targets"] == (25.0,) and "grid 25,40 %" not in table.index
+    rows, _, _ = load_rows(table.reset_index(), records)
+    assert {r.knob: sorted(r.grid) for r in rows if r.method == "early-exit"} == {"grid 25 %": [25.0],
+                                                                                  "grid 40 %": [40.0]}
+

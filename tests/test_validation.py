@@ -10,7 +10,14 @@ from ccbench.cli import main
 from ccbench.common import catalog
 from ccbench.reporting.leaderboard import write_leaderboard
 from ccbench.reporting.records import commit_record
-from ccbench.reporting.validation import CHECKS, NO_EVIDENCE, majority_baseline, status, validate_record, validate_results
+from ccbench.reporting.validation import (
+    CHECKS,
+    NO_EVIDENCE,
+    majority_baseline,
+    status,
+    validate_record,
+    validate_results,
+)
 from record_helpers import run_body, samples, valid_run
 
 
@@ -170,10 +177,11 @@ def test_builtin_methods_pass_the_audit_at_batch1_and_batchN_or_are_caught_maski
     """`ccbench run`'s own audit (fvcore executed vs useful + declared padding) on a tiny model at batch 1 and
     batch 4, and its determinism evidence: every method that removes compute passes both within 2 %;
     the masked reference (avit-masked) fails."""
+    from test_cost import TINY_SAVING_KNOB
+
     from ccbench.measurement.cost import CostTable, useful_macs
     from ccbench.measurement.measure import _executed_audit, determinism_evidence
     from ccbench.reporting.validation import check_audit, check_determinism
-    from test_cost import TINY_SAVING_KNOB
 
     torch.manual_seed(0)
     model = catalog.methods().get(name).build(tiny_backbone)

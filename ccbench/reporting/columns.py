@@ -229,6 +229,7 @@ ROW_ONLY = {
     "ci_lo": lambda r: _number(r.metrics.main_score.ci95[0]),
     "ci_hi": lambda r: _number(r.metrics.main_score.ci95[1]),
     "record_id": "id",
+    "grid_targets": lambda r: r.method.grid_target_values(),
     "date": "date",
     "clean": lambda r: field(r, "git.dirty") is False,  # a clean record wins over a dirty twin (tables.load_table)
     "ok_b1": _timing_ok("batch1"),
@@ -245,13 +246,21 @@ def provenance_status(record) -> str:
 def _any_submitted(g: pd.DataFrame, key: str) -> str:
     return "submitted" if (g[key] == "submitted").any() else "verified"
 
-def _distinct(g: pd.DataFrame, key: str) -> str:
-    """The distinct values of ``key`` over the row's records, in order of first appearance, ``/``-joined."""
-    return "/".join(dict.fromkeys(str(v) for v in g[key]))
+def _per_seed(g: pd.DataFrame, key: str) -> str:
+    """``key``'s value over the row's records: the one value when the seeds agree, else each seed's in seed
+    order (``s0 threshold=0.3, s1 threshold=0.4``).
+
+    >>> _per_seed(pd.DataFrame({"seed": [1, 0], "k": ["a=2", "a=1"]}), "k"), _per_seed(pd.DataFrame({"seed": [0, 1], "k": ["a=1"] * 2}), "k")
+    ('s0 a=1, s1 a=2', 'a=1')
+    """
+    if g[key].nunique() <= 1:
+        return str(g[key].iloc[0]) if len(g) else ""
+    return ", ".join(f"s{seed} {value}" for seed, value in sorted(zip(g.seed, g[key]), key=lambda sv: sv[0]))
 
 
 def _knob_cells(df: pd.DataFrame) -> list[str]:
-    """A grid row shows its target(s) and the knob value each seed calibrated to: ``grid 25 % (threshold=0.3/0.4)``."""
+    """A grid row shows its target(s) and the knob value each seed calibrated to: ``grid 25 % (s0 threshold=0.3, s1
+    threshold=0.4)``."""
     out = []
     for knob, values in zip(df.knob, df.get("knob_values", df.knob)):
         out.append(escape_cell(f"{knob} ({values})" if str(knob).startswith("grid ") and values != knob else knob))
@@ -265,7 +274,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("family", "method.family", first, doc="method family"),
     Column("knob", lambda r: r.method.row_label(), None, "knob", _knob_cells,
            doc="the knob setting, or the compute-grid target(s) a grid row was calibrated to (% of dense)"),
-    Column("knob_values", lambda r: r.method.knob.label(), _distinct, doc="the knob value(s) of the row's seeds"),
+    Column("knob_values", lambda r: r.method.knob.label(), _per_seed, doc="the knob value of each of the row's seeds"),
     Column("status", provenance_status, _any_submitted, "status", lambda df: list(df.status),
            doc="verified (re-run from source by ccbench) or submitted (validated, not re-run: a plug-in)"),
     Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),
@@ -314,6 +323,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("backbone_name", "backbone.file", first),
     Column("budget_version", "budget.version", versions, doc="the tier versions the row's seeds were measured under"),
     Column("record_ids", None, lambda g, _: ",".join(i[:12] for i in g.record_id)),
+    Column("grid_row_targets", None, lambda g, _: tuple(sorted(set().union(*g.grid_targets))),
+           doc="the compute-grid target(s) of a grid row (% of dense); () off the grid"),
 )
 
 # shown only when some row has routing statistics

@@ -81,8 +81,10 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
         elif not (np.array_equal(ids, these_ids) and np.array_equal(labels, these_labels)):
             left_out.append((t.method, t.knob, "evaluated on other samples"))
             continue
-        rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds,
-                        grid_of([r for _, r in found])))
+        grid = grid_of([r for _, r in found])
+        if t.grid_row_targets:   # a record serving several targets stands in each target's row: only this one's
+            grid = {k: v for k, v in grid.items() if k in set(t.grid_row_targets)}
+        rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds, grid))
     return rows, labels, left_out
 
 

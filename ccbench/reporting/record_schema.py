@@ -97,6 +97,16 @@ class Method(_Open):
             return []
         return [e.get("target") for e in entries if isinstance(e, dict)]
 
+    def grid_target_values(self) -> tuple[float, ...]:
+        """:meth:`grid_targets` as sorted distinct numbers (% of dense); malformed entries are left out."""
+        out = set()
+        for t in self.grid_targets():
+            try:
+                out.add(float(t))
+            except (TypeError, ValueError):
+                continue
+        return tuple(sorted(out))
+
     def row_label(self) -> str:
         """The label rows are grouped by: :func:`grid_label` of a grid record (its seeds pool although each
         calibrated its own knob value), else the knob's :func:`knob_label`."""

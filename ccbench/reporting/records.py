@@ -23,7 +23,6 @@ import os
 import secrets
 import sys
 import zipfile
-from numbers import Real
 from pathlib import Path
 
 import numpy as np

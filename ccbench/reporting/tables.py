@@ -15,6 +15,7 @@ from ccbench.common.metrics import metric
 
 from . import columns as C
 from .markdown import escape_cell
+from .record_schema import grid_label
 from .records import load_records, load_samples, rows_of, typed
 
 NOISE_NOTE = ("score: the task's main score (images: top-1 %; GLUE: the official main score, x 100) with a "
@@ -85,6 +86,19 @@ def score_ci(g: pd.DataFrame) -> str:
     return "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}"
 
 
+def one_row_per_grid_target(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-record rows with a grid record that serves several targets (a knob that reached none of them, an
+    integer knob landing on one value) repeated once per target, keyed ``grid T %``: each target's row then
+    pools every seed that serves it, whichever targets a seed's values happened to share."""
+    multi = df.grid_targets.map(len) > 1
+    if not multi.any():
+        return df
+    repeated = df[multi].explode("grid_targets")
+    repeated["knob"] = [grid_label([t]) for t in repeated.grid_targets]
+    repeated["grid_targets"] = [(float(t),) for t in repeated.grid_targets]
+    return pd.concat([df[~multi], repeated], ignore_index=True)
+
+
 def load_table(results_dir=None, task: str | None = None, budget: str | None = None,
                records: list | None = None) -> pd.DataFrame:
     """Aggregated table of every run record under ``results_dir`` (or of the already verified
@@ -99,6 +113,7 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
         df = df[df.task == task]
     if budget:
         df = df[df.budget == budget]
+    df = one_row_per_grid_target(df)
     # a re-measured configuration replaces the earlier record of the same seed (both stay on disk); a record
     # from a clean tree wins over a dirty twin whatever their dates
     df = df.sort_values(["clean", "date"]).drop_duplicates(list(C.SEED_KEY), keep="last")
