@@ -217,6 +217,24 @@ def test_real_shift_targets_have_the_documented_sizes():
     assert len(books) == 2000 and int(books.labels.sum()) == 1000
 
 
+def test_derived_records_keep_the_source_runs_grid_targets():
+    """A shift or transfer record of a grid run carries its ``method.grid``, so that its seeds (each calibrated to
+    its own knob value) share one row; a run off the grid adds no key."""
+    from types import SimpleNamespace
+
+    from ccbench.drivers.from_record import method_fields
+    from ccbench.reporting.record_schema import Method
+
+    grid = [{"target": 50.0, "reached": 49.8, "marked": False}]
+    knob = {"name": "threshold", "value": 0.42, "direction": "none", "chosen_by": "grid"}
+    method = {"name": "early-exit", "config": {}, "knob": knob, "grid": grid}
+    rm = SimpleNamespace(record={"method": method}, meta={"family": "depth", "paper": "p"})
+    fields = method_fields(rm)
+    assert fields["grid"] == grid
+    assert Method.model_validate(fields).row_label() == "grid 50 %"
+    off = SimpleNamespace(record={"method": {k: v for k, v in method.items() if k != "grid"}}, meta=rm.meta)
+    assert "grid" not in method_fields(off, paper=True)
+
 def test_transfer_table_shows_compute_per_protocol_and_no_nan_reuse():
     from ccbench.reporting.shift_tables import transfer_markdown
 

@@ -101,6 +101,31 @@ def _transfer_record(n: int, data_hash: str, folds: int = 2, **eval_set) -> dict
                                                                             "folds": folds, "seed": 0, **eval_set}}}
 
 
+def test_cross_fit_refuses_data_other_than_the_declared_eval_set_before_any_fold_trains(tmp_path):
+    """A pool whose size is not the spec's ``n`` or whose data hash is not in its ``data_sha256`` stops at once,
+    in one line naming both and the fix (a cross-fit trains one model per fold); ``check=False`` (the smoke tier's
+    tiny files) and the declared data pass."""
+    from ccbench.common.errors import UserError
+    from ccbench.data.folds import cross_fit
+    from ccbench.drivers.transfer_plan import transfer_plan
+
+    data = _write_data(tmp_path)
+    spec = catalog.tasks().get("amazon-kitchen")
+    with pytest.raises(UserError) as err:
+        transfer_plan(spec, None, str(data))
+    message = str(err.value)
+    assert "\n" not in message and "amazon-kitchen/all is not the declared cross-fit eval set" in message
+    assert "20 examples, the spec declares 2000" in message and "is none of the spec's data_sha256" in message
+    assert "$CCBENCH_DATA (or --data-dir)" in message
+    assert len(cross_fit(spec, str(data), check=False).pool) == 20
+    sha = hashlib.sha256((data / "amazon_multidomain" / "kitchen" / "all.tsv").read_bytes()).hexdigest()
+    declared = spec.model_copy(update={"transfer_eval": spec.transfer_eval.model_copy(
+        update={"n": 20, "data_sha256": [sha]})})
+    assert len(cross_fit(declared, str(data)).pool) == 20
+    resized = spec.model_copy(update={"transfer_eval": declared.transfer_eval.model_copy(update={"n": 2000})})
+    with pytest.raises(UserError, match="20 examples, the spec declares 2000\\):"):
+        cross_fit(resized, str(data))
+
 def test_validation_admits_a_transfer_on_the_declared_cross_fit_and_names_what_differs():
     from ccbench.reporting.validation import check_transfer_eval_set
 

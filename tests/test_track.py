@@ -44,16 +44,21 @@ def _flip(pred: np.ndarray, labels: np.ndarray, fix: int, spoil: int = 0) -> np.
     return out
 
 
-def _method(name: str, knob=("none", None)) -> dict:
+def _method(name: str, knob=("none", None), grid: float | None = None) -> dict:
+    """A record's ``method``; ``grid``: the compute-grid target (% of dense) its knob was calibrated to."""
     return {"name": name, "family": "dense" if name == "dense" else "width",
-            "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"}}
+            "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"},
+            **({"grid": [{"target": grid, "reached": grid, "marked": False}]} if grid is not None else {})}
 
 
 def _transfer(root: Path, method: str, protocol: str, seed: int, ids, labels, pred, pct: float = 0.5,
-              knob=("none", None), source_id: str | None = None, date: str = "2026-01-01") -> dict:
-    """Commit a transfer record with its samples (stored in a seed-shuffled order: pairing goes by id)."""
-    body = {"kind": "transfer", "task": {"name": "imagenette-b", "version": 1}, "budget": {"name": "cpu"},
-            "method": _method(method, knob), "seed": seed, "protocol": protocol, "date": date,
+              knob=("none", None), source_id: str | None = None, date: str = "2026-01-01",
+              grid: float | None = None, task: dict | None = None, dirty: bool | None = None) -> dict:
+    """Commit a transfer record with its samples (stored in a seed-shuffled order: pairing goes by id);
+    ``task`` adds fields to the record's ``task`` (its eval set), ``dirty`` sets ``git.dirty``."""
+    body = {"kind": "transfer", "task": {"name": "imagenette-b", "version": 1, **(task or {})},
+            "budget": {"name": "cpu"}, "method": _method(method, knob, grid), "seed": seed, "protocol": protocol,
+            "date": date, **({"git": {"commit": "c0ffee", "dirty": dirty}} if dirty is not None else {}),
             "trainable": {"head": {"params": 10, "trainable": 10}},
             "metrics": {"main_score": {"name": "top1", "value": 100 * float((pred == labels).mean())},
                         "useful_fraction_of_dense": 1.0 if method == "dense" else pct},
@@ -79,6 +84,7 @@ def _planted_transfer(root: Path, n: int = 2000, seeds=(0, 1, 2)) -> None:
 def _gains(root: Path, methods=None) -> pd.DataFrame:
     records, bad = scan_records(root)
     assert not bad
+    records = [(p, r) for p, r in records if r["kind"] == "transfer"]
     if methods is not None:
         records = [(p, r) for p, r in records if r["method"]["name"] in methods]
     df, left_out = transfer_gains(records)
@@ -145,7 +151,7 @@ def test_seeds_pair_on_the_ones_both_sides_have_and_the_newest_record_of_a_seed_
 
 
 def _shift(root: Path, method: str, seed: int, splits: dict, compute: dict | None = None, knob=("none", None),
-           source_id: str | None = None) -> dict:
+           source_id: str | None = None, grid: float | None = None) -> dict:
     """Commit a shift record whose samples hold ``splits`` (name -> (ids, labels, pred)); ``compute``: split ->
     useful GMACs per sample (dense: 2 GMACs each), stored when given; the record's own compute change otherwise
     says -2 points of dense per condition."""
@@ -165,7 +171,7 @@ def _shift(root: Path, method: str, seed: int, splits: dict, compute: dict | Non
 
     conditions = [n for n in splits if n != "reference"]
     body = {"kind": "shift", "task": {"name": "imagenette-c", "version": 1}, "budget": {"name": "cpu"},
-            "method": _method(method, knob), "seed": seed, "date": "2026-01-01",
+            "method": _method(method, knob, grid), "seed": seed, "date": "2026-01-01",
             "source": {"record_id": source_id or f"{method}-{seed}", "task": "imagenette", "backbone_sha256": SHA},
             "reference": {"main_score": score("reference"), "useful_fraction_of_dense": share["reference"]},
             "conditions": [{"condition": c, "main_score": score(c), "useful_fraction_of_dense": share[c],
@@ -207,7 +213,7 @@ def _planted_shift(root: Path, n: int = 1000) -> None:
 def _shift_rows(root: Path) -> pd.DataFrame:
     records, bad = scan_records(root)
     assert not bad
-    df, left_out = shift_differences(records)
+    df, left_out = shift_differences([(p, r) for p, r in records if r["kind"] == "shift"])
     assert left_out == []
     mark_holm({"shift": df})
     return df
@@ -317,3 +323,130 @@ def test_leaderboard_and_site_show_the_paired_tables_with_record_strings_escaped
     assert shift_table[1][:3] == ["moe-topk", f"k={HOSTILE}", HOSTILE]   # the markup is text
     assert [r[1] for r in transfer_table[1:]] == ["-", f"k={HOSTILE}"]   # dense first
     assert 'href="specialization.html"' in (board.parent / "site" / "index.html").read_text()
+
+
+def test_grid_seeds_pool_into_one_row_although_each_calibrated_its_own_threshold(tmp_path):
+    """Three seeds run at compute-grid target 50 %, each calibrated to its own threshold: one row ``grid 50 %``
+    with seeds=3, in the transfer gains, the shift differences and the per-record transfer rows (keyed by the
+    knob they were three one-seed rows, three tests for Holm)."""
+    from ccbench.reporting.shift_tables import transfer_rows
+
+    ids, labels = _labels(400)
+    for s, threshold in zip(range(3), (0.4, 0.5, 0.6)):
+        dense = _classifier(labels, 0.7, s)
+        _transfer(tmp_path, "dense", "full", s, ids, labels, dense)
+        _transfer(tmp_path, "early-exit", "full", s, ids, labels, _flip(dense, labels, 20),
+                  knob=("threshold", threshold), grid=50)
+        splits = {"reference": dense, "noise/1": _worse(dense, labels, 20, s)}
+        _shift(tmp_path, "dense", s, {k: (ids, labels, v) for k, v in splits.items()})
+        _shift(tmp_path, "early-exit", s, {k: (ids, labels, v) for k, v in splits.items()},
+               knob=("threshold", threshold), grid=50)
+    gains = _gains(tmp_path)
+    assert list(gains.index) == ["dense", "early-exit"]
+    ee = gains.loc["early-exit"]
+    assert ee.knob == "grid 50 %" and ee.seeds == 3 and ee.paired and ee.gain == pytest.approx(5.0)
+    [shift] = _shift_rows(tmp_path).to_dict("records")
+    assert shift["knob"] == "grid 50 %" and shift["seeds"] == 3
+    records = [(p, r) for p, r in scan_records(tmp_path)[0] if r["kind"] == "transfer"]
+    assert set(transfer_rows(records=records).knob) == {"-", "grid 50 %"}
+
+
+CROSS_FIT = {"eval_split": "all", "n_eval": 2000, "data_hash": "d" * 64,
+             "eval_set": {"scheme": "cross-fit", "split": "all", "folds": 2, "seed": 0, "n": 2000}}
+
+
+def test_a_transfer_on_another_eval_set_is_not_compared_and_breaks_no_other_row(tmp_path):
+    """Dense and planted (+5 points) on the 2-fold cross-fit, three seeds; one more dense seed measured on dev
+    (300 other samples) and a method measured on val: they form their own groups, so the planted gain stands
+    (one mis-measured dense record used to knock every method row out), and the val row is listed as not
+    compared, naming both eval sets; the transfer tables say what they were scored on."""
+    from ccbench.reporting.track_section import track_tables
+
+    ids, labels = _labels(2000)
+    for s in range(3):
+        dense = _classifier(labels, 0.7, 100 + s)
+        _transfer(tmp_path, "dense", "full", s, ids, labels, dense, task=CROSS_FIT)
+        _transfer(tmp_path, "planted", "full", s, ids, labels, _flip(dense, labels, fix=100), task=CROSS_FIT)
+    dev_ids, dev_labels = np.asarray([f"dev-{i}" for i in range(300)]), _labels(300, seed=3)[1]
+    _transfer(tmp_path, "dense", "full", 3, dev_ids, dev_labels, _classifier(dev_labels, 0.7, 3), date="2026-03-01",
+              task={"eval_split": "dev", "n_eval": 300, "data_hash": "e" * 64})
+    _transfer(tmp_path, "stray", "full", 0, dev_ids, dev_labels, _classifier(dev_labels, 0.7, 4),
+              task={"eval_split": "val", "n_eval": 300, "data_hash": "f" * 64})
+    records, bad = scan_records(tmp_path)
+    assert not bad
+    df, left_out = transfer_gains(records)
+    planted = df.set_index("method").loc["planted"]
+    assert planted.seeds == 3 and planted.gain == pytest.approx(5.0) and planted.eval_set == \
+        "2-fold cross-fit of all (2,000)"
+    assert left_out == ["stray - full → imagenette-b: scored on val (300), dense on 2-fold cross-fit of all (2,000); "
+                        "dev (300): another eval set, not compared"]
+    view = track_tables(records, {r["source"]["record_id"][:12] for _, r in records}, n_boot=200)
+    assert sorted(t.title for t in view.tables) == [
+        "imagenette-a → imagenette-b (budget cpu, scored on 2-fold cross-fit of all (2,000))",
+        "imagenette-a → imagenette-b (budget cpu, scored on dev (300))",
+        "imagenette-a → imagenette-b (budget cpu, scored on val (300))"]
+
+
+def test_a_clean_record_wins_over_a_newer_dirty_twin(tmp_path):
+    """As :func:`ccbench.reporting.tables.load_table`: per seed a record from a clean tree beats a dirty (or
+    unknown) one whatever their dates; among equals the newest counts."""
+    from ccbench.reporting.track import newest_per_seed
+
+    ids, labels = _labels(400)
+    dense = _classifier(labels, 0.7, 0)
+    _transfer(tmp_path, "dense", "full", 0, ids, labels, dense)
+    _transfer(tmp_path, "paired", "full", 0, ids, labels, _flip(dense, labels, 20), date="2026-01-01", dirty=False)
+    _transfer(tmp_path, "paired", "full", 0, ids, labels, _flip(dense, labels, 4), date="2026-02-01", dirty=True)
+    assert _gains(tmp_path).loc["paired"].gain == pytest.approx(5.0)   # the clean one's, not the newer dirty one's
+    recs = [(Path(i), {"id": i, "seed": s, "date": d, **({"git": {"dirty": g}} if g is not None else {})})
+            for i, s, d, g in (("a", 0, "2026-01-01", False), ("b", 0, "2026-02-01", True),
+                               ("c", 1, "2026-01-01", None), ("d", 1, "2026-03-01", None))]
+    assert {s: r["id"] for s, (_, r) in newest_per_seed(recs).items()} == {0: "a", 1: "d"}
+
+
+def test_a_record_with_an_unknown_protocol_or_no_source_task_is_skipped_not_fatal(tmp_path, admitted, capsys):
+    """Records are untrusted: a transfer record with an unknown protocol (its id right) is skipped with one line
+    on stderr and the leaderboard still shows the paired table of the others; so is a record without
+    ``source.task`` handed to the paired tables."""
+    from ccbench.reporting.track_section import track_tables
+
+    results = tmp_path / "results"
+    runs = {}
+    for method in ("dense", "moe-topk"):
+        path = commit_record(finalize(run_body(method, knob=("k", 1) if method != "dense" else ("none", None))),
+                             samples(), results)
+        runs[method] = json.loads(path.read_text())
+    ids, labels = _labels(600)
+    dense = _classifier(labels, 0.7, 0)
+    _transfer(results, "dense", "full", 0, ids, labels, dense, source_id=runs["dense"]["id"])
+    _transfer(results, "moe-topk", "full", 0, ids, labels, _flip(dense, labels, 60), knob=("k", 1),
+              source_id=runs["moe-topk"]["id"])
+    bogus = _transfer(results, "moe-topk", "bogus", 1, ids, labels, dense, knob=("k", 1),
+                      source_id=runs["moe-topk"]["id"])
+    text = lb.write_leaderboard(results, str(tmp_path / "lb" / "README.md")).read_text()
+    err = capsys.readouterr().err
+    assert f"ccbench: skipped {next(results.rglob(bogus['id'][:12] + '.json'))}: a field cannot be tabulated " \
+           "(ValueError: unknown protocol 'bogus'" in err
+    [moe] = _rows(text.partition("### Transfer to a new task")[2], "moe-topk")
+    assert moe[2:4] == ["full", "1"] and moe[6].startswith("+10.00 [")
+    records, _ = scan_records(results)
+    orphan = [(p, json.loads(json.dumps(r))) for p, r in records if r.get("kind") == "transfer"
+              and r["protocol"] == "full"]
+    del orphan[0][1]["source"]["task"]
+    view = track_tables(orphan, {r["source"]["record_id"][:12] for _, r in orphan}, n_boot=200)
+    assert len(view.tables) == 1 and "KeyError: 'task'" in capsys.readouterr().err
+
+
+def test_a_tie_of_significant_compute_changes_is_mixed():
+    """As many significant compute rises as falls: the finding says mixed, not that the method spends more."""
+    def row(condition: str, compute: float) -> dict:
+        return {"method": "early-exit", "knob": "threshold=0.5", "condition": condition, "seeds": 3,
+                "by_sample": True, "diff": 0.0, "diff_lo": -1.0, "diff_hi": 1.0, "diff_sig": False, "compute": compute,
+                "compute_lo": compute - 1, "compute_hi": compute + 1, "compute_p": 0.001, "compute_sig": True}
+
+    finding = shift_finding(pd.DataFrame([row("noise/1", 3.0), row("noise/2", -3.0)]))
+    assert "early-exit (threshold=0.5) is mixed: spends more on some conditions, less on others, +0.0 points on " \
+        "average (significant in 2 of 2 conditions: 1 more, 1 less" in finding
+    assert "spends more," not in finding and "spends less," not in finding
+    one_way = shift_finding(pd.DataFrame([row("noise/1", 3.0), row("noise/2", 2.0)]))
+    assert "early-exit (threshold=0.5) spends more, +2.5 points" in one_way

@@ -63,14 +63,30 @@ class CrossFit:
         return {**self.spec.identity(), "n": len(self.pool), "fold_sizes": sizes}
 
 
-def cross_fit(task: TaskSpec, data_dir: str | None = None) -> CrossFit:
-    """The cross-fitted eval set of ``task`` as a transfer target (its spec's ``transfer_eval``)."""
+def check_pool(task: TaskSpec, pool) -> None:
+    """Raise a one-line :class:`UserError` unless ``pool`` (the ``transfer_eval`` split, loaded) is the eval set
+    the spec declares: ``spec.n`` examples whose data hash is one of ``spec.data_sha256``. Checked before any
+    fold trains (a cross-fit is one model per fold: tens of minutes on the cpu tier)."""
+    spec = task.transfer_eval
+    problems = ([f"{len(pool)} examples, the spec declares {spec.n}"] if len(pool) != spec.n else []) + (
+        [f"data hash {pool.data_hash[:12]} is none of the spec's data_sha256"]
+        if pool.data_hash not in spec.data_sha256 else [])
+    if problems:
+        raise UserError(f"{task.name}/{spec.split} is not the declared cross-fit eval set ({'; '.join(problems)}): "
+                        f"point $CCBENCH_DATA (or --data-dir) at an unmodified copy of the dataset")
+
+
+def cross_fit(task: TaskSpec, data_dir: str | None = None, check: bool = True) -> CrossFit:
+    """The cross-fitted eval set of ``task`` as a transfer target (its spec's ``transfer_eval``); with ``check``
+    the data must be the declared eval set (:func:`check_pool`; off for the smoke tier's tiny test data)."""
     from .text_data import load_text_split
 
     spec = task.transfer_eval
     if spec is None:
         raise UserError(f"task {task.name!r} declares no transfer_eval; it is evaluated on its {task.eval_split} split")
     pool = load_text_split(task, spec.split, data_dir)
+    if check:
+        check_pool(task, pool)
     if len(set(pool.ids)) != len(pool.ids):
         raise UserError(f"{task.name}/{spec.split}: example ids repeat; cross-fitting needs one id per example")
     fold = fold_assignment(pool.ids, pool.labels, spec.folds, spec.seed)

@@ -206,7 +206,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
 
     twork = make_workload(tgt, tier, data_dir, seed, record_backbone_path(rm.record), progress)
     ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
-    plan = transfer_plan(tgt, twork, data_dir)
+    plan = transfer_plan(tgt, twork, data_dir, check=not tier.eval_limit)  # smoke: tiny test data
     recipe = tier.transfer_recipe(tgt.modality)
     run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
                 f"{content_hash([recipe.model_dump(), plan.train_data_hash] + ([plan.eval_set] if plan.cross_fitted else []))[:8]}")

@@ -43,15 +43,17 @@ class TransferPlan:
         return self.fold is not None
 
 
-def transfer_plan(target: TaskSpec, work, data_dir: str | None = None) -> TransferPlan:
-    """The plan of a transfer to ``target`` (``work``: its workload, whose splits a plain target uses)."""
+def transfer_plan(target: TaskSpec, work, data_dir: str | None = None, check: bool = True) -> TransferPlan:
+    """The plan of a transfer to ``target`` (``work``: its workload, whose splits a plain target uses); with
+    ``check`` a cross-fitted target's data must be the eval set its spec declares
+    (:func:`ccbench.data.folds.check_pool`, before any fold trains)."""
     if target.transfer_eval is None:
         train, ev = work.splits["train"], work.splits["eval"]
         return TransferPlan([Fold(train, ev, torch.arange(len(ev)))], list(ev.ids), ev.labels, ev.data_hash,
                             train.data_hash, {**target.transfer_eval_set(), "n": len(ev)})
     from ccbench.data.folds import cross_fit
 
-    cf = cross_fit(target, data_dir)
+    cf = cross_fit(target, data_dir, check)
     folds = [Fold(cf.train_split(k), cf.eval_split(k), cf.eval_index(k)) for k in range(cf.spec.folds)]
     pool = cf.pool
     return TransferPlan(folds, list(pool.ids), pool.labels, pool.data_hash, pool.data_hash, cf.eval_set(), cf.fold)

@@ -12,8 +12,10 @@ from .records import load_records, rows_of, typed
 
 
 def _knob(record: dict) -> str:
-    """The record's knob label (:meth:`ccbench.reporting.record_schema.Knob.label`)."""
-    return typed(record).method.knob.label()
+    """The label a record's rows are keyed by (:meth:`ccbench.reporting.record_schema.Method.row_label`): ``grid
+    50 %`` for a record calibrated to the compute grid (its seeds pool although each calibrated its own knob
+    value), else the knob's label. The one such helper of shift and transfer tables."""
+    return typed(record).method.row_label()
 
 
 def derived_records(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:

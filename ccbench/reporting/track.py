@@ -15,20 +15,24 @@
 
 Estimates are in score points (compute: points of % of dense) with a 95 % percentile interval and a
 p-value (:func:`~ccbench.reporting.paired.normal_p`; McNemar's exact test for a one-seed accuracy gain).
-Each (row, seed) keeps its newest record (a re-measurement supersedes an older one).
+Rows are keyed by :meth:`~ccbench.reporting.record_schema.Method.row_label` (a grid record by its targets: its
+seeds pool although each calibrated its own knob value) and compared only within one eval set (identity, data
+hash and size); each (row, seed) keeps one record: a clean one over a dirty twin, then the newest
+(:func:`preferred`, the rule of :func:`ccbench.reporting.tables.load_table`).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ccbench.common.protocols import DENSE_REFERENCE, canonical_protocol
+from ccbench.common.protocols import DENSE_REFERENCE, canonical_protocol, eval_set_of
 
 from .paired import Bootstrap, aligned, difference, from_replicates, holm
-from .records import RecordError, field_at, load_samples, typed
-from .shift_tables import class_nmi, trained_roles
+from .records import RecordError, field_at, load_samples
+from .shift_tables import _knob, class_nmi, eval_set_label, trained_roles
 
 # per-sample compute a shift samples file must hold, per split, for an interval on the compute change:
 # ``<split>.useful_gmacs`` and ``<split>.dense_gmacs`` (GMACs per sample; the share of dense is their sums' ratio)
@@ -37,30 +41,92 @@ REFERENCE = "reference"   # the shift samples file's prefix of the reference spl
 TESTS = (("transfer", "gain"), ("shift", "diff"), ("shift", "compute"))  # (frame, estimate) pairs Holm covers
 
 
-def _group(record: dict) -> tuple:
-    """``(budget, source task, target, source backbone)``: the records that share eval samples and source."""
-    return (record["budget"]["name"], record["source"]["task"], record["task"]["name"],
-            record["source"]["backbone_sha256"])
+class Group(NamedTuple):
+    """The records that share eval samples and source: budget, source task, target, source backbone, the eval
+    set's identity (:func:`~ccbench.common.protocols.eval_set_of`, as sorted items), its data hash and size."""
+
+    budget: str
+    source: str
+    target: str
+    backbone: str
+    eval_set: tuple
+    data_hash: str | None
+    n_eval: int | None
+
+    def family(self) -> tuple:
+        """``(budget, source, target, backbone)``: the groups that differ only in the eval set."""
+        return self[:4]
+
+
+def _group(record: dict) -> Group:
+    """The :class:`Group` of ``record``."""
+    task, source = record["task"], record["source"]
+    return Group(record["budget"]["name"], source["task"], task["name"], source["backbone_sha256"],
+                 tuple(sorted(eval_set_of(record).items())), task.get("data_hash"), task.get("n_eval"))
+
+
+def preferred(record: dict) -> tuple:
+    """Sort key of one seed's records, the last preferred: a clean record (``git.dirty`` false) over a dirty
+    or unknown one whatever their dates, then the newest (``date``), then the id (a tie-break)."""
+    return field_at(record, "git.dirty") is False, str(record.get("date", "")), str(record["id"])
 
 
 def newest_per_seed(records: list[tuple[Path, dict]]) -> dict[int, tuple[Path, dict]]:
-    """``{seed: (path, record)}`` of one row's records: per seed the newest (by ``date``; ties by id)."""
+    """``{seed: (path, record)}`` of one row's records: per seed the :func:`preferred` one (clean, then newest)."""
     out: dict[int, tuple[Path, dict]] = {}
-    for path, r in sorted(records, key=lambda pr: (str(pr[1].get("date", "")), pr[1]["id"])):
+    for path, r in sorted(records, key=lambda pr: preferred(pr[1])):
         out[int(r["seed"])] = (path, r)
     return dict(sorted(out.items()))
 
 
-def _rows(records: list[tuple[Path, dict]], key) -> dict[tuple, dict[tuple, dict[int, tuple[Path, dict]]]]:
-    """``{group: {row key: {seed: (path, record)}}}`` with ``key(record)`` the row key (method, knob, ...)."""
-    grouped: dict[tuple, dict[tuple, list]] = {}
+def _rows(records: list[tuple[Path, dict]], key) -> dict[Group, dict[tuple, dict[int, tuple[Path, dict]]]]:
+    """``{group: {row key: {seed: (path, record)}}}`` with ``key(record)`` the row key (method, row label, ...);
+    groups in a stable order (their fields may be ``None``)."""
+    grouped: dict[Group, dict[tuple, list]] = {}
     for path, r in records:
         grouped.setdefault(_group(r), {}).setdefault(key(r), []).append((path, r))
-    return {g: {k: newest_per_seed(v) for k, v in sorted(rows.items())} for g, rows in sorted(grouped.items())}
+    return {g: {k: newest_per_seed(v) for k, v in sorted(rows.items())}
+            for g, rows in sorted(grouped.items(), key=lambda kv: repr(kv[0]))}
 
 
-def _knob(record: dict) -> str:
-    return typed(record).method.knob.label()
+def _dense_sets(records: list[tuple[Path, dict]], protocol_of) -> dict[tuple, dict[Group, str]]:
+    """``{(family, protocol): {group: eval set label}}`` of the dense records among ``records``
+    (:meth:`Group.family`, ``protocol_of(record)``: its canonical protocol, ``None`` for shift records)."""
+    out: dict[tuple, dict[Group, str]] = {}
+    for _, r in records:
+        if r["method"]["name"] == "dense":
+            g = _group(r)
+            out.setdefault((g.family(), protocol_of(r)), {})[g] = eval_set_label(r)
+    return out
+
+
+def _no_dense(label: str, group: Group, mine: str, dense_sets: dict[Group, str], what: str) -> str:
+    """Why the row ``label`` of ``group`` (scored on ``mine``, an eval set label) has no dense reference:
+    ``what`` (e.g. ``no dense transfer under full``) and, where dense has such records on other eval sets
+    (``dense_sets``: group -> label), that the row's eval set differs from theirs."""
+    others = sorted({v if v != mine else f"{v}, other data" for g, v in dense_sets.items() if g != group})
+    if not others:
+        return f"{label} → {group.target}: {what}"
+    return (f"{label} → {group.target}: scored on {mine}, dense on {'; '.join(others)}: another eval set, "
+            f"not compared")
+
+
+def usable(path: Path, record: dict) -> tuple[Path, dict]:
+    """``(path, record)`` when every field the paired tables key on can be read: the :class:`Group`, method,
+    row label, seed, source run id, score name, the conditions of a shift record and a known protocol of a
+    transfer record. Otherwise raises (``KeyError``, ``TypeError``, ``ValueError``: records are untrusted
+    submissions), for :func:`~ccbench.reporting.records.rows_of` to skip the record with one line."""
+    hash(_group(record))
+    eval_set_label(record)
+    _ = record["method"]["name"], _knob(record), int(record["seed"]), record["source"]["record_id"][:12]
+    if record.get("kind") == "transfer":
+        protocol = canonical_protocol(record["protocol"])
+        if protocol not in DENSE_REFERENCE:
+            raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(sorted(DENSE_REFERENCE))})")
+        _ = record["metrics"]["main_score"]["name"]
+    else:
+        _ = record["reference"]["main_score"]["name"], [c["condition"] for c in record["conditions"]]
+    return path, record
 
 
 def _mean(values) -> float:
@@ -96,15 +162,20 @@ def _split(seeds: dict[int, tuple[Path, dict]], chosen: list[int], prefix: str =
 def transfer_gains(records: list[tuple[Path, dict]], n_boot: int = 1000,
                    seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """The transfer gains of ``records`` (verified transfer records): one row per (budget, source, target,
-    method, knob, protocol), dense rows included as the references (no gain), and one line per row that
-    could not be compared. Columns: ``seeds`` (in the gain), ``paired`` (by seed), ``score`` and ``dense_pct``
-    (means over the row's seeds: main score in %, useful share of dense compute in %), ``gain`` with
+    eval set, method, row label, protocol), dense rows included as the references (no gain), and one line per
+    row that could not be compared (a row on another eval set than dense's is compared with none). Columns:
+    ``eval_set`` (:func:`~ccbench.reporting.shift_tables.eval_set_label`), ``seeds`` (in the gain), ``paired``
+    (by seed), ``score`` and ``dense_pct`` (means over the row's seeds: main score in %, useful share of dense
+    compute in %), ``gain`` with
     ``gain_lo``/``gain_hi`` (95 % CI) and ``gain_p``, ``dense_protocol``, ``trained``, ``reuse``/``reuse_source``,
     ``class_nmi``, ``ids`` (12-character record ids)."""
     out, left_out = [], []
-    for (budget, source, target, _), rows in _rows(records, _transfer_key).items():
+    dense_sets = _dense_sets(records, lambda r: canonical_protocol(r["protocol"]))
+    for group, rows in _rows(records, _transfer_key).items():
+        budget, source, target = group[:3]
         cache: dict = {}
-        metric_name = next(r for seeds in rows.values() for _, r in seeds.values())["metrics"]["main_score"]["name"]
+        first = next(r for seeds in rows.values() for _, r in seeds.values())
+        metric_name, eval_set = first["metrics"]["main_score"]["name"], eval_set_label(first)
         loaded, labels_of = {}, None
         for key, seeds in sorted(rows.items(), key=lambda kv: kv[0][0] != "dense"):  # dense's samples set the target's
             try:
@@ -123,12 +194,15 @@ def transfer_gains(records: list[tuple[Path, dict]], n_boot: int = 1000,
         boot = Bootstrap(labels_of[1], n_boot=n_boot, seed=seed)
         for key, (seed_list, preds) in loaded.items():
             method, knob, protocol = key
-            row = {"budget": budget, "source": source, "target": target, "method": method, "knob": knob,
-                   "protocol": protocol, **_transfer_fields(rows[key])}
-            dense_key = next((k for k in loaded if k[0] == "dense" and k[2] == DENSE_REFERENCE[protocol]), None)
+            row = {"budget": budget, "source": source, "target": target, "eval_set": eval_set, "method": method,
+                   "knob": knob, "protocol": protocol, **_transfer_fields(rows[key])}
+            reference = DENSE_REFERENCE[protocol]
+            dense_key = next((k for k in loaded if k[0] == "dense" and k[2] == reference), None)
             if method == "dense" or dense_key is None:
                 if method != "dense":
-                    left_out.append(f"{_label(key)} → {target}: no dense transfer under {DENSE_REFERENCE[protocol]}")
+                    left_out.append(_no_dense(_label(key), group, eval_set,
+                                              dense_sets.get((group.family(), reference), {}),
+                                              f"no dense transfer under {reference}"))
                 out.append({**row, "seeds": len(seed_list), "paired": False})
                 continue
             dense_seeds, dense_preds = loaded[dense_key]
@@ -175,8 +249,9 @@ def _why(err: Exception) -> str:
 def shift_differences(records: list[tuple[Path, dict]], n_boot: int = 1000,
                       seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """The shift drop differences of ``records`` (verified shift records): one row per (budget, source,
-    target, method, knob, condition) of every method with a dense shift record from the same source
-    backbone, and one line per row that could not be compared. Columns: ``seeds`` and ``paired`` (by seed),
+    target, eval set, method, row label, condition) of every method with a dense shift record from the same
+    source backbone and eval set, and one line per row that could not be compared. Columns: ``eval_set``
+    (dense's, :func:`~ccbench.reporting.shift_tables.eval_set_label`), ``seeds`` and ``paired`` (by seed),
     ``by_sample`` (reference and condition hold the same samples), ``ref_score``/``score`` (the method's
     reference and shifted score, %), ``drop`` and ``dense_drop`` (reference minus shifted score, points),
     ``diff`` = drop - dense drop with ``diff_lo``/``diff_hi``/``diff_p``, ``ref_pct`` (the method's useful share
@@ -184,12 +259,17 @@ def shift_differences(records: list[tuple[Path, dict]], n_boot: int = 1000,
     ``compute_lo``/``compute_hi``/``compute_p`` (NaN unless the samples hold :data:`COMPUTE_FIELDS`) and
     ``compute_from`` (``samples`` or ``record``), ``ids``."""
     out, left_out = [], []
-    for (budget, source, target, _), rows in _rows(records, lambda r: (r["method"]["name"], _knob(r))).items():
+    dense_sets = _dense_sets(records, lambda r: None)
+    for group, rows in _rows(records, lambda r: (r["method"]["name"], _knob(r))).items():
+        budget, source, target = group[:3]
         dense_key = next((k for k in rows if k[0] == "dense"), None)
         if dense_key is None:
-            left_out += [f"{_label(k)} → {target}: no dense shift record from the same backbone" for k in rows]
+            mine = eval_set_label(next(r for seeds in rows.values() for _, r in seeds.values()))
+            left_out += [_no_dense(_label(k), group, mine, dense_sets.get((group.family(), None), {}),
+                                   "no dense shift record from the same backbone") for k in rows]
             continue
         ctx = _ShiftGroup(rows[dense_key], n_boot, seed)
+        eval_set = eval_set_label(next(iter(rows[dense_key].values()))[1])
         for key, seeds in rows.items():
             if key == dense_key:
                 continue
@@ -198,13 +278,14 @@ def shift_differences(records: list[tuple[Path, dict]], n_boot: int = 1000,
             except (KeyError, ValueError, RecordError) as err:
                 left_out.append(f"{_label(key)} → {target}: {_why(err)}")
                 continue
-            out += [{"budget": budget, "source": source, "target": target, "method": key[0], "knob": key[1], **f}
+            out += [{"budget": budget, "source": source, "target": target, "eval_set": eval_set, "method": key[0],
+                     "knob": key[1], **f}
                     for f in found]
     return pd.DataFrame(out), left_out
 
 
 class _ShiftGroup:
-    """One (budget, source, target, backbone) of shift records: the dense row's seeds, the bootstraps of
+    """One :class:`Group` of shift records: the dense row's seeds, the bootstraps of
     its splits (one per distinct sample set) and the loaded samples files."""
 
     def __init__(self, dense: dict[int, tuple[Path, dict]], n_boot: int, seed: int):

@@ -93,7 +93,8 @@ def _drop_clause(g: pd.DataFrame, n: int) -> str:
 
 
 def _compute_clause(g: pd.DataFrame, n: int) -> str:
-    """Whether one method spends more or less of dense's compute under shift, over a table's ``n`` conditions."""
+    """Whether one method spends more or less of dense's compute under shift, over a table's ``n`` conditions:
+    the direction of most significant changes, mixed when as many go up as down (points of % of dense)."""
     name, mean = row_name(g.method.iloc[0], g.knob.iloc[0]), float(g.compute.mean())
     if g.compute_p.isna().all():
         return (f"{name} {mean:+.1f} points on average (no interval: per-sample compute is not in its samples "
@@ -104,9 +105,10 @@ def _compute_clause(g: pd.DataFrame, n: int) -> str:
         return (f"{name} spends about what it spends on the reference ({g.compute.min():+.1f} to "
                 f"{g.compute.max():+.1f} points, none significant)")
     top = g[sig].loc[g[sig].compute.abs().idxmax()]
-    verb = "more" if up >= down else "less"
+    verb = ("spends more" if up > down else "spends less" if down > up
+            else "is mixed: spends more on some conditions, less on others")
     largest = _ci(top.compute, top.compute_lo, top.compute_hi, 1)
-    return (f"{name} spends {verb}, {mean:+.1f} points on average (significant in {up + down} of {n} conditions: "
+    return (f"{name} {verb}, {mean:+.1f} points on average (significant in {up + down} of {n} conditions: "
             f"{up} more, {down} less; largest {largest} on {top.condition})")
 
 

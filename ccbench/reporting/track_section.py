@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .markdown import escape_cell
-from .track import mark_holm, shift_differences, transfer_gains
+from .records import rows_of
+from .track import mark_holm, shift_differences, transfer_gains, usable
 from .track_findings import shift_finding, transfer_finding
 
 SIGNIFICANT_TRACK = (
@@ -74,8 +75,10 @@ def _num(value: float, pattern: str) -> Cell:
 
 
 def _estimate(r, name: str, digits: int = 2) -> Cell:
-    """``+1.23 [+0.40, +2.10] †`` of estimate ``name`` of row ``r``, sorted by its value."""
-    value, lo, hi = getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi")
+    """``+1.23 [+0.40, +2.10] †`` of estimate ``name`` of row ``r``, sorted by its value; ``-`` when the row has none
+    (a table whose rows were all left out of the comparison has no such column)."""
+    value = getattr(r, name, float("nan"))
+    lo, hi = getattr(r, f"{name}_lo", float("nan")), getattr(r, f"{name}_hi", float("nan"))
     if pd.isna(value):
         return Cell("-")
     if pd.isna(lo):
@@ -123,11 +126,13 @@ def _shift_table(title: str, g: pd.DataFrame) -> TrackTable:
 
 def track_tables(records: list, admitted_sources: set[str], n_boot: int = 1000, seed: int = 0) -> TrackView:
     """The paired tables of the shift and transfer ``records`` (verified ``(path, record)``, any kind) whose
-    source run's 12-character id is in ``admitted_sources``, Holm-corrected together, and one line per row
-    left out (no dense counterpart, other samples, no samples arrays): a :class:`TrackView`."""
+    source run's 12-character id is in ``admitted_sources``, Holm-corrected together, one table per (budget,
+    source, target, eval set), and one line per row left out (no dense counterpart, another eval set, other
+    samples, no samples arrays): a :class:`TrackView`. A record whose fields cannot be read (an unknown
+    protocol, no source task: :func:`~ccbench.reporting.track.usable`) is skipped with one line on stderr."""
     def of(kind: str) -> list:
-        return [(p, r) for p, r in records if r.get("kind", "run") == kind
-                and r["source"]["record_id"][:12] in admitted_sources]
+        mine = rows_of([(p, r) for p, r in records if r.get("kind", "run") == kind], usable)
+        return [(p, r) for p, r in mine if r["source"]["record_id"][:12] in admitted_sources]
 
     transfer, left_t = transfer_gains(of("transfer"), n_boot, seed)
     shift, left_s = shift_differences(of("shift"), n_boot, seed)
@@ -136,8 +141,10 @@ def track_tables(records: list, admitted_sources: set[str], n_boot: int = 1000, 
     for kind, df, build in (("shift", shift, _shift_table), ("transfer", transfer, _transfer_table)):
         if df.empty:
             continue
-        for (budget, source, target), g in df.groupby(["budget", "source", "target"], sort=True):
-            tables.append(build(f"{source} → {target} (budget {budget})", g))
+        for (budget, source, target, eval_set), g in df.groupby(["budget", "source", "target", "eval_set"],
+                                                                sort=True):
+            on = f", scored on {eval_set}" if kind == "transfer" else ""
+            tables.append(build(f"{source} → {target} (budget {budget}{on})", g))
     return TrackView(tables, left_s + left_t)
 
 
