@@ -70,7 +70,8 @@ def test_a_flagged_timing_is_marked_in_the_table(tmp_path):
     text = render(load_table(tmp_path), note=False)
     dense, early = (next(line for line in text.splitlines() if f"| {m} " in line) for m in ("dense", "early-exit"))
     assert "?" not in dense
-    assert "1.00x ?" in early and "1.00x (b4) ?" in early
+    cells = [c.strip() for c in early.split("|")]
+    assert "1.00x (b4) ?" in cells and "1.00x" in cells   # only batch N's timing was disturbed: b1 stays unmarked
 
 
 def test_summaries_by_hand_median_p90_mean_and_speedup(monkeypatch):
