@@ -112,3 +112,28 @@ def test_run_grid_for_a_knob_that_is_the_share_trains_at_the_targets(tiny_data, 
     # what the trained model reached on calibration is recorded, and marked when off by more than 2 points
     assert entry["target"] == 50.0 and entry["marked"] == (abs(entry["reached"] - 50.0) > 2)
     assert 0 < entry["reached"] <= 110   # gates cost a little: a model that skips nothing exceeds 100 %
+
+
+def test_a_grid_for_a_knob_set_in_training_trains_one_model_per_target(tiny_data, isolated_cache, tmp_path, capsys):
+    """A-ViT's threshold only trims the compute its halting prior trained towards: its grid trains one model per
+    target (the prior's depth that share of the blocks), calibrates the threshold on it, and says so per entry;
+    avit-masked then evaluates the model trained for its target."""
+    results = tmp_path / "results"
+    assert main(["run", "--method", "avit", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(results), "--grid", "30,70", "--quiet"]) == 0
+    records = _records(results)
+    by_target = {e["target"]: (r, e) for r in records for e in r["method"]["grid"]}
+    assert sorted(by_target) == [30.0, 70.0]
+    depth = {}
+    for target, (r, e) in by_target.items():
+        config = r["method"]["config"]
+        assert config["compute_target"] == target / 100 and e["trained_for_target"] is True
+        depth[target] = config["target_depth"]
+        assert r["method"]["knob"]["chosen_by"].startswith("grid")
+        assert e["marked"] == (abs(e["reached"] - target) > 2)
+    assert depth[30.0] < depth[70.0]
+    assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(tmp_path / "masked"), "--grid", "30", "--quiet"]) == 0
+    [masked] = _records(tmp_path / "masked")
+    assert masked["method"]["config"]["target_depth"] == depth[30.0]
+    assert masked["budget"]["consumed"]["samples"] == by_target[30.0][0]["budget"]["consumed"]["samples"] > 0

@@ -232,3 +232,29 @@ def test_a_record_serving_two_targets_stands_in_both_rows_and_pools_with_other_s
     assert {r.knob: sorted(r.grid) for r in rows if r.method == "early-exit"} == {"grid 25 %": [25.0],
                                                                                   "grid 40 %": [40.0]}
 
+
+
+def test_a_record_standing_in_two_target_rows_is_one_test_in_the_holm_family(tmp_path):
+    """One early-exit record serves 25 and 40 %: its two rows against dense are the same test, computed once
+    (identical difference) and counted once in the Holm family the section reports."""
+    from ccbench.reporting.ranking_section import distinct_tests, rank_task
+
+    _commit(tmp_path, "dense", None, 100.0, 0.86)
+    _commit(tmp_path, "early-exit", 0.3, 33.0, 0.81, grid=25)
+    (path,) = [p for p in tmp_path.rglob("*.json") if json.loads(p.read_text())["method"]["name"] == "early-exit"]
+    body = json.loads(path.read_text())
+    body["method"]["grid"].append({"target": 40.0, "reached": 33.0, "marked": True})
+    body.pop("id")
+    path.unlink()
+    path.with_name(path.name.replace(".json", ".samples.npz")).unlink()
+    commit_record(finalize(body), {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
+                                   "pred": _preds(0.81, 0, 6).astype(np.int16)}, tmp_path)
+    _commit(tmp_path, "early-exit", 0.7, 75.0, 0.85, grid=75)
+    records = load_records(tmp_path)
+    ranking = rank_task(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
+    vs_dense = {c.row.knob: c.diff for c in ranking.comparisons if c.column == "vs dense"}
+    assert sorted(vs_dense) == ["grid 25 %", "grid 40 %", "grid 75 %"]
+    assert vs_dense["grid 25 %"] is vs_dense["grid 40 %"]
+    assert len(ranking.comparisons) == 3 and distinct_tests(ranking.comparisons) == 2
+    section = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
+    assert "2 comparisons" in section and "3 comparisons" not in section

@@ -453,3 +453,36 @@ def test_local_failing_source_skips_its_dependents(smoke_env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "failed  run static-depth" in out and "skipped shift static-depth" in out
     assert "not run: run static-depth on imagenette (smoke, seed 0) blocks=9 failed" in out
+
+
+def test_a_per_target_grid_counts_only_records_of_models_trained_for_their_target(tmp_path):
+    """A-ViT's grid trains one model per target: a record calibrated to 25 % on a model trained for another
+    compute (the default prior, before per-target training) does not stand for the 25 % point."""
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command, cost
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: a
+        budget: cpu
+        runs: [{task: imagenette, method: avit, grid: [25, 50]}]
+        """)
+    graph = JobGraph(load_sweep(path))
+    [job] = graph.jobs
+    body = run_body("avit", knob=("threshold", 0.05), task="imagenette")
+    body["task"].update(version=job.config["task_version"], modality="image")
+    body["budget"]["version"] = job.config["budget_version"]
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                      "repeat_mismatches": 0}
+    body["method"]["grid"] = [{"target": 25.0, "reached": 58.5, "marked": True}]
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    index = RecordIndex(tmp_path / "results")
+    assert index.grid_point(job.config, 25.0) is None
+    body["method"]["grid"] = [{"target": 25.0, "reached": 26.0, "marked": False, "trained_for_target": True}]
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    index = RecordIndex(tmp_path / "results")
+    assert index.grid_point(job.config, 25.0) is not None
+    argv = command(job, index, None)
+    assert argv[argv.index("--grid") + 1] == "50"
+    assert "per grid value" in cost(job, graph, index)

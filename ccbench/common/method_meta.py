@@ -30,6 +30,10 @@ class KnobMetadata(BaseModel):
     # the value is itself the share of dense compute aimed at (0-1]: a compute grid trains at target / 100
     # instead of choosing among candidates by the untrained model's compute (which it does not predict)
     value_is_share: bool = False
+    # a sweepable knob whose reach is set in training (A-ViT: the threshold moves compute only a few points
+    # around the depth its halting prior trained towards): a compute grid trains one model per target, built
+    # with ``compute_target=target / 100`` (a share of dense, 0-1), then calibrates the knob on that model
+    trains_per_grid_target: bool = False
     # the knob's domain, checked before any work: integer-valued, and bounds (inclusive unless exclusive)
     integer: bool = False
     minimum: float | None = None
@@ -38,6 +42,8 @@ class KnobMetadata(BaseModel):
 
     @model_validator(mode="after")
     def _default_and_sweep_in_domain(self) -> "KnobMetadata":
+        if self.trains_per_grid_target and self.needs_retraining:
+            raise ValueError("a knob that needs retraining already trains per grid target: drop trains_per_grid_target")
         for value in ([self.default] if self.default is not None else []) + list(self.sweep):
             self.check(value)
         return self

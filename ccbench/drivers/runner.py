@@ -85,6 +85,8 @@ def run_method(method: str, task: str = "imagenette", budget: str = "cpu", data_
     work = make_workload(task_spec, tier, data_dir, seed, backbone_path, progress)
     ctx = RunContext(task_spec, tier, seed, work, results_dir, progress, resume, started, code_state)
     knob_meta, measure = meta["knob"], not train_only
+    if grid and knob_meta.get("trains_per_grid_target"):
+        return _per_target_grid(ctx, method, meta, grid, measure)
     if not (knob_meta.get("needs_retraining") and has_knob(knob_meta)):
         return _train_and_measure(ctx, method, meta, {}, knob_values, "user" if knob_values is not None else None,
                                   measure, grid=grid)
@@ -127,6 +129,19 @@ def _retrain_grid(ctx: RunContext, method: str, meta: dict, targets: list[float]
     return paths
 
 
+def _per_target_grid(ctx: RunContext, method: str, meta: dict, targets: list[float], measure: bool) -> list[Path]:
+    """The compute grid of a knob whose reach is set in training (``trains_per_grid_target``): one model per
+    target, built with ``compute_target`` = the target's share of dense, its knob then calibrated to that
+    target on its own calibration split."""
+    paths = []
+    for target in targets:
+        say(f"grid {target:g} %: {method} trained towards {target:g} % of dense, then its "
+            f"{meta['knob']['name']} calibrated")
+        paths += _train_and_measure(ctx, method, meta, {"compute_target": target / 100}, None, None, measure,
+                                    grid=[target], trained_for_target=True)
+    return paths
+
+
 def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltModel) -> dict:
     """Give ``built.model`` its trained weights: another method's (``evaluates_checkpoint_of``), a cached
     fine-tuned copy, or a fresh fine-tune under the tier's budget. Returns the budget consumed."""
@@ -164,10 +179,13 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
 
 def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, knob_values: list | None,
                        chosen_by: str | None, measure: bool = True, grid: list[float] | None = None,
-                       retrained_targets: list[float] | None = None) -> list[Path]:
+                       retrained_targets: list[float] | None = None,
+                       trained_for_target: bool = False) -> list[Path]:
     """Build ``method`` with ``config``, give it its trained weights, then (when ``measure``) measure each
     knob value (``None``: chosen on the calibration split; with ``grid``, one per grid target) and write
-    one record per value. ``retrained_targets``: the grid targets this retrained model serves."""
+    one record per value. ``retrained_targets``: the grid targets this retrained model serves;
+    ``trained_for_target``: the model was trained towards its one ``grid`` target (said in the record's
+    grid entries)."""
     work, tier, device, knob = ctx.work, ctx.tier, ctx.device, meta["knob"]
     built = build_for_run(method, meta, config, work, tier, ctx.task, ctx.seed)
     model = built.model
@@ -224,7 +242,8 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
                        "starts_from": built.start_run,
                        "provenance": _method_provenance(method),
                        "calibration_sweep": [vars(p) for p in calibration],
-                       **({"grid": grid_entries(grid_points, value)} if grid_points else {})},
+                       **({"grid": [{**e, "trained_for_target": True} if trained_for_target else e
+                                    for e in grid_entries(grid_points, value)]} if grid_points else {})},
             "budget": {"name": tier.name, "version": tier.version, "finetune": work.recipe.model_dump(),
                        "consumed": consumed},
             "seed": ctx.seed,

@@ -267,6 +267,14 @@ def _lacks_evidence(record: dict) -> bool:
     return record.get("kind", "run") == "run" and check_determinism(record).detail == NO_EVIDENCE
 
 
+def _trains_per_grid_target(method: str) -> bool:
+    """Whether ``method``'s compute grid trains one model per target (its knob's ``trains_per_grid_target``)."""
+    from ccbench.common import catalog
+
+    methods = catalog.methods()
+    return method in methods and bool(methods.metadata(method)["knob"].get("trains_per_grid_target"))
+
+
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
@@ -308,9 +316,13 @@ class RecordIndex:
 
     def grid_point(self, cfg: dict, target: float) -> tuple[Path, dict] | None:
         """The latest run record of the run configuration ``cfg`` calibrated to grid ``target`` (% of
-        dense; its ``method.grid`` names the target), or ``None``."""
+        dense; its ``method.grid`` names the target), or ``None``. For a method whose grid trains one model
+        per target (``trains_per_grid_target``) only a record of the model trained towards ``target`` counts:
+        one calibrated on a model trained for another compute is a different experiment."""
+        per_target = _trains_per_grid_target(cfg["method"])
         hits = [(path, r) for path, r in self._runs(cfg)
                 if any(isinstance(e, dict) and _number_equal(e.get("target"), target)
+                       and (not per_target or e.get("trained_for_target") is True)
                        for e in (r["method"].get("grid") or []))]
         return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
 
@@ -429,7 +441,8 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
                      f"trains {b.epochs:g} epochs" if b else "trains (no text budget)")
         else:
             train = f"trains {tier.finetune.samples} samples"
-        if c.get("grid") and meta["knob"].get("needs_retraining") and train.startswith("trains"):
+        per_value = meta["knob"].get("needs_retraining") or meta["knob"].get("trains_per_grid_target")
+        if c.get("grid") and per_value and train.startswith("trains"):
             train += " per grid value"
         text = f"{train}, {n} record{'s' if n > 1 else ''}"
         wall = index.mean_wall_s("run", c["budget"], c["task"], c["method"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 from .markdown import escape_cell
 from .paired import Difference
 from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW
-from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking
+from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests
 
 MIN_SEEDS = 3   # the seeds issue 21 asks of every row
 NOTHING_RANKED = "Nothing is ranked on this task yet, so the leaderboard says nothing about it."
@@ -87,7 +87,7 @@ def control_sentences(comparisons: list[Comparison]) -> list[str]:
     for (method, reference), cs in sorted(groups.items()):
         cs = sorted(cs, key=lambda c: (c.targets, c.row.pct))
         out.append(versus_sentence(method, reference, [(c.targets, c.diff, c.significant, _marked(c)) for c in cs]))
-    n = len(comparisons)
+    n = distinct_tests(comparisons)
     star = "; * = a target one of the two rows could not reach" if any(_marked(c) for c in chosen) else ""
     out.append(f"Better or worse means significant: Holm-corrected p below 0.05 across all {n} paired "
                f"comparison{'s' if n != 1 else ''} of the task; brackets hold the paired 95 % CI in score "

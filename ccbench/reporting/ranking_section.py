@@ -37,6 +37,7 @@ class Row:
     score: float
     preds: np.ndarray
     grid: dict = field(default_factory=dict)   # grid target (% of dense) -> {reached, marked}: the grid points it is
+    record_ids: tuple[str, ...] = ()   # its seeds' records (id prefixes): rows of one record make one comparison
     key: str = field(init=False)
 
     def __post_init__(self):
@@ -84,7 +85,8 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
         grid = grid_of([r for _, r in found])
         if t.grid_row_targets:   # a record serving several targets stands in each target's row: only this one's
             grid = {k: v for k, v in grid.items() if k in set(t.grid_row_targets)}
-        rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds, grid))
+        rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds, grid,
+                        tuple(sorted(r["id"][:12] for _, r in found))))
     return rows, labels, left_out
 
 
@@ -160,6 +162,18 @@ def _comparisons(rows: list[Row], dense: Row | None) -> list[tuple[Row, Row, str
     return out
 
 
+def same_test(row: Row, reference: Row) -> tuple:
+    """What makes two comparisons one test: the same records on both sides (rows without record ids, e.g.
+    built by hand, are told apart by their keys)."""
+    return (row.record_ids or row.key, reference.record_ids or reference.key)
+
+
+def distinct_tests(comparisons: list[Comparison]) -> int:
+    """How many tests ``comparisons`` hold (the Holm family's size): a record standing in several grid rows
+    is compared with the same reference once."""
+    return len({same_test(c.row, c.reference) for c in comparisons})
+
+
 def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
               admitted: Callable[[pd.Series], bool] = lambda row: True, n_boot: int = 1000,
               seed: int = 0) -> TaskRanking:
@@ -181,10 +195,18 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     pairs = _comparisons(rows, dense)
     # normal p from the bootstrap SE: the share-of-replicates p bottoms out at 2/(n_boot+1), which Holm over a
     # three-seed table's ~60 comparisons could never reject
-    diffs = [difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key, normal=True) for r, ref, _, _ in pairs]
+    # a record serving several grid targets stands in each target's row: its comparison with the same reference
+    # record is one test, computed and counted once
+    tests: dict[tuple, int] = {}
+    diffs = []
+    for r, ref, _, _ in pairs:
+        if tests.setdefault(same_test(r, ref), len(diffs)) == len(diffs):
+            diffs.append(difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key, normal=True))
     reject, _ = holm([d.p for d in diffs])
-    comparisons = [Comparison(r, ref, col, targets, d, bool(sig))
-                   for (r, ref, col, targets), d, sig in zip(pairs, diffs, reject)]
+    comparisons = []
+    for r, ref, col, targets in pairs:
+        test = tests[same_test(r, ref)]
+        comparisons.append(Comparison(r, ref, col, targets, diffs[test], bool(reject[test])))
     return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out)
 
 
@@ -301,7 +323,7 @@ def _paired_table(comparisons: list[Comparison]) -> str:
                                        "seeds": r.seeds, "% dense": f"{r.pct:.1f}", "score": f"{r.score:.2f}"})
         row[escape_cell(c.column)] = _fmt_diff(c.diff, c.significant)
     df = pd.DataFrame(list(cells.values())).fillna("-")
-    n = len(comparisons)
+    n = distinct_tests(comparisons)
     return ("\nPaired differences (score points, 95 % CI; † = significant; "
             f"{n} comparison{'s' if n > 1 else ''}):\n\n"
             + tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
