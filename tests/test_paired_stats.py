@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ccbench.reporting.paired import (Bootstrap, aligned_predictions, bootstrap_p, difference, holm, interval,
-                                      mcnemar_p)
+from ccbench.reporting.paired import Bootstrap, aligned_predictions, bootstrap_p, difference, holm, interval, mcnemar_p
 from ccbench.reporting.ranking import auc_weights, curve_auc, pareto_front, rank_stability
 
 

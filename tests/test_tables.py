@@ -1,7 +1,6 @@
 """Tables from records: seeds pooled over samples aligned by id, re-measured seeds, and the GLUE table
 (hand-made records, no training)."""
 import numpy as np
-import pytest
 import torch
 
 from ccbench.measurement.stats import bootstrap_ci
