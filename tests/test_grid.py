@@ -132,6 +132,13 @@ def test_a_grid_for_a_knob_set_in_training_trains_one_model_per_target(tiny_data
         assert r["method"]["knob"]["chosen_by"].startswith("grid")
         assert e["marked"] == (abs(e["reached"] - target) > 2)
     assert depth[30.0] < depth[70.0]
+    # shift and transfer rebuild each record's own model (trained towards its target), not the default one
+    from ccbench.drivers.from_record import load_record_model, verify_record_model
+
+    for target, (r, _) in by_target.items():
+        rm = load_record_model(r["id"][:12], data_dir=str(tiny_data), results_dir=results, progress=False)
+        assert rm.model.target_depth == depth[target] and rm.trained_file.endswith(".safetensors")
+        assert verify_record_model(rm, progress=False)[1] == 1.0
     assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
                  "--results-dir", str(tmp_path / "masked"), "--grid", "30", "--quiet"]) == 0
     [masked] = _records(tmp_path / "masked")

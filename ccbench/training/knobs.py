@@ -13,7 +13,7 @@ from ccbench.common.messages import say
 from ccbench.reporting.record_schema import NO_KNOB, knob_label
 
 __all__ = ["CalibrationPoint", "calibrate_knob", "calibration_point", "check_knob_values", "choose_knob", "has_knob", "knob_label",
-           "knob_settings", "parse_knob"]
+           "knob_settings", "parse_knob", "record_settings"]
 
 
 def has_knob(knob: dict) -> bool:
@@ -75,6 +75,27 @@ def knob_settings(knob: dict, value) -> dict:
     if value is None or not knob.get("needs_retraining") or not has_knob(knob):
         return {}
     return {knob["name"]: value}
+
+
+def record_settings(knob: dict, method: dict) -> dict:
+    """The build settings that rebuild the model of a record whose ``method`` field is ``method``:
+    :func:`knob_settings` of its knob value, and ``compute_target`` (a share of dense, 0-1) when the model
+    was trained towards its grid target (a ``trains_per_grid_target`` knob; the entry says
+    ``trained_for_target``), as :func:`ccbench.drivers.runner.run_method` built it.
+
+    >>> knob = {"name": "threshold", "trains_per_grid_target": True}
+    >>> record_settings(knob, {"knob": {"value": 0.5}, "grid": [{"target": 25.0, "trained_for_target": True}]})
+    {'compute_target': 0.25}
+    >>> record_settings(knob, {"knob": {"value": 0.5}, "grid": [{"target": 25.0}]})   # calibrated, not trained for it
+    {}
+    """
+    settings = knob_settings(knob, method["knob"]["value"])
+    if knob.get("trains_per_grid_target"):
+        aimed = [e["target"] for e in method.get("grid") or []
+                 if isinstance(e, dict) and e.get("trained_for_target") is True]
+        if aimed:
+            settings["compute_target"] = float(aimed[0]) / 100
+    return settings
 
 
 def check_knob_values(model, knob: dict, values: list | None) -> None:

@@ -19,7 +19,7 @@ from ccbench.common.safefile import load_tensors, save_tensors
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
 
-from .knobs import knob_settings
+from .knobs import record_settings
 
 
 def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, config: dict) -> str:
@@ -127,11 +127,12 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
     """The trained model that wrote the run ``record`` (``meta``: its method's metadata), loaded from the
     store with the record's knob set; refuses when it is not cached."""
     knob = record["method"]["knob"]
-    config = knob_settings(meta["knob"], knob["value"])
+    config = record_settings(meta["knob"], record["method"])
     method = record["method"]["name"]
     built = build_for_run(method, meta, config, work, tier, task, record["seed"])
     if not built.path.exists():
-        knob_arg = f" --knob {knob['name']}={knob['value']}" if config else ""
+        knob_arg = (f" --knob {knob['name']}={knob['value']}" if meta["knob"].get("needs_retraining") and config else
+                    f" --grid {100 * config['compute_target']:g}" if "compute_target" in config else "")
         raise UserError(f"the trained model of record {record['id'][:12]} is not in the cache ({built.path.name}): "
                         f"run `ccbench run --method {built.source or method} --task {task.name} --budget {tier.name}"
                         f"{knob_arg} --train-only` first")
