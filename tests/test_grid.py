@@ -140,6 +140,9 @@ def test_a_grid_for_a_knob_set_in_training_trains_one_model_per_target(tiny_data
         assert rm.model.target_depth == depth[target] and rm.trained_file.endswith(".safetensors")
         assert verify_record_model(rm, progress=False)[1] == 1.0
     assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(tmp_path / "masked"), "--grid", "45", "--quiet"]) == 2
+    assert "--method avit --task imagenette --budget smoke --grid 45 --train-only` first" in capsys.readouterr().err
+    assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
                  "--results-dir", str(tmp_path / "masked"), "--grid", "30", "--quiet"]) == 0
     [masked] = _records(tmp_path / "masked")
     assert masked["method"]["config"]["target_depth"] == depth[30.0]

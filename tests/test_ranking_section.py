@@ -39,7 +39,7 @@ def _score(accuracy: float, seed: int = 0) -> float:
 CPU_VERSION = catalog.budgets().get("cpu").version
 
 def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None,
-            flips: int = 6):
+            flips: int = 6, trained_for_target: bool = False, date: str | None = None):
     """One record of ``method`` at ``pct`` % of dense; ``grid``: the grid target it serves (``reached`` = ``pct``;
     marked beyond 2 points)."""
     preds = _preds(accuracy, seed, flips)
@@ -57,7 +57,10 @@ def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0
                                     "batchN": {"speedup": 1.0, "efficiency": 1.0, "batch_size": 4}}},
             "date": f"2026-01-01T00:00:{seed:02d}+00:00"}
     if grid is not None:
-        body["method"]["grid"] = [{"target": grid, "reached": pct, "marked": abs(pct - grid) > 2, "tolerance": 2.0}]
+        body["method"]["grid"] = [{"target": grid, "reached": pct, "marked": abs(pct - grid) > 2, "tolerance": 2.0,
+                                   **({"trained_for_target": True} if trained_for_target else {})}]
+    if date is not None:
+        body["date"] = date
     arrays = {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
               "pred": preds.astype(np.int16)}
     commit_record(finalize(body), arrays, root)
@@ -176,7 +179,7 @@ def test_avit_six_grid_targets_fill_the_three_grid_columns_and_its_whole_curve(t
     _commit(tmp_path, "dense", None, 100.0, 0.86, flips=0)
     avit = {25: 0.78, 40: 0.80, 50: 0.82, 60: 0.83, 75: 0.84, 90: 0.85}
     for target, acc in avit.items():
-        _commit(tmp_path, "avit", target / 100, float(target), acc, grid=target, flips=0)
+        _commit(tmp_path, "avit", target / 100, float(target), acc, grid=target, flips=0, trained_for_target=True)
     for target, acc in ((25, 0.70), (50, 0.76), (75, 0.81)):
         _commit(tmp_path, "static-res", target, float(target), acc, grid=target, flips=0)
     records = load_records(tmp_path)
@@ -258,3 +261,26 @@ def test_a_record_standing_in_two_target_rows_is_one_test_in_the_holm_family(tmp
     assert len(ranking.comparisons) == 3 and distinct_tests(ranking.comparisons) == 2
     section = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
     assert "2 comparisons" in section and "3 comparisons" not in section
+
+
+def test_avit_grid_records_of_the_default_model_sit_off_the_grid_and_off_the_curve(tmp_path):
+    """A-ViT's grid trains a model per target: a record calibrated to 25 % on the default model (made before) is
+    shown by its threshold, not in the 25 % row, even when it is the newer record, and it is neither ranked nor
+    drawn once A-ViT has grid rows; a method without grid rows keeps all its rows."""
+    from ccbench.reporting.tables import curve_rows
+
+    _commit(tmp_path, "dense", None, 100.0, 0.86)
+    _commit(tmp_path, "avit", 0.3, 26.0, 0.78, grid=25, trained_for_target=True, date="2026-01-01T00:00:00+00:00")
+    _commit(tmp_path, "avit", 0.9, 50.5, 0.83, grid=50, trained_for_target=True)
+    _commit(tmp_path, "avit", 0.05, 58.5, 0.82, grid=25, date="2026-01-02T00:00:00+00:00")   # default model, newer
+    _commit(tmp_path, "patience", 3, 60.0, 0.85)
+    records = load_records(tmp_path)
+    table = load_table(records=records, task="sst2")
+    avit = table[table.method == "avit"].set_index("knob")
+    assert sorted(avit.index) == ["grid 25 %", "grid 50 %", "k=0.05"]
+    assert avit.loc["grid 25 %", "pct_of_dense"] == 26.0
+    curves = curve_rows(table)
+    assert sorted(curves[curves.method == "avit"].knob) == ["grid 25 %", "grid 50 %"]
+    assert list(curves[curves.method == "patience"].knob) == ["k=3"] and (curves.method == "dense").any()
+    rows, _, _ = load_rows(curves, records)
+    assert sorted(r.pct for r in rows if r.method == "avit") == [26.0, 50.5]

@@ -121,3 +121,30 @@ def backbones() -> Registry:
     reg.add("vit", "ccbench.core.backbones:ViTBackbone",
             {"description": "timm VisionTransformer (class token, learned positions)"})
     return reg
+
+
+def trains_per_grid_target(method: str) -> bool:
+    """Whether ``method``'s compute grid trains one model per target (its knob's ``trains_per_grid_target``);
+    False for a name not registered here (e.g. a plug-in not installed)."""
+    registry = methods()
+    return method in registry and bool(registry.metadata(method)["knob"].get("trains_per_grid_target"))
+
+
+def counted_grid_entries(method: str, entries) -> list[dict]:
+    """The entries of a record's ``method.grid`` (``{target, reached, marked, ...}``, % of dense) that stand
+    for their targets: every well-formed entry, except that for a method whose grid trains one model per
+    target (:func:`trains_per_grid_target`) only those of a model trained towards the target
+    (``trained_for_target``) count. A record calibrated to a target on a model trained for another compute
+    is another experiment: a sweep runs the target again and tables show the record off the grid, by its knob.
+
+    >>> counted_grid_entries("evit", [{"target": 25.0}, "bad"])
+    [{'target': 25.0}]
+    >>> counted_grid_entries("avit", [{"target": 25.0}, {"target": 40.0, "trained_for_target": True}])
+    [{'target': 40.0, 'trained_for_target': True}]
+    """
+    if not isinstance(entries, list):
+        return []
+    entries = [e for e in entries if isinstance(e, dict)]
+    if entries and trains_per_grid_target(method):
+        entries = [e for e in entries if e.get("trained_for_target") is True]
+    return entries

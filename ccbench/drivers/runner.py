@@ -150,9 +150,11 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
                 "label": "no training (0 samples)"}
     if built.source:
         if not path.exists():
+            aimed = built.settings.get("compute_target")   # a per-target grid model (trains_per_grid_target)
+            grid = f" --grid {100 * aimed:g} --train-only" if aimed is not None else ""
             raise UserError(f"{method!r} evaluates {built.source!r}'s fine-tuned model, which is not in the cache "
                             f"yet: run `ccbench run --method {built.source} --task {ctx.task.name} --budget "
-                            f"{ctx.tier.name}` first")
+                            f"{ctx.tier.name}{grid}` first")
         consumed = load_trained(model, path)
         consumed = {**consumed, "label": f"evaluates {built.source}'s fine-tuned model ({consumed['label']})"}
         say(f"evaluating {built.source}'s fine-tuned model {path.name}")

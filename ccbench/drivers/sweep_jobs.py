@@ -267,14 +267,6 @@ def _lacks_evidence(record: dict) -> bool:
     return record.get("kind", "run") == "run" and check_determinism(record).detail == NO_EVIDENCE
 
 
-def _trains_per_grid_target(method: str) -> bool:
-    """Whether ``method``'s compute grid trains one model per target (its knob's ``trains_per_grid_target``)."""
-    from ccbench.common import catalog
-
-    methods = catalog.methods()
-    return method in methods and bool(methods.metadata(method)["knob"].get("trains_per_grid_target"))
-
-
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
@@ -319,11 +311,11 @@ class RecordIndex:
         dense; its ``method.grid`` names the target), or ``None``. For a method whose grid trains one model
         per target (``trains_per_grid_target``) only a record of the model trained towards ``target`` counts:
         one calibrated on a model trained for another compute is a different experiment."""
-        per_target = _trains_per_grid_target(cfg["method"])
+        from ccbench.common.catalog import counted_grid_entries
+
         hits = [(path, r) for path, r in self._runs(cfg)
-                if any(isinstance(e, dict) and _number_equal(e.get("target"), target)
-                       and (not per_target or e.get("trained_for_target") is True)
-                       for e in (r["method"].get("grid") or []))]
+                if any(_number_equal(e.get("target"), target)
+                       for e in counted_grid_entries(cfg["method"], r["method"].get("grid") or []))]
         return max(hits, key=lambda h: h[1].get("date", "")) if hits else None
 
     def source_record(self, source: dict) -> tuple[Path, dict] | None:

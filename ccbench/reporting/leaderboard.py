@@ -28,7 +28,7 @@ from .markdown import escape_cell
 from .ranking_section import rank_task, ranking_markdown
 from .records import RecordError, find_record, load_samples, report_skipped, scan_records
 from .site import Board, write_site
-from .tables import GLUE_TASKS, NOISE_NOTE, glue_table, load_table, render
+from .tables import GLUE_TASKS, NOISE_NOTE, curve_rows, glue_table, load_table, render
 from .track_section import SIGNIFICANT_TRACK, TrackView, track_markdown, track_tables
 
 HEADER = ("# ccbench leaderboard\n\n"
@@ -326,11 +326,12 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         parts.append(f"Published backbone: `{want[:16] if want else 'none published'}`\n\n")
         if not admitted.empty:
             parts.append(render(admitted, "markdown", note=False) + "\n")
-            ranking = rank_task(admitted, runs, admitted.score_name.iloc[0])
+            curves = curve_rows(admitted)
+            ranking = rank_task(curves, runs, admitted.score_name.iloc[0])
             board.findings = what_it_says(ranking)
             parts.append(ranking_markdown(ranking) + findings_markdown(board.findings))
             stem = file_stem(budget, task)
-            plots_md = curve_plots(admitted, runs, out_path.parent, stem, f"{task} ({budget})")
+            plots_md = curve_plots(curves, runs, out_path.parent, stem, f"{task} ({budget})")
             parts.append(plots_md)
             board.images += [(name, what) for name, what in
                              ((f"{stem}.png", "score vs % of dense compute"),

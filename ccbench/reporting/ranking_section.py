@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ccbench.common.catalog import counted_grid_entries
+
 from .markdown import escape_cell
 from .paired import SIGNIFICANT, Bootstrap, Difference, aligned_predictions, difference, holm, interval
 from .ranking import GRID, HIGH, LOW, auc_weights, rank_stability
@@ -56,7 +58,7 @@ def grid_of(records: list[dict]) -> dict:
     out: dict[float, list] = {}
     try:
         for r in records:
-            entries = r.get("method", {}).get("grid") or []
+            entries = counted_grid_entries(r.get("method", {}).get("name"), r.get("method", {}).get("grid") or [])
             for e in entries:
                 out.setdefault(float(e["target"]), []).append((float(e["reached"]), bool(e.get("marked"))))
     except (AttributeError, KeyError, TypeError, ValueError):
@@ -283,7 +285,7 @@ def _rank_table(t: TaskRanking) -> str:
     lines = [tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False,
                       disable_numparse=True) + "\n\n"]
     lines.append(f"AUC: the mean score over {LOW:.0f}-{HIGH:.0f} % of dense useful compute of the curve through the "
-                 f"method's rows and dense at 100 % (linear between points; a curve must start within 2 points of "
+                 f"method's rows (its grid rows alone when it has any) and dense at 100 % (linear between points; a curve must start within 2 points of "
                  f"{LOW:.0f} %). Plausible ranks: the central 95 % of the method's rank over bootstrap resamples; "
                  f"P(first): the share of resamples in which it ranks first. Grid columns: the score at the row "
                  f"calibrated to that share of dense (* = the target was out of reach: the nearest point, its share "

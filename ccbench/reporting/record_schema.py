@@ -90,12 +90,12 @@ class Method(_Open):
     knob: Knob = Field(description="the knob setting measured")
 
     def grid_targets(self) -> list:
-        """The compute-grid targets (% of dense) this record was calibrated to (``method.grid``), ``[]`` for a
-        record off the grid or with a malformed grid."""
-        entries = (self.model_extra or {}).get("grid") or []
-        if not isinstance(entries, list):
-            return []
-        return [e.get("target") for e in entries if isinstance(e, dict)]
+        """The compute-grid targets (% of dense) this record stands for (``method.grid``, the entries
+        :func:`ccbench.common.catalog.counted_grid_entries` counts), ``[]`` for a record off the grid or with a
+        malformed grid."""
+        from ccbench.common.catalog import counted_grid_entries
+
+        return [e.get("target") for e in counted_grid_entries(self.name, (self.model_extra or {}).get("grid") or [])]
 
     def grid_target_values(self) -> tuple[float, ...]:
         """:meth:`grid_targets` as sorted distinct numbers (% of dense); malformed entries are left out."""

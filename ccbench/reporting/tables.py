@@ -126,6 +126,18 @@ def load_table(results_dir=None, task: str | None = None, budget: str | None = N
     return pd.DataFrame(out, columns=COLUMNS)
 
 
+def curve_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an aggregated ``table`` (:func:`load_table`) that make each method's accuracy-compute curve:
+    a method with rows on the compute grid by those alone, any other method by all its rows. A method's
+    off-grid rows (records made before the grid, or calibrated on a model trained for another compute) stay
+    in the table but are neither ranked nor drawn: the ranking compares the grid's equal-compute points."""
+    if table.empty or "grid_row_targets" not in table:
+        return table
+    on_grid = table.grid_row_targets.map(lambda t: bool(t) if isinstance(t, tuple) else False)
+    gridded = set(table[on_grid].method)
+    return table[on_grid | ~table.method.isin(gridded)]
+
+
 STATIC_CONTROL = {"depth": "static-depth", "token": "static-res"}
 
 

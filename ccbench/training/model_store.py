@@ -8,7 +8,7 @@ spent); they are written atomically and never unpickled.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ccbench.common import catalog
@@ -90,13 +90,14 @@ def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task: TaskSpec, se
 class BuiltModel:
     """An untrained model and where its trained weights live: ``source`` is the method whose trained
     model it evaluates (``evaluates_checkpoint_of``, else None), ``start_run`` the run name of the
-    fine-tuned model it starts from (``starts_from``, else None)."""
+    fine-tuned model it starts from (``starts_from``, else None), ``settings`` its build settings."""
 
     model: object
     source: str | None
     run_name: str
     path: Path
     start_run: str | None
+    settings: dict = field(default_factory=dict)   # the build settings it was made with (knob, compute_target)
 
 
 def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec, task: TaskSpec,
@@ -120,7 +121,7 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
     if start_run:
         trainer_config = {**trainer_config, "starts_from": start_run}
     name = run_name(source or method, tier, task, seed, work, trainer_config)
-    return BuiltModel(model, source, name, trained_path(name), start_run)
+    return BuiltModel(model, source, name, trained_path(name), start_run, dict(config))
 
 
 def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task: TaskSpec) -> BuiltModel:
