@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ccbench.cli import main
-from ccbench.training.grid import calibrate_grid, grid_entries, parse_grid, values_of
+from ccbench.training.grid import calibrate_grid, domain_step, grid_entries, parse_grid, values_of
 from ccbench.training.knobs import CalibrationPoint
 
 
@@ -57,6 +57,43 @@ def test_one_value_serving_several_targets_is_measured_once():
     assert [(e["target"], e["reached"], e["marked"]) for e in grid_entries(grid, 0.0)] == [(25, 60.0, True),
                                                                                           (50, 60.0, True)]
     assert [(e["target"], e["reached"], e["marked"]) for e in grid_entries(grid, 0.5)] == [(75, 75.0, False)]
+
+
+def test_a_target_beyond_the_sweep_is_followed_within_the_knobs_domain():
+    """The sweep is where calibration starts: a target below every measured share is followed past the sweep's
+    end (halving a keep ratio towards its open minimum), then bisected; where the share stops moving the
+    nearest point is taken, marked."""
+    keep = domain_step({"direction": "lower = less compute", "minimum": 0, "exclusive_minimum": True, "maximum": 1})
+    calls = []
+    grid, _ = calibrate_grid(_linear(calls), [0.5, 0.9], [35, 10], step=keep)
+    assert calls[:3] == [0.5, 0.9, 0.25] and not grid[0].marked and abs(grid[0].reached - 35) <= 2
+    # 10 % lies under the 0.3 floor: one more halving measures the same share, and the search stops there
+    assert grid[1].marked and grid[1].reached == 30.0 and calls[-1] == 0.125 and len(calls) <= 2 + 6 + 1
+    # a value the model refuses ends the search there
+    def refusing(v):
+        if v < 0.3:
+            raise ValueError("keep ratio too small for this model")
+        return _linear([])(v)
+    refused, _ = calibrate_grid(refusing, [0.5, 0.9], [35], step=keep)
+    assert refused[0].marked and refused[0].reached == 50.0
+    # without a step the sweep's end is where it stops (the behaviour before: 35 % marked at 50 %)
+    plain, _ = calibrate_grid(_linear([]), [0.5, 0.9], [35])
+    assert plain[0].marked and plain[0].reached == 50.0
+
+
+def test_an_integer_knob_with_an_open_end_doubles_until_it_brackets_the_target():
+    share = lambda r: max(1.0 - 0.07 * r, 0.1)   # ToMe-like: higher r, less compute, a floor at 10 %  # noqa: E731
+    calls = []
+
+    def measure(r):
+        calls.append(r)
+        return CalibrationPoint(r, 70.0 - r, share(r))
+
+    tome = domain_step({"direction": "higher = less compute", "integer": True, "minimum": 0})
+    grid, _ = calibrate_grid(measure, [0, 1, 2, 3, 4, 5], [25], integer=True, step=tome)
+    # past r = 5 (65 %): r = 10 (30 %), r = 20 (the floor) brackets 25 %, then the integers between: r = 11, 23 %
+    assert calls[6:8] == [10, 20] and grid[0].point.knob == 11 and not grid[0].marked
+    assert len(calls) <= 6 + 6
 
 
 def test_parse_grid_refuses_out_of_range():

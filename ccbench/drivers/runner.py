@@ -25,7 +25,7 @@ from ccbench.measurement.measure import run_metrics
 from ccbench.reporting.record_schema import NO_KNOB
 from ccbench.reporting.records import write_record
 from ccbench.training.distributed import stamp_for_commit
-from ccbench.training.grid import GridPoint, calibrate_grid, grid_entries, values_of
+from ccbench.training.grid import GridPoint, calibrate_grid, domain_step, grid_entries, values_of
 from ccbench.training.knobs import (
     CalibrationPoint,
     calibrate_knob,
@@ -209,7 +209,7 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
     elif grid:
         grid_points, calibration = calibrate_grid(
             lambda v: calibration_point(model, v, work, table, tier.eval_batch_size, device, ctx.seed),
-            model.calibration_sweep(knob["sweep"]), grid, integer=bool(knob.get("integer")))
+            model.calibration_sweep(knob["sweep"]), grid, integer=bool(knob.get("integer")), step=domain_step(knob))
         knob_values = values_of(grid_points)
         chosen_by = f"grid: calibrated to {', '.join(f'{t:g}' for t in grid)} % of dense useful MACs"
         for g in grid_points:

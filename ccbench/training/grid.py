@@ -4,8 +4,10 @@ by interpolation.
 
 A sweepable knob is calibrated on one trained model: the declared sweep first, then, where a target
 falls between two measured values, bisection between them (every integer between them for an integer
-knob) until a value lands within the tolerance. A target no value reaches gets the nearest point reached,
-marked. A knob that needs retraining is chosen from its candidate values by the compute of the untrained
+knob) until a value lands within the tolerance. Where a target lies beyond every measured share, values
+beyond the sweep's end are tried, within the knob's declared domain (:func:`domain_step`): the sweep is
+where calibration starts, not what the method can reach. A target no value reaches gets the nearest point
+reached, marked. A knob that needs retraining is chosen from its candidate values by the compute of the untrained
 model (exact where compute does not depend on the weights: depth, resolution, slots), and the trained
 model's share is measured again before it is recorded.
 
@@ -90,11 +92,57 @@ def _between(lo, hi, integer: bool) -> list:
     return [(a + b) / 2]
 
 
+def domain_step(knob: dict) -> Callable[[float, bool], float | None]:
+    """``step(value, less)``: the next knob value beyond ``value`` towards less compute (``less``) or more,
+    within the knob's declared domain (``direction``, ``minimum``/``exclusive_minimum``, ``maximum``,
+    ``integer``; :class:`ccbench.common.method_meta.KnobMetadata`), or ``None`` at the domain's end. Towards
+    a bound it goes halfway there; away from an open end it doubles.
+
+    >>> tome = domain_step({"direction": "higher = less compute", "integer": True, "minimum": 0})
+    >>> tome(5, True), tome(0, True), tome(1, False), tome(0, False)
+    (10, 1, 0, None)
+    >>> keep = domain_step({"direction": "lower = less compute", "minimum": 0, "exclusive_minimum": True, "maximum": 1})
+    >>> keep(0.4, True), keep(0.9, False), keep(1.0, False)
+    (0.2, 0.95, None)
+    >>> domain_step({"direction": "none"})(3, True) is None
+    True
+    """
+    direction = knob.get("direction")
+    integer = bool(knob.get("integer"))
+    low, high = knob.get("minimum"), knob.get("maximum")
+
+    def step(value, less: bool):
+        if direction not in ("lower = less compute", "higher = less compute"):
+            return None
+        down = less == (direction == "lower = less compute")   # the knob value goes down
+        if down:
+            bound = low
+            nxt = value / 2 if bound is None or bound == 0 else (value + bound) / 2
+            if integer:
+                nxt = min(int(nxt), int(value) - 1)
+            if bound is not None and (nxt < bound or (knob.get("exclusive_minimum") and nxt <= bound)):
+                return None
+        else:
+            nxt = (value + high) / 2 if high is not None else (value * 2 if value > 0 else 1)
+            if integer:
+                nxt = max(int(round(nxt)), int(value) + 1)
+            if high is not None and nxt > high:
+                return None
+        nxt = nxt if integer else round(float(nxt), 6)
+        return None if nxt == value else nxt
+
+    return step
+
+
 def calibrate_grid(measure: Callable[[float], CalibrationPoint], sweep: list, targets: list[float],
-                   integer: bool = False, max_refine: int = MAX_REFINE) -> tuple[list[GridPoint], list[CalibrationPoint]]:
+                   integer: bool = False, max_refine: int = MAX_REFINE,
+                   step: Callable[[float, bool], float | None] | None = None
+                   ) -> tuple[list[GridPoint], list[CalibrationPoint]]:
     """Choose a knob value per target (% of dense): ``measure(value)`` evaluates one value on the
     calibration split. Measures ``sweep``, then refines between the two measured values whose shares
-    bracket a target not yet within :data:`TOLERANCE`, at most ``max_refine`` times per target. Returns
+    bracket a target not yet within :data:`TOLERANCE`; a target beyond every measured share is followed
+    past the sweep's end with ``step`` (:func:`domain_step`; ``None``: no further) until it is bracketed,
+    the domain ends or the share stops moving; at most ``max_refine`` evaluations per target. Returns
     the grid (one :class:`GridPoint` per target, in target order) and every point measured (by knob)."""
     measured: dict = {}
 
@@ -116,13 +164,32 @@ def calibrate_grid(measure: Callable[[float], CalibrationPoint], sweep: list, ta
                             if min(a.useful_fraction, b.useful_fraction) * 100 < target
                             < max(a.useful_fraction, b.useful_fraction) * 100), None)
             if bracket is None:
-                break                          # out of the knob's reach: the nearest point, marked
+                if step is None or not _step_beyond(measured, target, step, at):
+                    break                      # out of the knob's reach: the nearest point, marked
+                continue
             fresh = [v for v in _between(bracket[0].knob, bracket[1].knob, integer) if v not in measured]
             if not fresh:
                 break
             at(fresh[0])
         grid.append(GridPoint(target, nearest(list(measured.values()), target)))
     return grid, sorted(measured.values(), key=lambda p: p.knob)
+
+
+def _step_beyond(measured: dict, target: float, step, at) -> bool:
+    """Measure the next value past the measured end nearest ``target`` (% of dense; beyond every measured
+    share); False when the domain ends there, the model refuses the value, it was measured, or the share
+    did not move."""
+    by_share = sorted(measured.values(), key=lambda p: p.useful_fraction)
+    less = target < 100 * by_share[0].useful_fraction
+    end = by_share[0] if less else by_share[-1]
+    value = step(end.knob, less)
+    if value is None or value in measured:
+        return False
+    try:
+        point = at(value)
+    except ValueError:   # a value the declared domain allows but this model refuses (``set_knob``)
+        return False
+    return abs(point.useful_fraction - end.useful_fraction) > 1e-6
 
 
 def values_of(grid: list[GridPoint]) -> list:
