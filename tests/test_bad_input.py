@@ -149,3 +149,11 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) in (0, 141)
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_leaderboard_out_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["leaderboard", "--results-dir", str(tmp_path / "results"),
+                 "--out", str(tmp_path / "taken" / "README.md")]) == 2
+    assert "is not a folder" in _one_line_error(capsys)

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from ccbench.common.errors import UserError
 from ccbench.common.names import file_stem
 from ccbench.common.provenance import repo_root
 
@@ -292,7 +293,11 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
         raise RecordError("\n".join(bad))
     report_skipped(bad)
     runs = [(p, r) for p, r in records if r.get("kind", "run") == "run"]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out}: {out_path.parent} is not a folder (a file stands in its path); "
+                        f"give a path in a folder, e.g. --out leaderboard/README.md") from None
     all_runs = runs
     verdicts = check_runs(runs) if verdicts is None else verdicts
     runs, failing, unverified = _validated(runs, verdicts)
