@@ -284,3 +284,33 @@ def test_avit_grid_records_of_the_default_model_sit_off_the_grid_and_off_the_cur
     assert list(curves[curves.method == "patience"].knob) == ["k=3"] and (curves.method == "dense").any()
     rows, _, _ = load_rows(curves, records)
     assert sorted(r.pct for r in rows if r.method == "avit") == [26.0, 50.5]
+
+
+def test_a_method_that_cannot_reach_25_percent_is_ranked_over_50_to_100(tmp_path):
+    """EViT-like methods whose cheapest point is 33 % get no AUC over 25-100 % but are ranked with every method
+    whose curve reaches 50 % over 50-100 %; the half-range table and its sentence appear only when it ranks more."""
+    from ccbench.reporting.findings import what_it_says
+    from ccbench.reporting.ranking_section import rank_task
+
+    _commit(tmp_path, "dense", None, 100.0, 0.86)
+    for target, pct, acc in ((25, 25.5, 0.70), (50, 50.0, 0.80), (75, 74.0, 0.84)):
+        _commit(tmp_path, "early-exit", target / 100, pct, acc, grid=target)
+    for target, pct, acc in ((25, 33.0, 0.60), (50, 50.5, 0.83), (75, 75.0, 0.85)):
+        _commit(tmp_path, "evit", target / 100, pct, acc, grid=target)
+    _commit(tmp_path, "moe-topk", 1, 93.0, 0.86)
+    records = load_records(tmp_path)
+    table = load_table(records=records, task="sst2")
+    t = rank_task(table, records, "accuracy", n_boot=200)
+    assert [k.method for k in t.ranks] == ["early-exit"] and sorted(t.unranked) == ["evit", "moe-topk"]
+    assert [k.method for k in t.upper] == ["evit", "early-exit"] and t.upper_unranked == ["moe-topk"]
+    # over 50-100 %: evit's trapezoids (83 -> 85 -> 86) beat early-exit's (80 -> 84 -> 86)
+    assert t.upper[0].auc > t.upper[1].auc
+    text = ranking_section(table, records, "accuracy", n_boot=200)
+    assert "Over 50-100 % of dense" in text and "Not ranked over 50-100 % either (the curve starts above 52 %): moe-topk" in text
+    says = what_it_says(t)
+    assert any(s.startswith("evit ranks first of 2 methods by AUC over 50-100 % of dense") for s in says)
+    # with evit gone the half range ranks no one more: no second table, no second sentence
+    only = [(p, r) for p, r in records if r["method"]["name"] != "evit"]
+    table = load_table(records=only, task="sst2")
+    text = ranking_section(table, only, "accuracy", n_boot=200)
+    assert "Over 50-100 % of dense" not in text

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .markdown import escape_cell
 from .paired import Difference
-from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW
+from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW, UPPER_LOW
 from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests
 
 MIN_SEEDS = 3   # the seeds issue 21 asks of every row
@@ -99,8 +99,9 @@ def _auc(k: Rank) -> str:
     return f"{k.auc:.2f} [{k.lo:.2f}, {k.hi:.2f}], plausible ranks {k.rank_lo}-{k.rank_hi}, P(first) {k.p_first:.2f}"
 
 
-def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: bool = True) -> list[str]:
-    """Who ranks first by AUC over 25-100 % of dense (``ranks`` best first, :class:`Rank`), with its interval,
+def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: bool = True,
+                     low: float = LOW) -> list[str]:
+    """Who ranks first by AUC over ``low``-100 % of dense (``ranks`` best first, :class:`Rank`), with its interval,
     plausible ranks and probability of being first; which others could plausibly be first; which methods
     have no AUC (``unranked``: method -> its cheapest point, % of dense).
 
@@ -112,7 +113,7 @@ def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: b
     """
     out = []
     first = [k for k in ranks if k.rank == 1]
-    by_auc = f"by AUC over {LOW:.0f}-{HIGH:.0f} % of dense"
+    by_auc = f"by AUC over {low:.0f}-{HIGH:.0f} % of dense"
     if len(ranks) == 1:
         out.append(f"{first[0].method} is the only method ranked {by_auc}: {_auc(first[0])}.")
     elif len(first) == 1:
@@ -122,7 +123,7 @@ def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: b
                    + "; ".join(f"{k.method} {_auc(k)}" for k in first) + ".")
     else:
         out.append(f"No method has an AUC, so none ranks first (a curve must start within {GRID_TOLERANCE:g} points "
-                   f"of {LOW:.0f} % of dense)." if has_dense else
+                   f"of {low:.0f} % of dense)." if has_dense else
                    "No method has an AUC, so none ranks first: there is no ranked dense row to end a curve at.")
     others = [k for k in ranks if k.rank != 1 and k.rank_lo == 1]
     if others:
@@ -179,7 +180,11 @@ def what_it_says(t: TaskRanking | None) -> list[str]:
     if not any(r.method != "dense" for r in t.rows):
         return ["Only dense is ranked on this task: there is nothing to compare it with."]
     starts = {m: min(r.pct for r in t.rows if r.method == m) for m in t.unranked}
-    return leader_sentences(t.ranks, starts, t.dense is not None) + control_sentences(t.comparisons) + caveats(t)
+    out = leader_sentences(t.ranks, starts, t.dense is not None)
+    if t.upper and {k.method for k in t.upper} != {k.method for k in t.ranks}:   # the half range ranks more methods
+        upper_starts = {m: min(r.pct for r in t.rows if r.method == m) for m in t.upper_unranked}
+        out += leader_sentences(t.upper, upper_starts, t.dense is not None, low=UPPER_LOW)
+    return out + control_sentences(t.comparisons) + caveats(t)
 
 
 def findings_markdown(sentences: list[str]) -> str:

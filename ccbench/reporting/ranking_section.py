@@ -20,7 +20,7 @@ from ccbench.common.catalog import counted_grid_entries
 
 from .markdown import escape_cell
 from .paired import SIGNIFICANT, Bootstrap, Difference, aligned_predictions, difference, holm, interval
-from .ranking import GRID, HIGH, LOW, auc_weights, rank_stability
+from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW, UPPER_LOW, auc_weights, rank_stability
 from .records import load_samples
 
 NEVER_RANKED = {"avit-masked": "a reference execution of avit's model, not a method"}
@@ -141,6 +141,8 @@ class TaskRanking:
     comparisons: list[Comparison]
     excluded: dict[str, str]
     left_out: list[tuple[str, str, str]]
+    upper: list[Rank] = field(default_factory=list)      # ranked over UPPER_LOW-100 %: all whose curve reaches it
+    upper_unranked: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -194,6 +196,7 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
     reps = {r.key: boot.scores(r.preds, metric_name, r.key)[1] for r in rows}
     ranks, unranked = _ranks(rows, dense, reps)
+    upper, upper_unranked = _ranks(rows, dense, reps, low=UPPER_LOW)
     pairs = _comparisons(rows, dense)
     # normal p from the bootstrap SE: the share-of-replicates p bottoms out at 2/(n_boot+1), which Holm over a
     # three-seed table's ~60 comparisons could never reject
@@ -209,16 +212,17 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     for r, ref, col, targets in pairs:
         test = tests[same_test(r, ref)]
         comparisons.append(Comparison(r, ref, col, targets, diffs[test], bool(reject[test])))
-    return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out)
+    return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out, upper, upper_unranked)
 
 
-def _ranks(rows: list[Row], dense: Row | None, reps: dict) -> tuple[list[Rank], list[str]]:
-    """Methods with an AUC ranked (:func:`~.ranking.rank_stability`), and the methods without one."""
+def _ranks(rows: list[Row], dense: Row | None, reps: dict, low: float = LOW) -> tuple[list[Rank], list[str]]:
+    """Methods with an AUC over ``low``-100 % of dense ranked (:func:`~.ranking.rank_stability`), and the
+    methods without one (their curve starts above ``low``)."""
     methods = sorted({r.method for r in rows if r.method != "dense"})
     names, points, boots, unranked = [], [], [], []
     for m in methods:
         mine = [r for r in rows if r.method == m]
-        w = auc_weights([r.pct for r in mine]) if dense is not None else None
+        w = auc_weights([r.pct for r in mine], low=low) if dense is not None else None
         if w is None:
             unranked.append(m)
             continue
@@ -257,6 +261,7 @@ def ranking_markdown(t: TaskRanking) -> str:
         out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
                    f"samples).\n\n")
     out.append(_rank_table(t))
+    out.append(_upper_table(t))
     out.append(_paired_table(t.comparisons))
     notes = [f"{escape_cell(m)}: {why}" for m, why in t.excluded.items()]
     notes += [f"{escape_cell(m)} {escape_cell(k)}: {why}" for m, k, why in t.left_out]
@@ -295,6 +300,26 @@ def _rank_table(t: TaskRanking) -> str:
                      f"{'' if t.dense is not None else ', or there is no dense row'}): "
                      + ", ".join(escape_cell(m) for m in t.unranked) + ".\n")
     return "".join(lines)
+
+
+def _upper_table(t: TaskRanking) -> str:
+    """The ranking over :data:`~.ranking.UPPER_LOW`-100 % of dense: every method whose curve reaches it, so
+    methods that cannot go down to 25 % are ranked at equal compute too; empty when it ranks no one more
+    than the full range does."""
+    from tabulate import tabulate
+
+    if not t.upper or {k.method for k in t.upper} <= {k.method for k in t.ranks} and len(t.upper) == len(t.ranks):
+        return ""
+    auc = f"AUC {UPPER_LOW:.0f}-{HIGH:.0f} %"
+    table = [{"rank": k.rank, "method": escape_cell(k.method), "plausible ranks": f"{k.rank_lo}-{k.rank_hi}",
+              "P(first)": f"{k.p_first:.2f}", auc: f"{k.auc:.2f} [{k.lo:.2f}, {k.hi:.2f}]"} for k in t.upper]
+    note = (f"\nNot ranked over {UPPER_LOW:.0f}-{HIGH:.0f} % either (the curve starts above "
+            f"{UPPER_LOW + GRID_TOLERANCE:g} %): " + ", ".join(escape_cell(m) for m in t.upper_unranked) + ".\n"
+            if t.upper_unranked else "")
+    return (f"\nOver {UPPER_LOW:.0f}-{HIGH:.0f} % of dense, every method whose curve reaches {UPPER_LOW:.0f} % "
+            f"(same statistics, the range halved):\n\n"
+            + tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+            + "\n" + note)
 
 
 def _grid_cells(mine: list[Row]) -> dict:
