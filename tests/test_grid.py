@@ -184,3 +184,22 @@ def test_a_grid_for_a_knob_set_in_training_trains_one_model_per_target(tiny_data
     [masked] = _records(tmp_path / "masked")
     assert masked["method"]["config"]["target_depth"] == depth[30.0]
     assert masked["budget"]["consumed"]["samples"] == by_target[30.0][0]["budget"]["consumed"]["samples"] > 0
+
+
+def test_per_target_models_are_named_by_their_target_even_where_the_config_omits_it(tiny_data, isolated_cache,
+                                                                                    monkeypatch):
+    """A plug-in whose ``method_config`` leaves ``compute_target`` out still gets one cached model per target."""
+    from ccbench.baselines.avit import AViT
+    from ccbench.common import catalog
+    from ccbench.training.model_store import build_for_run
+    from ccbench.training.workload import make_workload
+
+    original = AViT.method_config
+    monkeypatch.setattr(AViT, "method_config", lambda self: {k: v for k, v in original(self).items()
+                                                             if k not in ("compute_target", "target_depth")})
+    task, tier = catalog.tasks().get("imagenette"), catalog.budgets().get("smoke")
+    work = make_workload(task, tier, str(tiny_data), 0, None, False)
+    meta = catalog.methods().metadata("avit")
+    names = {t: build_for_run("avit", meta, {"compute_target": t}, work, tier, task, 0).run_name for t in (0.3, 0.7)}
+    default = build_for_run("avit", meta, {}, work, tier, task, 0).run_name
+    assert len({names[0.3], names[0.7], default}) == 3

@@ -118,6 +118,9 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
     source = meta.get("evaluates_checkpoint_of")
     trainer_config = (methods.get(source).build(work.new_backbone(), **config).method_config()
                       if source else model.method_config())
+    if "compute_target" in config and "compute_target" not in trainer_config:
+        # a per-target grid model is named by its target even where the method's config leaves it out
+        trainer_config = {**trainer_config, "compute_target": config["compute_target"]}
     if start_run:
         trainer_config = {**trainer_config, "starts_from": start_run}
     name = run_name(source or method, tier, task, seed, work, trainer_config)
