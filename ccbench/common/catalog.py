@@ -125,8 +125,12 @@ def backbones() -> Registry:
 
 def trains_per_grid_target(method: str) -> bool:
     """Whether ``method``'s compute grid trains one model per target (its knob's ``trains_per_grid_target``);
-    False for a name not registered here (e.g. a plug-in not installed)."""
-    registry = methods()
+    False for a name not registered here (e.g. a plug-in not installed, or one whose metadata does not load:
+    reading records must not depend on every installed plug-in being valid)."""
+    try:
+        registry = methods()
+    except UserError:
+        return False
     return method in registry and bool(registry.metadata(method)["knob"].get("trains_per_grid_target"))
 
 
