@@ -6,8 +6,11 @@ common budget with the same random dropping at ``train_keep_ratio`` (0.6, Dynami
 keep ratio is swept on that one model, exactly like ``dynamicvit`` — so at equal compute the two
 differ only in *which* tokens are kept.
 
-Randomness at evaluation comes from a generator re-seeded with ``seed`` at every call, so a run is
-reproducible; a sample's dropped tokens depend on its position in the batch (they are random).
+Randomness at evaluation comes from a generator re-seeded with ``seed`` at every call, and one draw
+of scores per stage is shared by every sample of the batch (the kept positions are random but the same
+for each image), so a sample's prediction does not depend on the batch it is in: ``ccbench validate``'s
+determinism check (batch 1 vs batch N) holds. Drawing per sample made it depend on the sample's place in
+the batch (the first records of the ranking re-run failed that check and were not kept).
 """
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ class RandomDrop(ConditionalModel):
 
     def method_config(self) -> dict:
         """Hyperparameters for the record."""
-        return {"stage_blocks": self.stages, "train_keep_ratio": self.train_keep_ratio, "eval_seed": self.seed}
+        return {"stage_blocks": self.stages, "train_keep_ratio": self.train_keep_ratio, "eval_seed": self.seed,
+                "eval_draw": "one per stage, shared by the batch"}
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
         """Random scores -> top-k keep at each stage (training: fresh noise at ``train_keep_ratio``)."""
@@ -66,7 +70,10 @@ class RandomDrop(ConditionalModel):
             rho, gen = float(self.knob), torch.Generator(device=images.device).manual_seed(self.seed)
 
         def scorer(stage: int, patches: torch.Tensor) -> torch.Tensor:
-            return torch.rand(patches.shape[:2], generator=gen, device=patches.device)
+            if gen is None:   # training: fresh noise per sample
+                return torch.rand(patches.shape[:2], device=patches.device)
+            # evaluation: one draw shared by the batch, so a sample's tokens do not depend on its batch
+            return torch.rand(patches.shape[1], generator=gen, device=patches.device).expand(patches.shape[0], -1)
 
         with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
             logits, counts, _ = staged_keep_forward(self.backbone, images, self.stages, rho, scorer)

@@ -77,7 +77,8 @@ def test_tome_merge_is_a_size_weighted_average_and_protects_the_class_token():
     assert merged_x[0, 0, 0].item() == 0.0
 
 
-@pytest.mark.parametrize("name,knob", [("tome", 2), ("evit", 0.5), ("dynamicvit", 0.5), ("static-res", 24)])
+@pytest.mark.parametrize("name,knob", [("tome", 2), ("evit", 0.5), ("dynamicvit", 0.5), ("static-res", 24),
+                                       ("random-drop", 0.5)])
 def test_batch_predictions_do_not_depend_on_the_batch(name, knob, tiny_backbone):
     model = catalog.methods().get(name).build(tiny_backbone).eval()
     model.set_knob(knob)
