@@ -486,3 +486,30 @@ def test_a_per_target_grid_counts_only_records_of_models_trained_for_their_targe
     argv = command(job, index, None)
     assert argv[argv.index("--grid") + 1] == "50"
     assert "per grid value" in cost(job, graph, index)
+
+
+def test_a_record_whose_predictions_depended_on_the_batch_is_run_again(tmp_path):
+    """A record failing validate's determinism check is never ranked, so the sweep does not count it as done."""
+    from ccbench.drivers.sweep_jobs import JobGraph, RecordIndex, command
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    path = _write(tmp_path, """\
+        name: d
+        budget: cpu
+        runs: [{task: sst2, method: early-exit, grid: [25]}]
+        """)
+    job = JobGraph(load_sweep(path)).jobs[0]
+    body = run_body("early-exit", knob=("threshold", 0.3))
+    body["method"]["grid"] = [{"target": 25.0, "reached": 25.0, "marked": False}]
+    body["task"]["version"] = job.config["task_version"]
+    body["budget"]["version"] = job.config["budget_version"]
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 8,
+                                      "repeat_mismatches": 0}
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    assert RecordIndex(tmp_path / "results").grid_point(job.config, 25.0) is None
+    assert "--grid" in command(job, RecordIndex(tmp_path / "results"), None)
+    body["metrics"]["determinism"]["batch1_vs_batchN_mismatches"] = 0
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    assert RecordIndex(tmp_path / "results").grid_point(job.config, 25.0) is not None

@@ -267,6 +267,15 @@ def _lacks_evidence(record: dict) -> bool:
     return record.get("kind", "run") == "run" and check_determinism(record).detail == NO_EVIDENCE
 
 
+def _fails_determinism(record: dict) -> bool:
+    """Whether ``record`` is a run record whose own determinism evidence fails ``ccbench validate`` (its
+    predictions depended on the batch or the call): the leaderboard never ranks it, so a sweep runs its
+    configuration again rather than counting it as done."""
+    from ccbench.reporting.validation import check_determinism
+
+    return record.get("kind", "run") == "run" and not _lacks_evidence(record) and not check_determinism(record).passed
+
+
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
@@ -281,7 +290,8 @@ class RecordIndex:
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
         self.records = [(path, r) for path, r in self._all
-                        if not (current_only and _lacks_evidence(r)) and not (retime and _disturbed_timing(r))]
+                        if not (current_only and (_lacks_evidence(r) or _fails_determinism(r)))
+                        and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):
         versions = (_comparable_versions(cfg["budget"], cfg["budget_version"], cfg["task"]) if self.current_only
