@@ -258,22 +258,14 @@ def _comparable_versions(budget: str, version: int, task: str) -> range:
     return tier.comparable_versions(catalog.tasks().get(task).modality)
 
 
-def _lacks_evidence(record: dict) -> bool:
-    """Whether ``record`` is a run record written before ``ccbench validate`` existed (no determinism
-    evidence): the leaderboard shows such a record as the previous version and never ranks it, so a sweep
-    does not count it as done and runs its configuration again."""
-    from ccbench.reporting.validation import NO_EVIDENCE, check_determinism
-
-    return record.get("kind", "run") == "run" and check_determinism(record).detail == NO_EVIDENCE
-
-
-def _fails_determinism(record: dict) -> bool:
-    """Whether ``record`` is a run record whose own determinism evidence fails ``ccbench validate`` (its
-    predictions depended on the batch or the call): the leaderboard never ranks it, so a sweep runs its
-    configuration again rather than counting it as done."""
+def _not_shown_deterministic(record: dict) -> bool:
+    """Whether ``record`` is a run record whose determinism check (``ccbench validate``) does not pass: written
+    before validation existed (no evidence; the leaderboard shows it as the previous version), or its
+    predictions depended on the batch or the call. The leaderboard never ranks either, so a sweep does not
+    count it as done and runs its configuration again."""
     from ccbench.reporting.validation import check_determinism
 
-    return record.get("kind", "run") == "run" and not _lacks_evidence(record) and not check_determinism(record).passed
+    return record.get("kind", "run") == "run" and not check_determinism(record).passed
 
 
 class RecordIndex:
@@ -290,7 +282,7 @@ class RecordIndex:
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
         self.records = [(path, r) for path, r in self._all
-                        if not (current_only and (_lacks_evidence(r) or _fails_determinism(r)))
+                        if not (current_only and _not_shown_deterministic(r))
                         and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):

@@ -179,11 +179,10 @@ def what_it_says(t: TaskRanking | None) -> list[str]:
         return [NOTHING_RANKED]
     if not any(r.method != "dense" for r in t.rows):
         return ["Only dense is ranked on this task: there is nothing to compare it with."]
-    starts = {m: min(r.pct for r in t.rows if r.method == m) for m in t.unranked}
-    out = leader_sentences(t.ranks, starts, t.dense is not None)
-    if t.upper and {k.method for k in t.upper} != {k.method for k in t.ranks}:   # the half range ranks more methods
-        upper_starts = {m: min(r.pct for r in t.rows if r.method == m) for m in t.upper_unranked}
-        out += leader_sentences(t.upper, upper_starts, t.dense is not None, low=UPPER_LOW)
+    cheapest = {m: min(r.pct for r in t.rows if r.method == m) for m in set(t.unranked) | set(t.upper_unranked)}
+    out = leader_sentences(t.ranks, {m: cheapest[m] for m in t.unranked}, t.dense is not None)
+    if t.upper_ranks_more:
+        out += leader_sentences(t.upper, {m: cheapest[m] for m in t.upper_unranked}, t.dense is not None, low=UPPER_LOW)
     return out + control_sentences(t.comparisons) + caveats(t)
 
 

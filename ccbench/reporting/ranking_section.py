@@ -145,6 +145,12 @@ class TaskRanking:
     upper_unranked: list[str] = field(default_factory=list)
 
     @property
+    def upper_ranks_more(self) -> bool:
+        """Whether the ranking over ``UPPER_LOW``-100 % ranks methods the full range does not (every curve that
+        starts near 25 % also covers 50-100 %, so it never ranks fewer)."""
+        return {k.method for k in self.upper} != {k.method for k in self.ranks}
+
+    @property
     def seeds(self) -> tuple[int, int]:
         """The fewest and the most seeds of a row; ``(0, 0)`` without rows."""
         return (min(r.seeds for r in self.rows), max(r.seeds for r in self.rows)) if self.rows else (0, 0)
@@ -308,7 +314,7 @@ def _upper_table(t: TaskRanking) -> str:
     than the full range does."""
     from tabulate import tabulate
 
-    if not t.upper or {k.method for k in t.upper} <= {k.method for k in t.ranks} and len(t.upper) == len(t.ranks):
+    if not t.upper_ranks_more:
         return ""
     auc = f"AUC {UPPER_LOW:.0f}-{HIGH:.0f} %"
     table = [{"rank": k.rank, "method": escape_cell(k.method), "plausible ranks": f"{k.rank_lo}-{k.rank_hi}",

@@ -84,17 +84,19 @@ def record_settings(knob: dict, method: dict) -> dict:
     ``trained_for_target``), as :func:`ccbench.drivers.runner.run_method` built it.
 
     >>> knob = {"name": "threshold", "trains_per_grid_target": True}
-    >>> record_settings(knob, {"knob": {"value": 0.5}, "grid": [{"target": 25.0, "trained_for_target": True}]})
+    >>> record_settings(knob, {"name": "avit", "knob": {"value": 0.5},
+    ...                        "grid": [{"target": 25.0, "trained_for_target": True}]})
     {'compute_target': 0.25}
-    >>> record_settings(knob, {"knob": {"value": 0.5}, "grid": [{"target": 25.0}]})   # calibrated, not trained for it
+    >>> record_settings(knob, {"name": "avit", "knob": {"value": 0.5}, "grid": [{"target": 25.0}]})  # not trained for it
     {}
     """
+    from ccbench.common.catalog import counted_grid_entries
+
     settings = knob_settings(knob, method["knob"]["value"])
     if knob.get("trains_per_grid_target"):
-        aimed = [e["target"] for e in method.get("grid") or []
-                 if isinstance(e, dict) and e.get("trained_for_target") is True]
+        aimed = counted_grid_entries(method["name"], method.get("grid") or [])
         if aimed:
-            settings["compute_target"] = float(aimed[0]) / 100
+            settings["compute_target"] = float(aimed[0]["target"]) / 100
     return settings
 
 
