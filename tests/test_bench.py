@@ -60,19 +60,28 @@ def test_bench_profile_prints_dense_and_the_method(capsys):
     assert "== static-depth blocks=6" in out and "dense b1" in out and "static-depth b1" in out
 
 
-def test_bench_finds_the_newest_cached_model_of_a_method(isolated_cache):
-    """Trained weights are looked up by the store's own naming: method, tier, task, seed and backbone."""
-    import os
+def test_bench_loads_the_model_run_trained_for_that_point(tiny_data, isolated_cache, tmp_path):
+    """Cached weights are found by the store's run name of the point's build settings, so a knob that
+    retrains (static-depth's blocks) gets its own model, and a point nobody trained gets none."""
+    import dataclasses
 
-    from ccbench.training.model_store import newest_trained, store_dir
+    import torch
 
-    store_dir().mkdir(parents=True)
-    sha = "ab" * 32
-    old, new = (store_dir() / f"cpu-imagenette-tome-s0-{sha[:12]}-{h}.safetensors" for h in ("0000000000", "1111111111"))
-    other_seed = store_dir() / f"cpu-imagenette-tome-s1-{sha[:12]}-2222222222.safetensors"
-    for i, path in enumerate((old, new, other_seed)):
-        path.write_bytes(b"x")
-        os.utime(path, (1000 + i, 1000 + i))
-    assert newest_trained("tome", "cpu", "imagenette", 0, sha) == new
-    assert newest_trained("tome", "cpu", "imagenette", 2, sha) is None
-    assert newest_trained("evit", "cpu", "imagenette", 0, sha) is None
+    from ccbench.common import catalog
+    from ccbench.common.safefile import load_tensors
+    from ccbench.drivers.bench import BenchSetting, _trained_weights
+    from ccbench.training.model_store import store_dir
+    from ccbench.training.workload import make_workload
+
+    assert main(["run", "--method", "static-depth", "--budget", "smoke", "--data-dir", str(tiny_data),
+                 "--results-dir", str(tmp_path / "results"), "--knob", "blocks=1", "--train-only", "--quiet"]) == 0
+    [cached] = store_dir().glob("smoke-imagenette-static-depth-s0-*.safetensors")
+    task, tier = catalog.tasks().get("imagenette"), catalog.budgets().get("smoke")
+    work = make_workload(task, tier, str(tiny_data), 0, None, False)
+    st = BenchSetting(tier, task, work.backbone, None, torch.zeros(0), "", None, ["static-depth"], 0, work)
+    meta = catalog.methods().metadata("static-depth")
+    state, expected = _trained_weights("static-depth", meta, 1, st), load_tensors(cached, "")[0]
+    assert state is not None and state.keys() == expected.keys()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    assert _trained_weights("static-depth", meta, 2, st) is None          # blocks=2 was never trained
+    assert _trained_weights("static-depth", meta, 1, dataclasses.replace(st, work=None)) is None   # no data

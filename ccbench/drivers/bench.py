@@ -8,8 +8,10 @@ method time), the ideal speedup (dense MACs / useful MACs of the timed samples) 
 through the loop over experts, as before issue 18; ``sdpa``: ToMe's fused attention). A last row times ccbench's dense forward against timm's own ``VisionTransformer``
 of the same configuration with the same weights (speedup >= 0.97 means the harness costs nothing).
 
-Trained method weights come from the cache when a run left them there (``$CCBENCH_CACHE/runs``);
-otherwise the method's modules are freshly initialised on the backbone (column ``weights``: fresh).
+Trained method weights come from the cache when a run left them there (``$CCBENCH_CACHE/runs``): the
+model ``ccbench run`` trained for exactly this point (its knob's build settings when the knob needs
+retraining, else the default configuration; found by the store's run name, which needs the task's
+data); otherwise the method's modules are freshly initialised on the backbone (column ``weights``: fresh).
 Latency depends on the weights only through data-dependent decisions (halting, exits, routing), and
 the ideal speedup is measured on the same calls, so efficiency stays meaningful; the MACs fraction of
 a fresh data-dependent method need not be its trained operating point. Inputs: the task's eval images
@@ -98,18 +100,38 @@ def _inputs(task, tier, backbone, calls: int, seed: int) -> tuple[torch.Tensor, 
         return torch.randn(calls, 3, px, px, generator=g), "seeded noise (no image data)"
 
 
-def _trained_weights(name: str, meta: dict, tier, task, sha256: str, seed: int):
-    """The newest cached trained state dict of ``name`` (or of the method whose checkpoint it
-    evaluates) on this tier, task and backbone, or None."""
+def _trained_weights(name: str, meta: dict, value, st: "BenchSetting"):
+    """The state dict of the model ``ccbench run`` trained and cached for ``name`` at knob ``value``
+    (the same run name: build settings, recipe, training data, seed, backbone), or None when it is not
+    cached or the task's data (which names it) is not here."""
     from ccbench.common.safefile import load_tensors
-    from ccbench.training.model_store import newest_trained
+    from ccbench.training.knobs import knob_settings
+    from ccbench.training.model_store import build_for_run
 
-    path = newest_trained(meta.get("evaluates_checkpoint_of") or name, tier.name, task.name, seed, sha256)
-    if path is None:
+    if st.work is None:
+        return None
+    knob = meta["knob"]
+    config = knob_settings(knob, None if value is None else type(knob["default"])(value))
+    try:
+        built = build_for_run(name, meta, config, st.work, st.tier, st.task, st.seed)
+    except (ValueError, UserError):
+        return None
+    if not built.path.exists():
         return None
     try:
-        return load_tensors(path, f"delete {path}")[0]
+        return load_tensors(built.path, f"delete {built.path}")[0]
     except UserError:
+        return None
+
+
+def _workload(tier, task, path: Path, seed: int):
+    """The run workload on the published backbone at ``path`` (it names cached trained models), or
+    None without the task's data."""
+    from ccbench.training.workload import make_workload
+
+    try:
+        return make_workload(task, tier, None, seed, str(path), progress=False)
+    except (UserError, OSError):
         return None
 
 
@@ -173,7 +195,8 @@ def timm_row(backbone, images: torch.Tensor, batches: list[int], calls: int, war
 @dataclass
 class BenchSetting:
     """What every timed point shares: the tier, task, published backbone (and its checkpoint), the
-    input images ``[n, 3, px, px]`` and where they came from, the dense model and the method names."""
+    input images ``[n, 3, px, px]`` and where they came from, the dense model, the method names, the
+    fine-tuning seed and the run workload that names cached trained models (None without data)."""
 
     tier: object
     task: object
@@ -183,12 +206,14 @@ class BenchSetting:
     source: str
     dense: object
     names: list[str]
+    seed: int = 0
+    work: object = None
 
 
 def bench_setting(budget: str, task_name: str, methods: list[str] | None, n_images: int, seed: int,
-                  threads: int | None) -> BenchSetting:
+                  threads: int | None, fresh: bool = False) -> BenchSetting:
     """Load the tier's published backbone for ``task_name`` and ``n_images`` inputs; ``UserError`` for a
-    text task, a missing checkpoint or an unknown method."""
+    text task, a missing checkpoint or an unknown method; with ``fresh`` no workload (no cached weights)."""
     from ccbench.common import catalog
     from ccbench.training.pretrain import load_backbone, published_path
 
@@ -210,7 +235,8 @@ def bench_setting(budget: str, task_name: str, methods: list[str] | None, n_imag
     backbone.eval()
     images, source = _inputs(task, tier, backbone, n_images, seed)
     dense = catalog.methods().get("dense").build(copy.deepcopy(backbone)).eval()
-    return BenchSetting(tier, task, backbone, ckpt, images, source, dense, names)
+    work = None if fresh else _workload(tier, task, path, seed)
+    return BenchSetting(tier, task, backbone, ckpt, images, source, dense, names, seed, work)
 
 
 def _points(name: str, points: dict[str, list] | None) -> list:
@@ -234,13 +260,13 @@ def run_bench(budget: str = "cpu", task_name: str = "imagenette", methods: list[
     from ccbench.common import catalog
     from ccbench.measurement.cost import CostTable
 
-    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads)
+    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads, fresh)
     backbone, images = st.backbone, st.images
     rows = []
     for name in st.names:
         meta = catalog.methods().metadata(name)
-        state = None if fresh else _trained_weights(name, meta, st.tier, st.task, st.ckpt.sha256, seed)
         for value in _points(name, points):
+            state = _trained_weights(name, meta, value, st)
             try:
                 model, trained = build_point(name, backbone, value, state, images[:8])
             except (ValueError, UserError) as err:
@@ -275,12 +301,12 @@ def run_profiles(budget: str = "cpu", task_name: str = "imagenette", methods: li
 
     from .bench_profile import format_profiles, profile_forward
 
-    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads)
+    st = bench_setting(budget, task_name, methods, max(batches) * calls, seed, threads, fresh)
     depth = len(st.backbone.blocks)
     for name in st.names:
         meta = catalog.methods().metadata(name)
-        state = None if fresh else _trained_weights(name, meta, st.tier, st.task, st.ckpt.sha256, seed)
         value = _points(name, points)[0]
+        state = _trained_weights(name, meta, value, st)
         model, trained = build_point(name, st.backbone, value, state, st.images[:8])
         knob = f"{meta['knob']['name']}={value:g}" if value is not None else "-"
         profiles = []

@@ -35,14 +35,6 @@ def _run_prefix(method: str, budget: str, task: str, seed: int, backbone_sha256:
     return f"{budget}-{task}-{method}-s{seed}-{backbone_sha256[:12]}"
 
 
-def newest_trained(method: str, budget: str, task: str, seed: int, backbone_sha256: str) -> Path | None:
-    """The most recently cached trained model of ``method`` on this tier, task, seed and backbone, in
-    any configuration, or ``None``."""
-    runs = sorted(store_dir().glob(f"{_run_prefix(method, budget, task, seed, backbone_sha256)}-*.safetensors"),
-                  key=lambda path: path.stat().st_mtime)
-    return runs[-1] if runs else None
-
-
 def store_dir() -> Path:
     """The folder of the cached trained models."""
     return cache_root() / "runs"
