@@ -340,12 +340,47 @@ class RecordIndex:
         return None
 
     def mean_wall_s(self, kind: str, budget: str, task: str, method: str) -> float | None:
-        """Mean ``wall_s`` of earlier records of this kind, tier, task and method (an estimate of a job's
-        cost), or ``None``."""
-        walls = [r["wall_s"] for _, r in self._all if r.get("kind", "run") == kind and r["budget"]["name"] == budget
-                 and r["task"]["name"] == task and r["method"]["name"] == method
-                 and isinstance(r.get("wall_s"), (int, float))]
-        return sum(walls) / len(walls) if walls else None
+        """Mean seconds per record of earlier records of this kind, tier, task and method (an estimate of a
+        job's cost), or ``None``: :func:`seconds_per_record` of their ``(seed, date, wall_s)``."""
+        stamps = [(r.get("seed"), r.get("date"), r["wall_s"]) for _, r in self._all
+                  if r.get("kind", "run") == kind and r["budget"]["name"] == budget
+                  and r["task"]["name"] == task and r["method"]["name"] == method
+                  and isinstance(r.get("wall_s"), (int, float))]
+        return seconds_per_record(stamps)
+
+
+def seconds_per_record(stamps: list[tuple]) -> float | None:
+    """Mean seconds per record of records stamped ``(seed, date, wall_s)`` (``date`` ISO 8601, ``wall_s``
+    seconds since their command started). One command that writes several records (a grid run) stamps
+    each with the time since it started, so records of one seed whose start (date minus wall_s) lies within
+    2 s of the previous one's are one command: its last stamp is split over its records.
+
+    >>> seconds_per_record([(0, "2026-01-01T00:10:00+00:00", 600.0), (0, "2026-01-01T00:20:00+00:00", 1200.0),
+    ...                     (1, "2026-01-01T01:00:00+00:00", 300.0)])   # (1,200 + 300) s / 3 records
+    500.0
+    >>> seconds_per_record([]) is None
+    True
+    """
+    from datetime import datetime
+
+    by_seed: dict = {}
+    for seed, date, wall in stamps:
+        try:
+            start = datetime.fromisoformat(date).timestamp() - wall
+        except (TypeError, ValueError):   # no usable date: the record is a command of its own
+            start = float("nan")
+        by_seed.setdefault(seed, []).append((start, wall))
+    commands: list[list[float]] = []   # the wall_s stamps of each command
+    for runs in by_seed.values():
+        last = None
+        for start, wall in sorted(runs):
+            if last is not None and start - last <= 2.0:
+                commands[-1].append(wall)
+            else:
+                commands.append([wall])
+            last = start
+    records = sum(len(c) for c in commands)
+    return sum(max(c) for c in commands) / records if records else None
 
 
 def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
