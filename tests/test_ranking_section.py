@@ -18,7 +18,7 @@ N = 600
 LABELS = np.random.default_rng(0).integers(0, 2, N)
 FAMILY = {"dense": "dense", "early-exit": "depth", "layer-skip": "depth", "static-depth": "static",
           "avit-masked": "token", "patience": "depth", "avit": "token", "evit": "token", "random-drop": "token",
-          "static-res": "static", "moe-topk": "width"}
+          "static-res": "static", "moe-topk": "width", "soft-moe": "width"}
 
 
 def _preds(accuracy: float, seed: int, flips: int = 6) -> np.ndarray:
@@ -286,9 +286,10 @@ def test_avit_grid_records_of_the_default_model_sit_off_the_grid_and_off_the_cur
     assert sorted(r.pct for r in rows if r.method == "avit") == [26.0, 50.5]
 
 
-def test_a_method_that_cannot_reach_25_percent_is_ranked_over_50_to_100(tmp_path):
+def test_methods_that_cannot_reach_25_percent_are_ranked_over_the_narrower_ranges(tmp_path):
     """EViT-like methods whose cheapest point is 33 % get no AUC over 25-100 % but are ranked with every method
-    whose curve reaches 50 % over 50-100 %; the half-range table and its sentence appear only when it ranks more."""
+    whose curve reaches 50 % over 50-100 %, and MoE-like ones at 73 % over 75-100 %; each narrower table and its
+    sentence appear only when it ranks a method the range before it does not."""
     from ccbench.reporting.findings import what_it_says
     from ccbench.reporting.ranking_section import rank_task
 
@@ -297,20 +298,27 @@ def test_a_method_that_cannot_reach_25_percent_is_ranked_over_50_to_100(tmp_path
         _commit(tmp_path, "early-exit", target / 100, pct, acc, grid=target)
     for target, pct, acc in ((25, 33.0, 0.60), (50, 50.5, 0.83), (75, 75.0, 0.85)):
         _commit(tmp_path, "evit", target / 100, pct, acc, grid=target)
+    _commit(tmp_path, "soft-moe", 1, 73.5, 0.855)
     _commit(tmp_path, "moe-topk", 1, 93.0, 0.86)
     records = load_records(tmp_path)
     table = load_table(records=records, task="sst2")
     t = rank_task(table, records, "accuracy", n_boot=200)
-    assert [k.method for k in t.ranks] == ["early-exit"] and sorted(t.unranked) == ["evit", "moe-topk"]
-    assert [k.method for k in t.upper] == ["evit", "early-exit"] and t.upper_unranked == ["moe-topk"]
+    assert [k.method for k in t.ranks] == ["early-exit"] and sorted(t.unranked) == ["evit", "moe-topk", "soft-moe"]
+    half, top = t.further
+    assert (half.low, top.low) == (50.0, 75.0) and t.shown_further == [half, top]
+    assert [k.method for k in half.ranks] == ["evit", "early-exit"] and sorted(half.unranked) == ["moe-topk", "soft-moe"]
     # over 50-100 %: evit's trapezoids (83 -> 85 -> 86) beat early-exit's (80 -> 84 -> 86)
-    assert t.upper[0].auc > t.upper[1].auc
+    assert half.ranks[0].auc > half.ranks[1].auc
+    # over 75-100 %: soft-moe (85.5 at 73.5 %, held flat to 75 %) beats evit (85 at 75 %) and early-exit
+    assert [k.method for k in top.ranks] == ["soft-moe", "evit", "early-exit"] and top.unranked == ["moe-topk"]
     text = ranking_section(table, records, "accuracy", n_boot=200)
-    assert "Over 50-100 % of dense" in text and "Not ranked over 50-100 % either (the curve starts above 52 %): moe-topk" in text
+    assert "Over 50-100 % of dense" in text and "Over 75-100 % of dense" in text
+    assert "Not ranked over 75-100 % either (the curve starts above 77 %): moe-topk" in text
     says = what_it_says(t)
     assert any(s.startswith("evit ranks first of 2 methods by AUC over 50-100 % of dense") for s in says)
-    # with evit gone the half range ranks no one more: no second table, no second sentence
+    assert any(s.startswith("soft-moe ranks first of 3 methods by AUC over 75-100 % of dense") for s in says)
+    # with evit gone the half range ranks no one more: no 50-100 table, no sentence; 75-100 still ranks soft-moe
     only = [(p, r) for p, r in records if r["method"]["name"] != "evit"]
     table = load_table(records=only, task="sst2")
     text = ranking_section(table, only, "accuracy", n_boot=200)
-    assert "Over 50-100 % of dense" not in text
+    assert "Over 50-100 % of dense" not in text and "Over 75-100 % of dense" in text

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .markdown import escape_cell
 from .paired import Difference
-from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW, UPPER_LOW
+from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW
 from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests
 
 MIN_SEEDS = 3   # the seeds issue 21 asks of every row
@@ -179,10 +179,10 @@ def what_it_says(t: TaskRanking | None) -> list[str]:
         return [NOTHING_RANKED]
     if not any(r.method != "dense" for r in t.rows):
         return ["Only dense is ranked on this task: there is nothing to compare it with."]
-    cheapest = {m: min(r.pct for r in t.rows if r.method == m) for m in set(t.unranked) | set(t.upper_unranked)}
+    cheapest = {m: min(r.pct for r in t.rows if r.method == m) for m in {r.method for r in t.rows}}
     out = leader_sentences(t.ranks, {m: cheapest[m] for m in t.unranked}, t.dense is not None)
-    if t.upper_ranks_more:
-        out += leader_sentences(t.upper, {m: cheapest[m] for m in t.upper_unranked}, t.dense is not None, low=UPPER_LOW)
+    for rr in t.shown_further:
+        out += leader_sentences(rr.ranks, {m: cheapest[m] for m in rr.unranked}, t.dense is not None, low=rr.low)
     return out + control_sentences(t.comparisons) + caveats(t)
 
 

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 LOW, HIGH = 25.0, 100.0   # the compute range a curve is summarised over (% of dense)
-# the second range: every method whose curve reaches half of dense is also ranked over [UPPER_LOW, HIGH], so a
-# method that cannot go down to 25 % (token pruning with dense early blocks, MoE) is still ranked at equal compute
-UPPER_LOW = 50.0
+# the narrower ranges: every method whose curve reaches each of these lows is also ranked over [low, HIGH], so a
+# method that cannot go down to 25 % (token pruning with dense early blocks at 30 %, MoE with dense attention at
+# 73 %) is still ranked at equal compute with every method that reaches as far
+FURTHER_LOWS = (50.0, 75.0)
 GRID = (25, 50, 75)       # the compute grid's targets (% of dense)
 GRID_TOLERANCE = 2.0      # a grid point is reached within this many points of its target
 

@@ -20,7 +20,7 @@ from ccbench.common.catalog import counted_grid_entries
 
 from .markdown import escape_cell
 from .paired import SIGNIFICANT, Bootstrap, Difference, aligned_predictions, difference, holm, interval
-from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW, UPPER_LOW, auc_weights, rank_stability
+from .ranking import FURTHER_LOWS, GRID, GRID_TOLERANCE, HIGH, LOW, auc_weights, rank_stability
 from .records import load_samples
 
 NEVER_RANKED = {"avit-masked": "a reference execution of avit's model, not a method"}
@@ -128,11 +128,22 @@ class Rank:
 
 
 @dataclass
+class RangeRanking:
+    """The methods ranked by AUC over ``low``-100 % of dense (``ranks``, best first: those whose curve reaches
+    ``low``) and those not (``unranked``: their curve starts above it)."""
+
+    low: float
+    ranks: list[Rank]
+    unranked: list[str]
+
+
+@dataclass
 class TaskRanking:
     """Everything the ranking section of one task is rendered from: the ranked :class:`Row` s (dense
-    included), ``ranks`` (methods with an AUC, best first), ``unranked`` (methods with rows but no AUC),
-    the paired ``comparisons``, ``excluded`` (method -> why it is not ranked) and ``left_out`` (rows whose
-    samples could not be paired: ``(method, knob, why)``)."""
+    included), ``ranks`` (methods with an AUC over 25-100 %, best first), ``unranked`` (methods with rows but
+    no AUC), the paired ``comparisons``, ``excluded`` (method -> why it is not ranked), ``left_out`` (rows
+    whose samples could not be paired: ``(method, knob, why)``) and ``further``: the rankings over the
+    narrower ranges :data:`~.ranking.FURTHER_LOWS`-100 %."""
 
     rows: list[Row]
     dense: Row | None
@@ -141,14 +152,20 @@ class TaskRanking:
     comparisons: list[Comparison]
     excluded: dict[str, str]
     left_out: list[tuple[str, str, str]]
-    upper: list[Rank] = field(default_factory=list)      # ranked over UPPER_LOW-100 %: all whose curve reaches it
-    upper_unranked: list[str] = field(default_factory=list)
+    further: list[RangeRanking] = field(default_factory=list)
 
     @property
-    def upper_ranks_more(self) -> bool:
-        """Whether the ranking over ``UPPER_LOW``-100 % ranks methods the full range does not (every curve that
-        starts near 25 % also covers 50-100 %, so it never ranks fewer)."""
-        return {k.method for k in self.upper} != {k.method for k in self.ranks}
+    def shown_further(self) -> list[RangeRanking]:
+        """The narrower ranges worth a table and a sentence: each that ranks a method the range before it
+        (25-100 % first, then the shown ones) does not. A narrower range never ranks fewer: a curve that
+        reaches a low reaches every higher one."""
+        shown, before = [], {k.method for k in self.ranks}
+        for rr in self.further:
+            these = {k.method for k in rr.ranks}
+            if these != before:
+                shown.append(rr)
+                before = these
+        return shown
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -202,7 +219,7 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
     reps = {r.key: boot.scores(r.preds, metric_name, r.key)[1] for r in rows}
     ranks, unranked = _ranks(rows, dense, reps)
-    upper, upper_unranked = _ranks(rows, dense, reps, low=UPPER_LOW)
+    further = [RangeRanking(low, *_ranks(rows, dense, reps, low=low)) for low in FURTHER_LOWS]
     pairs = _comparisons(rows, dense)
     # normal p from the bootstrap SE: the share-of-replicates p bottoms out at 2/(n_boot+1), which Holm over a
     # three-seed table's ~60 comparisons could never reject
@@ -218,7 +235,7 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     for r, ref, col, targets in pairs:
         test = tests[same_test(r, ref)]
         comparisons.append(Comparison(r, ref, col, targets, diffs[test], bool(reject[test])))
-    return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out, upper, upper_unranked)
+    return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out, further)
 
 
 def _ranks(rows: list[Row], dense: Row | None, reps: dict, low: float = LOW) -> tuple[list[Rank], list[str]]:
@@ -267,7 +284,7 @@ def ranking_markdown(t: TaskRanking) -> str:
         out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
                    f"samples).\n\n")
     out.append(_rank_table(t))
-    out.append(_upper_table(t))
+    out += [_further_table(rr) for rr in t.shown_further]
     out.append(_paired_table(t.comparisons))
     notes = [f"{escape_cell(m)}: {why}" for m, why in t.excluded.items()]
     notes += [f"{escape_cell(m)} {escape_cell(k)}: {why}" for m, k, why in t.left_out]
@@ -308,22 +325,19 @@ def _rank_table(t: TaskRanking) -> str:
     return "".join(lines)
 
 
-def _upper_table(t: TaskRanking) -> str:
-    """The ranking over :data:`~.ranking.UPPER_LOW`-100 % of dense: every method whose curve reaches it, so
-    methods that cannot go down to 25 % are ranked at equal compute too; empty when it ranks no one more
-    than the full range does."""
+def _further_table(rr: RangeRanking) -> str:
+    """The ranking over ``rr.low``-100 % of dense: every method whose curve reaches ``rr.low``, so methods
+    that cannot go down to 25 % are ranked at equal compute too."""
     from tabulate import tabulate
 
-    if not t.upper_ranks_more:
-        return ""
-    auc = f"AUC {UPPER_LOW:.0f}-{HIGH:.0f} %"
+    auc = f"AUC {rr.low:.0f}-{HIGH:.0f} %"
     table = [{"rank": k.rank, "method": escape_cell(k.method), "plausible ranks": f"{k.rank_lo}-{k.rank_hi}",
-              "P(first)": f"{k.p_first:.2f}", auc: f"{k.auc:.2f} [{k.lo:.2f}, {k.hi:.2f}]"} for k in t.upper]
-    note = (f"\nNot ranked over {UPPER_LOW:.0f}-{HIGH:.0f} % either (the curve starts above "
-            f"{UPPER_LOW + GRID_TOLERANCE:g} %): " + ", ".join(escape_cell(m) for m in t.upper_unranked) + ".\n"
-            if t.upper_unranked else "")
-    return (f"\nOver {UPPER_LOW:.0f}-{HIGH:.0f} % of dense, every method whose curve reaches {UPPER_LOW:.0f} % "
-            f"(same statistics, the range halved):\n\n"
+              "P(first)": f"{k.p_first:.2f}", auc: f"{k.auc:.2f} [{k.lo:.2f}, {k.hi:.2f}]"} for k in rr.ranks]
+    note = (f"\nNot ranked over {rr.low:.0f}-{HIGH:.0f} % either (the curve starts above "
+            f"{rr.low + GRID_TOLERANCE:g} %): " + ", ".join(escape_cell(m) for m in rr.unranked) + ".\n"
+            if rr.unranked else "")
+    return (f"\nOver {rr.low:.0f}-{HIGH:.0f} % of dense, every method whose curve reaches {rr.low:.0f} % "
+            f"(same statistics over the narrower range):\n\n"
             + tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
             + "\n" + note)
 
