@@ -51,6 +51,18 @@ def test_control_sentences_give_sign_size_and_significance_per_budget_in_a_fixed
     assert control_sentences([_cmp(sr[50], dense, -5.0, True)]) == []
 
 
+def test_one_record_standing_for_several_grid_targets_is_one_clause():
+    """A method whose cheapest point (73 %) is the nearest to 25 and 50 % and serves 75 %: its one record stands in
+    three grid rows, and the sentence names the three targets in one clause, starring those out of reach."""
+    dense = _row("dense", "dense", 100.0)
+    rows = [Row("soft-moe", "width", f"grid {t} %", 73.0, 79.0, np.zeros((1, 1), int),
+                {float(t): {"reached": 73.0, "marked": t != 75}}, ("aaaaaaaaaaaa",)) for t in (25, 50, 75)]
+    diff = Difference(-0.4, -1.1, 0.3, 0.3, "mcnemar")
+    comparisons = [Comparison(r, dense, "vs dense", tuple(r.grid), diff, False) for r in rows]
+    assert control_sentences(comparisons)[0] == (
+        "soft-moe vs dense: no significant difference at 25 %*, 50 %* and 75 % (-0.40 [-1.10, +0.30]).")
+
+
 def test_leader_sentences_name_the_first_its_interval_and_who_else_could_be_first():
     a, b = Rank("a", 1, 1, 1, 0.97, 80.0, 79.0, 81.0), Rank("b", 2, 2, 3, 0.0, 78.0, 77.0, 79.0)
     c = Rank("c", 3, 2, 3, 0.03, 77.0, 75.0, 79.0)

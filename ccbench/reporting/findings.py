@@ -22,7 +22,7 @@ from __future__ import annotations
 from .markdown import escape_cell
 from .paired import Difference
 from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW
-from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests
+from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests, same_test
 
 MIN_SEEDS = 3   # the seeds issue 21 asks of every row
 NOTHING_RANKED = "Nothing is ranked on this task yet, so the leaderboard says nothing about it."
@@ -34,7 +34,10 @@ def fmt_difference(d: Difference) -> str:
     return f"{d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]"
 
 
-def _targets(targets, marked: bool) -> str:
+def _targets(targets, marked) -> str:
+    """``25 % and 50 %*``: ``marked`` is one flag for them all (the star at the end) or one per target."""
+    if isinstance(marked, tuple):
+        return _join([f"{t:g} %{'*' if m else ''}" for t, m in zip(targets, marked)])
     return " and ".join(f"{t:g} %" for t in targets) + ("*" if marked else "")
 
 
@@ -46,7 +49,7 @@ def versus_sentence(method: str, reference: str, points: list[tuple]) -> str:
     """One sentence for ``method`` against ``reference`` at its grid points ``(target or targets (% of dense),
     difference (score points), significant, marked)``, in the given order: ``better`` / ``worse`` where the
     difference is significant, ``no significant difference`` where it is not, each with the difference and
-    its CI; ``*`` after a target one of the two rows could not reach."""
+    its CI; ``*`` after a target one of the two rows could not reach (``marked``: one flag, or one per target)."""
     better, worse, same = [], [], []
     for targets, d, significant, marked in points:
         at = f"{_targets(targets if isinstance(targets, tuple) else (targets,), marked)} ({fmt_difference(d)})"
@@ -85,8 +88,18 @@ def control_sentences(comparisons: list[Comparison]) -> list[str]:
         groups.setdefault((c.row.method, c.reference.method), []).append(c)
     out = []
     for (method, reference), cs in sorted(groups.items()):
-        cs = sorted(cs, key=lambda c: (c.targets, c.row.pct))
-        out.append(versus_sentence(method, reference, [(c.targets, c.diff, c.significant, _marked(c)) for c in cs]))
+        # one record standing for several grid targets (the nearest point to each, out of reach) is one test:
+        # one clause naming its targets
+        tests: dict[tuple, list[Comparison]] = {}
+        for c in sorted(cs, key=lambda c: (c.targets, c.row.pct)):
+            tests.setdefault(same_test(c.row, c.reference), []).append(c)
+        points = []
+        for same in tests.values():
+            marks = {t: _marked(Comparison(c.row, c.reference, c.column, (t,), c.diff, c.significant))
+                     for c in same for t in c.targets}
+            targets = tuple(sorted(marks))
+            points.append((targets, same[0].diff, same[0].significant, tuple(marks[t] for t in targets)))
+        out.append(versus_sentence(method, reference, points))
     n = distinct_tests(comparisons)
     star = "; * = a target one of the two rows could not reach" if any(_marked(c) for c in chosen) else ""
     out.append(f"Better or worse means significant: Holm-corrected p below 0.05 across all {n} paired "
