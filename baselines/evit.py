@@ -110,11 +110,12 @@ class EViT(ConditionalModel):
         """Per-sample keep-and-fuse on a padded batch (see module docstring)."""
         x, keys = self.backbone.start(inputs)
         real = keys[:, 0, 0, :]                                     # [B, N]
-        attn_counts, mlp_counts = [], []
+        attn_counts, mlp_counts, rows = [], [], []
         fused = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         for i, block in enumerate(self.backbone.blocks):
             n = real.sum(1)
             attn_counts.append(n)
+            rows.append(x.shape[1])                                  # the attention runs on the whole rows
             # per sample, of its m = n - 1 others; float64 and rounding as kept_patches does for images
             keep = torch.ceil(torch.round(kappa * (n - 1).double(), decimals=9)).long()
             if i in self.stages and bool((keep < n - 1).any()):
@@ -140,8 +141,9 @@ class EViT(ConditionalModel):
                 x = block(x, keys)
             mlp_counts.append(real.sum(1))
         logits = self.backbone.classify(x[:, 0])
-        trace = Trace({"tokens_per_block": torch.stack(attn_counts, 1), "mlp_tokens_per_block": torch.stack(mlp_counts, 1),
-                       "units/evit_fused_token": fused, **input_fields(self.backbone, inputs)})
+        tokens = torch.stack(attn_counts, 1)
+        trace = Trace({"tokens_per_block": tokens, "mlp_tokens_per_block": torch.stack(mlp_counts, 1),
+                       "units/evit_fused_token": fused, **input_fields(self.backbone, inputs, tokens, rows)})
         return MethodOutput(logits, logits.new_zeros(()), trace)
 
 

@@ -161,7 +161,7 @@ class MoEModel(ConditionalModel):
             "units/moe_token": n * len(routes),
             "units/router_token": n * sum(r.routed for r in routes),
             "units/expert_row": rows,
-            **input_fields(self.backbone, inputs),
+            **input_fields(self.backbone, inputs, tokens),
         })
         b = trace.batch_size
         padding = sum(r.padding_rows for r in routes)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import ViTBackbone
-from .trace import PADDING_EMBEDDED, PADDING_TOKENS, Trace
+from .trace import PADDING_EMBEDDED, PADDING_MLP_TOKENS, PADDING_TOKENS, Trace
 
 
 @dataclass
@@ -114,20 +114,25 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
-def input_fields(backbone: nn.Module, inputs: torch.Tensor,
-                 tokens_per_block: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def input_fields(backbone: nn.Module, inputs: torch.Tensor, tokens_per_block: torch.Tensor | None = None,
+                 row_tokens: torch.Tensor | list[int] | None = None) -> dict[str, torch.Tensor]:
     """Trace fields that describe the input itself, for text: ``input_tokens [B]`` (real tokens; a text
     sample's dense cost depends on its length) and the padding its row of the batch carries (rows are
     padded to the batch's longest input, ``L``): ``padding/embedded_tokens [B]`` (``L - n``) and, given
-    the method's ``tokens_per_block [B, depth]`` of a method that runs each block on whole rows,
-    ``padding/tokens_per_block`` (``L`` minus the row's tokens wherever the block ran). Nothing for
+    the method's ``tokens_per_block [B, depth]``, ``padding/tokens_per_block`` (the row's length minus
+    its tokens wherever the block ran: ``row_tokens``, ``[depth]`` or ``[B, depth]``, the rows each block's
+    attention ran on, default ``L``) with ``padding/mlp_tokens_per_block`` zero (the encoder's feed-forward
+    runs on real tokens only, :meth:`ccbench.core.text_backbone.TextBlock.feed_forward`). Nothing for
     images (all the same size)."""
     if not hasattr(backbone, "tokenizer"):
         return {}
     n = backbone.input_tokens(inputs)
     out = {"input_tokens": n, PADDING_EMBEDDED: inputs.shape[-1] - n}
     if tokens_per_block is not None:
-        out[PADDING_TOKENS] = torch.where(tokens_per_block > 0, inputs.shape[-1] - tokens_per_block, 0)
+        rows = (inputs.shape[-1] if row_tokens is None
+                else torch.as_tensor(row_tokens, dtype=tokens_per_block.dtype, device=tokens_per_block.device))
+        out[PADDING_TOKENS] = torch.where(tokens_per_block > 0, rows - tokens_per_block, 0)
+        out[PADDING_MLP_TOKENS] = torch.zeros_like(tokens_per_block)
     return out
 
 

@@ -30,7 +30,9 @@ honestly. Fields (more families add more):
   over its samples. Useful MACs ignore these fields; executed MACs = useful + declared padding.
 * ``padding/tokens_per_block``: int ``[B, depth]``, token slots each block executed for this sample beyond
   its ``tokens_per_block`` (its row padded to the longest row of the batch: A-ViT at batch N, text
-  batches padded to their longest input); ``padding/embedded_tokens``: int ``[B]``, padding positions
+  batches padded to their longest input); ``padding/mlp_tokens_per_block``: int ``[B, depth]``, how many of
+  those padded slots the block's MLP half also ran on (absent: all of them; text: none, the encoder's
+  feed-forward runs on real tokens only); ``padding/embedded_tokens``: int ``[B]``, padding positions
   embedded (text). Their MACs depend on the block cost, so ``ccbench.measurement.cost.padding_macs``
   prices them, and :func:`declared_padding_macs` (unit counts only) skips them.
 
@@ -66,8 +68,9 @@ def register_trace_field(name: str, source: str = "a plug-in") -> str:
 UNIT_PREFIX = "units/"
 PADDING_PREFIX = "padding/"
 PADDING_TOKENS = "padding/tokens_per_block"   # [B, depth] padded token slots per block (priced by the cost table)
+PADDING_MLP_TOKENS = "padding/mlp_tokens_per_block"   # [B, depth] of those the MLP half ran on (default: all)
 PADDING_EMBEDDED = "padding/embedded_tokens"  # [B] padding positions embedded
-TOKEN_PADDING_FIELDS = (PADDING_TOKENS, PADDING_EMBEDDED)
+TOKEN_PADDING_FIELDS = (PADDING_TOKENS, PADDING_MLP_TOKENS, PADDING_EMBEDDED)
 
 
 class Trace(Mapping[str, torch.Tensor]):

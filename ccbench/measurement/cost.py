@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from ccbench.core.backbones import ViTConfig
-from ccbench.core.trace import PADDING_EMBEDDED, PADDING_TOKENS, UNIT_PREFIX, Trace, declared_padding_macs
+from ccbench.core.trace import (
+    PADDING_EMBEDDED,
+    PADDING_MLP_TOKENS,
+    PADDING_TOKENS,
+    UNIT_PREFIX,
+    Trace,
+    declared_padding_macs,
+)
 
 LAYERNORM_MACS_PER_ELEMENT = 5
 
@@ -161,7 +168,8 @@ def padding_macs(table: CostTable, trace: Trace) -> torch.Tensor:
     (:func:`ccbench.core.trace.declared_padding_macs`) plus token padding: a block that ran a row of
     ``n + p`` slots for a sample with ``n`` useful tokens (``tokens_per_block`` / ``mlp_tokens_per_block``
     and ``padding/tokens_per_block``) executed ``block(n + p) - block(n)`` (attention grows with the
-    square), and ``padding/embedded_tokens`` positions were embedded. Executed MACs = useful + this.
+    square; the MLP half on ``padding/mlp_tokens_per_block`` of the ``p`` slots where declared), and
+    ``padding/embedded_tokens`` positions were embedded. Executed MACs = useful + this.
 
     >>> t = CostTable.from_config(ViTConfig(img_size=16, patch_size=8, embed_dim=4, depth=2, num_heads=1, num_classes=3))
     >>> tr = Trace({"tokens_per_block": torch.tensor([[5, 3]]), "padding/tokens_per_block": torch.tensor([[0, 2]])})
@@ -174,7 +182,8 @@ def padding_macs(table: CostTable, trace: Trace) -> torch.Tensor:
         m = trace["mlp_tokens_per_block"].to(torch.float64).cpu() if "mlp_tokens_per_block" in trace else n
         p = trace[PADDING_TOKENS].to(torch.float64).cpu()
         total = total + (table.attention_part(n + p) - table.attention_part(n)).sum(1)
-        mlp = table.mlp_part(m + p) - table.mlp_part(m)
+        p_mlp = trace[PADDING_MLP_TOKENS].to(torch.float64).cpu() if PADDING_MLP_TOKENS in trace else p
+        mlp = table.mlp_part(m + p_mlp) - table.mlp_part(m)
         total = total + torch.where(m > 0, mlp, torch.zeros_like(mlp)).sum(1)  # 0: no MLP ran (experts, skipped)
     if PADDING_EMBEDDED in trace:
         total = total + table.embed_per_token * trace[PADDING_EMBEDDED].to(torch.float64).cpu()
