@@ -72,8 +72,12 @@ def family_comparisons(comparisons: list[Comparison]) -> list[Comparison]:
     return out
 
 
+def _marked_at(c: Comparison, target: float) -> bool:
+    return any(r.grid.get(target, {}).get("marked", False) for r in (c.row, c.reference))
+
+
 def _marked(c: Comparison) -> bool:
-    return any(r.grid.get(t, {}).get("marked", False) for r in (c.row, c.reference) for t in c.targets)
+    return any(_marked_at(c, t) for t in c.targets)
 
 
 def control_sentences(comparisons: list[Comparison]) -> list[str]:
@@ -95,8 +99,7 @@ def control_sentences(comparisons: list[Comparison]) -> list[str]:
             tests.setdefault(same_test(c.row, c.reference), []).append(c)
         points = []
         for same in tests.values():
-            marks = {t: _marked(Comparison(c.row, c.reference, c.column, (t,), c.diff, c.significant))
-                     for c in same for t in c.targets}
+            marks = {t: _marked_at(c, t) for c in same for t in c.targets}
             targets = tuple(sorted(marks))
             points.append((targets, same[0].diff, same[0].significant, tuple(marks[t] for t in targets)))
         out.append(versus_sentence(method, reference, points))
