@@ -105,15 +105,12 @@ def _trained_weights(name: str, meta: dict, value, st: "BenchSetting"):
     (the same run name: build settings, recipe, training data, seed, backbone), or None when it is not
     cached or the task's data (which names it) is not here."""
     from ccbench.common.safefile import load_tensors
-    from ccbench.training.knobs import knob_settings
     from ccbench.training.model_store import build_for_run
 
     if st.work is None:
         return None
-    knob = meta["knob"]
-    config = knob_settings(knob, None if value is None else type(knob["default"])(value))
     try:
-        built = build_for_run(name, meta, config, st.work, st.tier, st.task, st.seed)
+        built = build_for_run(name, meta, _point_settings(meta["knob"], value), st.work, st.tier, st.task, st.seed)
     except (ValueError, UserError):
         return None
     if not built.path.exists():
@@ -135,14 +132,21 @@ def _workload(tier, task, path: Path, seed: int):
         return None
 
 
+def _point_settings(knob: dict, value) -> dict:
+    """The build settings of knob ``value`` (typed as the knob's default; ``knobs.knob_settings``)."""
+    from ccbench.training.knobs import knob_settings
+
+    return knob_settings(knob, None if value is None else type(knob["default"])(value))
+
+
 def build_point(name: str, backbone, value, state, warm: torch.Tensor):
     """``(model, trained)``: ``name``'s model on a copy of ``backbone`` at knob ``value``, with the
     trained ``state`` loaded when given and it fits (``trained`` says whether it did)."""
     from ccbench.common import catalog
-    from ccbench.training.knobs import has_knob, knob_settings
+    from ccbench.training.knobs import has_knob
 
     knob = catalog.methods().metadata(name)["knob"]
-    config = knob_settings(knob, None if value is None else type(knob["default"])(value))
+    config = _point_settings(knob, value)
     model = catalog.methods().get(name).build(copy.deepcopy(backbone), **config)
     if state is not None:
         try:

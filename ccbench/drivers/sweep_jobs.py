@@ -364,13 +364,12 @@ def seconds_per_record(stamps: list[tuple]) -> float | None:
     from datetime import datetime
 
     by_seed: dict = {}
+    commands: list[list[float]] = []   # the wall_s stamps of each command
     for seed, date, wall in stamps:
         try:
-            start = datetime.fromisoformat(date).timestamp() - wall
+            by_seed.setdefault(seed, []).append((datetime.fromisoformat(date).timestamp() - wall, wall))
         except (TypeError, ValueError):   # no usable date: the record is a command of its own
-            start = float("nan")
-        by_seed.setdefault(seed, []).append((start, wall))
-    commands: list[list[float]] = []   # the wall_s stamps of each command
+            commands.append([wall])
     for runs in by_seed.values():
         last = None
         for start, wall in sorted(runs):
