@@ -75,17 +75,35 @@ def test_shipped_sweeps_validate_and_express_the_cpu_leaderboard(capsys):
             assert all(line.split()[3] in ("shift", "transfer") for line in missing), missing
 
 
-def test_ranking_sweep_reruns_records_that_predate_validation_seed_by_seed(capsys):
-    """The ranking sweep counts only records with validation evidence, of a comparable tier version, as done
-    (sst2 dense seed 0 has a committed record from before validation and tier v2: it is stale, not done) and
-    lists every job of seed 0 before any of seed 1."""
-    assert main(["sweep", str(REPO / "sweeps" / "cpu-ranking.yaml"), "--dry-run",
-                 "--results-dir", str(REPO / "results")]) == 0
+def test_ranking_sweep_reruns_records_that_predate_validation_seed_by_seed(tmp_path, capsys):
+    """A record without validation evidence (one from before ``ccbench validate`` existed) is stale, not done,
+    and the ranking sweep lists every job of seed 0 before any of seed 1. The records are made here: the
+    committed ones change as the re-run lands."""
+    from ccbench.drivers.sweep_jobs import JobGraph
+    from ccbench.drivers.sweep_spec import load_sweep
+    from ccbench.reporting.records import commit_record, finalize
+    from record_helpers import run_body, samples
+
+    sweep = REPO / "sweeps" / "cpu-ranking.yaml"
+    job = next(j for j in JobGraph(load_sweep(sweep)).jobs
+               if j.config["task"] == "sst2" and j.config["method"] == "dense" and j.config["seed"] == 0)
+    body = run_body("dense", task="sst2")
+    body["task"]["version"] = job.config["task_version"]
+    body["method"]["knob"]["chosen_by"] = "default"
+    body["metrics"].pop("determinism", None)
+    commit_record(finalize(body), samples(), tmp_path / "results")
+    assert main(["sweep", str(sweep), "--dry-run", "--results-dir", str(tmp_path / "results")]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
     dense0 = next(line for line in lines if "run dense on sst2 (cpu, seed 0)" in line)
     assert dense0.lstrip().startswith("stale "), dense0
     seeds = [int(re.search(r", seed (\d+)\)", line).group(1)) for line in lines]
     assert seeds == sorted(seeds) and set(seeds) == {0, 1, 2}, seeds
+    body["metrics"]["determinism"] = {"samples": 32, "batch_size": 8, "batch1_vs_batchN_mismatches": 0,
+                                      "repeat_mismatches": 0}
+    commit_record(finalize(body), samples(), tmp_path / "validated")
+    assert main(["sweep", str(sweep), "--dry-run", "--results-dir", str(tmp_path / "validated")]) == 0
+    dense0 = next(line for line in capsys.readouterr().out.splitlines() if "run dense on sst2 (cpu, seed 0)" in line)
+    assert dense0.lstrip().startswith("done "), dense0
 
 
 def test_a_record_of_an_earlier_tier_version_counts_only_where_the_tier_keeps_it_comparable(tmp_path):
