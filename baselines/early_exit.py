@@ -1,8 +1,9 @@
 """``early-exit``: a classifier after every block, trained jointly; a sample leaves at the first exit
 whose confidence reaches the threshold (BranchyNet / SDN / DeeBERT style).
 
-Heads (LayerNorm + linear on the class token) follow blocks 0..depth-2, initialised from the
-backbone's final classifier, which is the last exit. Training: the weighted sum of every exit's
+Heads (LayerNorm + linear on the class token; on text a linear head on the mean of the real tokens, see
+``TextBackbone.exit_readout``) follow blocks 0..depth-2, initialised from the backbone's final classifier,
+which is the last exit. Training: the weighted sum of every exit's
 cross-entropy, weights proportional to depth (survey Eq. 15). Inference: the confidence rule
 (``max_softmax`` by default, or ``entropy``) with threshold tau (knob; tau > 1 never exits early,
 tau = 0 always leaves at the first exit). ``rule="patience"`` is PABEE (``patience`` method): it
@@ -55,6 +56,8 @@ METADATA = {
              "sweep": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99], "needs_retraining": False,
              "minimum": 0},
     "modalities": ["image", "text"],
+    # text v2: exit heads read the mean of the real tokens (v1 read [CLS], input-independent before block 4)
+    "versions": {"text": 2},
     "description": "Exit heads after every block trained jointly (depth-weighted cross-entropies); a sample "
                    "leaves at the first head whose max-softmax reaches the threshold; exited samples leave "
                    "the batch.",
@@ -107,6 +110,8 @@ class EarlyExitModel(ConditionalModel):
         """Hyperparameters for the record."""
         cfg = {"exit_after_blocks": list(range(len(self.backbone.blocks))), "criterion": self.criterion,
                "rule": self.rule, "loss_weights": "proportional to depth"}
+        if hasattr(self.backbone, "tokenizer"):
+            cfg["exit_readout"] = "mean of the real tokens"
         if self.regression:
             cfg.update(criterion="regression: |output_i - output_(i-1)| < delta", delta=self.delta)
         return cfg
@@ -115,11 +120,13 @@ class EarlyExitModel(ConditionalModel):
         """One intermediate exit head on one class token."""
         return {"exit_head": self.backbone.head_macs()}
 
-    def exit_logits(self, i: int, cls_state: torch.Tensor) -> torch.Tensor:
-        """Logits of the exit after block ``i`` (the backbone's classifier after the last block)."""
+    def exit_logits(self, i: int, x: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:
+        """Logits of the exit after block ``i`` from that block's tokens ``x [B, N, D]`` (``keys``: the text
+        padding mask): the backbone's classifier on the class token after the last block, else exit head ``i``
+        on the backbone's ``exit_readout`` (ViT: the class token; text: the mean of the real tokens)."""
         if i == len(self.backbone.blocks) - 1:
-            return self.backbone.classify(cls_state)
-        return self.exit_heads[i](cls_state)
+            return self.backbone.classify(x[:, 0])
+        return self.exit_heads[i](self.backbone.exit_readout(x, keys))
 
     def all_exit_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every exit's logits, ``[B, depth, C]`` (runs every block: training and diagnostics)."""
@@ -127,7 +134,7 @@ class EarlyExitModel(ConditionalModel):
         out = []
         for i, block in enumerate(self.backbone.blocks):
             x = block(x, keys)
-            out.append(self.exit_logits(i, x[:, 0]))
+            out.append(self.exit_logits(i, x, keys))
         return torch.stack(out, 1)
 
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -178,7 +185,7 @@ class EarlyExitModel(ConditionalModel):
         state: dict = {}
         for i, block in enumerate(self.backbone.blocks):
             x = block(x, keys)
-            logits = self.exit_logits(i, x[:, 0])
+            logits = self.exit_logits(i, x, keys)
             if out is None:
                 out = logits.new_zeros(b, logits.shape[1])
             if i == depth - 1:

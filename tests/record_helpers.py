@@ -11,12 +11,15 @@ def run_body(method: str = "dense", knob: tuple = ("none", None), task: str = "s
              version: int | None = None, score: float = 80.0, seed: int = 0) -> dict:
     """A minimal `ccbench run` record body with every field the table needs; ``version``: the tier version
     measured under (default: the registered tier's current one)."""
-    if version is None:
-        from ccbench.common import catalog
+    from ccbench.common import catalog
+    from ccbench.common.method_meta import method_version
 
+    if version is None:
         version = catalog.budgets().get(budget).version if budget in catalog.budgets() else 1
+    methods = catalog.methods()
     return {"task": {"name": task, "version": 1, "modality": "text"},
             "method": {"name": method, "family": "dense" if method == "dense" else "depth",
+                       "version": method_version(methods.metadata(method), "text") if method in methods else 1,
                        "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"}},
             "budget": {"name": budget, "version": version, "consumed": {"samples": 16}},
             "seed": seed, "backbone": {"sha256": "ab" * 32, "file": TEXT_ENCODER},

@@ -203,3 +203,23 @@ def test_per_target_models_are_named_by_their_target_even_where_the_config_omits
     names = {t: build_for_run("avit", meta, {"compute_target": t}, work, tier, task, 0).run_name for t in (0.3, 0.7)}
     default = build_for_run("avit", meta, {}, work, tier, task, 0).run_name
     assert len({names[0.3], names[0.7], default}) == 3
+
+
+def test_a_new_method_version_never_reuses_a_model_an_earlier_implementation_trained(tiny_data, isolated_cache,
+                                                                                    monkeypatch):
+    """The cached model's name carries the method's version on the modality where it is above 1 (so a model the
+    earlier implementation trained is not loaded into the new one); at version 1 names stay as they were."""
+    from ccbench.common import catalog
+    from ccbench.training import model_store
+    from ccbench.training.workload import make_workload
+
+    task, tier = catalog.tasks().get("imagenette"), catalog.budgets().get("smoke")
+    work = make_workload(task, tier, str(tiny_data), 0, None, False)
+    meta = catalog.methods().metadata("early-exit")
+    v1 = model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).run_name
+    ident = [model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).model.method_config(),
+             work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
+    assert v1.endswith(model_store.content_hash(ident)[:10])          # version 1: the name before versions existed
+    monkeypatch.setattr(model_store, "method_version", lambda meta, modality: 2 if modality == "image" else 1)
+    v2 = model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).run_name
+    assert v2 != v1 and v2.rsplit("-", 1)[0] == v1.rsplit("-", 1)[0]

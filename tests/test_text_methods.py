@@ -179,6 +179,28 @@ def test_cost_table_of_the_text_encoder_matches_a_hand_count(capsys):
     assert f"{5 * d * 10 + depth * block + 2 * d:,}" in out     # embedding LayerNorm + blocks + 2-class head
 
 
+def test_text_exit_heads_read_the_mean_of_the_real_tokens(tiny_bert_dir):
+    """On text an intermediate exit head reads the mean of its block's real tokens (a mean-pooled sentence
+    encoder's early ``[CLS]`` barely depends on the input), padding left out; the last exit is the classifier on
+    ``[CLS]``; the record's config names the readout."""
+    bb = _backbone(tiny_bert_dir)
+    model = catalog.methods().get("early-exit").build(bb).eval()
+    batch = bb.encode(SENTENCES)
+    real = batch[:, 1].bool()
+    assert not real.all()                                             # really padded
+    with torch.no_grad():
+        got = model.all_exit_logits(batch)
+        x, keys = bb.start(batch)
+        for i, block in enumerate(bb.blocks):
+            x = block(x, keys)
+            if i < len(bb.blocks) - 1:
+                want = model.exit_heads[i](torch.stack([x[j, real[j]].mean(0) for j in range(len(SENTENCES))]))
+            else:
+                want = bb.classify(x[:, 0])
+            assert torch.allclose(got[:, i], want, atol=1e-5), i
+    assert model.method_config()["exit_readout"] == "mean of the real tokens"
+
+
 def test_regression_exits_use_pabee_rule_and_confidence_refuses(tiny_bert_dir):
     from ccbench.common.errors import UserError
 

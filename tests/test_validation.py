@@ -243,3 +243,38 @@ def test_a_row_pools_comparable_tier_versions_and_only_an_incomparable_row_is_re
     _plant(tmp_path, knob=("threshold", 0.6), seed=0, rng_seed=2)
     text = write_leaderboard(tmp_path, str(tmp_path / "lb2" / "README.md")).read_text()
     assert "Not admitted (budget version differs" in text and "threshold=0.6" in text.split("Not admitted")[0]
+
+
+def test_a_record_of_an_earlier_method_version_is_the_previous_version_and_the_sweep_reruns_it(tmp_path):
+    """early-exit's text implementation is version 2 (exit heads read the mean of the real tokens): a text
+    record written before (no ``method.version``: version 1) fails ``method-version`` alone, is shown as the
+    previous leaderboard version, unranked, and a sweep does not count it as done; the same record at the
+    current version passes."""
+    from ccbench.common.method_meta import method_version
+    from ccbench.drivers.sweep_jobs import RecordIndex
+    from ccbench.reporting.validation import check_method_version, is_previous_version
+
+    assert method_version(catalog.methods().metadata("early-exit"), "text") == 2
+    assert method_version(catalog.methods().metadata("patience"), "text") == 2      # inherits: same model
+    assert method_version(catalog.methods().metadata("early-exit"), "image") == 1
+
+    def version_1(body):
+        del body["method"]["version"]
+
+    old = _plant(tmp_path / "old", version_1, knob=("threshold", 0.6), rng_seed=7)
+    failed = list(_failed(old).values())
+    assert [c.name for c in failed] == ["method-version"] and failed[0].figure == "v1, current text v2"
+    assert is_previous_version(failed)
+    text = write_leaderboard(tmp_path / "old", str(tmp_path / "lb" / "README.md")).read_text()
+    old_id = json.loads(old.read_text())["id"][:12]
+    before, _, previous = text.partition("Previous leaderboard version")
+    assert old_id not in before and f"`{old_id}`" in previous and "earlier version of their method" in previous
+    assert RecordIndex(tmp_path / "old").records == [] and len(RecordIndex(tmp_path / "old", current_only=False).records) == 1
+
+    current = _plant(tmp_path / "new", knob=("threshold", 0.6), rng_seed=7)
+    assert check_method_version(json.loads(current.read_text())).passed
+    assert len(RecordIndex(tmp_path / "new").records) == 1
+    # another failure beside it lists the record as failing, not as the previous version
+    constant = _plant(tmp_path / "old", version_1, PLANTED["constant predictor"][1], knob=("threshold", 0.7),
+                      rng_seed=8)
+    assert not is_previous_version(list(_failed(constant).values()))

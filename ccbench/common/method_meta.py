@@ -156,10 +156,32 @@ class MethodMetadata(BaseModel):
     evaluates_checkpoint_of: str | None = None
     starts_from: dict[Literal["image", "text"], str] = {}  # modality -> method whose fine-tuned model it starts from
     constant_by_construction: list[ConstantByConstruction] = []  # width family: statistics fixed by construction
+    # modality -> the implementation's version there (default 1): raised when a change alters the method's
+    # results on that modality, so that records of the earlier version are re-run, never ranked with the new
+    versions: dict[Literal["image", "text"], int] = {}
     description: str
+
+    @field_validator("versions")
+    @classmethod
+    def _positive_versions(cls, versions: dict) -> dict:
+        """Versions count up from 1."""
+        for modality, version in versions.items():
+            if version < 1:
+                raise ValueError(f"versions.{modality} must be an integer >= 1, got {version}")
+        return versions
 
     @field_validator("family")
     @classmethod
     def _safe_family(cls, family: str) -> str:
         """Families are table cells and group keys."""
         return _safe("family", family)
+
+
+def method_version(meta: dict, modality: str) -> int:
+    """The version of a method's implementation on ``modality`` (``"image"`` or ``"text"``) from its
+    ``METADATA`` (``versions``; 1 when not declared).
+
+    >>> method_version({"versions": {"text": 2}}, "text"), method_version({"versions": {"text": 2}}, "image")
+    (2, 1)
+    """
+    return int((meta.get("versions") or {}).get(modality, 1))

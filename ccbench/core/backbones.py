@@ -122,6 +122,11 @@ class ViTBackbone(nn.Module):
 
         return nn.Sequential(copy.deepcopy(self.vit.norm), copy.deepcopy(self.vit.head))
 
+    def exit_readout(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """What an intermediate exit head reads from tokens ``x [B, N, D]``: the class token, ``[B, D]``
+        (``keys`` is unused: images have no padding)."""
+        return x[:, 0]
+
     def head_macs(self) -> int:
         """MACs of the final LayerNorm (5 per element) and classifier on one class token."""
         return 5 * self.config.embed_dim + self.config.embed_dim * self.config.num_classes

@@ -16,7 +16,9 @@ passes text the same way:
   (post-LayerNorm BERT layer) so that masks are explicit and fvcore sees every matmul; the MLP runs
   on real tokens only (padding rows are not computed);
 * ``classify(cls_state)`` -> logits ``[B, C]`` (a new linear head on the ``[CLS]`` state; one output
-  for a regression task).
+  for a regression task);
+* ``exit_readout(x, keys)`` -> ``[B, D]``: what an intermediate exit head reads (the mean of the real
+  tokens; the ViT's is its class token).
 """
 from __future__ import annotations
 
@@ -187,6 +189,18 @@ class TextBackbone(nn.Module):
     def make_exit_head(self) -> nn.Module:
         """A copy of the final classifier, for an intermediate exit."""
         return copy.deepcopy(self.head)
+
+    def exit_readout(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """What an intermediate exit head reads from tokens ``x [B, L, D]`` (``keys [B, 1, 1, L]``, True = real):
+        the mean of the real tokens, ``[B, D]``. Sentence encoders such as all-MiniLM-L6-v2 are trained with mean
+        pooling, and their early ``[CLS]`` state barely depends on the input (std across SST-2 sentences 0.001
+        after blocks 1-3, 0.2-0.45 after blocks 4-6), so a head on it is a constant predictor; the mean is not
+        (a linear probe on the pretrained encoder's block-1 mean reaches 75.6 % on SST-2 dev). The mean is
+        additions only: 0 MACs under fvcore's conventions, like the residual adds
+        (:mod:`ccbench.measurement.cost`)."""
+        from .method import masked_mean
+
+        return masked_mean(x, keys)
 
     def head_macs(self) -> int:
         """MACs of the classifier on one ``[CLS]`` state (no final norm: BERT's is inside the layer)."""

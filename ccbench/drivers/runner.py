@@ -16,7 +16,7 @@ import torch
 from ccbench.common import catalog
 from ccbench.common.errors import UserError, check_seed
 from ccbench.common.messages import say
-from ccbench.common.method_meta import constant_statistics
+from ccbench.common.method_meta import constant_statistics, method_version
 from ccbench.common.provenance import git_state, method_provenance
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
@@ -238,6 +238,7 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
                      "train_data_hash": work.splits["train"].data_hash,
                      "main_score": ctx.task.main_score, "calibration": ctx.task.calibration.model_dump()},
             "method": {"name": method, "family": meta["family"], "paper": meta["paper"],
+                       "version": method_version(meta, ctx.task.modality),
                        "config": model.method_config(), "execution": model.execution,
                        "knob": {"name": knob["name"], "value": value, "direction": knob["direction"],
                                 "chosen_by": chosen_by},

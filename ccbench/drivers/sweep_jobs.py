@@ -268,11 +268,21 @@ def _not_shown_deterministic(record: dict) -> bool:
     return record.get("kind", "run") == "run" and not check_determinism(record).passed
 
 
+def _outdated_method(record: dict) -> bool:
+    """Whether ``record`` is a run record written by an earlier version of its method's implementation on its
+    modality (``ccbench validate``'s ``method-version``): the leaderboard shows it as the previous version, so
+    a sweep runs its configuration again with the current implementation."""
+    from ccbench.reporting.validation import check_method_version
+
+    return record.get("kind", "run") == "run" and not check_method_version(record).passed
+
+
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
-    records that predate ``ccbench validate``, or that were measured under a tier version the tier no longer
-    compares with its own, are left out: a sweep runs their configurations again. With ``retime`` so are run
+    records that predate ``ccbench validate``, that an earlier version of their method wrote, or that were
+    measured under a tier version the tier no longer compares with its own, are left out: a sweep runs their
+    configurations again. With ``retime`` so are run
     records whose latency timing failed its check (:func:`_disturbed_timing`)."""
 
     def __init__(self, results_dir: str | os.PathLike, current_only: bool = True, retime: bool = False):
@@ -282,7 +292,7 @@ class RecordIndex:
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
         self.records = [(path, r) for path, r in self._all
-                        if not (current_only and _not_shown_deterministic(r))
+                        if not (current_only and (_not_shown_deterministic(r) or _outdated_method(r)))
                         and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):

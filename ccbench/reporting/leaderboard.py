@@ -223,16 +223,17 @@ def check_runs(runs: list) -> dict[str, list]:
 def _validated(runs: list, checks: Mapping[str, Sequence]) -> tuple[list, dict, list]:
     """``(passing runs, {(budget, task): [(record, failed checks)]}, runs that predate validation)``: the run
     records split by their ``checks`` (record id -> check results, :func:`check_runs`); a record without
-    checks is left out. A run that fails only for evidence its ccbench version never stored
-    (:func:`~ccbench.reporting.validation.predates_validation`) is neither passing nor failing."""
-    from .validation import predates_validation
+    checks is left out. A run that fails only for evidence its ccbench version never stored, or only because
+    an earlier version of its method wrote it (:func:`~ccbench.reporting.validation.is_previous_version`), is
+    neither passing nor failing."""
+    from .validation import is_previous_version
 
     ok, failing, unverified = [], {}, []
     for path, record in runs:
         if record["id"] not in checks:
             continue
         failed = [c for c in checks[record["id"]] if not c.passed]
-        if predates_validation(failed):
+        if is_previous_version(failed):
             unverified.append((path, record))
         elif failed:
             failing.setdefault((record["budget"]["name"], record["task"]["name"]), []).append((record, failed))
@@ -255,12 +256,15 @@ def _failing_section(rows: list) -> str:
 
 
 def _predating_section(rows: pd.DataFrame) -> str:
-    """A collapsed table of one (budget, task)'s records written before ``ccbench validate`` existed: their
-    numbers stay readable, marked unverified and never ranked (re-run them, or ``ccbench validate
-    --rerun`` where the trained model is cached, to admit them)."""
+    """A collapsed table of one (budget, task)'s records of the previous leaderboard version
+    (:func:`~ccbench.reporting.validation.is_previous_version`): written before ``ccbench validate`` existed,
+    or by an earlier version of their method. Their numbers stay readable, marked unvalidated and never
+    ranked (re-run them, or ``ccbench validate --rerun`` where the trained model is cached and only evidence
+    is missing, to admit them)."""
     ids = ", ".join(f"`{escape_cell(i)}`" for i in ",".join(rows.record_ids).split(","))
     return ("\n<details><summary>Previous leaderboard version: records written before validation existed "
-            "(no batch-1/batch-N audit or determinism evidence stored); not validated, not ranked"
+            "(no batch-1/batch-N audit or determinism evidence stored) or by an earlier version of their "
+            "method's implementation (`method-version`); not validated, not ranked"
             "</summary>\n\n" + render(rows.assign(status="unvalidated"), "markdown", note=False) + f"\n\nRecords: {ids}\n\n</details>\n")
 
 

@@ -88,6 +88,8 @@ class Method(_Open):
     name: StrictStr = Field(description="registered method name (a folder name under results/<budget>/<task>/)")
     family: StrictStr = Field(description="method family: dense, static, depth, token, width, ...")
     knob: Knob = Field(description="the knob setting measured")
+    version: StrictInt = Field(1, ge=1, description="the method implementation's version on the task's modality "
+                               "(METADATA versions; absent in records written before versions: 1)")
 
     def grid_targets(self) -> list:
         """The compute-grid targets (% of dense) this record stands for (``method.grid``, the entries

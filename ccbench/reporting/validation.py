@@ -11,7 +11,8 @@ the tier's encoder fingerprint), ``budget`` (training samples > 0 and at least w
 ``audit-b1`` / ``audit-bN`` (fvcore-executed MACs = useful + declared padding within 2 %), ``determinism``
 (predictions identical at batch 1 and batch N and across two evaluations), ``not-degenerate`` (not a
 constant predictor, above the majority-class baseline's 95 % CI), ``provenance`` (a clean tree of this
-repository, or a plug-in's distribution, version and source hash).
+repository, or a plug-in's distribution, version and source hash), ``method-version`` (written by the
+method's current implementation on the task's modality: ``METADATA["versions"]``).
 
 A shift or transfer record is checked for ``record-hash`` alone, except a transfer to a target whose spec
 declares a cross-fitted ``transfer_eval`` (the Amazon domains): its ``eval-split`` is
@@ -32,9 +33,10 @@ from ccbench.common.metrics import metric
 from .records import RecordError, field_at, load_samples, read_record, scan_records, typed
 
 CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-bN", "determinism",
-          "not-degenerate", "provenance")
+          "not-degenerate", "provenance", "method-version")
 AUDIT_TOLERANCE = 0.02  # executed MACs may differ from useful + declared padding by this share
 NO_EVIDENCE = "no evidence: record predates validation; re-run, or `ccbench validate --rerun`"
+OUTDATED_METHOD = "written by an earlier version of the method's implementation; re-run it"
 
 
 @dataclass(frozen=True)
@@ -250,12 +252,31 @@ def check_provenance(record: dict) -> CheckResult:
     return _fail("provenance", "no git commit recorded", "run from a git checkout of ccbench")
 
 
+def check_method_version(record: dict) -> CheckResult:
+    """The record's ``method.version`` (1 when absent: written before versions existed) equals the registered
+    method's version on the record's modality (:func:`ccbench.common.method_meta.method_version`). A method
+    not registered here (a plug-in not installed) cannot be compared and passes with that said."""
+    from ccbench.common.method_meta import method_version
+
+    name, modality = field_at(record, "method.name"), field_at(record, "task.modality") or "image"
+    written = field_at(record, "method.version")
+    written = 1 if written is None else written
+    methods = catalog.methods()
+    if name not in methods:
+        return _ok("method-version", f"v{written} (method not registered here: not compared)")
+    current = method_version(methods.metadata(name), modality)
+    figure = f"v{written}, current {modality} v{current}"
+    if written == current:
+        return _ok("method-version", figure)
+    return _fail("method-version", figure, OUTDATED_METHOD)
+
+
 def check_record(record: dict, samples: dict[str, np.ndarray], published: dict[str, str] | None = None) -> list[CheckResult]:
     """Every check but ``record-hash`` (see :func:`validate_record`) of a verified run record and its
     samples; ``published``: ``{sha256: label}`` backbones (default :func:`published_backbones`)."""
     return [check_eval_split(record), check_backbone(record, published), check_budget(record),
             check_audit(record, "batch1"), check_audit(record, "batchN"), check_determinism(record),
-            check_not_degenerate(record, samples), check_provenance(record)]
+            check_not_degenerate(record, samples), check_provenance(record), check_method_version(record)]
 
 
 def validate_record(path: Path, published: dict[str, str] | None = None, evidence: dict | None = None) -> list[CheckResult]:
@@ -297,6 +318,14 @@ def predates_validation(failed: list[CheckResult]) -> bool:
     written before ``ccbench validate`` existed never stored (batch-1/N audit, determinism): such a record
     is not wrong, only unverified, and the leaderboard shows it as the previous version, unranked."""
     return bool(failed) and all(c.detail == NO_EVIDENCE for c in failed)
+
+
+def is_previous_version(failed: list[CheckResult]) -> bool:
+    """Whether every failed check in ``failed`` (non-empty) failed only because the record belongs to an earlier
+    version of the leaderboard: it predates validation (:func:`predates_validation`'s missing evidence) or was
+    written by an earlier version of its method (``method-version``). The leaderboard shows such a record as the
+    previous version, unranked; any other failure lists it as failing."""
+    return bool(failed) and all(c.detail in (NO_EVIDENCE, OUTDATED_METHOD) for c in failed)
 
 
 def passed(checks: list[CheckResult]) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ccbench.common import catalog
 from ccbench.common.errors import UserError
 from ccbench.common.messages import say
+from ccbench.common.method_meta import method_version
 from ccbench.common.provenance import content_hash
 from ccbench.common.safefile import load_tensors, save_tensors
 from ccbench.common.specs import BudgetSpec, TaskSpec
@@ -25,8 +26,12 @@ from .knobs import record_settings
 def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, config: dict) -> str:
     """Cache name of a trained model: everything it was trained from and how (the backbone, the
     training data's hash, the method config, the recipe and the modality's training settings, e.g.
-    frozen word embeddings)."""
+    frozen word embeddings), and the method's version on the task's modality where it is above 1 (a model
+    trained by an earlier implementation is never reused; names of version 1 are as before versions existed)."""
     ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
+    version = method_version(catalog.methods().metadata(method), task.modality) if method in catalog.methods() else 1
+    if version > 1:
+        ident.append({"method_version": version})
     return f"{_run_prefix(method, budget.name, task.name, seed, work.sha256)}-{content_hash(ident)[:10]}"
 
 
