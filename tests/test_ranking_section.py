@@ -261,6 +261,10 @@ def test_a_record_standing_in_two_target_rows_is_one_test_in_the_holm_family(tmp
     assert len(ranking.comparisons) == 3 and distinct_tests(ranking.comparisons) == 2
     section = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
     assert "2 comparisons" in section and "3 comparisons" not in section
+    # the paired table shows that record once, naming both targets (* = not reached)
+    lines = [ln for ln in section.split("Paired differences")[1].splitlines() if ln.startswith("| early-exit")]
+    assert [ln.split("|")[2].strip() for ln in lines] == ["grid 25\\*, 40\\* %", "grid 75 %"], lines
+    assert "does not reach" in section
 
 
 def test_avit_grid_records_of_the_default_model_sit_off_the_grid_and_off_the_curve(tmp_path):

@@ -357,21 +357,56 @@ def _grid_cells(mine: list[Row]) -> dict:
     return cells
 
 
+def _grid_label(rows: list[Row]) -> str:
+    """The knob cell of ``rows`` that stand on the same records with the same comparisons (one record serving
+    several grid targets, or one row): each grid target once, ``*`` where the record does not reach it; a row
+    off the grid keeps its own label.
+
+    >>> r = lambda t, marked: Row("m", "width", f"grid {t} %", 73.3, 60.0, np.zeros((1, 2)),
+    ...                           {float(t): {"reached": 73.3, "marked": marked}})
+    >>> _grid_label([r(25, True)]), _grid_label([r(25, True), r(50, True), r(75, False)]), _grid_label([r(75, False)])
+    ('grid 25* %', 'grid 25*, 50*, 75 %', 'grid 75 %')
+    """
+    if len(rows) == 1 and not rows[0].grid:
+        return rows[0].knob
+    marked: dict[float, bool] = {}
+    for r in rows:
+        for target, g in r.grid.items():
+            marked[target] = marked.get(target, False) or bool(g["marked"])
+    if len(marked) != len(rows):   # not one grid target per row: list the rows' own labels
+        return " / ".join(r.knob for r in rows)
+    return "grid " + ", ".join(f"{t:g}{'*' if marked[t] else ''}" for t in sorted(marked)) + " %"
+
+
 def _paired_table(comparisons: list[Comparison]) -> str:
-    """Every row's paired differences (against dense and the family's controls), Holm-corrected together."""
+    """Every row's paired differences (against dense and the family's controls), Holm-corrected together. Rows
+    of one record serving several grid targets with the same tests are one line (``grid 25*, 50*, 75 %``)."""
     from tabulate import tabulate
 
     if not comparisons:
         return ""
-    cells: dict[str, dict] = {}
+    by_row: dict[str, list[Comparison]] = {}
     for c in comparisons:
-        r = c.row
-        row = cells.setdefault(r.key, {"method": escape_cell(r.method), "knob": escape_cell(r.knob),
-                                       "seeds": r.seeds, "% dense": f"{r.pct:.1f}", "score": f"{r.score:.2f}"})
-        row[escape_cell(c.column)] = _fmt_diff(c.diff, c.significant)
-    df = pd.DataFrame(list(cells.values())).fillna("-")
+        by_row.setdefault(c.row.key, []).append(c)
+    lines: dict[tuple, list[list[Comparison]]] = {}   # same records and same tests -> the rows they stand in
+    for mine in by_row.values():
+        r = mine[0].row
+        tests = tuple(sorted((c.column, same_test(r, c.reference)) for c in mine))
+        lines.setdefault((r.record_ids or (r.key,), tests), []).append(mine)
+    cells = []
+    for group in lines.values():
+        r = group[0][0].row
+        row = {"method": escape_cell(r.method), "knob": escape_cell(_grid_label([g[0].row for g in group])),
+               "seeds": r.seeds, "% dense": f"{r.pct:.1f}", "score": f"{r.score:.2f}"}
+        for c in group[0]:
+            row[escape_cell(c.column)] = _fmt_diff(c.diff, c.significant)
+        cells.append(row)
+    df = pd.DataFrame(cells).fillna("-")
     n = distinct_tests(comparisons)
+    starred = any("*" in str(k) for k in df["knob"])
     return ("\nPaired differences (score points, 95 % CI; † = significant; "
             f"{n} comparison{'s' if n > 1 else ''}):\n\n"
             + tabulate(df, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
-            + f"\n\n† {SIGNIFICANT}. Controls are compared at the same grid point only.\n")
+            + f"\n\n† {SIGNIFICANT}. Controls are compared at the same grid point only."
+            + (" \\* = a grid target the method does not reach: the row is its nearest point, at the % of dense "
+               "shown." if starred else "") + "\n")
