@@ -278,3 +278,39 @@ def test_a_record_of_an_earlier_method_version_is_the_previous_version_and_the_s
     constant = _plant(tmp_path / "old", version_1, PLANTED["constant predictor"][1], knob=("threshold", 0.7),
                       rng_seed=8)
     assert not is_previous_version(list(_failed(constant).values()))
+
+
+def test_the_table_keeps_an_earlier_method_versions_seeds_apart_and_marks_them(tmp_path):
+    """Seeds written by early-exit's text v1 and v2 at one knob are two rows of ``ccbench table``, not one pooled
+    row; the v1 row's method cell says it is an earlier version."""
+    from ccbench.reporting.records import load_records
+    from ccbench.reporting.tables import load_table, render
+
+    _plant(tmp_path, lambda b: b["method"].pop("version"), knob=("threshold", 0.6), seed=0, rng_seed=1)
+    _plant(tmp_path, knob=("threshold", 0.6), seed=1, rng_seed=2)
+    table = load_table(records=load_records(tmp_path), task="sst2")
+    assert sorted(zip(table.method_version, table.seeds)) == [(1, 1), (2, 1)]
+    text = render(table, "markdown", note=False)
+    assert "early-exit (v1; current v2)" in text and text.count("early-exit") == 2
+
+
+def test_an_outdated_record_is_not_rebuilt_and_a_checkpoint_evaluator_takes_the_higher_version():
+    """``validate --rerun``, shift and transfer refuse a record an earlier method version wrote (the current code
+    cannot rebuild its model; training it again would never match) in one line naming the fix; a method that
+    evaluates another's checkpoint takes the higher of its own and its source's version per modality."""
+    from types import SimpleNamespace
+
+    from ccbench.common.catalog import _validated
+    from ccbench.common.errors import UserError
+    from ccbench.training.model_store import rebuild_record_model
+
+    meta = catalog.methods().metadata("early-exit")
+    record = {"id": "ab" * 32, "seed": 0, "method": {"name": "early-exit", "knob": {"name": "threshold", "value": 0.6}}}
+    task, tier = SimpleNamespace(name="sst2", modality="text"), SimpleNamespace(name="cpu")
+    with pytest.raises(UserError, match=r"written by early-exit v1 and early-exit is v2 on text now.*ccbench run"):
+        rebuild_record_model(record, meta, None, tier, task)
+    known = {"early-exit": meta}
+    mine = {k: v for k, v in catalog.methods().metadata("patience").items() if k in ("name", "description", "knob",
+                                                                                   "evaluates_checkpoint_of")}
+    assert _validated("p", {**mine, "versions": {"image": 3}}, known)["versions"] == {"text": 2, "image": 3}
+    assert _validated("p", {**mine, "versions": {"text": 1}}, known)["versions"] == {"text": 2}

@@ -51,12 +51,16 @@ def _raw_method_metadata(module: str, source_file: Path | None) -> dict:
 
 def _validated(module: str, meta: dict, known: dict[str, dict]) -> dict:
     """Validate a method's metadata. A method that evaluates another's checkpoint inherits the
-    fields it does not set (paper, bibtex, knob, ...) from that method."""
+    fields it does not set (paper, bibtex, knob, ...) from that method, and its ``versions`` per modality: the
+    higher of its own and the source's (a new version of the model it evaluates is a new version of it)."""
     source = meta.get("evaluates_checkpoint_of")
     if source in known:
         inherited = {k: v for k, v in known[source].items()
                      if k not in ("name", "description", "trains", "evaluates_checkpoint_of")}
-        meta = {**inherited, **meta}
+        versions = dict(inherited.get("versions") or {})
+        for modality, version in (meta.get("versions") or {}).items():
+            versions[modality] = max(version, versions.get(modality, 1)) if isinstance(version, int) else version
+        meta = {**inherited, **meta, **({"versions": versions} if versions else {})}
     try:
         return MethodMetadata.model_validate(meta).model_dump()
     except ValidationError as err:

@@ -195,9 +195,9 @@ class TextBackbone(nn.Module):
         the mean of the real tokens, ``[B, D]``. Sentence encoders such as all-MiniLM-L6-v2 are trained with mean
         pooling, and their early ``[CLS]`` state barely depends on the input (std across SST-2 sentences 0.001
         after blocks 1-3, 0.2-0.45 after blocks 4-6), so a head on it is a constant predictor; the mean is not
-        (a linear probe on the pretrained encoder's block-1 mean reaches 75.6 % on SST-2 dev). The mean is
-        additions only: 0 MACs under fvcore's conventions, like the residual adds
-        (:mod:`ccbench.measurement.cost`)."""
+        (a linear probe on the pretrained encoder's block-1 mean reaches 75.6 % on SST-2 dev). The mean (mask,
+        sum over tokens, one division per feature) has no matmul: 0 MACs under fvcore's conventions, like the
+        residual adds (:mod:`ccbench.measurement.cost`)."""
         from .method import masked_mean
 
         return masked_mean(x, keys)

@@ -94,11 +94,12 @@ def source_fields(rm: RecordModel, agreement: float) -> dict:
 
 
 def method_fields(rm: RecordModel, paper: bool = False) -> dict:
-    """A shift or transfer record's ``method``: the source run's method, config, knob and compute-grid
+    """A shift or transfer record's ``method``: the source run's method, its version, config, knob and compute-grid
     targets (``grid``, when the run was calibrated to the grid: the derived records of its seeds then share
     one row although each seed calibrated its own knob value), and the method's paper when ``paper``."""
     m = rm.record["method"]
-    return {"name": m["name"], "family": rm.meta["family"], **({"paper": rm.meta["paper"]} if paper else {}),
+    return {"name": m["name"], "family": rm.meta["family"], "version": m.get("version", 1),
+            **({"paper": rm.meta["paper"]} if paper else {}),
             "config": m["config"], "knob": m["knob"], **({"grid": m["grid"]} if m.get("grid") else {})}
 
 

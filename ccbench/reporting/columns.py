@@ -21,8 +21,9 @@ import pandas as pd
 from .markdown import escape_cell
 from .record_schema import RunRecord
 
-GROUP = ("task", "budget", "method", "knob", "backbone")  # one table row per group; seeds are aggregated
-SEED_KEY = ("task", "budget", "method", "knob", "backbone", "seed")  # the latest record of each counts
+# one table row per group (seeds are aggregated; an earlier method version's records are a row of their own)
+GROUP = ("task", "budget", "method", "method_version", "knob", "backbone")
+SEED_KEY = (*GROUP, "seed")  # the latest record of each counts
 
 
 def field(record, dotted: str):
@@ -118,6 +119,27 @@ class Column:
     def value(self, record: RunRecord):
         """This column's value for one record."""
         return self.get(record) if callable(self.get) else field(record, self.get)
+
+
+def _method_cells(df: pd.DataFrame) -> list[str]:
+    """The method names, escaped; a row written by an earlier version of its method than the registered one says
+    so, e.g. ``early-exit (v1; current v2)`` (the leaderboard shows such rows only as the previous version)."""
+    from ccbench.common.errors import UserError
+    from ccbench.common.method_meta import method_version
+
+    try:
+        from ccbench.common import catalog
+
+        methods = catalog.methods()
+    except UserError:   # an installed plug-in with bad metadata: names alone
+        methods = {}
+    cells = []
+    modalities = df["modality"] if "modality" in df else ["image"] * len(df)
+    versions = df["method_version"] if "method_version" in df else [1] * len(df)
+    for name, modality, version in zip(df.method, modalities, versions):
+        current = method_version(methods.metadata(name), modality) if name in methods else version
+        cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if version != current else ""))
+    return cells
 
 
 def _timing_ok(batch: str) -> Callable[[RunRecord], bool]:
@@ -270,11 +292,15 @@ def _knob_cells(df: pd.DataFrame) -> list[str]:
 COLUMNS: tuple[Column, ...] = (
     Column("task", "task.name", None, "task", escaped("task")),
     Column("budget", "budget.name", None, "budget", escaped("budget")),
-    Column("method", "method.name", None, "method", escaped("method")),
+    Column("method", "method.name", None, "method", _method_cells),
     Column("family", "method.family", first, doc="method family"),
     Column("knob", lambda r: r.method.row_label(), None, "knob", _knob_cells,
            doc="the knob setting, or the compute-grid target(s) a grid row was calibrated to (% of dense)"),
     Column("knob_values", lambda r: r.method.knob.label(), _per_seed, doc="the knob value of each of the row's seeds"),
+    Column("method_version", "method.version", None,
+           doc="the method implementation's version the row's records were written by (METADATA versions)"),
+    Column("modality", lambda r: field(r, "task.modality") or "image", first,
+           doc="the task's modality (image or text; records before modalities: image)"),
     Column("status", provenance_status, _any_submitted, "status", lambda df: list(df.status),
            doc="verified (re-run from source by ccbench) or submitted (validated, not re-run: a plug-in)"),
     Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),

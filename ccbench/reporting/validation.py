@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ccbench.common import catalog
+from ccbench.common.errors import UserError
 from ccbench.common.metrics import metric
 
 from .records import RecordError, field_at, load_samples, read_record, scan_records, typed
@@ -261,7 +262,10 @@ def check_method_version(record: dict) -> CheckResult:
     name, modality = field_at(record, "method.name"), field_at(record, "task.modality") or "image"
     written = field_at(record, "method.version")
     written = 1 if written is None else written
-    methods = catalog.methods()
+    try:
+        methods = catalog.methods()
+    except UserError as err:   # an installed plug-in with bad metadata must not stop reading records
+        return _ok("method-version", f"v{written} (methods cannot be read here: {err}; not compared)")
     if name not in methods:
         return _ok("method-version", f"v{written} (method not registered here: not compared)")
     current = method_version(methods.metadata(name), modality)

@@ -130,6 +130,11 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
     knob = record["method"]["knob"]
     config = record_settings(meta["knob"], record["method"])
     method = record["method"]["name"]
+    written, current = record["method"].get("version", 1), method_version(meta, task.modality)
+    if written != current:   # the current implementation cannot reproduce it: no model to rebuild
+        raise UserError(f"record {record['id'][:12]} was written by {method} v{written} and {method} is v{current} "
+                        f"on {task.modality} now: its model cannot be rebuilt; re-run it with `ccbench run --method "
+                        f"{method} --task {task.name} --budget {tier.name}`")
     built = build_for_run(method, meta, config, work, tier, task, record["seed"])
     if not built.path.exists():
         knob_arg = (f" --knob {knob['name']}={knob['value']}" if meta["knob"].get("needs_retraining") and config else
