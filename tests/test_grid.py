@@ -220,6 +220,6 @@ def test_a_new_method_version_never_reuses_a_model_an_earlier_implementation_tra
     ident = [model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).model.method_config(),
              work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
     assert v1.endswith(model_store.content_hash(ident)[:10])          # version 1: the name before versions existed
-    monkeypatch.setattr(model_store, "method_version", lambda meta, modality: 2 if modality == "image" else 1)
+    monkeypatch.setattr(catalog, "registered_version", lambda method, modality: 2 if modality == "image" else 1)
     v2 = model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).run_name
     assert v2 != v1 and v2.rsplit("-", 1)[0] == v1.rsplit("-", 1)[0]

@@ -91,6 +91,19 @@ def methods() -> Registry:
     return reg
 
 
+def registered_version(method: str, modality: str) -> int | None:
+    """The version of registered ``method``'s implementation on ``modality``
+    (:func:`ccbench.common.method_meta.method_version`), or ``None`` when it is not registered here, or the
+    installed methods cannot be read (a plug-in with bad ``METADATA`` must not stop anyone reading records)."""
+    from .method_meta import method_version
+
+    try:
+        registry = methods()
+    except UserError:
+        return None
+    return method_version(registry.metadata(method), modality) if method in registry else None
+
+
 def _yaml_registry(kind: str, package: str, loader_factory) -> Registry:
     reg = Registry(kind)
     for item in sorted(importlib.resources.files(package).iterdir(), key=lambda p: p.name):

@@ -124,20 +124,13 @@ class Column:
 def _method_cells(df: pd.DataFrame) -> list[str]:
     """The method names, escaped; a row written by an earlier version of its method than the registered one says
     so, e.g. ``early-exit (v1; current v2)`` (the leaderboard shows such rows only as the previous version)."""
-    from ccbench.common.errors import UserError
-    from ccbench.common.method_meta import method_version
+    from ccbench.common.catalog import registered_version
 
-    try:
-        from ccbench.common import catalog
-
-        methods = catalog.methods()
-    except UserError:   # an installed plug-in with bad metadata: names alone
-        methods = {}
     cells = []
     modalities = df["modality"] if "modality" in df else ["image"] * len(df)
     versions = df["method_version"] if "method_version" in df else [1] * len(df)
     for name, modality, version in zip(df.method, modalities, versions):
-        current = method_version(methods.metadata(name), modality) if name in methods else version
+        current = registered_version(name, modality) or version
         cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if version != current else ""))
     return cells
 

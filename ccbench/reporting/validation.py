@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ccbench.common import catalog
-from ccbench.common.errors import UserError
 from ccbench.common.metrics import metric
 
 from .records import RecordError, field_at, load_samples, read_record, scan_records, typed
@@ -255,20 +254,15 @@ def check_provenance(record: dict) -> CheckResult:
 
 def check_method_version(record: dict) -> CheckResult:
     """The record's ``method.version`` (1 when absent: written before versions existed) equals the registered
-    method's version on the record's modality (:func:`ccbench.common.method_meta.method_version`). A method
-    not registered here (a plug-in not installed) cannot be compared and passes with that said."""
-    from ccbench.common.method_meta import method_version
-
+    method's version on the record's modality (:func:`ccbench.common.catalog.registered_version`). A method
+    not registered here (a plug-in not installed, or installed methods that cannot be read) cannot be compared
+    and passes with that said."""
     name, modality = field_at(record, "method.name"), field_at(record, "task.modality") or "image"
     written = field_at(record, "method.version")
     written = 1 if written is None else written
-    try:
-        methods = catalog.methods()
-    except UserError as err:   # an installed plug-in with bad metadata must not stop reading records
-        return _ok("method-version", f"v{written} (methods cannot be read here: {err}; not compared)")
-    if name not in methods:
+    current = catalog.registered_version(name, modality)
+    if current is None:
         return _ok("method-version", f"v{written} (method not registered here: not compared)")
-    current = method_version(methods.metadata(name), modality)
     figure = f"v{written}, current {modality} v{current}"
     if written == current:
         return _ok("method-version", figure)

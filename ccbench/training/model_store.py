@@ -29,7 +29,7 @@ def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, c
     frozen word embeddings), and the method's version on the task's modality where it is above 1 (a model
     trained by an earlier implementation is never reused; names of version 1 are as before versions existed)."""
     ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
-    version = method_version(catalog.methods().metadata(method), task.modality) if method in catalog.methods() else 1
+    version = catalog.registered_version(method, task.modality) or 1
     if version > 1:
         ident.append({"method_version": version})
     return f"{_run_prefix(method, budget.name, task.name, seed, work.sha256)}-{content_hash(ident)[:10]}"
