@@ -207,16 +207,16 @@ def test_builtin_methods_pass_the_audit_at_batch1_and_batchN_or_are_caught_maski
 
 
 def test_a_record_that_only_predates_validation_is_shown_as_the_previous_version_unranked(tmp_path):
-    from ccbench.reporting.validation import predates_validation
+    from ccbench.reporting.validation import is_previous_version
 
     def strip_evidence(body):
         del body["metrics"]["determinism"], body["metrics"]["executed_over_useful_plus_padding"]
 
     old = _plant(tmp_path, strip_evidence, knob=("threshold", 0.6), rng_seed=7)
     failed = list(_failed(old).values())
-    assert predates_validation(failed) and {c.name for c in failed} == {"audit-b1", "audit-bN", "determinism"}
+    assert is_previous_version(failed) and {c.name for c in failed} == {"audit-b1", "audit-bN", "determinism"}
     constant = _plant(tmp_path, *PLANTED["constant predictor"][:2], knob=("threshold", 0.7), rng_seed=8)
-    assert not predates_validation(list(_failed(constant).values()))
+    assert not is_previous_version(list(_failed(constant).values()))
     text = write_leaderboard(tmp_path, str(tmp_path / "lb" / "README.md")).read_text()
     old_id = json.loads(old.read_text())["id"][:12]
     assert "nothing is ranked" in text

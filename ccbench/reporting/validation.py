@@ -311,16 +311,9 @@ def validate_results(root: Path, published: dict[str, str] | None = None) -> dic
     return out
 
 
-def predates_validation(failed: list[CheckResult]) -> bool:
-    """Whether every failed check in ``failed`` (non-empty) failed only for lack of evidence that records
-    written before ``ccbench validate`` existed never stored (batch-1/N audit, determinism): such a record
-    is not wrong, only unverified, and the leaderboard shows it as the previous version, unranked."""
-    return bool(failed) and all(c.detail == NO_EVIDENCE for c in failed)
-
-
 def is_previous_version(failed: list[CheckResult]) -> bool:
     """Whether every failed check in ``failed`` (non-empty) failed only because the record belongs to an earlier
-    version of the leaderboard: it predates validation (:func:`predates_validation`'s missing evidence) or was
+    version of the leaderboard: it predates validation (the audit and determinism evidence is missing) or was
     written by an earlier version of its method (``method-version``). The leaderboard shows such a record as the
     previous version, unranked; any other failure lists it as failing."""
     return bool(failed) and all(c.detail in (NO_EVIDENCE, OUTDATED_METHOD) for c in failed)
