@@ -4,9 +4,9 @@
 Each grid point fine-tunes the dense model from the tier's text encoder on the task's train split minus its
 calibration slice (seed ``--seed``: data order and the new head) and scores it on the calibration slice only
 (never on dev, which the leaderboard reports). The table of every point and the chosen one are written as
-JSON to ``--out`` (default ``budgets/tuning/<tier>-<task>-dense-recipe.json``, beside the tier it justifies;
-not under ``results/``, which holds records only), with the commit and tree
-state that produced them. Usage (the cpu tier, from a clean checkout):
+JSON to ``--out`` (default ``budgets/tuning/<tier>-<task>[-v<task version above 1>]-dense-recipe.json``, beside
+the tier it justifies; not under ``results/``, which holds records only), with the commit and tree state that
+produced them. Usage (the cpu tier, from a clean checkout):
 
     CCBENCH_DATA=../shared/data python scripts/tune_text_recipe.py --task sst2 \
         --lr 5e-5,1e-4,2e-4 --samples 16000,32000
@@ -114,11 +114,11 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     code_state = git_state()   # the code that runs is the code at start
     tier = catalog.budgets().get(args.budget)
-    catalog.tasks().get(args.task)   # an unknown task fails here, with a suggestion
+    task = catalog.tasks().get(args.task)   # an unknown task fails here, with a suggestion
     torch.set_num_threads(args.threads or tier.threads or 1)
     lengths = ([{"samples": int(s)} for s in args.samples] if args.samples else [{"epochs": e} for e in args.epochs])
     out = Path(args.out or Path(__file__).resolve().parents[1] / "budgets" / "tuning"
-               / f"{tier.name}-{args.task}-dense-recipe.json")
+               / f"{tier.name}-{args.task}{f'-v{task.version}' if task.version > 1 else ''}-dense-recipe.json")
     points = []
     for lr in args.lr:
         for ln in lengths:
@@ -127,7 +127,7 @@ def _main(argv: list[str] | None) -> int:
             points.append({"lr": lr, **ln, **res})
             print(json.dumps(points[-1]), flush=True)
     chosen = choose(points, args.tie)
-    body = {"kind": "recipe-tuning", "task": args.task, "budget": {"name": tier.name, "version": tier.version},
+    body = {"kind": "recipe-tuning", "task": args.task, "task_version": task.version, "budget": {"name": tier.name, "version": tier.version},
             "method": "dense", "seed": args.seed, "selected_on": "calibration slice (never dev)",
             "rule": f"best calibration score; within {args.tie} points the fewest samples, then the smaller lr",
             "base_recipe": tier.text.finetune.model_dump(), "points": points, "chosen": chosen,

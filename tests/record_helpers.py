@@ -17,7 +17,8 @@ def run_body(method: str = "dense", knob: tuple = ("none", None), task: str = "s
     if version is None:
         version = catalog.budgets().get(budget).version if budget in catalog.budgets() else 1
     methods = catalog.methods()
-    return {"task": {"name": task, "version": 1, "modality": "text"},
+    task_version = catalog.tasks().get(task).version if task in catalog.tasks() else 1
+    return {"task": {"name": task, "version": task_version, "modality": "text"},
             "method": {"name": method, "family": "dense" if method == "dense" else "depth",
                        "version": method_version(methods.metadata(method), "text") if method in methods else 1,
                        "knob": {"name": knob[0], "value": knob[1], "direction": "none", "chosen_by": "user"}},

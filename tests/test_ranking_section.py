@@ -44,7 +44,7 @@ def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0
     marked beyond 2 points)."""
     preds = _preds(accuracy, seed, flips)
     score = 100 * float((preds == LABELS).mean())
-    body = {"task": {"name": "sst2", "version": 1, "modality": "text"},
+    body = {"task": {"name": "sst2", "version": catalog.tasks().get("sst2").version, "modality": "text"},
             "method": {"name": method, "family": FAMILY[method],
                        "knob": {"name": "none" if value is None else "k", "value": value, "direction": "none",
                                 "chosen_by": "grid" if grid else "user"}},

@@ -66,8 +66,9 @@ def test_text_task_splits_carve_calibration_by_class_and_by_score(tmp_path):
     (sst / "train.tsv").write_text("sentence\tlabel\n" + rows)
     (sst / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
     splits = text_task_splits(catalog.tasks().get("sst2"), str(tmp_path))
-    assert (len(splits["train"]), len(splits["calibration"]), len(splits["eval"])) == (38, 2, 1)
-    assert sorted(splits["calibration"].labels.tolist()) == [0, 1]
+    # sst2 v2 calibrates on 15 % of the whole sentences per class: ceil(0.15 * 20) = 3 of each
+    assert (len(splits["train"]), len(splits["calibration"]), len(splits["eval"])) == (34, 6, 1)
+    assert sorted(splits["calibration"].labels.tolist()) == [0, 0, 0, 1, 1, 1]
     assert not set(splits["train"].ids) & set(splits["calibration"].ids)
     sts = tmp_path / "glue" / "STS-B"
     sts.mkdir(parents=True)
@@ -90,7 +91,7 @@ def test_real_sst2_workload_lengths_and_dense_trace():
     from ccbench.training.workload import TextWorkload
 
     work = TextWorkload(catalog.tasks().get("sst2"), catalog.budgets().get("cpu"), str(root), seed=0)
-    assert len(work.splits["train"]) + len(work.splits["calibration"]) == 67349 and len(work.splits["eval"]) == 872
+    assert (len(work.splits["train"]), len(work.splits["calibration"]), len(work.splits["eval"])) == (55641, 1034, 872)
     assert work.recipe.samples == 32000   # the cpu tier's sst2 budget as tuned on calibration (tier v2)
     lengths = work.lengths(work.splits["eval"])
     assert lengths.max() <= 64 and lengths.min() >= 3            # [CLS] word [SEP] at least
@@ -101,3 +102,43 @@ def test_real_sst2_workload_lengths_and_dense_trace():
     assert torch.isfinite(out.logits).all()
     assert sorted(out.trace["input_tokens"].tolist()) == sorted(lengths[:8].tolist())
     assert batch.shape[-1] == lengths[:8].max()                   # padded to the longest of the batch only
+
+
+def test_sst2_calibrates_on_whole_sentences_and_trains_on_none_of_their_phrases(tmp_path):
+    """SST-2's train split holds its sentences and their phrases: the calibration slice takes whole sentences
+    only (like dev), and no phrase of a calibration sentence is trained on; other sentences' phrases are."""
+    from ccbench.common import catalog
+    from ccbench.data.text_data import text_task_splits
+
+    sst = tmp_path / "glue" / "SST-2"
+    sst.mkdir(parents=True)
+    rows = []
+    for i in range(40):   # sentence i, its two phrases (one shared by every sentence) and a word of its own
+        words = f"the film number {i} was quite good" if i % 2 else f"the film number {i} was rather dull"
+        rows += [(words, i % 2), (" ".join(words.split()[3:]), i % 2), ("the film", i % 2), (f"{i}", i % 2)]
+    (sst / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t} \t{y}\n" for t, y in rows))
+    (sst / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
+    splits = text_task_splits(catalog.tasks().get("sst2"), str(tmp_path))
+    calib = [t[0].split() for t in splits["calibration"].texts]
+    assert len(calib) == 6 and all(len(w) == 7 for w in calib)           # 3 whole sentences per class
+    calib_text = [" ".join(w) for w in calib]
+    train = [" ".join(t[0].split()) for t in splits["train"].texts]
+    assert not any(f" {t} " in f" {c} " for t in train for c in calib_text)   # no phrase of theirs trains
+    assert "the film" not in train and len(train) == 34 * 3                    # 34 other sentences, 2 own phrases each
+    assert sum(len(w) == 7 for w in map(str.split, train)) == 34
+
+
+@pytest.mark.realdata
+def test_real_sst2_calibration_matches_dev_lengths():
+    """On the real SST-2: 1,034 whole train sentences calibrate, their 10,674 phrases leave training, and the
+    slice's length in words is dev's (train's examples are mostly phrases: 9.6 words against dev's 19.5)."""
+    from ccbench.common import catalog
+    from ccbench.data.text_data import text_task_splits
+
+    root = real_data_root()
+    if root is None or not (root / "glue" / "SST-2").is_dir():
+        pytest.skip("CCBENCH_DATA with glue/SST-2 not set")
+    splits = text_task_splits(catalog.tasks().get("sst2"), str(root))
+    assert (len(splits["train"]), len(splits["calibration"]), len(splits["eval"])) == (55641, 1034, 872)
+    words = {k: np.mean([len(t[0].split()) for t in v.texts]) for k, v in splits.items()}
+    assert abs(words["calibration"] - words["eval"]) < 0.5 and words["train"] < 10

@@ -247,7 +247,7 @@ def test_text_recipe_tuning_scores_each_point_on_calibration_and_writes_the_choi
     n_cal = points[0]["n_calibration"]
     assert 0 < n_cal < 200 and all(p["n_calibration"] == n_cal for p in points)
     for p in points:     # accuracy over the calibration slice: a multiple of 1/n_cal
-        assert 0 <= p["score"] <= 100 and abs(p["score"] * n_cal / 100 - round(p["score"] * n_cal / 100)) < 1e-6
+        assert 0 <= p["score"] <= 100 and abs(p["score"] * n_cal / 100 - round(p["score"] * n_cal / 100)) < 1e-3
     best = max(p["score"] for p in points)
     assert body["chosen"]["score"] == best and body["chosen"] == tune.choose(points, 0.0)
     assert set(body["git"]) >= {"commit", "dirty"} and body["selected_on"].startswith("calibration")

@@ -314,3 +314,33 @@ def test_an_outdated_record_is_not_rebuilt_and_a_checkpoint_evaluator_takes_the_
                                                                                    "evaluates_checkpoint_of")}
     assert _validated("p", {**mine, "versions": {"image": 3}}, known)["versions"] == {"text": 2, "image": 3}
     assert _validated("p", {**mine, "versions": {"text": 1}}, known)["versions"] == {"text": 2}
+
+
+def test_a_record_of_an_earlier_task_version_is_the_previous_version_and_a_row_of_its_own(tmp_path):
+    """SST-2 is at version 2 (calibration on whole sentences): a record measured on version 1 fails
+    ``task-version`` alone, is shown as the previous leaderboard version, is a table row of its own marked
+    ``sst2 (v1; current v2)``, a sweep runs its job again, and its trained model is not rebuilt."""
+    from ccbench.drivers.sweep_jobs import RecordIndex
+    from ccbench.reporting.tables import load_table, render
+    from ccbench.reporting.validation import OUTDATED_TASK, check_task_version, is_previous_version
+
+    assert catalog.tasks().get("sst2").version == 2
+
+    def task_v1(body):
+        body["task"]["version"] = 1
+
+    results = tmp_path / "results"
+    old = _plant(results, task_v1, knob=("threshold", 0.6), rng_seed=7)
+    failed = list(_failed(old).values())
+    assert [(c.name, c.figure, c.detail) for c in failed] == [("task-version", "v1, current v2", OUTDATED_TASK)]
+    assert is_previous_version(failed)
+    new = _plant(results, knob=("threshold", 0.6), rng_seed=7)
+    assert check_task_version(json.loads(new.read_text())).passed
+    text = write_leaderboard(results, str(tmp_path / "lb" / "README.md")).read_text()
+    old_id = json.loads(old.read_text())["id"][:12]
+    before, _, previous = text.partition("Previous leaderboard version")
+    assert old_id not in before and f"`{old_id}`" in previous and "earlier version of the task" in previous
+    table = load_table(results)
+    assert sorted(table.task_version) == [1, 2] and set(table.seeds) == {1}   # not pooled as two seeds
+    assert "sst2 (v1; current v2)" in render(table, "markdown", note=False)
+    assert [r["task"]["version"] for _, r in RecordIndex(results).records] == [2]

@@ -36,11 +36,15 @@ class LocalSource(_Strict):
 
 class CalibrationSpec(_Strict):
     """A stratified slice carved from ``source`` (per class ``ceil(fraction * n)`` examples, chosen by
-    a seeded hash of the example id), never used for training."""
+    a seeded hash of the example id), never used for training. ``unit: sentence`` (single-text tasks whose
+    source holds the phrases of its sentences, SST-2): the slice is drawn from the whole sentences only
+    (``n`` counts sentences) and training drops every example inside a calibration sentence
+    (:mod:`ccbench.data.sentences`)."""
 
     source: str = "train"
     fraction: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
+    unit: Literal["example", "sentence"] = "example"
 
 
 class TextTaskSpec(_Strict):
@@ -141,6 +145,8 @@ class TaskSpec(_Strict):
                              f"({', '.join(self.local.splits)})")
         if te is not None and self.modality != "text":
             raise ValueError("transfer_eval (cross-fitted transfer) is implemented for text tasks only")
+        if self.calibration.unit == "sentence" and self.modality != "text":
+            raise ValueError("calibration.unit 'sentence' is for text tasks only")
         return self
 
     def transfer_eval_set(self) -> dict:

@@ -17,6 +17,7 @@ from ccbench.common.specs import TaskSpec
 from .data_source import resolve_data_root
 from .glue import LAYOUTS, read_glue_split
 from .image_data import calibration_mask
+from .sentences import contained_mask, whole_sentence_mask
 
 HUB_TEXT_FIELDS = {"sst2": ("sentence",), "cola": ("sentence",), "mrpc": ("sentence1", "sentence2"),
                    "rte": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2")}
@@ -136,10 +137,19 @@ def load_text_split(task: TaskSpec, split: str, data_dir: str | None = None) -> 
 
 def text_task_splits(task: TaskSpec, data_dir: str | None = None) -> dict[str, TextSplit]:
     """``{'train', 'calibration', 'eval'}``: train minus the calibration slice (stratified by class,
-    or by the rounded score for regression), the slice, and the reported split."""
+    or by the rounded score for regression), the slice, and the reported split. With ``calibration.unit:
+    sentence`` the slice is drawn from the whole sentences and training also drops their phrases."""
     full = load_text_split(task, task.calibration.source, data_dir)
     strata = full.labels.round().long() if full.labels.is_floating_point() else full.labels
-    calib = calibration_mask(full.ids, strata, task.calibration)
-    return {"train": full.subset(torch.nonzero(~calib).flatten()),
+    if task.calibration.unit == "sentence":
+        sentences = torch.nonzero(whole_sentence_mask(full.texts)).flatten()
+        calib = torch.zeros(len(full), dtype=torch.bool)
+        calib[sentences[calibration_mask([full.ids[i] for i in sentences.tolist()], strata[sentences],
+                                         task.calibration)]] = True
+        train = ~contained_mask(full.texts, calib)
+    else:
+        calib = calibration_mask(full.ids, strata, task.calibration)
+        train = ~calib
+    return {"train": full.subset(torch.nonzero(train).flatten()),
             "calibration": full.subset(torch.nonzero(calib).flatten()),
             "eval": load_text_split(task, task.eval_split, data_dir)}

@@ -51,7 +51,7 @@ def run_sweep(path: str, executor: str = "local", results_dir: str | None = None
     print(f"sweep {spec.name} ({spec.budget}): {len(graph.jobs)} jobs, {len(graph.jobs) - len(todo)} with "
           f"their records in {results}, {len(todo)} to run"
           + (f" ({len(stale)} of them held only by records from before validation, an earlier tier version or "
-             "an earlier method version)" if stale else "")
+             "an earlier method or task version)" if stale else "")
           + ("" if dry_run else f" ({executor})"), flush=True)
     if dry_run:
         for job in graph.jobs:

@@ -277,12 +277,21 @@ def _outdated_method(record: dict) -> bool:
     return record.get("kind", "run") == "run" and not check_method_version(record).passed
 
 
+def _outdated_task(record: dict) -> bool:
+    """Whether ``record`` is a run record measured on an earlier version of its task (``ccbench validate``'s
+    ``task-version``: another training or calibration split)."""
+    from ccbench.reporting.validation import check_task_version
+
+    return record.get("kind", "run") == "run" and not check_task_version(record).passed
+
+
 class RecordIndex:
     """The verified records under a results folder (read once through :func:`ccbench.reporting.records.load_records`,
     bad files reported and skipped), with the lookups a sweep needs. With ``current_only`` (the default) run
     records that predate ``ccbench validate``, that an earlier version of their method wrote, or that were
-    measured under a tier version the tier no longer compares with its own, are left out: a sweep runs their
-    configurations again. With ``retime`` so are run
+    measured under a tier version the tier no longer compares with its own or on another version of their task,
+    are left out: a sweep runs their configurations again (without it, they count, so a dry run can call the job
+    stale). With ``retime`` so are run
     records whose latency timing failed its check (:func:`_disturbed_timing`)."""
 
     def __init__(self, results_dir: str | os.PathLike, current_only: bool = True, retime: bool = False):
@@ -292,7 +301,7 @@ class RecordIndex:
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
         self.records = [(path, r) for path, r in self._all
-                        if not (current_only and (_not_shown_deterministic(r) or _outdated_method(r)))
+                        if not (current_only and (_not_shown_deterministic(r) or _outdated_method(r) or _outdated_task(r)))
                         and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):
@@ -301,7 +310,8 @@ class RecordIndex:
         for path, r in self.records:
             if r.get("kind", "run") != "run":
                 continue
-            if (r["budget"]["name"], r["task"]["name"], r["task"].get("version"), r["method"]["name"],
+            task_version = r["task"].get("version") if self.current_only else cfg["task_version"]
+            if (r["budget"]["name"], r["task"]["name"], task_version, r["method"]["name"],
                     r["seed"]) == (cfg["budget"], cfg["task"], cfg["task_version"], cfg["method"], cfg["seed"]) \
                     and r["budget"].get("version") in versions:
                 yield path, r

@@ -21,8 +21,8 @@ import pandas as pd
 from .markdown import escape_cell
 from .record_schema import RunRecord
 
-# one table row per group (seeds are aggregated; an earlier method version's records are a row of their own)
-GROUP = ("task", "budget", "method", "method_version", "knob", "backbone")
+# one table row per group (seeds are aggregated; an earlier method or task version's records are a row of their own)
+GROUP = ("task", "task_version", "budget", "method", "method_version", "knob", "backbone")
 SEED_KEY = (*GROUP, "seed")  # the latest record of each counts
 
 
@@ -119,6 +119,20 @@ class Column:
     def value(self, record: RunRecord):
         """This column's value for one record."""
         return self.get(record) if callable(self.get) else field(record, self.get)
+
+
+def _task_cells(df: pd.DataFrame) -> list[str]:
+    """The task names, escaped; a row measured on an earlier version of its task than the registered one says
+    so, e.g. ``sst2 (v1; current v2)`` (the leaderboard shows such rows only as the previous version)."""
+    from ccbench.common.catalog import tasks
+
+    registered = tasks()
+    written = df["task_version"] if "task_version" in df else [None] * len(df)
+    cells = []
+    for name, version in zip(df.task, written):
+        current = registered.get(name).version if name in registered else version
+        cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if version != current else ""))
+    return cells
 
 
 def _method_cells(df: pd.DataFrame) -> list[str]:
@@ -283,7 +297,7 @@ def _knob_cells(df: pd.DataFrame) -> list[str]:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("task", "task.name", None, "task", escaped("task")),
+    Column("task", "task.name", None, "task", _task_cells),
     Column("budget", "budget.name", None, "budget", escaped("budget")),
     Column("method", "method.name", None, "method", _method_cells),
     Column("family", "method.family", first, doc="method family"),
@@ -294,6 +308,8 @@ COLUMNS: tuple[Column, ...] = (
            doc="the method implementation's version the row's records were written by (METADATA versions)"),
     Column("modality", lambda r: field(r, "task.modality") or "image", first,
            doc="the task's modality (image or text; records before modalities: image)"),
+    Column("task_version", lambda r: field(r, "task.version") or 1, None,
+           doc="the task spec's version the row's records were measured on (a new version changes its splits)"),
     Column("status", provenance_status, _any_submitted, "status", lambda df: list(df.status),
            doc="verified (re-run from source by ccbench) or submitted (validated, not re-run: a plug-in)"),
     Column("seeds", None, lambda g, _: len(g), "seeds", lambda df: list(df.seeds), doc="records (seeds) averaged"),

@@ -12,7 +12,8 @@ the tier's encoder fingerprint), ``budget`` (training samples > 0 and at least w
 (predictions identical at batch 1 and batch N and across two evaluations), ``not-degenerate`` (not a
 constant predictor, above the majority-class baseline's 95 % CI), ``provenance`` (a clean tree of this
 repository, or a plug-in's distribution, version and source hash), ``method-version`` (written by the
-method's current implementation on the task's modality: ``METADATA["versions"]``).
+method's current implementation on the task's modality: ``METADATA["versions"]``), ``task-version`` (measured
+on the task spec's current version: a new version changes its training or calibration split).
 
 A shift or transfer record is checked for ``record-hash`` alone, except a transfer to a target whose spec
 declares a cross-fitted ``transfer_eval`` (the Amazon domains): its ``eval-split`` is
@@ -33,10 +34,11 @@ from ccbench.common.metrics import metric
 from .records import RecordError, field_at, load_samples, read_record, scan_records, typed
 
 CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-bN", "determinism",
-          "not-degenerate", "provenance", "method-version")
+          "not-degenerate", "provenance", "method-version", "task-version")
 AUDIT_TOLERANCE = 0.02  # executed MACs may differ from useful + declared padding by this share
 NO_EVIDENCE = "no evidence: record predates validation; re-run, or `ccbench validate --rerun`"
 OUTDATED_METHOD = "written by an earlier version of the method's implementation; re-run it"
+OUTDATED_TASK = "measured on an earlier version of the task (another training or calibration split); re-run it"
 
 
 @dataclass(frozen=True)
@@ -269,12 +271,32 @@ def check_method_version(record: dict) -> CheckResult:
     return _fail("method-version", figure, OUTDATED_METHOD)
 
 
+def check_task_version(record: dict) -> CheckResult:
+    """The record's ``task.version`` equals the registered task spec's version. A record without one (written
+    before task versions were recorded) or of a task not registered here passes with that said.
+
+    >>> check_task_version({"task": {"name": "sst2", "version": 1}}).detail == OUTDATED_TASK
+    True
+    """
+    name, written = field_at(record, "task.name"), field_at(record, "task.version")
+    if name not in catalog.tasks():
+        return _ok("task-version", f"v{written} (task not registered here: not compared)")
+    current = catalog.tasks().get(name).version
+    if written is None:
+        return _ok("task-version", f"no version recorded, current v{current} (not compared)")
+    figure = f"v{written}, current v{current}"
+    if written == current:
+        return _ok("task-version", figure)
+    return _fail("task-version", figure, OUTDATED_TASK)
+
+
 def check_record(record: dict, samples: dict[str, np.ndarray], published: dict[str, str] | None = None) -> list[CheckResult]:
     """Every check but ``record-hash`` (see :func:`validate_record`) of a verified run record and its
     samples; ``published``: ``{sha256: label}`` backbones (default :func:`published_backbones`)."""
     return [check_eval_split(record), check_backbone(record, published), check_budget(record),
             check_audit(record, "batch1"), check_audit(record, "batchN"), check_determinism(record),
-            check_not_degenerate(record, samples), check_provenance(record), check_method_version(record)]
+            check_not_degenerate(record, samples), check_provenance(record), check_method_version(record),
+            check_task_version(record)]
 
 
 def validate_record(path: Path, published: dict[str, str] | None = None, evidence: dict | None = None) -> list[CheckResult]:
@@ -313,10 +335,11 @@ def validate_results(root: Path, published: dict[str, str] | None = None) -> dic
 
 def is_previous_version(failed: list[CheckResult]) -> bool:
     """Whether every failed check in ``failed`` (non-empty) failed only because the record belongs to an earlier
-    version of the leaderboard: it predates validation (the audit and determinism evidence is missing) or was
-    written by an earlier version of its method (``method-version``). The leaderboard shows such a record as the
-    previous version, unranked; any other failure lists it as failing."""
-    return bool(failed) and all(c.detail in (NO_EVIDENCE, OUTDATED_METHOD) for c in failed)
+    version of the leaderboard: it predates validation (the audit and determinism evidence is missing), was
+    written by an earlier version of its method (``method-version``) or measured on an earlier version of its task
+    (``task-version``). The leaderboard shows such a record as the previous version, unranked; any other failure
+    lists it as failing."""
+    return bool(failed) and all(c.detail in (NO_EVIDENCE, OUTDATED_METHOD, OUTDATED_TASK) for c in failed)
 
 
 def passed(checks: list[CheckResult]) -> bool:

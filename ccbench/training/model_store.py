@@ -26,12 +26,16 @@ from .knobs import record_settings
 def run_name(method: str, budget: BudgetSpec, task: TaskSpec, seed: int, work, config: dict) -> str:
     """Cache name of a trained model: everything it was trained from and how (the backbone, the
     training data's hash, the method config, the recipe and the modality's training settings, e.g.
-    frozen word embeddings), and the method's version on the task's modality where it is above 1 (a model
-    trained by an earlier implementation is never reused; names of version 1 are as before versions existed)."""
+    frozen word embeddings), and the method's and the task's versions where they are above 1 (a model
+    trained by an earlier implementation, or on an earlier version's training split, is never reused: a text
+    split's ``data_hash`` names its source file, not which of its examples train; names at version 1 are as
+    before versions existed)."""
     ident = [config, work.recipe.model_dump(), work.train_settings, work.splits["train"].data_hash]
     version = catalog.registered_version(method, task.modality) or 1
     if version > 1:
         ident.append({"method_version": version})
+    if task.version > 1:
+        ident.append({"task_version": task.version})
     return f"{_run_prefix(method, budget.name, task.name, seed, work.sha256)}-{content_hash(ident)[:10]}"
 
 
@@ -135,6 +139,10 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
         raise UserError(f"record {record['id'][:12]} was written by {method} v{written} and {method} is v{current} "
                         f"on {task.modality} now: its model cannot be rebuilt; re-run it with `ccbench run --method "
                         f"{method} --task {task.name} --budget {tier.name}`")
+    if record["task"].get("version") not in (None, task.version):
+        raise UserError(f"record {record['id'][:12]} was measured on {task.name} v{record['task']['version']} and the "
+                        f"task is v{task.version} now (another training or calibration split): its model cannot be "
+                        f"rebuilt; re-run it with `ccbench run --method {method} --task {task.name} --budget {tier.name}`")
     built = build_for_run(method, meta, config, work, tier, task, record["seed"])
     if not built.path.exists():
         knob_arg = (f" --knob {knob['name']}={knob['value']}" if meta["knob"].get("needs_retraining") and config else
