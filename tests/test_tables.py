@@ -149,3 +149,24 @@ def test_latency_comes_from_the_seeds_whose_timing_passed_and_the_cell_says_how_
     assert cells["layer-skip"][head.index("speedup b1")] == "1.50x ?"
     assert "the mean over the row's seeds whose timing passed the latency check" in NOISE_NOTE
     assert "'n of m seeds' when only n of its m seeds did, '?' when none did" in NOISE_NOTE
+
+
+def test_a_record_serving_several_grid_targets_is_one_markdown_row_and_one_csv_row_per_target(tmp_path):
+    """A knob that reached none of its grid targets (the nearest value, marked) serves all three with one
+    record: the table keeps a row per target (plots, ranking, CSV), the markdown shows the measurement once."""
+    def grid_body(seed, entries, value):
+        body = run_body(method="moefication", knob=("k", value), seed=seed)
+        body["method"]["knob"]["chosen_by"] = "grid"
+        body["method"]["grid"] = [{"target": t, "reached": 73.4, "marked": marked} for t, marked in entries]
+        return body
+
+    arrays = {"ids": np.asarray(["a", "b"]), "label": np.array([1, 0], dtype=np.int16),
+              "pred": np.array([1, 0], dtype=np.int16)}
+    commit_record(grid_body(0, [(25.0, True), (50.0, True), (75.0, False)], 1), arrays, tmp_path)
+    commit_record(grid_body(1, [(75.0, False)], 2), arrays, tmp_path)   # another seed, the 75 % target only
+    table = load_table(tmp_path)
+    assert sorted(table.knob) == ["grid 25 %", "grid 50 %", "grid 75 %"]
+    assert dict(zip(table.knob, table.seeds))["grid 75 %"] == 2
+    assert len(render(table, "csv").strip().splitlines()) == 1 + 3
+    rows = [line for line in render(table, note=False).splitlines() if "moefication" in line]
+    assert len(rows) == 2 and "grid 25,50 % (k=1)" in rows[0] and "grid 75 %" in rows[1]

@@ -26,7 +26,7 @@ from ccbench.common.names import file_stem
 from . import columns as C
 from .citation import cite
 from .site_assets import SORT_JS, STYLE_CSS, TEMPLATES
-from .tables import NOISE_NOTE, static_gap
+from .tables import NOISE_NOTE, merge_shared_grid_rows, static_gap
 from .track_section import SIGNIFICANT_TRACK, SITE_SECTIONS, TrackView
 
 _ID12 = re.compile(r"[0-9a-f]{12}")
@@ -94,7 +94,10 @@ def _number(value) -> str | None:
 def table_view(df: pd.DataFrame, verdicts, full_ids: dict[str, str]) -> dict:
     """Headers and rows of a board table for the template: the markdown columns (:data:`columns.MARKDOWN`,
     routing and ``vs static`` only when present) but task and budget, then the validation verdict and links
-    to the records. Each cell is ``{"text", "sort"}`` (``sort``: a numeric key, or ``None`` for text)."""
+    to the records. Each cell is ``{"text", "sort"}`` (``sort``: a numeric key, or ``None`` for text). Grid rows
+    that stand on the same records are one row, as in the markdown
+    (:func:`~ccbench.reporting.tables.merge_shared_grid_rows`)."""
+    df = merge_shared_grid_rows(df)
     keys = [k for k in C.MARKDOWN if k not in PER_PAGE]
     gap = static_gap(df)
     if gap.isna().all():

@@ -166,15 +166,51 @@ def static_gap(df: pd.DataFrame) -> pd.Series:
     return out
 
 
+def merge_shared_grid_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an aggregated table (:func:`load_table`) with the grid rows that stand on exactly the same
+    records (a knob that reached none of its targets, or landed on one value for several) merged into one row
+    keyed by all their targets, e.g. ``grid 25,50,75 %``: its figures are one measurement, shown once. The
+    per-target rows stay in the table itself (CSV, plots, ranking).
+
+    >>> t = pd.DataFrame({"task": ["t"] * 3, "method": ["m"] * 3, "knob": ["grid 25 %", "grid 50 %", "grid 75 %"],
+    ...                   "record_ids": ["a", "a", "b"], "grid_row_targets": [(25.0,), (50.0,), (75.0,)]})
+    >>> merge_shared_grid_rows(t)[["knob", "record_ids"]].values.tolist()
+    [['grid 25,50 %', 'a'], ['grid 75 %', 'b']]
+    """
+    if df.empty or "grid_row_targets" not in df or "record_ids" not in df:
+        return df
+    keys = [k for k in (*C.GROUP, "record_ids") if k in df and k != "knob"]
+    on_grid = df.grid_row_targets.map(lambda t: bool(t) if isinstance(t, tuple) else False)
+    out, seen = [], {}
+    for i, row in df.iterrows():
+        if not on_grid[i]:
+            out.append(row)
+            continue
+        key = tuple(row[k] for k in keys)
+        if key in seen:
+            first = out[seen[key]]
+            targets = tuple(sorted(set(first.grid_row_targets) | set(row.grid_row_targets)))
+            out[seen[key]] = first.copy()
+            out[seen[key]]["grid_row_targets"] = targets
+            out[seen[key]]["knob"] = grid_label(targets)
+            continue
+        seen[key] = len(out)
+        out.append(row)
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
 def render(df: pd.DataFrame, fmt: str = "markdown", note: bool = True) -> str:
     """Markdown (with the noise note unless ``note=False``) or CSV text of a table from
     :func:`load_table`; the markdown columns are :data:`ccbench.reporting.columns.MARKDOWN` (routing columns only
-    when some row has routing statistics, ``vs static`` only when some row has a static control)."""
+    when some row has routing statistics, ``vs static`` only when some row has a static control). Markdown shows
+    grid rows that stand on the same records once (:func:`merge_shared_grid_rows`); CSV keeps one row per target."""
     if fmt == "csv":
         return df.to_csv(index=False)
     if df.empty:
         return "(no records)"
     from tabulate import tabulate
+
+    df = merge_shared_grid_rows(df)
 
     cells = {}
     for key in C.MARKDOWN:
