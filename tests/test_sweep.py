@@ -104,6 +104,13 @@ def test_ranking_sweep_reruns_records_that_predate_validation_seed_by_seed(tmp_p
     assert main(["sweep", str(sweep), "--dry-run", "--results-dir", str(tmp_path / "validated")]) == 0
     dense0 = next(line for line in capsys.readouterr().out.splitlines() if "run dense on sst2 (cpu, seed 0)" in line)
     assert dense0.lstrip().startswith("done "), dense0
+    # the same validated record measured on an earlier version of the task (sst2 v1: phrase calibration) is stale
+    assert job.config["task_version"] == 2
+    body["task"]["version"] = 1
+    commit_record(finalize(body), samples(), tmp_path / "task-v1")
+    assert main(["sweep", str(sweep), "--dry-run", "--results-dir", str(tmp_path / "task-v1")]) == 0
+    dense0 = next(line for line in capsys.readouterr().out.splitlines() if "run dense on sst2 (cpu, seed 0)" in line)
+    assert dense0.lstrip().startswith("stale "), dense0
 
 
 def test_a_record_of_an_earlier_tier_version_counts_only_where_the_tier_keeps_it_comparable(tmp_path):

@@ -340,7 +340,33 @@ def test_a_record_of_an_earlier_task_version_is_the_previous_version_and_a_row_o
     old_id = json.loads(old.read_text())["id"][:12]
     before, _, previous = text.partition("Previous leaderboard version")
     assert old_id not in before and f"`{old_id}`" in previous and "earlier version of the task" in previous
+    site = tmp_path / "lb" / "site"   # the site shows it too, under the previous version, with its record page
+    assert (site / "record" / f"{old_id}.html").is_file()
+    page = next(p.read_text() for p in site.glob("*.html") if old_id in p.read_text() and p.name != "index.html")
+    assert "Previous leaderboard version" in page and "earlier version of the task" in page
     table = load_table(results)
     assert sorted(table.task_version) == [1, 2] and set(table.seeds) == {1}   # not pooled as two seeds
     assert "sst2 (v1; current v2)" in render(table, "markdown", note=False)
     assert [r["task"]["version"] for _, r in RecordIndex(results).records] == [2]
+
+
+def test_a_task_version_keys_trained_models_and_an_earlier_versions_model_is_not_rebuilt():
+    """A task version above 1 enters the trained-model name (a text split's data hash names its file, not which
+    examples train), and a record of another version is refused for rebuilding in one line naming the fix."""
+    from types import SimpleNamespace
+
+    from ccbench.common.errors import UserError
+    from ccbench.training.model_store import rebuild_record_model, run_name
+
+    work = SimpleNamespace(recipe=SimpleNamespace(model_dump=lambda: {"lr": 1e-4}), train_settings={},
+                           splits={"train": SimpleNamespace(data_hash="d" * 64)}, sha256="e" * 64)
+    tier = SimpleNamespace(name="cpu")
+    names = {v: run_name("dense", tier, SimpleNamespace(name="sst2", modality="text", version=v), 0, work, {})
+             for v in (1, 2, 3)}
+    assert len(set(names.values())) == 3 and all(n.startswith("cpu-sst2-dense-s0-eeeeeeeeeeee-") for n in names.values())
+    meta = catalog.methods().metadata("early-exit")
+    record = {"id": "ab" * 32, "seed": 0, "task": {"name": "sst2", "version": 1},
+              "method": {"name": "early-exit", "version": 2, "knob": {"name": "threshold", "value": 0.6}}}
+    task = SimpleNamespace(name="sst2", modality="text", version=2)
+    with pytest.raises(UserError, match=r"measured on sst2 v1 and the task is v2 now.*ccbench run --method early-exit"):
+        rebuild_record_model(record, meta, None, tier, task)

@@ -142,6 +142,9 @@ def text_task_splits(task: TaskSpec, data_dir: str | None = None) -> dict[str, T
     full = load_text_split(task, task.calibration.source, data_dir)
     strata = full.labels.round().long() if full.labels.is_floating_point() else full.labels
     if task.calibration.unit == "sentence":
+        if any(len(t) != 1 for t in full.texts):
+            raise UserError(f"task {task.name!r} sets calibration.unit: sentence but its examples are sentence pairs; "
+                            f"use unit: example in tasks/{task.name}.yaml")
         sentences = torch.nonzero(whole_sentence_mask(full.texts)).flatten()
         calib = torch.zeros(len(full), dtype=torch.bool)
         calib[sentences[calibration_mask([full.ids[i] for i in sentences.tolist()], strata[sentences],

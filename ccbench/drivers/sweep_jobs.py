@@ -350,10 +350,14 @@ class RecordIndex:
     def derived(self, kind: str, source_id: str, target: str, protocol: str | None = None,
                 eval_set: dict | None = None) -> tuple[Path, dict] | None:
         """A ``shift``/``transfer`` record of the source run ``source_id`` on ``target`` (and ``protocol``;
-        and, given ``eval_set``, measured on that eval set: :func:`ccbench.common.protocols.eval_set_of`),
-        or ``None``."""
+        and, given ``eval_set``, measured on that eval set: :func:`ccbench.common.protocols.eval_set_of`) at the
+        target's registered version, or ``None``."""
+        from ccbench.common.catalog import tasks
+
+        version = tasks().get(target).version if target in tasks() else None
         for path, r in self.records:
             if (r.get("kind") == kind and r["source"]["record_id"] == source_id and r["task"]["name"] == target
+                    and (version is None or (r["task"].get("version") or 1) == version)
                     and (protocol is None or canonical_protocol(r.get("protocol", "")) == canonical_protocol(protocol))
                     and (eval_set is None or eval_set_of(r) == eval_set)):
                 return path, r

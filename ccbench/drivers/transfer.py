@@ -208,8 +208,9 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
     plan = transfer_plan(tgt, twork, data_dir, check=not tier.eval_limit)  # smoke: tiny test data
     recipe = tier.transfer_recipe(tgt.modality)
-    run_name = (f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-"
-                f"{content_hash([recipe.model_dump(), plan.train_data_hash] + ([plan.eval_set] if plan.cross_fitted else []))[:8]}")
+    ident = ([recipe.model_dump(), plan.train_data_hash] + ([plan.eval_set] if plan.cross_fitted else [])
+             + ([{"task_version": tgt.version}] if tgt.version > 1 else []))   # a version changes which examples train
+    run_name = f"transfer-{tier.name}-{rm.record['id'][:12]}-{tgt.name}-{protocol}-s{seed}-{content_hash(ident)[:8]}"
     say(f"transfer {meta['family']}/{rm.record['method']['name']} {src.name} -> {tgt.name} ({protocol}): "
         f"{recipe.samples} samples per model, {len(plan.folds)} model(s), eval set {plan.eval_set}")
     if plan.cross_fitted:  # each fold's model starts from a copy of the source model

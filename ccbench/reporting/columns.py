@@ -131,7 +131,8 @@ def _task_cells(df: pd.DataFrame) -> list[str]:
     cells = []
     for name, version in zip(df.task, written):
         current = registered.get(name).version if name in registered else version
-        cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if version != current else ""))
+        mark = version is not None and not pd.isna(version) and version != current
+        cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if mark else ""))
     return cells
 
 

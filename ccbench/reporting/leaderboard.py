@@ -366,6 +366,8 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(_failing_section(failing[key]))
         if key in legacy_groups:
             parts.append(_predating_section(legacy_groups[key]))
+            board.previous.append(("records from before validation, by an earlier version of their method or on an "
+                                   "earlier version of the task (not validated)", legacy_groups[key]))
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:

@@ -18,6 +18,22 @@ def _knob(record: dict) -> str:
     return typed(record).method.row_label()
 
 
+def source_label(record: dict) -> str:
+    """The source task of a shift or transfer record as its tables name it: the task, and, when the source run
+    was measured on another version of it than the registered one, that version, e.g. ``sst2 (v1; current
+    v2)``: rows of two versions never share a heading or a comparison.
+
+    >>> source_label({"source": {"task": "sst2", "task_version": 1}}), source_label({"source": {"task": "x"}})
+    ('sst2 (v1; current v2)', 'x')
+    """
+    from ccbench.common.catalog import tasks
+
+    name, version = record["source"]["task"], record["source"].get("task_version")
+    registered = tasks()
+    current = registered.get(name).version if name in registered else version
+    return name if version is None or version == current else f"{name} (v{version}; current v{current})"
+
+
 def derived_records(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
     """``(path, record)`` of ``kind`` from ``records`` (already verified) or the results folder, whose
     source run's 12-character id prefix is in ``admitted_sources`` (all when ``None``)."""
@@ -38,7 +54,7 @@ def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, recor
 def _shift_row(_, r: dict) -> dict:
     """One shift record's row (see :func:`shift_rows`)."""
     ref = r["reference"]
-    row = {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+    row = {"budget": r["budget"]["name"], "source": source_label(r), "target": r["task"]["name"],
            "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
            "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
            "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
@@ -74,7 +90,7 @@ def transfer_rows(results_dir=None, admitted_sources: set[str] | None = None, re
         reuse = r["metrics"].get("module_reuse")
         routing = r["metrics"].get("routing")
         nmi, weighting = class_nmi(routing)
-        return {"budget": r["budget"]["name"], "source": r["source"]["task"], "target": r["task"]["name"],
+        return {"budget": r["budget"]["name"], "source": source_label(r), "target": r["task"]["name"],
                 "method": r["method"]["name"], "knob": _knob(r), "protocol": protocol, "score": score,
                 "eval_set": eval_set_label(r), "seed": r["seed"],
                 "gain": round(score - dense[key], 3) if key in dense else None,

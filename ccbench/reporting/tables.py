@@ -154,7 +154,8 @@ def static_gap(df: pd.DataFrame) -> pd.Series:
     3.0
     """
     out = pd.Series(np.nan, index=df.index)
-    for (task, budget), g in df.groupby(["task", "budget"]):
+    by = ["task", "task_version", "budget"] if "task_version" in df else ["task", "budget"]   # one version's curve
+    for _, g in df.groupby(by):
         for family, control in STATIC_CONTROL.items():
             curve = g[(g.method == control) | (g.method == "dense")].sort_values("pct_of_dense")
             if (curve.method == control).sum() < 1 or len(curve) < 2:

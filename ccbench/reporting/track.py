@@ -32,7 +32,7 @@ from ccbench.common.protocols import DENSE_REFERENCE, canonical_protocol, eval_s
 
 from .paired import Bootstrap, aligned, difference, from_replicates, holm
 from .records import RecordError, field_at, load_samples
-from .shift_tables import _knob, class_nmi, eval_set_label, trained_roles
+from .shift_tables import _knob, class_nmi, eval_set_label, source_label, trained_roles
 
 # per-sample compute a shift samples file must hold, per split, for an interval on the compute change:
 # ``<split>.useful_gmacs`` and ``<split>.dense_gmacs`` (GMACs per sample; the share of dense is their sums' ratio)
@@ -61,7 +61,7 @@ class Group(NamedTuple):
 def _group(record: dict) -> Group:
     """The :class:`Group` of ``record``."""
     task, source = record["task"], record["source"]
-    return Group(record["budget"]["name"], source["task"], task["name"], source["backbone_sha256"],
+    return Group(record["budget"]["name"], source_label(record), task["name"], source["backbone_sha256"],
                  tuple(sorted(eval_set_of(record).items())), task.get("data_hash"), task.get("n_eval"))
 
 

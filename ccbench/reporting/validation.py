@@ -38,7 +38,7 @@ CHECKS = ("record-hash", "eval-split", "backbone", "budget", "audit-b1", "audit-
 AUDIT_TOLERANCE = 0.02  # executed MACs may differ from useful + declared padding by this share
 NO_EVIDENCE = "no evidence: record predates validation; re-run, or `ccbench validate --rerun`"
 OUTDATED_METHOD = "written by an earlier version of the method's implementation; re-run it"
-OUTDATED_TASK = "measured on an earlier version of the task (another training or calibration split); re-run it"
+OUTDATED_TASK = "measured on another version of the task (another training or calibration split); re-run it"
 
 
 @dataclass(frozen=True)
@@ -272,18 +272,17 @@ def check_method_version(record: dict) -> CheckResult:
 
 
 def check_task_version(record: dict) -> CheckResult:
-    """The record's ``task.version`` equals the registered task spec's version. A record without one (written
-    before task versions were recorded) or of a task not registered here passes with that said.
+    """The record's ``task.version`` (1 when absent, as every table reads it) equals the registered task spec's
+    version. A record of a task not registered here passes with that said.
 
     >>> check_task_version({"task": {"name": "sst2", "version": 1}}).detail == OUTDATED_TASK
     True
     """
     name, written = field_at(record, "task.name"), field_at(record, "task.version")
+    written = 1 if written is None else written
     if name not in catalog.tasks():
         return _ok("task-version", f"v{written} (task not registered here: not compared)")
     current = catalog.tasks().get(name).version
-    if written is None:
-        return _ok("task-version", f"no version recorded, current v{current} (not compared)")
     figure = f"v{written}, current v{current}"
     if written == current:
         return _ok("task-version", figure)

@@ -139,8 +139,9 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
         raise UserError(f"record {record['id'][:12]} was written by {method} v{written} and {method} is v{current} "
                         f"on {task.modality} now: its model cannot be rebuilt; re-run it with `ccbench run --method "
                         f"{method} --task {task.name} --budget {tier.name}`")
-    if record["task"].get("version") not in (None, task.version):
-        raise UserError(f"record {record['id'][:12]} was measured on {task.name} v{record['task']['version']} and the "
+    measured_on = record["task"].get("version") or 1
+    if measured_on != task.version:
+        raise UserError(f"record {record['id'][:12]} was measured on {task.name} v{measured_on} and the "
                         f"task is v{task.version} now (another training or calibration split): its model cannot be "
                         f"rebuilt; re-run it with `ccbench run --method {method} --task {task.name} --budget {tier.name}`")
     built = build_for_run(method, meta, config, work, tier, task, record["seed"])
