@@ -92,7 +92,7 @@ def test_real_sst2_workload_lengths_and_dense_trace():
 
     work = TextWorkload(catalog.tasks().get("sst2"), catalog.budgets().get("cpu"), str(root), seed=0)
     assert (len(work.splits["train"]), len(work.splits["calibration"]), len(work.splits["eval"])) == (55641, 1034, 872)
-    assert work.recipe.samples == 32000   # the cpu tier's sst2 budget as tuned on calibration (tier v2)
+    assert (work.recipe.samples, work.recipe.lr) == (32000, 5e-5)   # the cpu tier's sst2 budget (tuned on sst2 v2)
     lengths = work.lengths(work.splits["eval"])
     assert lengths.max() <= 64 and lengths.min() >= 3            # [CLS] word [SEP] at least
     dense = catalog.methods().get("dense").build(work.new_backbone()).eval()
