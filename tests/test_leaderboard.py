@@ -48,7 +48,7 @@ def _shift_body(source: dict, target: str = "imdb", summary: dict | None = None,
     return {"kind": "shift", "task": {"name": target, "version": 1}, "budget": {"name": source["budget"]["name"]},
             "method": {**source["method"], **({"name": method} if method else {})}, "seed": 0,
             "source": {"record_id": source["id"], "task": source_task or source["task"]["name"],
-                       "backbone_sha256": source["backbone"]["sha256"]},
+                       "task_version": source["task"].get("version"), "backbone_sha256": source["backbone"]["sha256"]},
             "reference": {"main_score": {"name": "accuracy", "value": 80.0}, "useful_fraction_of_dense": 0.5},
             "conditions": [condition],
             "summary": summary or {"all": {"score_drop_mean": 3.0, "fraction_of_dense_change": -0.05}}}
@@ -68,7 +68,7 @@ def _transfer_body(source: dict, protocol: str, score: float, target: str = "imd
     return {"kind": "transfer", "task": {"name": target, "version": 1}, "budget": {"name": source["budget"]["name"]},
             "method": source["method"], "seed": 0, "protocol": protocol, "trainable": trainable, "metrics": metrics,
             "source": {"record_id": source["id"], "task": source["task"]["name"],
-                       "backbone_sha256": source["backbone"]["sha256"]}}
+                       "task_version": source["task"].get("version"), "backbone_sha256": source["backbone"]["sha256"]}}
 
 
 def _rows(text: str, first_cell: str) -> list[list[str]]:

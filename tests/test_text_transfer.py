@@ -157,7 +157,8 @@ def test_gain_pairs_with_the_dense_transfer_of_the_same_source_task_eval_set_and
                        "seed": seed,
                        "protocol": "full", "method": {"name": method, "family": "depth",
                                                       "knob": {"name": "none", "value": None}},
-                       "source": {"record_id": f"s{i}", "task": source, "backbone_sha256": "enc"},
+                       "source": {"record_id": f"s{i}", "task": source, "backbone_sha256": "enc",
+                                  "task_version": catalog.tasks().get(source).version},
                        "trainable": {"head": {"params": 2, "trainable": 2}},
                        "metrics": {"main_score": {"name": "accuracy", "value": score}, "useful_fraction_of_dense": 0.5}})
 

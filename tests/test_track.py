@@ -450,3 +450,27 @@ def test_a_tie_of_significant_compute_changes_is_mixed():
     assert "spends more," not in finding and "spends less," not in finding
     one_way = shift_finding(pd.DataFrame([row("noise/1", 3.0), row("noise/2", 2.0)]))
     assert "early-exit (threshold=0.5) spends more, +2.5 points" in one_way
+
+
+def test_a_transfer_pairs_with_dense_only_at_the_same_source_and_target_task_versions():
+    """Another task version trains on other splits: a transfer from (or to) sst2 v1 is never compared with a
+    dense transfer at v2, a missing version reads as 1, and the track names the old version in its groups."""
+    from ccbench.common.protocols import dense_reference_key
+    from ccbench.reporting.track import _group
+
+    def transfer(source_version, target_version, method="early-exit", protocol="head-only"):
+        task = {"name": "sst2", "eval_split": "dev", "data_hash": "d", "n_eval": 872}
+        if target_version is not None:
+            task["version"] = target_version
+        source = {"task": "amazon-books", "backbone_sha256": "b" * 64, "record_id": "r" * 64}
+        if source_version is not None:
+            source["task_version"] = source_version
+        return {"budget": {"name": "cpu"}, "task": task, "source": source, "seed": 0, "protocol": protocol,
+                "method": {"name": method}}
+
+    dense_v2 = dense_reference_key(transfer(1, 2, "dense"), "head-only")
+    assert dense_reference_key(transfer(1, 2)) == dense_v2
+    assert dense_reference_key(transfer(1, 1)) != dense_v2
+    assert dense_reference_key(transfer(None, None)) == dense_reference_key(transfer(1, 1))
+    assert _group(transfer(1, 1)).target == "sst2 (v1; current v2)" and _group(transfer(1, 2)).target == "sst2"
+    assert _group(transfer(None, 2)).source == "amazon-books"

@@ -344,6 +344,7 @@ def test_a_record_of_an_earlier_task_version_is_the_previous_version_and_a_row_o
     assert (site / "record" / f"{old_id}.html").is_file()
     page = next(p.read_text() for p in site.glob("*.html") if old_id in p.read_text() and p.name != "index.html")
     assert "Previous leaderboard version" in page and "earlier version of the task" in page
+    assert "unvalidated" in page and "verified" not in page.split("Previous leaderboard version")[1]
     table = load_table(results)
     assert sorted(table.task_version) == [1, 2] and set(table.seeds) == {1}   # not pooled as two seeds
     assert "sst2 (v1; current v2)" in render(table, "markdown", note=False)

@@ -44,14 +44,15 @@ def eval_set_of(record: dict) -> dict:
 
 
 def dense_reference_key(record: dict, protocol: str | None = None) -> tuple:
-    """Which dense transfer a transfer record is compared with: the same tier, target, source task (and its
-    version: another version trained on other splits) and source backbone (a text encoder's hash is shared by
-    every text source), the same eval set (identity, data hash and size: predictions pair by example) and seed,
-    under ``protocol`` (default: the record's :data:`DENSE_REFERENCE`). A dense record's own key: pass its
-    (canonical) protocol."""
+    """Which dense transfer a transfer record is compared with: the same tier, target and source task (each at
+    the same version, 1 when missing: another version trains on other splits) and source backbone (a text
+    encoder's hash is shared by every text source), the same eval set (identity, data hash and size: predictions
+    pair by example) and seed, under ``protocol`` (default: the record's :data:`DENSE_REFERENCE`). A dense
+    record's own key: pass its (canonical) protocol."""
     if protocol is None:
         protocol = DENSE_REFERENCE[canonical_protocol(record["protocol"])]
     task, source = record["task"], record["source"]
     eval_set = tuple(sorted(eval_set_of(record).items()))
-    return (record["budget"]["name"], task["name"], source["task"], source.get("task_version"),
-            source["backbone_sha256"], eval_set, task.get("data_hash"), task.get("n_eval"), record["seed"], protocol)
+    return (record["budget"]["name"], task["name"], task.get("version") or 1, source["task"],
+            source.get("task_version") or 1, source["backbone_sha256"], eval_set, task.get("data_hash"),
+            task.get("n_eval"), record["seed"], protocol)

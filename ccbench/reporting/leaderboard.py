@@ -151,7 +151,7 @@ def _specialization_section(records: list, admitted: list[pd.DataFrame], previou
         out.append("\n" + shift_markdown(shift) + "\n")
         for (budget, source, target), g in shift.groupby(["budget", "source", "target"]):
             if "drop_1" in g.columns and g["drop_1"].notna().any():
-                png = out_dir / f"{file_stem(budget, source, 'to', target)}.png"
+                png = out_dir / f"{file_stem(budget, g.source_stem.iloc[0], 'to', target)}.png"
                 plot_severity(g[g["drop_1"].notna()], png)
                 out.append(f"\n![severity curves {escape_cell(source)} -> {escape_cell(target)}]"
                            f"({escape_cell(png.name)})\n")
@@ -366,8 +366,9 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
             parts.append(_failing_section(failing[key]))
         if key in legacy_groups:
             parts.append(_predating_section(legacy_groups[key]))
-            board.previous.append(("records from before validation, by an earlier version of their method or on an "
-                                   "earlier version of the task (not validated)", legacy_groups[key]))
+            board.previous.append(("Records written before validation existed, by an earlier version of their method, "
+                                   "or on an earlier version of the task: not validated",
+                                   legacy_groups[key].assign(status="unvalidated")))
         if not rejected.empty:
             parts.append(f"\nNot admitted (backbone differs from the published one): {_methods(rejected)}\n")
         if not tier_rejected.empty:

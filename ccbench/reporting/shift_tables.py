@@ -18,20 +18,25 @@ def _knob(record: dict) -> str:
     return typed(record).method.row_label()
 
 
-def source_label(record: dict) -> str:
-    """The source task of a shift or transfer record as its tables name it: the task, and, when the source run
-    was measured on another version of it than the registered one, that version, e.g. ``sst2 (v1; current
-    v2)``: rows of two versions never share a heading or a comparison.
+def version_label(task: str, version) -> str:
+    """A task as shift, transfer and track tables name it: its name, and, when ``version`` (1 when missing) is
+    not the registered one, that version, e.g. ``sst2 (v1; current v2)``: rows of two versions never share a
+    heading or a comparison.
 
-    >>> source_label({"source": {"task": "sst2", "task_version": 1}}), source_label({"source": {"task": "x"}})
-    ('sst2 (v1; current v2)', 'x')
+    >>> version_label("sst2", 1), version_label("sst2", 2), version_label("not-registered", 5)
+    ('sst2 (v1; current v2)', 'sst2', 'not-registered')
     """
     from ccbench.common.catalog import tasks
 
-    name, version = record["source"]["task"], record["source"].get("task_version")
+    version = version or 1
     registered = tasks()
-    current = registered.get(name).version if name in registered else version
-    return name if version is None or version == current else f"{name} (v{version}; current v{current})"
+    current = registered.get(task).version if task in registered else version
+    return task if version == current else f"{task} (v{version}; current v{current})"
+
+
+def source_label(record: dict) -> str:
+    """:func:`version_label` of a shift or transfer record's source task."""
+    return version_label(record["source"]["task"], record["source"].get("task_version"))
 
 
 def derived_records(results_dir, kind: str, records: list | None, admitted_sources: set[str] | None) -> list:
@@ -54,7 +59,10 @@ def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, recor
 def _shift_row(_, r: dict) -> dict:
     """One shift record's row (see :func:`shift_rows`)."""
     ref = r["reference"]
-    row = {"budget": r["budget"]["name"], "source": source_label(r), "target": r["task"]["name"],
+    label, name = source_label(r), r["source"]["task"]
+    row = {"budget": r["budget"]["name"], "source": label, "target": r["task"]["name"],
+           # the source as a file-name part: its name, with its version when not the registered one
+           "source_stem": name if label == name else f"{name}-v{r['source'].get('task_version') or 1}",
            "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
            "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
            "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}

@@ -222,8 +222,11 @@ def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict
                     "previous": [(label, table_view(df, verdicts, full_ids)) for label, df in b.previous if not df.empty],
                     "images": [(f"../{name}", alt) for name, alt in b.images],
                     "failing": [_failing_view(r, checks) for r, checks in b.failing if _ID12.fullmatch(r["id"][:12])],
-                    "findings": b.findings, "ranked_rows": len(b.ranked),
-                    "other_rows": sum(len(df) for _, df in b.refused + b.previous) + len(b.failing)}
+                    "findings": b.findings}
+            # rows as the page shows them (grid rows on the same records merged)
+            view["ranked_rows"] = len(view["ranked"]["rows"]) if view["ranked"] else 0
+            view["other_rows"] = (sum(len(t["rows"]) for _, t in view["refused"] + view["previous"])
+                                  + len(view["failing"]))
             views.append(view)
             for t in [view["ranked"]] + [t for _, t in view["refused"] + view["previous"]]:
                 for row in (t or {"rows": []})["rows"]:

@@ -32,7 +32,7 @@ from ccbench.common.protocols import DENSE_REFERENCE, canonical_protocol, eval_s
 
 from .paired import Bootstrap, aligned, difference, from_replicates, holm
 from .records import RecordError, field_at, load_samples
-from .shift_tables import _knob, class_nmi, eval_set_label, source_label, trained_roles
+from .shift_tables import _knob, class_nmi, eval_set_label, source_label, trained_roles, version_label
 
 # per-sample compute a shift samples file must hold, per split, for an interval on the compute change:
 # ``<split>.useful_gmacs`` and ``<split>.dense_gmacs`` (GMACs per sample; the share of dense is their sums' ratio)
@@ -42,7 +42,8 @@ TESTS = (("transfer", "gain"), ("shift", "diff"), ("shift", "compute"))  # (fram
 
 
 class Group(NamedTuple):
-    """The records that share eval samples and source: budget, source task, target, source backbone, the eval
+    """The records that share eval samples and source: budget, source task and target (each named with its version
+    when not the registered one: :func:`~ccbench.reporting.shift_tables.version_label`), source backbone, the eval
     set's identity (:func:`~ccbench.common.protocols.eval_set_of`, as sorted items), its data hash and size."""
 
     budget: str
@@ -61,7 +62,8 @@ class Group(NamedTuple):
 def _group(record: dict) -> Group:
     """The :class:`Group` of ``record``."""
     task, source = record["task"], record["source"]
-    return Group(record["budget"]["name"], source_label(record), task["name"], source["backbone_sha256"],
+    return Group(record["budget"]["name"], source_label(record), version_label(task["name"], task.get("version")),
+                 source["backbone_sha256"],
                  tuple(sorted(eval_set_of(record).items())), task.get("data_hash"), task.get("n_eval"))
 
 
