@@ -300,8 +300,9 @@ class RecordIndex:
         self.results_dir = Path(results_dir)
         self.current_only = current_only
         self._all = load_records(results_dir, kind=None)
+        outdated = (_not_shown_deterministic, _outdated_method, _outdated_task)
         self.records = [(path, r) for path, r in self._all
-                        if not (current_only and (_not_shown_deterministic(r) or _outdated_method(r) or _outdated_task(r)))
+                        if not (current_only and any(check(r) for check in outdated))
                         and not (retime and _disturbed_timing(r))]
 
     def _runs(self, cfg: dict):

@@ -121,19 +121,28 @@ class Column:
         return self.get(record) if callable(self.get) else field(record, self.get)
 
 
-def _task_cells(df: pd.DataFrame) -> list[str]:
-    """The task names, escaped; a row measured on an earlier version of its task than the registered one says
-    so, e.g. ``sst2 (v1; current v2)`` (the leaderboard shows such rows only as the previous version)."""
+def version_label(task: str, version) -> str:
+    """A task as the run, shift, transfer and track tables name it: its name, and, when ``version`` (1 when
+    missing) is not the registered one, that version, e.g. ``sst2 (v1; current v2)``: rows of two versions never
+    share a heading or a comparison.
+
+    >>> version_label("sst2", 1), version_label("sst2", 2), version_label("not-registered", 5)
+    ('sst2 (v1; current v2)', 'sst2', 'not-registered')
+    """
     from ccbench.common.catalog import tasks
 
+    version = version or 1
     registered = tasks()
-    written = df["task_version"] if "task_version" in df else [None] * len(df)
-    cells = []
-    for name, version in zip(df.task, written):
-        current = registered.get(name).version if name in registered else version
-        mark = version is not None and not pd.isna(version) and version != current
-        cells.append(escape_cell(name) + (f" (v{version}; current v{current})" if mark else ""))
-    return cells
+    current = registered.get(task).version if task in registered else version
+    return task if version == current else f"{task} (v{version}; current v{current})"
+
+
+def _task_cells(df: pd.DataFrame) -> list[str]:
+    """The task names, escaped; a row measured on another version of its task than the registered one says so
+    (:func:`version_label`; the leaderboard shows such rows only as the previous version)."""
+    if "task_version" not in df:
+        return [escape_cell(name) for name in df.task]
+    return [escape_cell(version_label(name, version)) for name, version in zip(df.task, df.task_version)]
 
 
 def _method_cells(df: pd.DataFrame) -> list[str]:

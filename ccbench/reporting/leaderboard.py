@@ -258,9 +258,9 @@ def _failing_section(rows: list) -> str:
 def _predating_section(rows: pd.DataFrame) -> str:
     """A collapsed table of one (budget, task)'s records of the previous leaderboard version
     (:func:`~ccbench.reporting.validation.is_previous_version`): written before ``ccbench validate`` existed,
-    by an earlier version of their method, or on an earlier version of their task. Their numbers stay readable, marked unvalidated and never
-    ranked (re-run them, or ``ccbench validate --rerun`` where the trained model is cached and only evidence
-    is missing, to admit them)."""
+    by an earlier version of their method, or on an earlier version of their task. Their numbers stay readable,
+    marked unvalidated and never ranked (re-run them, or ``ccbench validate --rerun`` where the trained model is
+    cached and only evidence is missing, to admit them)."""
     ids = ", ".join(f"`{escape_cell(i)}`" for i in ",".join(rows.record_ids).split(","))
     return ("\n<details><summary>Previous leaderboard version: records written before validation existed "
             "(no batch-1/batch-N audit or determinism evidence stored) or by an earlier version of their "

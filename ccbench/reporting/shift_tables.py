@@ -7,6 +7,7 @@ import pandas as pd
 
 from ccbench.common.protocols import NEEDS_DECISION, PROTOCOLS, canonical_protocol, dense_reference_key, eval_set_of
 
+from .columns import version_label
 from .markdown import escape_cell
 from .records import load_records, rows_of, typed
 
@@ -16,22 +17,6 @@ def _knob(record: dict) -> str:
     50 %`` for a record calibrated to the compute grid (its seeds pool although each calibrated its own knob
     value), else the knob's label. The one such helper of shift and transfer tables."""
     return typed(record).method.row_label()
-
-
-def version_label(task: str, version) -> str:
-    """A task as shift, transfer and track tables name it: its name, and, when ``version`` (1 when missing) is
-    not the registered one, that version, e.g. ``sst2 (v1; current v2)``: rows of two versions never share a
-    heading or a comparison.
-
-    >>> version_label("sst2", 1), version_label("sst2", 2), version_label("not-registered", 5)
-    ('sst2 (v1; current v2)', 'sst2', 'not-registered')
-    """
-    from ccbench.common.catalog import tasks
-
-    version = version or 1
-    registered = tasks()
-    current = registered.get(task).version if task in registered else version
-    return task if version == current else f"{task} (v{version}; current v{current})"
 
 
 def source_label(record: dict) -> str:

@@ -30,9 +30,10 @@ import pandas as pd
 
 from ccbench.common.protocols import DENSE_REFERENCE, canonical_protocol, eval_set_of
 
+from .columns import version_label
 from .paired import Bootstrap, aligned, difference, from_replicates, holm
 from .records import RecordError, field_at, load_samples
-from .shift_tables import _knob, class_nmi, eval_set_label, source_label, trained_roles, version_label
+from .shift_tables import _knob, class_nmi, eval_set_label, source_label, trained_roles
 
 # per-sample compute a shift samples file must hold, per split, for an interval on the compute change:
 # ``<split>.useful_gmacs`` and ``<split>.dense_gmacs`` (GMACs per sample; the share of dense is their sums' ratio)
@@ -43,7 +44,7 @@ TESTS = (("transfer", "gain"), ("shift", "diff"), ("shift", "compute"))  # (fram
 
 class Group(NamedTuple):
     """The records that share eval samples and source: budget, source task and target (each named with its version
-    when not the registered one: :func:`~ccbench.reporting.shift_tables.version_label`), source backbone, the eval
+    when not the registered one: :func:`~ccbench.reporting.columns.version_label`), source backbone, the eval
     set's identity (:func:`~ccbench.common.protocols.eval_set_of`, as sorted items), its data hash and size."""
 
     budget: str
