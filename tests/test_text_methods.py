@@ -169,6 +169,37 @@ def test_text_run_end_to_end_writes_a_glue_record(tiny_bert_dir, isolated_cache,
 
 
 
+def test_a_text_record_on_its_own_encoder_folder_rebuilds_from_that_folder(tiny_bert_dir, isolated_cache, tmp_path):
+    """`ccbench shift` and `ccbench transfer` start from a record's model: a record made with `--backbone
+    <folder>` rebuilds on that folder's encoder (not the tier's), predicts what it recorded, and a folder whose
+    weights changed since is refused in one line."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from ccbench.cli import main
+    from ccbench.common.errors import UserError
+    from ccbench.drivers.from_record import load_record_model, verify_record_model
+
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(tiny_bert_dir, folder)
+    data, out = _write_sst2(tmp_path / "data"), tmp_path / "results"
+    common = ["--data-dir", str(data), "--results-dir", str(out), "--quiet"]
+    assert main(["run", "--method", "early-exit", "--task", "sst2", "--budget", "smoke", "--backbone", str(folder),
+                 "--knob", "threshold=0.6", *common]) == 0
+    (path,) = out.glob("smoke/sst2/early-exit/*.json")
+    rec = json.loads(path.read_text())
+    assert rec["backbone"]["file"] == str(folder)
+    rm = load_record_model(rec["id"], str(data), out, progress=False)
+    assert rm.model.backbone.config.embed_dim == 32 and rm.work.sha256 == rec["backbone"]["sha256"]
+    _, agreement = verify_record_model(rm, progress=False)
+    assert agreement == 1.0
+    torch.manual_seed(1)   # the same folder, other weights
+    BertModel(BertConfig.from_pretrained(folder)).save_pretrained(folder)
+    with pytest.raises(UserError, match="has changed since"):
+        load_record_model(rec["id"], str(data), out, progress=False)
+
+
 def test_cost_table_of_the_text_encoder_matches_a_hand_count(capsys):
     from ccbench.cli import main
 

@@ -36,13 +36,15 @@ class RecordModel:
 
 
 def record_backbone_path(record: dict) -> str | None:
-    """The checkpoint of an image record's own backbone, found by its weights hash among the published
-    and cached checkpoints (the tier's current recipe may have moved on since); ``None`` for text
-    (the encoder is named, not hashed into a file)."""
+    """Where a record's own backbone loads from. Image: the checkpoint found by its weights hash among the
+    published and cached checkpoints (the tier's current recipe may have moved on since). Text: the encoder
+    the record names (``backbone.file``: the tier's short name, an HF hub id or a folder, as ``ccbench run
+    --backbone`` was given it; loaded from safetensors only). The caller checks the loaded weights' hash
+    against the record's."""
     from ccbench.training.pretrain import find_backbone_by_hash
 
     if record["task"].get("modality", "image") != "image":
-        return None
+        return record["backbone"].get("file")
     sha = record["backbone"]["sha256"]
     path = find_backbone_by_hash(sha)
     if path is None:
@@ -65,10 +67,14 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
     if tier.threads:
         torch.set_num_threads(tier.threads)
     torch.manual_seed(record["seed"])
-    work = make_workload(task, tier, data_dir, record["seed"], record_backbone_path(record), progress)
+    backbone = record_backbone_path(record)
+    work = make_workload(task, tier, data_dir, record["seed"], backbone, progress)
     if work.sha256 != record["backbone"]["sha256"]:
+        where = (f"encoder {backbone!r} loads weights {work.sha256[:12]} here: the model it names has changed since"
+                 if task.modality == "text" else
+                 f"this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
         raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
-                        f"but this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
+                        f"but {where}")
     built = rebuild_record_model(record, meta, work, tier, task)
     built.model.to(tier.device).eval()
     say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {built.path.name}")
