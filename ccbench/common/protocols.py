@@ -27,6 +27,16 @@ def canonical_protocol(name: str) -> str:
 EVAL_SET_FIELDS = ("scheme", "split", "folds", "seed")  # what identifies an eval set (its size and data beside it)
 
 
+def split_eval_set(split: str | None) -> dict:
+    """The identity of an eval set that is a task's whole split ``split`` (the other scheme is a cross-fit:
+    :meth:`ccbench.common.specs.CrossFitSpec.identity`).
+
+    >>> split_eval_set("dev")
+    {'scheme': 'split', 'split': 'dev'}
+    """
+    return {"scheme": "split", "split": split}
+
+
 def eval_set_of(record: dict) -> dict:
     """The identity of the eval set a transfer record was measured on: its ``task.eval_set`` (issue 25:
     ``{"scheme": "cross-fit", "split", "folds", "seed"}``) or, for a record before it, the target's eval
@@ -40,7 +50,7 @@ def eval_set_of(record: dict) -> dict:
     task = record["task"]
     if task.get("eval_set"):
         return {k: task["eval_set"][k] for k in EVAL_SET_FIELDS if k in task["eval_set"]}
-    return {"scheme": "split", "split": task.get("eval_split")}
+    return split_eval_set(task.get("eval_split"))
 
 
 def dense_reference_key(record: dict, protocol: str | None = None) -> tuple:

@@ -152,9 +152,11 @@ class TaskSpec(_Strict):
     def transfer_eval_set(self) -> dict:
         """The identity of the eval set a transfer to this task is measured on: its cross-fit
         (:meth:`CrossFitSpec.identity`) or its eval split (``{"scheme": "split", "split": ...}``)."""
+        from .protocols import split_eval_set
+
         if self.transfer_eval is not None:
             return self.transfer_eval.identity()
-        return {"scheme": "split", "split": self.eval_split}
+        return split_eval_set(self.eval_split)
 
     @field_validator("main_score")
     @classmethod

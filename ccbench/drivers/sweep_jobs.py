@@ -410,6 +410,8 @@ def seconds_per_record(stamps: list[tuple]) -> float | None:
 def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
     """Each record ``job`` writes, with whether the results folder already holds it. A derived job
     whose source record does not exist yet has one output, not held."""
+    from ccbench.common import catalog
+
     c = job.config
     if job.kind == "run":
         ident = {k: c[k] for k in ("budget", "budget_version", "task", "task_version", "method", "seed")}
@@ -422,16 +424,10 @@ def outputs(job: Job, index: RecordIndex) -> list[tuple[Output, bool]]:
     if src is None:
         return [(Output({k: v for k, v in c.items()}), False)]
     ident = {"kind": job.kind, "source_id": src[1]["id"], "to": c["to"], "protocol": c.get("protocol")}
-    eval_set = _transfer_eval_set(c["to"]) if job.kind == "transfer" else None
+    # measured on the eval set the target's spec declares today: one measured on another (before the spec
+    # declared it) does not count as done
+    eval_set = catalog.tasks().get(c["to"]).transfer_eval_set() if job.kind == "transfer" else None
     return [(Output(ident), index.derived(job.kind, src[1]["id"], c["to"], c.get("protocol"), eval_set) is not None)]
-
-
-def _transfer_eval_set(target: str) -> dict:
-    """The eval set a transfer to ``target`` is measured on today (its spec's cross-fit or eval split): a
-    record measured on another (before the spec declared it) does not count as done."""
-    from ccbench.common import catalog
-
-    return catalog.tasks().get(target).transfer_eval_set()
 
 
 def is_done(job: Job, index: RecordIndex) -> bool:
