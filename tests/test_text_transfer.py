@@ -261,3 +261,58 @@ def test_a_text_target_transfers_under_the_text_recipe_when_the_tier_has_one():
     assert tier.transfer_recipe("text").samples == 1234 and tier.transfer_recipe("image") == image
     bare = cpu.model_copy(update={"text": cpu.text.model_copy(update={"transfer": None})})
     assert bare.transfer_recipe("text") == image     # without its own, text falls back to the tier's
+
+
+def _tuning_script():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_transfer_recipe.py"
+    spec = importlib.util.spec_from_file_location("tune_transfer_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_minilm
+def test_transfer_recipe_tuning_scores_each_point_on_one_fold_of_a_non_track_domain(isolated_cache, tmp_path,
+                                                                                     capsys):
+    """The text transfer recipe is chosen on a domain the track does not report: every lr x samples point is
+    transferred under each protocol on one fold's training half and scored on that fold; the point's score is
+    the protocols' mean and the choice follows the stated rule. The track's own target is refused."""
+    from ccbench.cli import main
+
+    data, results = _write_data(tmp_path / "data"), tmp_path / "results"
+    common = ["--data-dir", str(data), "--results-dir", str(results)]
+    assert main(["run", "--method", "dense", "--task", "sst2", "--budget", "smoke", *common, "--quiet"]) == 0
+    (source,) = [json.loads(p.read_text())["id"] for p in results.glob("smoke/sst2/dense/*.json")]
+    tune, out = _tuning_script(), tmp_path / "tuning.json"
+    argv = ["--source", source[:10], "--to", "amazon-books", "--lr", "1e-4,1e-3", "--samples", "16,32", "--out",
+            str(out), "--quiet", *common]   # the smoke tier has a text budget for books (the real tuning: electronics)
+    assert tune.main(argv) == 0
+    body = json.loads(out.read_text())
+    points = body["points"]
+    assert [(p["lr"], p["samples"]) for p in points] == [(1e-4, 16), (1e-3, 16), (1e-4, 32), (1e-3, 32)]
+    for p in points:
+        runs = p["by_protocol"]
+        assert set(runs) == {"head-only", "full"}
+        assert p["score"] == pytest.approx(sum(r["score"] for r in runs.values()) / 2, abs=1e-3)
+        for r in runs.values():   # fold 0: half of the 20 reviews train, the other half are scored
+            assert r["n_eval"] == 10 and r["train_n"] == 10 and r["samples"] == p["samples"]
+            assert abs(r["score"] * 10 / 100 - round(r["score"] * 10 / 100)) < 1e-3
+    assert body["chosen"] == tune.choose(points, 0.5)
+    assert body["target"] == {"name": "amazon-books", "version": 1, "fold": 0, "folds": 2}
+    assert body["source"]["record_id"] == source and set(body["git"]) >= {"commit", "dirty"}
+    assert "chosen: lr=" in capsys.readouterr().out and body["complete"]
+    # a stopped run keeps what it finished: --resume trains only the missing points
+    body["points"], body["complete"] = points[:2], False
+    out.write_text(json.dumps(body))
+    assert tune.main(argv + ["--resume"]) == 0
+    again = json.loads(out.read_text())
+    assert again["points"][:2] == points[:2] and len(again["points"]) == 4 and again["complete"]
+    assert capsys.readouterr().out.count('{"lr"') == 2
+    assert tune.main(["--source", source[:10], "--to", "amazon-kitchen", "--lr", "1e-4", "--samples", "16",
+                      "--out", str(out), *common]) == 2
+    assert "where the track reports" in capsys.readouterr().err
+    assert tune.main(["--source", source[:10], "--protocols", "head-only,router-only", "--lr", "1e-4",
+                      "--samples", "16", "--out", str(out), *common]) == 2
+    assert "n/a for this method" in capsys.readouterr().err
