@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 import ccbench.reporting.leaderboard as lb
 from ccbench.common import catalog
@@ -326,3 +327,26 @@ def test_methods_that_cannot_reach_25_percent_are_ranked_over_the_narrower_range
     table = load_table(records=only, task="sst2")
     text = ranking_section(table, only, "accuracy", n_boot=200)
     assert "Over 50-100 % of dense" not in text and "Over 75-100 % of dense" in text
+
+
+def test_a_seed_is_resampled_across_the_whole_curve(tmp_path):
+    """The AUC's hierarchical bootstrap draws a method's seeds once per replicate for all of its rows: a seed
+    that is better at every grid target (one model, or one recipe, per seed) moves the whole curve, so the
+    interval reaches the best seed's own AUC. Drawn per row, the seed effect would average out across the
+    three rows and the interval would be too narrow."""
+    from ccbench.reporting.ranking import auc_weights
+    from ccbench.reporting.ranking_section import rank_task
+
+    offsets = {0: 0.15, 1: -0.15, 2: 0.0}   # seed 0 is 15 points better at every target, seed 1 15 worse
+    for s, d in offsets.items():
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s, flips=0)
+        for target, acc in ((25, 0.60), (50, 0.70), (75, 0.78)):
+            _commit(tmp_path, "early-exit", target / 100, float(target), acc + d, s, grid=target, flips=0)
+    records = load_records(tmp_path)
+    [rank] = rank_task(load_table(records=records, task="sst2"), records, "accuracy", n_boot=2000).ranks
+    w = auc_weights([25.0, 50.0, 75.0])
+    score = lambda acc, s: 100 * float((_preds(acc, s, flips=0) == LABELS).mean())  # noqa: E731
+    per_seed = {s: float(w @ np.array([score(a + d, s) for a in (0.60, 0.70, 0.78)] + [score(0.86, s)]))
+                for s, d in offsets.items()}
+    assert rank.auc == pytest.approx(np.mean(list(per_seed.values())), abs=0.05)
+    assert rank.hi >= per_seed[0] - 1.5 and rank.lo <= per_seed[1] + 1.5   # drawn per row: about 5 points short

@@ -1,9 +1,8 @@
 """Tables from records: seeds pooled over samples aligned by id, re-measured seeds, and the GLUE table
 (hand-made records, no training)."""
 import numpy as np
-import torch
 
-from ccbench.measurement.stats import bootstrap_ci
+from ccbench.reporting.paired import Bootstrap, interval
 from ccbench.reporting.records import commit_record
 from ccbench.reporting.tables import glue_table, load_table, render
 from record_helpers import run_body
@@ -20,12 +19,25 @@ def test_seeds_are_pooled_over_samples_aligned_by_id(tmp_path):
     _commit(tmp_path, ["d", "c", "b", "a"], [0, 0, 1, 1], [0, 1, 1, 0], seed=1, score=50.0)
     [row] = load_table(tmp_path).to_dict("records")
     assert row["seeds"] == 2 and row["top1"] == 62.5
-    # per example, seed-averaged correctness: a 0.5, b 1, c 0.5, d 0.5
-    lo, hi = bootstrap_ci(torch.tensor([0.5, 1.0, 0.5, 0.5]))
-    assert row["top1_ci95"] == f"{100 * lo:.1f}-{100 * hi:.1f}"
-    # aligned by position instead of id the example means would be 1, 0.5, 1, 0: another interval
-    lo2, hi2 = bootstrap_ci(torch.tensor([1.0, 0.5, 1.0, 0.0]))
-    assert row["top1_ci95"] != f"{100 * lo2:.1f}-{100 * hi2:.1f}"
+    # the hierarchical bootstrap of the seeds' predictions put in id order
+    preds = np.array([[1, 1, 0, 1], [0, 1, 1, 0]])              # a, b, c, d
+    _, reps = Bootstrap(np.array([1, 1, 0, 0]), n_boot=2000).scores(preds, "top1", "table")
+    lo, hi = interval(reps)
+    assert row["top1_ci95"] == f"{lo:.1f}-{hi:.1f}"
+    # aligned by position instead of id seed 1 would be right on c only: another interval
+    _, reps2 = Bootstrap(np.array([1, 1, 0, 0]), n_boot=2000).scores(np.array([[1, 1, 0, 1], [0, 0, 1, 1]]), "top1",
+                                                                     "table")
+    assert row["top1_ci95"] != "{:.1f}-{:.1f}".format(*interval(reps2))
+
+
+def test_a_seed_pooled_interval_covers_seed_to_seed_variation(tmp_path):
+    """Issue 21: several seeds' CI resamples the seeds, then the samples. Two seeds that disagree on every
+    sample average to 50 % on each one: resampling samples alone would give a zero-width interval."""
+    ids = [f"x{i}" for i in range(40)]
+    _commit(tmp_path, ids, [1] * 40, [1] * 40, seed=0, score=100.0)
+    _commit(tmp_path, ids, [1] * 40, [0] * 40, seed=1, score=0.0)
+    [row] = load_table(tmp_path).to_dict("records")
+    assert row["top1"] == 50.0 and row["top1_ci95"] == "0.0-100.0"
 
 
 def test_one_seed_keeps_its_own_interval_and_a_remeasured_seed_replaces_the_earlier(tmp_path):
@@ -38,17 +50,23 @@ def test_one_seed_keeps_its_own_interval_and_a_remeasured_seed_replaces_the_earl
     assert row["seeds"] == 1 and row["top1"] == 90.0 and row["top1_ci95"] == "89.0-91.0"   # run_body: score +- 1
 
 
-def test_scores_that_are_not_means_get_no_pooled_interval(tmp_path):
+def test_scores_that_are_not_means_get_a_pooled_interval_too(tmp_path):
+    """F1, Matthews and correlations are not per-sample means: their seeds' interval is the same hierarchical
+    bootstrap of the metric on resampled seeds and samples."""
+    ids, labels = [f"x{i}" for i in range(30)], [i % 2 for i in range(30)]
     for seed in (0, 1):
         body = run_body(task="mrpc", seed=seed, score=70.0 + seed)
-        body["metrics"]["main_score"]["name"] = "mean of f1 and accuracy"   # not a per-sample mean
-        commit_record(body, {"ids": np.asarray(["a"]), "label": np.array([1], dtype=np.int16),
-                             "pred": np.array([1], dtype=np.int16)}, tmp_path)
+        body["metrics"]["main_score"]["name"] = "mean of f1 and accuracy"
+        pred = [y if (i + seed) % 5 else 1 - y for i, y in enumerate(labels)]   # 80 % right, other samples per seed
+        commit_record(body, {"ids": np.asarray(ids), "label": np.array(labels, dtype=np.int16),
+                             "pred": np.array(pred, dtype=np.int16)}, tmp_path)
     [row] = load_table(tmp_path).to_dict("records")
-    assert row["seeds"] == 2 and row["top1_ci95"] == "-" and row["top1"] == 70.5
+    assert row["seeds"] == 2 and row["top1"] == 70.5
+    lo, hi = (float(v) for v in row["top1_ci95"].split("-"))
+    assert 40 < lo < 80 < hi <= 100
     text = render(load_table(tmp_path), note=False)
     [line] = [line for line in text.splitlines() if "70.50 (mean of f1 and accuracy)" in line]
-    assert [c.strip() for c in line.strip("|").split("|")][7] == "-"                            # the 95% CI cell
+    assert [c.strip() for c in line.strip("|").split("|")][7] == row["top1_ci95"]              # the 95% CI cell
 
 
 def test_glue_table_averages_only_when_all_five_tasks_exist(tmp_path):

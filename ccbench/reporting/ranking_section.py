@@ -40,10 +40,16 @@ class Row:
     preds: np.ndarray
     grid: dict = field(default_factory=dict)   # grid target (% of dense) -> {reached, marked}: the grid points it is
     record_ids: tuple[str, ...] = ()   # its seeds' records (id prefixes): rows of one record make one comparison
+    seed_ids: tuple[int, ...] = ()     # the seed of each row of ``preds``, ascending
     key: str = field(init=False)
+    seed_key: str = field(init=False)
 
     def __post_init__(self):
         self.key = f"{self.method}|{self.knob}"
+        # the bootstrap's seed draws: shared by a method's rows holding the same seeds, so a replicate that drops
+        # a seed drops it from the whole curve (a seed is one model calibrated to every grid target, or one
+        # training recipe per target: either way the unit that repeats), and an AUC's interval keeps seed variation
+        self.seed_key = f"{self.method}|seeds={','.join(map(str, self.seed_ids))}" if self.seed_ids else self.key
 
     @property
     def seeds(self) -> int:
@@ -73,7 +79,7 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
     by_id = {r["id"][:12]: (p, r) for p, r in records}
     rows, labels, ids, left_out = [], None, None, []
     for t in table.itertuples():
-        found = [by_id[i] for i in t.record_ids.split(",") if i in by_id]
+        found = sorted((by_id[i] for i in t.record_ids.split(",") if i in by_id), key=lambda pr: pr[1].get("seed", 0))
         try:
             these_ids, these_labels, preds = aligned_predictions([load_samples(p) for p, _ in found])
         except ValueError as err:
@@ -88,7 +94,7 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
         if t.grid_row_targets:   # a record serving several targets stands in each target's row: only this one's
             grid = {k: v for k, v in grid.items() if k in set(t.grid_row_targets)}
         rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds, grid,
-                        tuple(sorted(r["id"][:12] for _, r in found))))
+                        tuple(sorted(r["id"][:12] for _, r in found)), tuple(r.get("seed", 0) for _, r in found)))
     return rows, labels, left_out
 
 
@@ -217,7 +223,7 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     if not rows:
         return TaskRanking([], None, [], [], [], excluded, left_out)
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
-    reps = {r.key: boot.scores(r.preds, metric_name, r.key)[1] for r in rows}
+    reps = {r.key: boot.scores(r.preds, metric_name, r.seed_key)[1] for r in rows}
     ranks, unranked = _ranks(rows, dense, reps)
     further = [RangeRanking(low, *_ranks(rows, dense, reps, low=low)) for low in FURTHER_LOWS]
     pairs = _comparisons(rows, dense)
@@ -229,7 +235,7 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     diffs = []
     for r, ref, _, _ in pairs:
         if tests.setdefault(same_test(r, ref), len(diffs)) == len(diffs):
-            diffs.append(difference(boot, r.preds, ref.preds, metric_name, r.key, ref.key, normal=True))
+            diffs.append(difference(boot, r.preds, ref.preds, metric_name, r.seed_key, ref.seed_key, normal=True))
     reject, _ = holm([d.p for d in diffs])
     comparisons = []
     for r, ref, col, targets in pairs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ccbench.common.metrics import metric
+from ccbench.common.errors import UserError
 
 from . import columns as C
 from .markdown import escape_cell
@@ -46,43 +46,28 @@ def _row(path, record: dict) -> dict:
     return C.row(path, typed(record))
 
 
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values [N]`` (resampling samples with replacement, numpy's
-    seeded generator), in the units of ``values``.
+def seeds_ci(paths: list[str], metric_name: str, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The hierarchical bootstrap 95 % CI (%) of the mean over seeds of a row's main score, from its seeds'
+    sample files ``paths`` (aligned by example id): each replicate resamples the seeds, then the eval samples
+    (:class:`~ccbench.reporting.paired.Bootstrap`), so seed-to-seed variation widens it; any registered
+    metric (F1, Matthews and correlations too)."""
+    from .paired import Bootstrap, aligned_predictions, interval
 
-    >>> lo, hi = bootstrap_mean_ci(np.array([1.0] * 90 + [0.0] * 10))
-    >>> 0.82 < lo < 0.87 and 0.93 < hi < 0.97
-    True
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
-    means = v[idx].mean(1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def _seed_ci(paths: list[str], seed: int = 0) -> tuple[float, float]:
-    """CI (%) of seed-averaged per-sample correctness (samples aligned by example id); only for scores
-    that are per-sample means."""
-    per_seed = []
-    for p in paths:
-        s = load_samples(p)
-        order = np.argsort(s["ids"])
-        per_seed.append((s["pred"][order] == s["label"][order]).astype(np.float64))
-    lo, hi = bootstrap_mean_ci(np.mean(per_seed, axis=0), seed=seed)
-    return 100 * lo, 100 * hi
+    _, labels, preds = aligned_predictions([load_samples(p) for p in paths])
+    _, reps = Bootstrap(labels, n_boot=n_boot, seed=seed).scores(preds, metric_name, "table")
+    return interval(reps)
 
 
 def score_ci(g: pd.DataFrame) -> str:
-    """The ``95% CI`` cell of one row's records ``g``: the record's own CI for one seed; for several, a
-    CI pooled over the seed-averaged samples when the score is a per-sample mean (:mod:`ccbench.common.metrics`),
-    else ``-`` (F1, Matthews, correlations are not means of per-sample scores)."""
+    """The ``95% CI`` cell of one row's records ``g``: the record's own CI for one seed; for several, the
+    hierarchical bootstrap CI over seeds and eval samples (:func:`seeds_ci`)."""
     if len(g) == 1:
         lo, hi = g.ci_lo.iloc[0], g.ci_hi.iloc[0]
-    elif metric(g.score_name.iloc[0]).per_sample_mean:
-        lo, hi = _seed_ci(list(g.path))
     else:
-        lo, hi = np.nan, np.nan
+        try:
+            lo, hi = seeds_ci(list(g.path), g.score_name.iloc[0])
+        except (ValueError, UserError):   # seeds evaluated on different samples, or an unknown score: no interval
+            lo, hi = np.nan, np.nan
     return "-" if np.isnan(lo) else f"{lo:.1f}-{hi:.1f}"
 
 
