@@ -119,8 +119,8 @@ def test_planted_margins_are_said_with_their_sign_and_significance(tmp_path):
     # evit's AUC: trapezoids through 70.5, 84, 72 and dense's 86 at 25/50/75/100 %, over 75 points
     auc = (25 * (70.5 + 84) / 2 + 25 * (84 + 72) / 2 + 25 * (72 + 86) / 2) / 75
     assert says[0].startswith(f"evit ranks first of 2 methods by AUC over 25-100 % of dense: {auc:.2f} [")
-    assert ("No AUC, not ranked: early-exit (cheapest point 60 % of dense), moe-topk (cheapest point 50 % of "
-            "dense).") in says
+    assert ("No AUC, not ranked: early-exit (its curve starts at 60 % of dense), moe-topk (its curve starts at 50 % "
+            "of dense).") in says
     [evit] = [s for s in says if s.startswith("evit vs static-res")]
     assert evit.startswith("evit vs static-res: better at 50 % (+10.00 [") and "; worse at 75 % (-8.00 [" in evit
     assert "; no significant difference at 25 % (+0.50 [" in evit

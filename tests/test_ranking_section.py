@@ -350,3 +350,51 @@ def test_a_seed_is_resampled_across_the_whole_curve(tmp_path):
                 for s, d in offsets.items()}
     assert rank.auc == pytest.approx(np.mean(list(per_seed.values())), abs=0.05)
     assert rank.hi >= per_seed[0] - 1.5 and rank.lo <= per_seed[1] + 1.5   # drawn per row: about 5 points short
+
+
+def test_each_seed_is_a_curve_at_its_own_compute(tmp_path):
+    """Seeds of one method can sit at different compute: seed 0's cheapest record is at 51.5 % (its knob goes no
+    lower), seed 1 has records at 25.5, 50 and 75 %. Pooled rows would put the method's curve at the seeds' mean
+    compute; the AUC instead follows each seed's own curve, and since seed 0's starts at 51.5 % the method has
+    no AUC over 25-100 % (said with where that curve starts) but has one over 50-100 %: the mean of the two
+    seeds' own areas."""
+    from ccbench.reporting.findings import what_it_says
+    from ccbench.reporting.ranking import auc_weights
+    from ccbench.reporting.ranking_section import curve_start, rank_task
+
+    for s in (0, 1):
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s, flips=0)
+        for target, acc in ((25, 0.70), (50, 0.76), (75, 0.80)):
+            _commit(tmp_path, "static-depth", target, float(target), acc, s, grid=target, flips=0)
+    _commit(tmp_path, "early-exit", 0.5, 51.5, 0.83, 0, grid=50, flips=0)   # its knob goes no lower
+    _commit(tmp_path, "early-exit", 0.9, 75.0, 0.85, 0, grid=75, flips=0)
+    for target, pct, acc in ((25, 25.5, 0.74), (50, 50.0, 0.82), (75, 75.0, 0.85)):
+        _commit(tmp_path, "early-exit", target / 100, pct, acc, 1, grid=target, flips=0)
+    records = load_records(tmp_path)
+    t = rank_task(load_table(records=records, task="sst2"), records, "accuracy", n_boot=300)
+    early = [r for r in t.rows if r.method == "early-exit"]
+    assert curve_start(early) == 51.5 and "early-exit" in t.unranked
+    assert "No AUC, not ranked: early-exit (its curve starts at 52 % of dense)." in what_it_says(t)
+    [fifty] = [rr for rr in t.further if rr.low == 50]
+    [rank] = [k for k in fifty.ranks if k.method == "early-exit"]
+    score = lambda acc, s: 100 * float((_preds(acc, s, flips=0) == LABELS).mean())  # noqa: E731
+    dense = np.mean([score(0.86, s) for s in (0, 1)])
+    seed0 = auc_weights([51.5, 75.0], low=50) @ np.array([score(0.83, 0), score(0.85, 0), dense])
+    seed1 = auc_weights([25.5, 50.0, 75.0], low=50) @ np.array([score(0.74, 1), score(0.82, 1), score(0.85, 1), dense])
+    assert rank.auc == pytest.approx((seed0 + seed1) / 2, abs=1e-6)
+
+
+def test_a_grid_row_whose_seeds_landed_apart_says_where_each_did(tmp_path):
+    """One seed reached 25 % (25.2), the other only 30 % (marked): the row pools them, its grid cell and the
+    caveat give the range and how many seeds missed, not a mean (27.6 %) that neither seed reached."""
+    from ccbench.reporting.findings import what_it_says
+    from ccbench.reporting.ranking_section import rank_task
+
+    for s, pct in ((0, 30.0), (1, 25.2)):
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s)
+        _commit(tmp_path, "evit", 0.25, pct, 0.75, s, grid=25)
+    records = load_records(tmp_path)
+    t = rank_task(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
+    assert "evit at 25 % (reached 25-30 %, 1 of 2 seeds out of reach)" in " ".join(what_it_says(t))
+    text = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
+    assert "* (25-30 %, 1 of 2 seeds out of reach)" in text

@@ -133,12 +133,12 @@ def test_width_rows_show_per_sample_specialization_requested_load_drops_and_na_b
     assert cell("soft-moe", "class NMI per sample (per pick)") == "- (0.020)" and cell("soft-moe", "util") == "0.50"
 
 
-def _timed(seed: int, b1: float, bN: float, b1_ok: bool = True, method: str = "early-exit") -> dict:
-    """A run body of one seed with its batch-1 and batch-N speedups (efficiency = speedup / 2) and the batch-1
-    dense-vs-dense control's verdict."""
+def _timed(seed: int, b1: float, bN: float, b1_ok: bool = True, method: str = "early-exit", batch: int = 8) -> dict:
+    """A run body of one seed with its batch-1 and batch-N speedups (efficiency = speedup / 2), the batch-1
+    dense-vs-dense control's verdict and batch N's size."""
     body = run_body(method, knob=("threshold", 0.9), seed=seed)
     body["metrics"]["latency"] = {"batch1": {"speedup": b1, "efficiency": b1 / 2, "check": {"ok": b1_ok}},
-                                  "batchN": {"speedup": bN, "efficiency": bN / 2, "batch_size": 8}}
+                                  "batchN": {"speedup": bN, "efficiency": bN / 2, "batch_size": batch}}
     return body
 
 
@@ -188,3 +188,13 @@ def test_a_record_serving_several_grid_targets_is_one_markdown_row_and_one_csv_r
     assert len(render(table, "csv").strip().splitlines()) == 1 + 3
     rows = [line for line in render(table, note=False).splitlines() if "moefication" in line]
     assert len(rows) == 2 and "grid 25,50 % (k=1)" in rows[0] and "grid 75 %" in rows[1]
+
+
+def test_seeds_timed_at_different_batch_sizes_name_every_size(tmp_path):
+    for seed, batch in ((0, 8), (1, 32)):
+        commit_record(_timed(seed, 2.0, 1.5 + seed, batch=batch), {"ids": np.asarray(["a"]),
+                      "label": np.array([1], np.int16), "pred": np.array([1], np.int16)}, tmp_path)
+    text = render(load_table(tmp_path), note=False)
+    head = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    [row] = [[x.strip() for x in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    assert row[head.index("speedup bN")] == "2.00x (b8/32)"

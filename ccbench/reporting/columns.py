@@ -67,8 +67,10 @@ def any_(g: pd.DataFrame, key: str) -> bool:
     return bool(g[key].any())
 
 
-def int_first(g: pd.DataFrame, key: str) -> int:
-    return int(g[key].iloc[0])
+def sizes(g: pd.DataFrame, key: str) -> str:
+    """The distinct integer values of ``key`` over a row's records, ascending, joined by ``/`` (``"8"``, or
+    ``"8/32"`` when seeds were timed at different batch sizes)."""
+    return "/".join(str(v) for v in sorted({int(v) for v in g[key]}))
 
 
 def int_mean(g: pd.DataFrame, key: str) -> int:
@@ -338,7 +340,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("speedup_bN", "metrics.latency.batchN.speedup", timed_mean("ok_bN"), "speedup bN",
            _latency_cells("speedup_bN", "timed_bN", batch=True), True,
            "mean over the seeds whose batch-N timing passed"),
-    Column("bN", "metrics.latency.batchN.batch_size", int_first),
+    Column("bN", "metrics.latency.batchN.batch_size", sizes, doc="batch N of the seeds' timings (8, or 8/32)"),
     Column("timed_b1", None, timed_seeds("ok_b1"), doc="seeds whose batch-1 timing passed the latency check"),
     Column("timed_bN", None, timed_seeds("ok_bN"), doc="seeds whose batch-N timing passed the latency check"),
     Column("flag_latency", None, lambda g, _: not (g.ok_b1.any() and g.ok_bN.any()),

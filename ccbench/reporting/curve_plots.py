@@ -73,10 +73,31 @@ def _draw(ax, points: pd.DataFrame, methods: list[str], style: dict, x: str) -> 
         st = style[method]
         ax.plot(g[x], g.score, label=method, color=st["color"], marker=st["marker"], linestyle=st["linestyle"],
                 markersize=5, lw=1.4, zorder=3)
-        band = g.dropna(subset=["lo", "hi"])
-        if not band.empty:
-            ax.fill_between(band[x], band.lo, band.hi, color=st["color"], alpha=0.15, lw=0, zorder=2)
+        for run in band_runs(g.lo.to_numpy(dtype=float), g.hi.to_numpy(dtype=float)):
+            band = g.iloc[run]
+            if len(run) > 1:
+                ax.fill_between(band[x], band.lo, band.hi, color=st["color"], alpha=0.15, lw=0, zorder=2)
+            else:   # a lone multi-seed point between one-seed points: its interval as a bar, not a bridge
+                ax.vlines(band[x], band.lo, band.hi, color=st["color"], alpha=0.35, lw=3, zorder=2)
     ax.grid(alpha=0.3)
+
+
+def band_runs(lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Index runs ``[k]`` of consecutive points (in x order) that all have a seed band (finite ``lo`` and
+    ``hi [K]``): a band is drawn over each run alone, never across a point without one.
+
+    >>> [r.tolist() for r in band_runs(np.array([1.0, np.nan, 2, 3, np.nan]), np.array([2.0, np.nan, 3, 4, 5]))]
+    [[0], [2, 3]]
+    """
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    runs, start = [], None
+    for i, has in enumerate(np.append(ok, False)):
+        if has and start is None:
+            start = i
+        elif not has and start is not None:
+            runs.append(np.arange(start, i))
+            start = None
+    return runs
 
 
 def _front(ax, points: pd.DataFrame, x: str) -> None:

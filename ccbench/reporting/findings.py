@@ -22,7 +22,16 @@ from __future__ import annotations
 from .markdown import escape_cell
 from .paired import Difference
 from .ranking import GRID, GRID_TOLERANCE, HIGH, LOW
-from .ranking_section import CONTROLS, Comparison, Rank, TaskRanking, distinct_tests, same_test
+from .ranking_section import (
+    CONTROLS,
+    Comparison,
+    Rank,
+    TaskRanking,
+    curve_start,
+    distinct_tests,
+    reached_label,
+    same_test,
+)
 
 MIN_SEEDS = 3   # the seeds issue 21 asks of every row
 NOTHING_RANKED = "Nothing is ranked on this task yet, so the leaderboard says nothing about it."
@@ -120,13 +129,13 @@ def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: b
                      low: float = LOW) -> list[str]:
     """Who ranks first by AUC over ``low``-100 % of dense (``ranks`` best first, :class:`Rank`), with its interval,
     plausible ranks and probability of being first; which others could plausibly be first; which methods
-    have no AUC (``unranked``: method -> its cheapest point, % of dense).
+    have no AUC (``unranked``: method -> where its curve starts, % of dense: :func:`~.ranking_section.curve_start`).
 
     >>> leader_sentences([Rank("a", 1, 1, 2, 0.7, 80.0, 78.5, 81.5), Rank("b", 2, 1, 2, 0.3, 79.0, 77.0, 80.0)],
     ...                  {"c": 60.0})  # doctest: +NORMALIZE_WHITESPACE
     ['a ranks first of 2 methods by AUC over 25-100 % of dense: 80.00 [78.50, 81.50], plausible ranks 1-2,
       P(first) 0.70.', 'Also plausibly first: b (P(first) 0.30).',
-     'No AUC, not ranked: c (cheapest point 60 % of dense).']
+     'No AUC, not ranked: c (its curve starts at 60 % of dense).']
     """
     out = []
     first = [k for k in ranks if k.rank == 1]
@@ -148,7 +157,7 @@ def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: b
     elif len(ranks) > len(first) > 0:
         out.append("No other method is plausibly first.")
     if ranks and unranked:
-        out.append("No AUC, not ranked: " + ", ".join(f"{m} (cheapest point {pct:.0f} % of dense)"
+        out.append("No AUC, not ranked: " + ", ".join(f"{m} (its curve starts at {pct:.0f} % of dense)"
                                                       for m, pct in sorted(unranked.items())) + ".")
     return out
 
@@ -173,7 +182,7 @@ def caveats(t: TaskRanking) -> list[str]:
                if served[m] and not all(float(g) in served[m] for g in GRID)]
     if missing:
         out.append(f"Missing grid points: {'; '.join(missing)}.")
-    reach = [f"{r.method} at {target:g} % (reached {g['reached']:.0f} %)"
+    reach = [f"{r.method} at {target:g} % (reached {reached_label(g)})"
              for r in sorted(t.rows, key=lambda r: (r.method, r.pct)) for target, g in sorted(r.grid.items())
              if g.get("marked")]
     if reach:
@@ -196,7 +205,7 @@ def what_it_says(t: TaskRanking | None) -> list[str]:
         return [NOTHING_RANKED]
     if not any(r.method != "dense" for r in t.rows):
         return ["Only dense is ranked on this task: there is nothing to compare it with."]
-    cheapest = {m: min(r.pct for r in t.rows if r.method == m) for m in {r.method for r in t.rows}}
+    cheapest = {m: curve_start([r for r in t.rows if r.method == m]) for m in {r.method for r in t.rows}}
     out = leader_sentences(t.ranks, {m: cheapest[m] for m in t.unranked}, t.dense is not None)
     for rr in t.shown_further:
         out += leader_sentences(rr.ranks, {m: cheapest[m] for m in rr.unranked}, t.dense is not None, low=rr.low)

@@ -354,9 +354,12 @@ def write_leaderboard(results_dir=None, out: str | None = None, strict: bool = F
                 first_path, first = find_record(best.record_ids.split(",")[-1], records=runs)
                 png = plot_routing(first_path, out_path.parent / f"{file_stem(budget, task, 'routing')}.png", first)
                 board.images.append((png.name, "expert x class routing of the most class-specialised row"))
+                nmi = f"chance-corrected NMI {best.nmi:.3f}" + (" (mean over its seeds)" if best.seeds > 1 else "")
+                drawn = (f"; drawn: seed {escape_cell(str(first.get('seed')))}'s record "
+                         f"`{escape_cell(str(first['id'])[:12])}`")
                 parts.append(f"\nRouting of the most class-specialised width-family row ({escape_cell(best.method)} "
-                             f"{escape_cell(best.knob)}, chance-corrected NMI {best.nmi:.3f}), expert x class share "
-                             f"per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
+                             f"{escape_cell(best.knob)}, {nmi}{drawn if best.seeds > 1 else ''}), expert x class "
+                             f"share per MoE layer:\n\n![routing]({escape_cell(png.name)})\n")
             parts.append("\nRecords: " + ", ".join(f"`{escape_cell(i)}`" for i in ",".join(admitted.record_ids).split(","))
                          + "\n")
         else:

@@ -59,17 +59,20 @@ class Bootstrap:
         """The row's score (mean over seeds of the metric on every eval sample, in %) and its ``n_boot``
         hierarchical bootstrap replicates, ``[B]``. ``preds [S, N]``: one row of predictions per seed,
         aligned with ``labels``."""
+        points, per_seed = self.per_seed_scores(preds, metric_name)
+        return float(points.mean()), self.over_seeds(per_seed, key)
+
+    def per_seed_scores(self, preds: np.ndarray, metric_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each seed's score on every eval sample ``[S]`` and on each resampled eval set ``[S, B]`` (in %),
+        before any seed is resampled; ``preds [S, N]`` aligned with ``labels``."""
         preds = np.atleast_2d(np.asarray(preds))
         m = metric(metric_name)
         if m.per_sample_mean:
             correct = (preds == self.labels).astype(np.float64)                       # [S, N]
-            point = 100 * float(correct.mean())
             # per-seed score on each resample: correct @ counts / N, [S, B]
-            per_seed = np.stack([100 * correct[s][self.index].mean(1) for s in range(len(preds))])
-        else:
-            point = float(np.mean([m.main(p, self.labels) for p in preds]))
-            per_seed = np.array([[m.main(p[idx], self.labels[idx]) for idx in self.index] for p in preds])
-        return point, self._over_seeds(per_seed, key)
+            return 100 * correct.mean(1), np.stack([100 * correct[s][self.index].mean(1) for s in range(len(preds))])
+        return (np.array([m.main(p, self.labels) for p in preds], dtype=np.float64),
+                np.array([[m.main(p[idx], self.labels[idx]) for idx in self.index] for p in preds]))
 
     def means(self, values: np.ndarray, key: str, per: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """The row's mean of a per-sample quantity ``values [S, N]`` (seeds x eval samples, aligned with
@@ -81,9 +84,9 @@ class Bootstrap:
         per = np.ones_like(values) if per is None else np.atleast_2d(np.asarray(per, dtype=np.float64))
         point = float(np.mean(values.sum(1) / per.sum(1)))
         per_seed = np.stack([values[s][self.index].sum(1) / per[s][self.index].sum(1) for s in range(len(values))])
-        return point, self._over_seeds(per_seed, key)
+        return point, self.over_seeds(per_seed, key)
 
-    def _over_seeds(self, per_seed: np.ndarray, key: str) -> np.ndarray:
+    def over_seeds(self, per_seed: np.ndarray, key: str) -> np.ndarray:
         """Replicates ``[B]``: each the mean over the replicate's seed draw (:meth:`_seed_draws` of ``key``)
         of ``per_seed [S, B]``, a statistic of each seed on each resampled eval set."""
         seeds = self._seed_draws(len(per_seed), key)

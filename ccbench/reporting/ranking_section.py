@@ -41,6 +41,7 @@ class Row:
     grid: dict = field(default_factory=dict)   # grid target (% of dense) -> {reached, marked}: the grid points it is
     record_ids: tuple[str, ...] = ()   # its seeds' records (id prefixes): rows of one record make one comparison
     seed_ids: tuple[int, ...] = ()     # the seed of each row of ``preds``, ascending
+    seed_pcts: tuple[float, ...] = ()  # each seed's own % of dense (``pct`` is their mean)
     key: str = field(init=False)
     seed_key: str = field(init=False)
 
@@ -58,9 +59,10 @@ class Row:
 
 def grid_of(records: list[dict]) -> dict:
     """The compute-grid targets one row's records serve (``method.grid`` of each seed, a list of
-    ``{target, reached, marked}`` in % of dense; :mod:`ccbench.training.grid`): ``{target: {reached, marked}}``
-    with the mean reached share over the seeds that serve the target and marked if any of them was;
-    ``{}`` when the records are not grid points (or their entries are malformed)."""
+    ``{target, reached, marked}`` in % of dense; :mod:`ccbench.training.grid`): ``{target: {reached, marked,
+    lowest, highest, seeds, marked_seeds}}`` with the mean reached share over the seeds that serve the target
+    (and its range), marked if any of them was (and how many); ``{}`` when the records are not grid points
+    (or their entries are malformed)."""
     out: dict[float, list] = {}
     try:
         for r in records:
@@ -69,7 +71,24 @@ def grid_of(records: list[dict]) -> dict:
                 out.setdefault(float(e["target"]), []).append((float(e["reached"]), bool(e.get("marked"))))
     except (AttributeError, KeyError, TypeError, ValueError):
         return {}
-    return {t: {"reached": float(np.mean([r for r, _ in v])), "marked": any(m for _, m in v)} for t, v in out.items()}
+    return {t: {"reached": float(np.mean([r for r, _ in v])), "marked": any(m for _, m in v),
+                "lowest": min(r for r, _ in v), "highest": max(r for r, _ in v),
+                "seeds": len(v), "marked_seeds": sum(m for _, m in v)} for t, v in out.items()}
+
+
+def reached_label(g: dict) -> str:
+    """Where a grid row's seeds landed, % of dense: their mean, or their range when they differ by a point or
+    more, and how many of them missed the target when not all did (``g``: a :func:`grid_of` entry).
+
+    >>> reached_label({"reached": 28.0, "lowest": 27.8, "highest": 28.1, "seeds": 3, "marked_seeds": 3})
+    '28 %'
+    >>> reached_label({"reached": 27.6, "lowest": 25.2, "highest": 30.0, "seeds": 2, "marked_seeds": 1})
+    '25-30 %, 1 of 2 seeds out of reach'
+    """
+    lo, hi = g.get("lowest", g["reached"]), g.get("highest", g["reached"])
+    where = f"{lo:.0f}-{hi:.0f} %" if hi - lo >= 1 else f"{g['reached']:.0f} %"
+    n, missed = g.get("seeds", 1), g.get("marked_seeds", 1)
+    return where + (f", {missed} of {n} seeds out of reach" if 0 < missed < n else "")
 
 
 def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.ndarray | None, list[tuple]]:
@@ -94,7 +113,8 @@ def load_rows(table: pd.DataFrame, records: list[tuple]) -> tuple[list[Row], np.
         if t.grid_row_targets:   # a record serving several targets stands in each target's row: only this one's
             grid = {k: v for k, v in grid.items() if k in set(t.grid_row_targets)}
         rows.append(Row(t.method, t.family, t.knob, float(t.pct_of_dense), float(t.top1), preds, grid,
-                        tuple(sorted(r["id"][:12] for _, r in found)), tuple(r.get("seed", 0) for _, r in found)))
+                        tuple(sorted(r["id"][:12] for _, r in found)), tuple(r.get("seed", 0) for _, r in found),
+                        tuple(100 * float(r["metrics"]["useful_fraction_of_dense"]) for _, r in found)))
     return rows, labels, left_out
 
 
@@ -224,8 +244,9 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
         return TaskRanking([], None, [], [], [], excluded, left_out)
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
     reps = {r.key: boot.scores(r.preds, metric_name, r.seed_key)[1] for r in rows}
-    ranks, unranked = _ranks(rows, dense, reps)
-    further = [RangeRanking(low, *_ranks(rows, dense, reps, low=low)) for low in FURTHER_LOWS]
+    per_seed = {r.key: boot.per_seed_scores(r.preds, metric_name) for r in rows}
+    ranks, unranked = _ranks(rows, dense, reps, boot, per_seed)
+    further = [RangeRanking(low, *_ranks(rows, dense, reps, boot, per_seed, low=low)) for low in FURTHER_LOWS]
     pairs = _comparisons(rows, dense)
     # normal p from the bootstrap SE: the share-of-replicates p bottoms out at 2/(n_boot+1), which Holm over a
     # three-seed table's ~60 comparisons could never reject
@@ -244,20 +265,59 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     return TaskRanking(rows, dense, ranks, unranked, comparisons, excluded, left_out, further)
 
 
-def _ranks(rows: list[Row], dense: Row | None, reps: dict, low: float = LOW) -> tuple[list[Rank], list[str]]:
-    """Methods with an AUC over ``low``-100 % of dense ranked (:func:`~.ranking.rank_stability`), and the
-    methods without one (their curve starts above ``low``)."""
+def seed_curves(mine: list[Row]) -> dict[int, list[tuple[Row, int]]]:
+    """Each seed's own curve through one method's rows ``mine``: ``{seed: [(row, index of the seed in the
+    row's preds)]}``, at that seed's own compute (``row.seed_pcts``). Rows without seed ids count as seed 0."""
+    curves: dict[int, list[tuple[Row, int]]] = {}
+    for r in mine:
+        for i, s in enumerate(r.seed_ids or (0,) * r.seeds):
+            curves.setdefault(s, []).append((r, i))
+    return curves
+
+
+def _pct_of(r: Row, i: int) -> float:
+    return r.seed_pcts[i] if r.seed_pcts else r.pct
+
+
+def curve_start(mine: list[Row]) -> float:
+    """Where one method's curve starts, % of dense: the cheapest point of the seed whose cheapest point is
+    the costliest (the AUC over a range needs every seed's curve to reach its low end)."""
+    return max(min(_pct_of(r, i) for r, i in curve) for curve in seed_curves(mine).values())
+
+
+def method_auc(boot: Bootstrap, mine: list[Row], per_seed: dict, dense: Row, dense_reps: np.ndarray,
+               low: float = LOW) -> tuple[float, np.ndarray] | None:
+    """One method's AUC over ``low``-100 % of dense (score points) and its ``[B]`` hierarchical replicates, or
+    ``None`` when a seed's curve starts above ``low`` (:func:`~.ranking.auc_weights`). Each seed's AUC is the
+    area under its own curve (its rows at its own compute, then dense at 100 %; ``per_seed[row.key]``: the
+    row's ``(scores [S], replicates [S, B])`` per seed); the method's is their mean, and each replicate
+    resamples the seeds once for the whole curve, then the eval samples."""
+    aucs, reps = [], []
+    for curve in seed_curves(mine).values():
+        w = auc_weights([_pct_of(r, i) for r, i in curve], low=low)
+        if w is None:
+            return None
+        aucs.append(w @ np.array([per_seed[r.key][0][i] for r, i in curve] + [dense.score]))
+        reps.append(w @ np.stack([per_seed[r.key][1][i] for r, i in curve] + [dense_reps]))
+    return float(np.mean(aucs)), boot.over_seeds(np.stack(reps), f"{mine[0].method}|curve")
+
+
+def _ranks(rows: list[Row], dense: Row | None, reps: dict, boot: Bootstrap | None = None, per_seed: dict | None = None,
+           low: float = LOW) -> tuple[list[Rank], list[str]]:
+    """Methods with an AUC over ``low``-100 % of dense ranked (:func:`~.ranking.rank_stability`; AUC:
+    :func:`method_auc`), and the methods without one (a seed's curve starts above ``low``)."""
     methods = sorted({r.method for r in rows if r.method != "dense"})
     names, points, boots, unranked = [], [], [], []
     for m in methods:
         mine = [r for r in rows if r.method == m]
-        w = auc_weights([r.pct for r in mine], low=low) if dense is not None else None
-        if w is None:
+        auc = (method_auc(boot, mine, per_seed, dense, reps[dense.key], low)
+               if dense is not None and boot is not None else None)
+        if auc is None:
             unranked.append(m)
             continue
         names.append(m)
-        points.append(w @ np.array([r.score for r in mine] + [dense.score]))
-        boots.append(w @ np.stack([reps[r.key] for r in mine] + [reps[dense.key]]))
+        points.append(auc[0])
+        boots.append(auc[1])
     if not names:
         return [], unranked
     ranks = []
@@ -313,14 +373,15 @@ def _rank_table(t: TaskRanking) -> str:
     for m in t.unranked:  # listed below the ranked ones with their grid points, without rank or AUC
         mine = [r for r in t.rows if r.method == m]
         table.append({"rank": "-", "method": escape_cell(m), "plausible ranks": "-", "P(first)": "-",
-                      auc: f"- (from {min(r.pct for r in mine):.0f} %)", **_grid_cells(mine)})
+                      auc: f"- (from {curve_start(mine):.0f} %)", **_grid_cells(mine)})
     if not table:
         return "No method besides dense on this task: nothing to rank.\n"
     lines = [tabulate(pd.DataFrame(table), headers="keys", tablefmt="github", showindex=False,
                       disable_numparse=True) + "\n\n"]
     lines.append(f"AUC: the mean score over {LOW:.0f}-{HIGH:.0f} % of dense useful compute of the curve through the "
                  f"method's rows (its grid rows alone when it has any) and dense at 100 % (linear between points; a curve must start within 2 points of "
-                 f"{LOW:.0f} %). Plausible ranks: the central 95 % of the method's rank over bootstrap resamples; "
+                 f"{LOW:.0f} %); with several seeds, the mean of each seed's own AUC (its rows at its own compute), "
+                 f"every seed's curve starting within 2 points. Plausible ranks: the central 95 % of the method's rank over bootstrap resamples; "
                  f"P(first): the share of resamples in which it ranks first. Grid columns: the score at the row "
                  f"calibrated to that share of dense (* = the target was out of reach: the nearest point, its share "
                  f"in brackets); - = no grid point measured.\n")
@@ -358,7 +419,7 @@ def _grid_cells(mine: list[Row]) -> dict:
             continue
         r = at[0]
         g = r.grid[float(target)]
-        mark = f"* ({g['reached']:.0f} %)" if g["marked"] else ""
+        mark = f"* ({reached_label(g)})" if g["marked"] else ""
         cells[f"@ {target} %"] = f"{r.score:.2f}{mark}"
     return cells
 
