@@ -66,8 +66,9 @@ def test_curve_plots_from_records_made_in_the_test(tmp_path):
 
 
 def test_a_seed_band_never_bridges_a_point_without_one(tmp_path):
-    """Rows at 25 % (2 seeds), 50 % (1 seed) and 75 % (2 seeds): no band polygon spans 50 %, where the one-seed
-    point may lie outside any band drawn between its neighbours; each lone banded point gets its own bar."""
+    """Rows at 25 and 40 % (2 seeds), 50 % (1 seed) and 75 % (2 seeds): the band covers 25-40 % and no band
+    spans 50 %, where the one-seed point may lie outside any band drawn between its neighbours; the lone banded
+    point at 75 % gets its own bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,12 +80,14 @@ def test_a_seed_band_never_bridges_a_point_without_one(tmp_path):
     pts = pd.DataFrame([
         {"method": "dense", "family": "dense", "pct": 100.0, "score": 68.0, "lo": np.nan, "hi": np.nan},
         {"method": "evit", "family": "token", "pct": 25.0, "score": 50.0, "lo": 48.0, "hi": 52.0},
+        {"method": "evit", "family": "token", "pct": 40.0, "score": 56.0, "lo": 54.0, "hi": 58.0},
         {"method": "evit", "family": "token", "pct": 50.0, "score": 62.0, "lo": np.nan, "hi": np.nan},
         {"method": "evit", "family": "token", "pct": 75.0, "score": 64.0, "lo": 62.0, "hi": 66.0}])
     fig, ax = plt.subplots()
     _draw(ax, pts, ["evit"], styles(pts), "pct")
     polys = [c for c in ax.collections if isinstance(c, PolyCollection)]
     bars = [c for c in ax.collections if isinstance(c, LineCollection)]
-    assert not any(path.vertices[:, 0].min() < 50 < path.vertices[:, 0].max() for c in polys for path in c.get_paths())
-    assert sorted(float(seg[0][0]) for c in bars for seg in c.get_segments()) == [25.0, 75.0]
+    spans = [(path.vertices[:, 0].min(), path.vertices[:, 0].max()) for c in polys for path in c.get_paths()]
+    assert spans == [(25.0, 40.0)]                            # the 25-40 % run is one band, stopping before 50 %
+    assert sorted(float(seg[0][0]) for c in bars for seg in c.get_segments()) == [75.0]   # the lone 75 % point
     plt.close(fig)

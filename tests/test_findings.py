@@ -86,6 +86,7 @@ def test_caveats_count_seeds_missing_and_unreached_grid_points_and_missing_contr
     t = TaskRanking(rows, rows[0], [], [], [], {}, [])
     assert caveats(t) == [
         "2 of 5 rows have fewer than 3 seeds (with one seed, intervals cover eval samples only): evit, static-res.",
+        "Not yet at every grid point, so left out of the AUC: evit seeds 1, 2.",
         "No grid point, so not compared with a control at equal compute: patience.",
         "Missing grid points: evit at 75 %; static-res at 50 % and 75 %.",
         "Out of reach, the nearest point stands in: static-res at 25 % (reached 31 %).",

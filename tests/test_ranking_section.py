@@ -39,7 +39,7 @@ def _score(accuracy: float, seed: int = 0) -> float:
 
 CPU_VERSION = catalog.budgets().get("cpu").version
 
-def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | None = None,
+def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0, grid: float | tuple | None = None,
             flips: int = 6, trained_for_target: bool = False, date: str | None = None):
     """One record of ``method`` at ``pct`` % of dense; ``grid``: the grid target it serves (``reached`` = ``pct``;
     marked beyond 2 points)."""
@@ -57,9 +57,10 @@ def _commit(root, method: str, value, pct: float, accuracy: float, seed: int = 0
                         "latency": {"batch1": {"speedup": 1.0, "efficiency": 1.0},
                                     "batchN": {"speedup": 1.0, "efficiency": 1.0, "batch_size": 4}}},
             "date": f"2026-01-01T00:00:{seed:02d}+00:00"}
-    if grid is not None:
-        body["method"]["grid"] = [{"target": grid, "reached": pct, "marked": abs(pct - grid) > 2, "tolerance": 2.0,
-                                   **({"trained_for_target": True} if trained_for_target else {})}]
+    if grid is not None:   # one target, or several served by this one record
+        body["method"]["grid"] = [{"target": t, "reached": pct, "marked": abs(pct - t) > 2, "tolerance": 2.0,
+                                   **({"trained_for_target": True} if trained_for_target else {})}
+                                  for t in (grid if isinstance(grid, tuple) else (grid,))]
     if date is not None:
         body["date"] = date
     arrays = {"ids": np.array([f"s{i:04d}" for i in range(N)]), "label": LABELS.astype(np.int16),
@@ -354,7 +355,7 @@ def test_a_seed_is_resampled_across_the_whole_curve(tmp_path):
 
 def test_each_seed_is_a_curve_at_its_own_compute(tmp_path):
     """Seeds of one method can sit at different compute: seed 0's cheapest record is at 51.5 % (its knob goes no
-    lower), seed 1 has records at 25.5, 50 and 75 %. Pooled rows would put the method's curve at the seeds' mean
+    lower: the record serves 25 %* and 50 %), seed 1 has records at 25.5, 50 and 75 %. Pooled rows would put the method's curve at the seeds' mean
     compute; the AUC instead follows each seed's own curve, and since seed 0's starts at 51.5 % the method has
     no AUC over 25-100 % (said with where that curve starts) but has one over 50-100 %: the mean of the two
     seeds' own areas."""
@@ -366,7 +367,7 @@ def test_each_seed_is_a_curve_at_its_own_compute(tmp_path):
         _commit(tmp_path, "dense", None, 100.0, 0.86, s, flips=0)
         for target, acc in ((25, 0.70), (50, 0.76), (75, 0.80)):
             _commit(tmp_path, "static-depth", target, float(target), acc, s, grid=target, flips=0)
-    _commit(tmp_path, "early-exit", 0.5, 51.5, 0.83, 0, grid=50, flips=0)   # its knob goes no lower
+    _commit(tmp_path, "early-exit", 0.5, 51.5, 0.83, 0, grid=(25, 50), flips=0)   # its knob goes no lower
     _commit(tmp_path, "early-exit", 0.9, 75.0, 0.85, 0, grid=75, flips=0)
     for target, pct, acc in ((25, 25.5, 0.74), (50, 50.0, 0.82), (75, 75.0, 0.85)):
         _commit(tmp_path, "early-exit", target / 100, pct, acc, 1, grid=target, flips=0)
@@ -398,3 +399,24 @@ def test_a_grid_row_whose_seeds_landed_apart_says_where_each_did(tmp_path):
     assert "evit at 25 % (reached 25-30 %, 1 of 2 seeds out of reach)" in " ".join(what_it_says(t))
     text = ranking_section(load_table(records=records, task="sst2"), records, "accuracy", n_boot=200)
     assert "* (25-30 %, 1 of 2 seeds out of reach)" in text
+
+
+def test_a_seed_not_yet_at_every_grid_point_is_left_out_of_the_auc_and_said(tmp_path):
+    """A re-run part-way: seeds 0 and 1 at 25/50/75 %, seed 2 at 50/75 % only. Seed 2's curve would start at
+    50 % and unrank the method; it is left out of the AUC (over seeds 0 and 1) until its 25 % row lands, and the
+    caveats say so."""
+    from ccbench.reporting.findings import what_it_says
+    from ccbench.reporting.ranking_section import partial_seeds, rank_task
+
+    for s in (0, 1, 2):
+        _commit(tmp_path, "dense", None, 100.0, 0.86, s)
+        for target, acc in ((25, 0.70), (50, 0.76), (75, 0.80)):
+            _commit(tmp_path, "static-depth", target, float(target), acc, s, grid=target)
+        for target, acc in ((25, 0.80), (50, 0.84), (75, 0.86)):
+            if (s, target) != (2, 25):
+                _commit(tmp_path, "early-exit", target / 100, float(target), acc, s, grid=target)
+    records = load_records(tmp_path)
+    t = rank_task(load_table(records=records, task="sst2"), records, "accuracy", n_boot=300)
+    assert partial_seeds([r for r in t.rows if r.method == "early-exit"]) == [2]
+    assert [k.method for k in t.ranks] == ["early-exit", "static-depth"]
+    assert "Not yet at every grid point, so left out of the AUC: early-exit seed 2." in what_it_says(t)

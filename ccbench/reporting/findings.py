@@ -29,6 +29,7 @@ from .ranking_section import (
     TaskRanking,
     curve_start,
     distinct_tests,
+    partial_seeds,
     reached_label,
     same_test,
 )
@@ -164,7 +165,7 @@ def leader_sentences(ranks: list[Rank], unranked: dict[str, float], has_dense: b
 
 def caveats(t: TaskRanking) -> list[str]:
     """What limits the sentences above, computed from the rows: rows with fewer than :data:`MIN_SEEDS`
-    seeds, methods missing a grid point, grid targets out of reach, family controls or dense missing."""
+    seeds, seeds left out of an AUC (:func:`~.ranking_section.partial_seeds`), methods missing a grid point, grid targets out of reach, family controls or dense missing."""
     out = []
     methods = sorted({r.method for r in t.rows} - {"dense"})
     few = [r for r in t.rows if r.seeds < MIN_SEEDS]
@@ -174,6 +175,12 @@ def caveats(t: TaskRanking) -> list[str]:
         one = " (with one seed, intervals cover eval samples only)" if any(r.seeds == 1 for r in few) else ""
         out.append(f"{len(few)} of {len(t.rows)} rows have fewer than {MIN_SEEDS} seeds{one}: "
                    f"{', '.join(sorted({r.method for r in few}))}.")
+    partial = {m: partial_seeds([r for r in t.rows if r.method == m]) for m in methods}
+    partial = {m: seeds for m, seeds in partial.items() if seeds}
+    if partial:
+        out.append("Not yet at every grid point, so left out of the AUC: "
+                   + "; ".join(f"{m} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                               for m, seeds in sorted(partial.items())) + ".")
     served = {m: {g for r in t.rows if r.method == m for g in r.grid} for m in methods}
     off = [m for m in methods if not served[m]]
     if off:

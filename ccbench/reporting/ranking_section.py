@@ -47,9 +47,9 @@ class Row:
 
     def __post_init__(self):
         self.key = f"{self.method}|{self.knob}"
-        # the bootstrap's seed draws: shared by a method's rows holding the same seeds, so a replicate that drops
-        # a seed drops it from the whole curve (a seed is one model calibrated to every grid target, or one
-        # training recipe per target: either way the unit that repeats), and an AUC's interval keeps seed variation
+        # the seed draws of the row's paired differences: shared by a method's rows holding the same seeds (a seed
+        # is one model calibrated to every grid target, or one training recipe per target: the unit that repeats);
+        # its AUC draws seeds once per curve (method_auc)
         self.seed_key = f"{self.method}|seeds={','.join(map(str, self.seed_ids))}" if self.seed_ids else self.key
 
     @property
@@ -243,10 +243,10 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
     if not rows:
         return TaskRanking([], None, [], [], [], excluded, left_out)
     boot = Bootstrap(labels, n_boot=n_boot, seed=seed)
-    reps = {r.key: boot.scores(r.preds, metric_name, r.seed_key)[1] for r in rows}
     per_seed = {r.key: boot.per_seed_scores(r.preds, metric_name) for r in rows}
-    ranks, unranked = _ranks(rows, dense, reps, boot, per_seed)
-    further = [RangeRanking(low, *_ranks(rows, dense, reps, boot, per_seed, low=low)) for low in FURTHER_LOWS]
+    dense_reps = None if dense is None else boot.over_seeds(per_seed[dense.key][1], dense.seed_key)
+    ranks, unranked = _ranks(rows, dense, dense_reps, boot, per_seed)
+    further = [RangeRanking(low, *_ranks(rows, dense, dense_reps, boot, per_seed, low=low)) for low in FURTHER_LOWS]
     pairs = _comparisons(rows, dense)
     # normal p from the bootstrap SE: the share-of-replicates p bottoms out at 2/(n_boot+1), which Holm over a
     # three-seed table's ~60 comparisons could never reject
@@ -266,13 +266,23 @@ def rank_task(table: pd.DataFrame, records: list[tuple], metric_name: str,
 
 
 def seed_curves(mine: list[Row]) -> dict[int, list[tuple[Row, int]]]:
-    """Each seed's own curve through one method's rows ``mine``: ``{seed: [(row, index of the seed in the
-    row's preds)]}``, at that seed's own compute (``row.seed_pcts``). Rows without seed ids count as seed 0."""
+    """Each complete seed's own curve through one method's rows ``mine``: ``{seed: [(row, index of the seed in
+    the row's preds)]}``, at that seed's own compute (``row.seed_pcts``). A seed is complete when it has a
+    record in every row (one serving several grid targets stands in each; a marked record stands in for a
+    target out of reach); a seed still missing a row (a re-run part-way) is left out (:func:`partial_seeds`).
+    Rows without seed ids hold seeds 0, 1, ... in order."""
     curves: dict[int, list[tuple[Row, int]]] = {}
     for r in mine:
-        for i, s in enumerate(r.seed_ids or (0,) * r.seeds):
+        for i, s in enumerate(r.seed_ids or tuple(range(r.seeds))):
             curves.setdefault(s, []).append((r, i))
-    return curves
+    return {s: c for s, c in curves.items() if len(c) == len(mine)}
+
+
+def partial_seeds(mine: list[Row]) -> list[int]:
+    """The seeds of one method's rows ``mine`` that lack a row (not yet run at every grid target): left out of
+    its AUC."""
+    have = {s for r in mine for s in (r.seed_ids or tuple(range(r.seeds)))}
+    return sorted(have - set(seed_curves(mine)))
 
 
 def _pct_of(r: Row, i: int) -> float:
@@ -280,20 +290,28 @@ def _pct_of(r: Row, i: int) -> float:
 
 
 def curve_start(mine: list[Row]) -> float:
-    """Where one method's curve starts, % of dense: the cheapest point of the seed whose cheapest point is
-    the costliest (the AUC over a range needs every seed's curve to reach its low end)."""
-    return max(min(_pct_of(r, i) for r, i in curve) for curve in seed_curves(mine).values())
+    """Where one method's curve starts, % of dense: the cheapest point of the complete seed whose cheapest point
+    is the costliest (the AUC over a range needs every complete seed's curve to reach its low end); without a
+    complete seed, the cheapest row's mean."""
+    curves = seed_curves(mine)
+    if not curves:
+        return min(r.pct for r in mine)
+    return max(min(_pct_of(r, i) for r, i in curve) for curve in curves.values())
 
 
 def method_auc(boot: Bootstrap, mine: list[Row], per_seed: dict, dense: Row, dense_reps: np.ndarray,
                low: float = LOW) -> tuple[float, np.ndarray] | None:
     """One method's AUC over ``low``-100 % of dense (score points) and its ``[B]`` hierarchical replicates, or
-    ``None`` when a seed's curve starts above ``low`` (:func:`~.ranking.auc_weights`). Each seed's AUC is the
-    area under its own curve (its rows at its own compute, then dense at 100 %; ``per_seed[row.key]``: the
-    row's ``(scores [S], replicates [S, B])`` per seed); the method's is their mean, and each replicate
-    resamples the seeds once for the whole curve, then the eval samples."""
+    ``None`` when a seed's curve starts above ``low`` (:func:`~.ranking.auc_weights`) or no seed is complete.
+    Each complete seed's AUC (:func:`seed_curves`) is the area under its own curve (its rows at its own compute,
+    then dense at 100 %; ``per_seed[row.key]``: the row's ``(scores [S], replicates [S, B])`` per seed); the
+    method's is their mean, and each replicate resamples the seeds once for the whole curve, then the eval
+    samples."""
+    curves = seed_curves(mine)
+    if not curves:
+        return None
     aucs, reps = [], []
-    for curve in seed_curves(mine).values():
+    for curve in curves.values():
         w = auc_weights([_pct_of(r, i) for r, i in curve], low=low)
         if w is None:
             return None
@@ -302,16 +320,16 @@ def method_auc(boot: Bootstrap, mine: list[Row], per_seed: dict, dense: Row, den
     return float(np.mean(aucs)), boot.over_seeds(np.stack(reps), f"{mine[0].method}|curve")
 
 
-def _ranks(rows: list[Row], dense: Row | None, reps: dict, boot: Bootstrap | None = None, per_seed: dict | None = None,
+def _ranks(rows: list[Row], dense: Row | None, dense_reps: np.ndarray | None, boot: Bootstrap, per_seed: dict,
            low: float = LOW) -> tuple[list[Rank], list[str]]:
     """Methods with an AUC over ``low``-100 % of dense ranked (:func:`~.ranking.rank_stability`; AUC:
-    :func:`method_auc`), and the methods without one (a seed's curve starts above ``low``)."""
+    :func:`method_auc`, with dense's hierarchical replicates ``dense_reps [B]``), and the methods without one (a
+    seed's curve starts above ``low``)."""
     methods = sorted({r.method for r in rows if r.method != "dense"})
     names, points, boots, unranked = [], [], [], []
     for m in methods:
         mine = [r for r in rows if r.method == m]
-        auc = (method_auc(boot, mine, per_seed, dense, reps[dense.key], low)
-               if dense is not None and boot is not None else None)
+        auc = method_auc(boot, mine, per_seed, dense, dense_reps, low) if dense is not None else None
         if auc is None:
             unranked.append(m)
             continue
@@ -348,7 +366,9 @@ def ranking_markdown(t: TaskRanking) -> str:
     else:
         counts = f"{max_seeds}" if min_seeds == max_seeds else f"{min_seeds} to {max_seeds}"
         out.append(f"Rows have {counts} seeds; intervals are hierarchical bootstrap intervals (seeds, then eval "
-                   f"samples).\n\n")
+                   f"samples). With so few seeds the seed resampling is coarse: a 95 % interval's ends sit near the "
+                   f"worst and best seed's own score, and it covers the seed-to-seed spread only as far as these "
+                   f"{max_seeds} seeds show it.\n\n")
     out.append(_rank_table(t))
     out += [_further_table(rr) for rr in t.shown_further]
     out.append(_paired_table(t.comparisons))
