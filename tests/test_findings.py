@@ -48,7 +48,7 @@ def test_control_sentences_give_sign_size_and_significance_per_budget_in_a_fixed
         "moe-topk vs dense: worse at 50 % (-3.25 [-4.75, -1.75]).",
         ("Better or worse means significant: Holm-corrected p below 0.05 across all 7 paired comparisons of the task; "
          "brackets hold the paired 95 % CI in score points, not widened for the number of comparisons (so one can "
-         "exclude zero where Holm's p does not pass); * = a target one of the two rows could not reach.")]
+         "exclude zero where the Holm-corrected p does not pass); * = a target one of the two rows could not reach.")]
     assert control_sentences([_cmp(sr[50], dense, -5.0, True)]) == []
 
 

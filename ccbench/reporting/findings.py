@@ -117,8 +117,8 @@ def control_sentences(comparisons: list[Comparison]) -> list[str]:
     star = "; * = a target one of the two rows could not reach" if any(_marked(c) for c in chosen) else ""
     out.append(f"Better or worse means significant: Holm-corrected p below 0.05 across all {n} paired "
                f"comparison{'s' if n != 1 else ''} of the task; brackets hold the paired 95 % CI in score "
-               f"points, not widened for the number of comparisons (so one can exclude zero where Holm's p does "
-               f"not pass){star}.")
+               f"points, not widened for the number of comparisons (so one can exclude zero where the "
+               f"Holm-corrected p does not pass){star}.")
     return out
 
 
