@@ -56,6 +56,11 @@ class Row:
     def seeds(self) -> int:
         return len(self.preds)
 
+    @property
+    def seed_order(self) -> tuple[int, ...]:
+        """The seed of each row of ``preds``: ``seed_ids``, or 0, 1, ... for a row made without them."""
+        return self.seed_ids or tuple(range(self.seeds))
+
 
 def grid_of(records: list[dict]) -> dict:
     """The compute-grid targets one row's records serve (``method.grid`` of each seed, a list of
@@ -270,10 +275,10 @@ def seed_curves(mine: list[Row]) -> dict[int, list[tuple[Row, int]]]:
     the row's preds)]}``, at that seed's own compute (``row.seed_pcts``). A seed is complete when it has a
     record in every row (one serving several grid targets stands in each; a marked record stands in for a
     target out of reach); a seed still missing a row (a re-run part-way) is left out (:func:`partial_seeds`).
-    Rows without seed ids hold seeds 0, 1, ... in order."""
+    """
     curves: dict[int, list[tuple[Row, int]]] = {}
     for r in mine:
-        for i, s in enumerate(r.seed_ids or tuple(range(r.seeds))):
+        for i, s in enumerate(r.seed_order):
             curves.setdefault(s, []).append((r, i))
     return {s: c for s, c in curves.items() if len(c) == len(mine)}
 
@@ -281,7 +286,7 @@ def seed_curves(mine: list[Row]) -> dict[int, list[tuple[Row, int]]]:
 def partial_seeds(mine: list[Row]) -> list[int]:
     """The seeds of one method's rows ``mine`` that lack a row (not yet run at every grid target): left out of
     its AUC."""
-    have = {s for r in mine for s in (r.seed_ids or tuple(range(r.seeds)))}
+    have = {s for r in mine for s in r.seed_order}
     return sorted(have - set(seed_curves(mine)))
 
 
