@@ -91,6 +91,10 @@ def test_majority_class_predictor_is_degenerate_even_when_not_constant(tmp_path)
     assert set(failed) == {"not-degenerate"} and "majority class 90.02" in failed["not-degenerate"].figure
     base, upper = majority_baseline(np.array([1] * 785 + [0] * 87), "accuracy")
     assert round(base, 2) == 90.02 and upper > base
+    # computed once per eval set: another eval set (same length, other labels, or another dtype) is its own
+    assert majority_baseline(np.array([1] * 785 + [0] * 87), "accuracy") == (base, upper)
+    assert round(majority_baseline(np.array([1] * 436 + [0] * 436), "accuracy")[0], 2) == 50.0
+    assert round(majority_baseline(np.array([1] * 785 + [0] * 87, dtype=np.int32), "accuracy")[0], 2) == 90.02
 
 
 def test_old_record_fails_the_evidence_checks_with_the_no_evidence_verdict(tmp_path):
