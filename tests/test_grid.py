@@ -177,9 +177,6 @@ def test_a_grid_for_a_knob_set_in_training_trains_one_model_per_target(tiny_data
         assert rm.model.target_depth == depth[target] and rm.trained_file.endswith(".safetensors")
         assert verify_record_model(rm, progress=False)[1] == 1.0
     assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
-                 "--results-dir", str(tmp_path / "masked"), "--grid", "45", "--quiet"]) == 2
-    assert "--method avit --task imagenette --budget smoke --grid 45 --train-only` first" in capsys.readouterr().err
-    assert main(["run", "--method", "avit-masked", "--budget", "smoke", "--data-dir", str(tiny_data),
                  "--results-dir", str(tmp_path / "masked"), "--grid", "30", "--quiet"]) == 0
     [masked] = _records(tmp_path / "masked")
     assert masked["method"]["config"]["target_depth"] == depth[30.0]
@@ -223,3 +220,48 @@ def test_a_new_method_version_never_reuses_a_model_an_earlier_implementation_tra
     monkeypatch.setattr(catalog, "registered_version", lambda method, modality: 2 if modality == "image" else 1)
     v2 = model_store.build_for_run("early-exit", meta, {}, work, tier, task, 0).run_name
     assert v2 != v1 and v2.rsplit("-", 1)[0] == v1.rsplit("-", 1)[0]
+
+
+def test_a_source_model_missing_from_the_cache_is_trained_again_and_checked_against_its_records(
+        tiny_data, isolated_cache, tmp_path, capsys, monkeypatch):
+    """On a fresh machine (records held, cache empty) avit-masked trains avit's model for its target again and
+    checks it against avit's record: the same model passes, a different one is refused."""
+    import torch
+
+    from ccbench.drivers import runner
+    from ccbench.training.model_store import store_dir
+
+    results = tmp_path / "results"
+    base = ["--budget", "smoke", "--data-dir", str(tiny_data), "--results-dir", str(results)]
+    assert main(["run", "--method", "avit", "--grid", "30", "--quiet"] + base) == 0
+    [avit] = _records(results)
+    for cached in store_dir().glob("*.safetensors"):
+        cached.unlink()
+    capsys.readouterr()
+    assert main(["run", "--method", "avit-masked", "--grid", "30"] + base) == 0
+    err = capsys.readouterr().err
+    assert "is not in the cache: training it first" in err
+    assert f"agrees with record {avit['id'][:12]} on 100.0%" in err
+    masked = [r for r in _records(results) if r["method"]["name"] == "avit-masked"]
+    assert len(masked) == 1 and masked[0]["budget"]["consumed"]["samples"] == avit["budget"]["consumed"]["samples"]
+
+    real_train = runner.train
+
+    def other_model(model, *args, **kwargs):   # a retraining that does not reproduce the recorded model
+        result = real_train(model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        return result
+
+    for cached in store_dir().glob("*.safetensors"):
+        cached.unlink()
+    monkeypatch.setattr(runner, "train", other_model)
+    assert main(["run", "--method", "avit-masked", "--grid", "30", "--quiet",
+                 "--results-dir", str(tmp_path / "other")] + base[:-2]) == 0   # nothing to check against: runs
+    for cached in store_dir().glob("*.safetensors"):
+        cached.unlink()
+    capsys.readouterr()
+    assert main(["run", "--method", "avit-masked", "--grid", "30", "--quiet"] + base) == 2
+    assert "differs from the one that wrote its record" in capsys.readouterr().err
+    assert len([r for r in _records(results) if r["method"]["name"] == "avit-masked"]) == 1

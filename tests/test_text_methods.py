@@ -169,6 +169,29 @@ def test_text_run_end_to_end_writes_a_glue_record(tiny_bert_dir, isolated_cache,
 
 
 
+def test_moefication_on_a_fresh_cache_fine_tunes_dense_first_and_checks_it_against_dense_records(
+        tiny_bert_dir, isolated_cache, tmp_path, capsys):
+    """MoEfication starts from dense's fine-tuned model: where the cache lacks it (a fresh machine) the run trains
+    it first and checks it against the dense record already in the results folder."""
+    from ccbench.cli import main
+    from ccbench.training.model_store import store_dir
+
+    data, out = _write_sst2(tmp_path / "data"), tmp_path / "results"
+    common = ["--task", "sst2", "--budget", "smoke", "--data-dir", str(data), "--results-dir", str(out),
+              "--backbone", tiny_bert_dir, "--quiet"]
+    assert main(["run", "--method", "dense", *common]) == 0
+    (dense_path,) = out.glob("smoke/sst2/dense/*.json")
+    dense_id = json.loads(dense_path.read_text())["id"]
+    for cached in store_dir().glob("*.safetensors"):
+        cached.unlink()
+    capsys.readouterr()
+    assert main(["run", "--method", "moefication", "--knob", "k=2", *common]) == 0
+    err = capsys.readouterr().err
+    assert "dense's fine-tuned model is not in the cache: training it first" in err
+    assert f"agrees with record {dense_id[:12]} on 100.0%" in err
+    assert len(list(out.glob("smoke/sst2/moefication/*.json"))) == 1
+
+
 def test_a_text_record_on_its_own_encoder_folder_rebuilds_from_that_folder(tiny_bert_dir, isolated_cache, tmp_path):
     """`ccbench shift` and `ccbench transfer` start from a record's model: a record made with `--backbone
     <folder>` rebuilds on that folder's encoder (not the tier's), predicts what it recorded, and a folder whose

@@ -38,6 +38,7 @@ from ccbench.training.knobs import (
 )
 from ccbench.training.model_store import (
     BuiltModel,
+    MissingTrainedModel,
     build_for_run,
     load_trained,
     save_trained,
@@ -108,7 +109,7 @@ def _retrain_grid(ctx: RunContext, method: str, meta: dict, targets: list[float]
     work = ctx.work
 
     def untrained(value):
-        built = build_for_run(method, meta, knob_settings(knob, value), work, ctx.tier, ctx.task, ctx.seed)
+        built = _build(ctx, method, meta, knob_settings(knob, value))
         model = built.model.to(ctx.device).eval()
         point = calibration_point(model, None, work, work.table.with_units(model.cost_units()),
                                   ctx.tier.eval_batch_size, ctx.device, ctx.seed)
@@ -150,11 +151,8 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
                 "label": "no training (0 samples)"}
     if built.source:
         if not path.exists():
-            aimed = built.settings.get("compute_target")   # a per-target grid model (trains_per_grid_target)
-            grid = f" --grid {100 * aimed:g} --train-only" if aimed is not None else ""
-            raise UserError(f"{method!r} evaluates {built.source!r}'s fine-tuned model, which is not in the cache "
-                            f"yet: run `ccbench run --method {built.source} --task {ctx.task.name} --budget "
-                            f"{ctx.tier.name}{grid}` first")
+            trained = _train_source(ctx, built.source, built.settings)
+            assert trained == path, f"{built.source} trained into {trained.name}, {method} looks for {path.name}"
         consumed = load_trained(model, path)
         consumed = {**consumed, "label": f"evaluates {built.source}'s fine-tuned model ({consumed['label']})"}
         say(f"evaluating {built.source}'s fine-tuned model {path.name}")
@@ -179,6 +177,31 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
     return consumed
 
 
+def _train_source(ctx: RunContext, source: str, config: dict) -> Path:
+    """Train ``source``'s model with ``config`` (same tier, task and seed), the model another method evaluates or
+    starts from, when the store lacks it; check it against the records it wrote before
+    (:mod:`ccbench.drivers.source_check`). Returns where it is cached."""
+    from .source_check import check_retrained_source
+
+    meta = catalog.methods().metadata(source)
+    settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+    say(f"{source}'s fine-tuned model{f' ({settings})' if settings else ''} is not in the cache: training it first "
+        f"({ctx.tier.name}, {ctx.task.name}, seed {ctx.seed})")
+    built = build_for_run(source, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
+    _fine_tune_or_load(ctx, source, meta, built)
+    check_retrained_source(ctx, source, built.path)
+    return built.path
+
+
+def _build(ctx: RunContext, method: str, meta: dict, config: dict) -> BuiltModel:
+    """:func:`build_for_run`, training first the fine-tuned model it starts from when the store lacks it."""
+    try:
+        return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
+    except MissingTrainedModel as missing:
+        _train_source(ctx, missing.method, missing.config)
+    return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
+
+
 def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, knob_values: list | None,
                        chosen_by: str | None, measure: bool = True, grid: list[float] | None = None,
                        retrained_targets: list[float] | None = None,
@@ -189,7 +212,7 @@ def _train_and_measure(ctx: RunContext, method: str, meta: dict, config: dict, k
     ``trained_for_target``: the model was trained towards its one ``grid`` target (said in the record's
     grid entries)."""
     work, tier, device, knob = ctx.work, ctx.tier, ctx.device, meta["knob"]
-    built = build_for_run(method, meta, config, work, tier, ctx.task, ctx.seed)
+    built = _build(ctx, method, meta, config)
     model = built.model
     check_knob_values(model, knob, knob_values)
     consumed = _fine_tune_or_load(ctx, method, meta, built)

@@ -12,7 +12,9 @@ is rerun with only its missing points). Record ids are content hashes that inclu
 
 Dependencies: a shift or transfer waits for the run job that produces its source; a method that
 evaluates or starts from another method's fine-tuned model (``evaluates_checkpoint_of``, ``starts_from``)
-waits for that method's run jobs on the same task and seed.
+waits for that method's run jobs on the same task and seed. Where that method's records are already held (so
+its job is skipped) but its model is not cached (a fresh machine), ``ccbench run`` trains the model first and
+checks it against those records (:mod:`ccbench.drivers.source_check`).
 """
 from __future__ import annotations
 
@@ -481,7 +483,8 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
         n = (len(c["grid"]) if c.get("grid") else
              1 if c["points"] is None else len(next(iter(c["points"].values()))))
         if meta.get("evaluates_checkpoint_of"):
-            train = f"no training (evaluates {meta['evaluates_checkpoint_of']}'s model)"
+            train = (f"no training (evaluates {meta['evaluates_checkpoint_of']}'s model; trains it first "
+                     "where the cache lacks it)")
         elif not meta.get("trains", True):
             train = "no training"
         elif graph._tasks.get(c["task"]).modality == "text" and tier.text is not None:

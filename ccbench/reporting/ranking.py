@@ -3,9 +3,9 @@ rank intervals from bootstrap replicates, and the Pareto front.
 
 Compute is in % of dense useful MACs; scores in % (:mod:`ccbench.common.metrics`).
 
->>> float(curve_auc([25.0, 50.0], [50.0, 60.0], 80.0))  # (25 x 55 + 50 x 70) / 75: trapezoids, then the mean
+>>> round(float(curve_auc([25.0, 50.0], [50.0, 60.0], 80.0)), 9)  # (25 x 55 + 50 x 70) / 75: trapezoids, then the mean
 65.0
->>> float(curve_auc([26.0], [50.0], 80.0))  # within 2 points of 25 %: held flat from 26 down to 25
+>>> round(float(curve_auc([26.0], [50.0], 80.0)), 9)  # within 2 points of 25 %: held flat from 26 down to 25
 64.8
 >>> float(curve_auc([40.0], [50.0], 80.0))  # starts at 40 %: covers too little of [25, 100] to be summarised
 nan

@@ -73,6 +73,15 @@ def load_trained(model, path: Path) -> dict:
     return meta["consumed"]
 
 
+class MissingTrainedModel(UserError):
+    """A method's model needs another method's fine-tuned model (``method`` built with ``config``, same tier,
+    task and seed) and the store does not hold it: ``ccbench run`` trains it first."""
+
+    def __init__(self, message: str, method: str, config: dict):
+        super().__init__(message)
+        self.method, self.config = method, dict(config)
+
+
 def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task: TaskSpec, seed: int):
     """The backbone of ``method``'s fine-tuned model on this task (default config), and its run name:
     the starting point of a method that transforms a fine-tuned model (``starts_from``)."""
@@ -80,8 +89,9 @@ def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task: TaskSpec, se
     name = run_name(method, tier, task, seed, work, model.method_config())
     path = trained_path(name)
     if not path.exists():
-        raise UserError(f"this method starts from {method!r}'s fine-tuned model, which is not in the cache yet: "
-                        f"run `ccbench run --method {method} --task {task.name} --budget {tier.name}` first")
+        raise MissingTrainedModel(f"this method starts from {method!r}'s fine-tuned model, which is not in the cache "
+                                  f"yet: run `ccbench run --method {method} --task {task.name} --budget {tier.name}` "
+                                  "first", method, {})
     load_trained(model, path)
     say(f"starting from {method}'s fine-tuned model {path.name}")
     return model.backbone, name
