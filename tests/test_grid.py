@@ -241,7 +241,7 @@ def test_a_source_model_missing_from_the_cache_is_trained_again_and_checked_agai
     assert main(["run", "--method", "avit-masked", "--grid", "30"] + base) == 0
     err = capsys.readouterr().err
     assert "is not in the cache: training it first" in err
-    assert f"agrees with record {avit['id'][:12]} on 100.0%" in err
+    assert f"avit's model agrees with its record {avit['id'][:12]} on 100.0%" in err
     masked = [r for r in _records(results) if r["method"]["name"] == "avit-masked"]
     assert len(masked) == 1 and masked[0]["budget"]["consumed"]["samples"] == avit["budget"]["consumed"]["samples"]
 
@@ -263,5 +263,9 @@ def test_a_source_model_missing_from_the_cache_is_trained_again_and_checked_agai
         cached.unlink()
     capsys.readouterr()
     assert main(["run", "--method", "avit-masked", "--grid", "30", "--quiet"] + base) == 2
-    assert "differs from the one that wrote its record" in capsys.readouterr().err
+    assert "avit's cached model is not the one that wrote its record" in capsys.readouterr().err
+    # the mismatching model stays cached, and is refused on load too (not only after training)
+    assert main(["run", "--method", "avit-masked", "--grid", "30", "--quiet"] + base) == 2
+    err = capsys.readouterr().err
+    assert "training it first" not in err and "is not the one that wrote its record" in err
     assert len([r for r in _records(results) if r["method"]["name"] == "avit-masked"]) == 1

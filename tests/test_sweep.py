@@ -242,8 +242,10 @@ def test_the_ranking_sweep_expands_to_every_method_at_the_grid_times_three_seeds
     for task, expected in (("imagenette", image), ("sst2", text), ("mrpc", text)):
         jobs = [j for j in runs if j.config["task"] == task]
         assert {j.config["method"] for j in jobs} == expected, task
-        for method in expected:   # three seeds, one job each
-            assert sorted(j.config["seed"] for j in jobs if j.config["method"] == method) == [0, 1, 2]
+        for method in expected:   # three seeds, one job each (the avit-masked reference: seed 1's A-ViT models are
+            # gone with the machine that trained them, and a retrained copy is refused; see the sweep file)
+            seeds = [0, 2] if method == "avit-masked" else [0, 1, 2]
+            assert sorted(j.config["seed"] for j in jobs if j.config["method"] == method) == seeds, method
     for job in runs:
         argv = command(job, index, None)
         knob = methods.metadata(job.config["method"])["knob"]
@@ -254,7 +256,7 @@ def test_the_ranking_sweep_expands_to_every_method_at_the_grid_times_three_seeds
         assert argv[argv.index("--grid") + 1] == ("25,40,50,60,75,90" if fig5 else "25,50,75")
         # a retraining knob's candidates travel with the grid (layer-skip trains at the targets themselves)
         assert ("--knob" in argv) == (knob.get("needs_retraining", False) and not knob.get("value_is_share", False))
-    assert len(runs) == 3 * (1 + len(image - {"dense"})) + 2 * 3 * (1 + len(text - {"dense"}))
+    assert len(runs) == 3 * (1 + len(image - {"dense"})) - 1 + 2 * 3 * (1 + len(text - {"dense"}))
 
 
 def test_a_grid_job_asks_only_for_its_missing_targets(tmp_path):

@@ -188,8 +188,30 @@ def test_moefication_on_a_fresh_cache_fine_tunes_dense_first_and_checks_it_again
     assert main(["run", "--method", "moefication", "--knob", "k=2", *common]) == 0
     err = capsys.readouterr().err
     assert "dense's fine-tuned model is not in the cache: training it first" in err
-    assert f"agrees with record {dense_id[:12]} on 100.0%" in err
+    assert f"dense's model agrees with its record {dense_id[:12]} on 100.0%" in err
     assert len(list(out.glob("smoke/sst2/moefication/*.json"))) == 1
+
+    # a dense model that is not the recorded one (another machine's kernels): MoEfication only starts from it,
+    # so the run goes on and says so
+    from ccbench.drivers import runner
+
+    real_train = runner.train
+
+    def other_model(model, *args, **kwargs):
+        result = real_train(model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        return result
+
+    for cached in store_dir().glob("*.safetensors"):
+        cached.unlink()
+    runner.train = other_model
+    try:
+        assert main(["run", "--method", "moefication", "--knob", "k=2", *common]) == 0
+    finally:
+        runner.train = real_train
+    assert "warning: dense's model was trained again and is not the one that wrote its record" in capsys.readouterr().err
 
 
 def test_a_text_record_on_its_own_encoder_folder_rebuilds_from_that_folder(tiny_bert_dir, isolated_cache, tmp_path):

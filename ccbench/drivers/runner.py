@@ -47,6 +47,8 @@ from ccbench.training.run_context import RunContext
 from ccbench.training.train import method_loss, train
 from ccbench.training.workload import make_workload
 
+from .source_check import check_source_model
+
 DEFAULT_MAX_COMPUTE = 0.6        # knob chosen on calibration: best accuracy at <= this share of dense
 
 
@@ -153,6 +155,7 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
         if not path.exists():
             trained = _train_source(ctx, built.source, built.settings)
             assert trained == path, f"{built.source} trained into {trained.name}, {method} looks for {path.name}"
+        check_source_model(ctx, built.source, path)   # the model that wrote the source's records, or refused
         consumed = load_trained(model, path)
         consumed = {**consumed, "label": f"evaluates {built.source}'s fine-tuned model ({consumed['label']})"}
         say(f"evaluating {built.source}'s fine-tuned model {path.name}")
@@ -179,17 +182,13 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
 
 def _train_source(ctx: RunContext, source: str, config: dict) -> Path:
     """Train ``source``'s model with ``config`` (same tier, task and seed), the model another method evaluates or
-    starts from, when the store lacks it; check it against the records it wrote before
-    (:mod:`ccbench.drivers.source_check`). Returns where it is cached."""
-    from .source_check import check_retrained_source
-
+    starts from, when the store lacks it. Returns where it is cached."""
     meta = catalog.methods().metadata(source)
     settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
     say(f"{source}'s fine-tuned model{f' ({settings})' if settings else ''} is not in the cache: training it first "
         f"({ctx.tier.name}, {ctx.task.name}, seed {ctx.seed})")
     built = build_for_run(source, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
     _fine_tune_or_load(ctx, source, meta, built)
-    check_retrained_source(ctx, source, built.path)
     return built.path
 
 
@@ -198,7 +197,7 @@ def _build(ctx: RunContext, method: str, meta: dict, config: dict) -> BuiltModel
     try:
         return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
     except MissingTrainedModel as missing:
-        _train_source(ctx, missing.method, missing.config)
+        check_source_model(ctx, missing.method, _train_source(ctx, missing.method, missing.config), strict=False)
     return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
 
 
