@@ -56,7 +56,6 @@ def record_backbone_path(record: dict) -> str | None:
 def load_record_model(record_id: str, data_dir: str | None = None, results_dir=None,
                       progress: bool = True) -> RecordModel:
     """Rebuild the trained model of the run record ``record_id`` from the cache (see module docstring)."""
-    from ccbench.training.model_store import rebuild_record_model
     from ccbench.training.workload import make_workload
 
     path, record = find_record(record_id, results_dir)
@@ -75,9 +74,18 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
                  f"this checkout resolves {work.sha256[:12]}: use the checkout that wrote the record")
         raise UserError(f"record {record['id'][:12]} was measured on backbone {record['backbone']['sha256'][:12]}, "
                         f"but {where}")
+    rm = record_model_on(work, path, record, meta, tier, task)
+    say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {rm.trained_file}")
+    return rm
+
+
+def record_model_on(work, path: Path, record: dict, meta: dict, tier: BudgetSpec, task: TaskSpec) -> RecordModel:
+    """The run ``record``'s (at ``path``) trained model rebuilt from the store on an already made workload
+    ``work``, in eval mode on the tier's device."""
+    from ccbench.training.model_store import rebuild_record_model
+
     built = rebuild_record_model(record, meta, work, tier, task)
     built.model.to(tier.device).eval()
-    say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {built.path.name}")
     return RecordModel(built.model, work, tier, task, meta, record, path, built.path.name)
 
 

@@ -20,7 +20,7 @@ from ccbench.common.messages import say
 from ccbench.common.method_meta import method_version
 from ccbench.reporting.records import load_records
 from ccbench.training.knobs import record_settings
-from ccbench.training.model_store import build_for_run, rebuild_record_model
+from ccbench.training.model_store import build_for_run
 
 
 def records_of_model(ctx, method: str, trained: Path) -> list[tuple[Path, dict]]:
@@ -51,17 +51,14 @@ def check_source_model(ctx, method: str, trained: Path, strict: bool = True) -> 
     """Check ``method``'s model cached at ``trained`` against the oldest run record it wrote
     (:func:`records_of_model`); returns that record's id (None when the results folder holds none). A model
     whose predictions differ raises :class:`UserError` when ``strict``, else is reported in one line."""
-    from .from_record import RecordModel, verify_record_model
+    from .from_record import record_model_on, verify_record_model
 
     found = records_of_model(ctx, method, trained)
     if not found:
         say(f"no record of {method}'s model {trained.name} under the results folder to check it against")
         return None
     path, record = found[0]
-    meta = catalog.methods().metadata(method)
-    built = rebuild_record_model(record, meta, ctx.work, ctx.tier, ctx.task)
-    built.model.to(ctx.tier.device).eval()
-    rm = RecordModel(built.model, ctx.work, ctx.tier, ctx.task, meta, record, path, trained.name)
+    rm = record_model_on(ctx.work, path, record, catalog.methods().metadata(method), ctx.tier, ctx.task)
     try:
         _, agreement = verify_record_model(rm, ctx.progress)
     except UserError as err:
