@@ -409,6 +409,7 @@ def test_sigkill_during_fine_tuning_then_resume_matches_an_uninterrupted_run(tmp
     # resumed, not restarted: a restart would take 4 steps and be killed at its 3rd again
     resumed = _ccbench(run + ["--results-dir", str(results), "--resume"], cache, kill_at=3)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list((cache / "train_state").glob("*")), "the resume state outlived the saved model"
     [out] = _record_files(results)
     a, b = json.loads(ref.read_text()), json.loads(out.read_text())
     assert b["budget"]["consumed"]["samples"] == a["budget"]["consumed"]["samples"] > 0

@@ -161,6 +161,65 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
     assert "cannot be a transfer source" in capsys.readouterr().err
 
 
+def test_a_source_model_the_cache_lacks_is_trained_again_and_a_copy_is_said_so(tiny_data, isolated_cache, tmp_path,
+                                                                                capsys, monkeypatch):
+    """Issue 25 on a machine without the ranking's models: shift and transfer train a record's model again from its
+    recipe; a copy that is not bit-for-bit the record's is accepted only above the retrained floor, its records say
+    so (``source.trained_again``) and the track section lists it; another model is refused."""
+    from ccbench.drivers import from_record, runner
+    from ccbench.reporting.records import load_records
+    from ccbench.reporting.track_section import trained_again_lines
+    from ccbench.training.model_store import store_dir
+
+    results = tmp_path / "results"
+    _, src = _run("moe-topk", "imagenette", tiny_data, results, ["--knob", "k=2"])       # shifted
+    _, src_a = _run("moe-topk", "imagenette-a", tiny_data, results, ["--knob", "k=2"])   # transferred
+
+    def wipe():
+        for cached in store_dir().glob("*.safetensors"):
+            cached.unlink()
+
+    def derived(kind, source, *args):
+        capsys.readouterr()
+        rc = main([kind, source["id"][:8], *args, "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"])
+        return rc, capsys.readouterr().err
+
+    wipe()
+    rc, err = derived("shift", src, "--to", "imagenette-c")
+    assert rc == 0 and "training it again from the record's recipe" in err and "training it first" in err, err
+    [shift] = [r for _, r in load_records(results, "shift")]
+    # on one machine training reproduces the model bit for bit: the copy is the record's model
+    assert shift["source"]["prediction_agreement_with_record"] == 1.0 and shift["source"]["trained_again"] is False
+
+    # a copy trained on another machine agrees on most but not all predictions: simulated by a stricter bar
+    wipe()
+    monkeypatch.setattr(from_record, "PREDICTION_AGREEMENT_MIN", 1.01)
+    rc, err = derived("transfer", src_a, "--to", "imagenette-b", "--protocol", "head-only")
+    assert rc == 0 and "a copy trained again from its recipe" in err
+    [transfer] = [r for _, r in load_records(results, "transfer")]
+    assert transfer["source"]["trained_again"] is True
+    assert transfer["metrics"]["module_reuse"]["layers"]   # against the copy's own expert picks on the source
+    lines = trained_again_lines(load_records(results, None))
+    assert lines == [f"moe-topk on imagenette-a, seed 0 (record {src_a['id'][:12]}; its copy agrees on 100.0 % of the "
+                     "record's predictions)"]
+    monkeypatch.setattr(from_record, "PREDICTION_AGREEMENT_MIN", 0.999)
+
+    real_train = runner.train
+
+    def other_model(model, *args, **kwargs):   # a retraining that gives another model altogether
+        result = real_train(model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        return result
+
+    wipe()
+    monkeypatch.setattr(runner, "train", other_model)
+    rc, err = derived("shift", src, "--to", "imagenette-c")
+    assert rc == 2 and "nor a copy trained again from its recipe" in err
+    assert len([r for _, r in load_records(results, "shift")]) == 1
+
+
 def test_module_reuse_and_routing_shift_by_hand():
     from ccbench.measurement.routing import module_reuse, routing_shift
 

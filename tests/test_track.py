@@ -4,6 +4,7 @@ section, the finding paragraphs, and the leaderboard's and site's paired tables 
 Records and samples are made here; no training, no torch."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ import ccbench.reporting.leaderboard as lb
 from ccbench.reporting.records import commit_record, finalize, scan_records
 from ccbench.reporting.track import mark_holm, shift_differences, transfer_gains
 from ccbench.reporting.track_findings import shift_finding, transfer_finding
-from ccbench.reporting.track_section import SIGNIFICANT_TRACK
+from ccbench.reporting.track_section import SIGNIFICANT_TRACK, TRAINED_AGAIN_NOTE
 from record_helpers import bypass_validation_gate, run_body, samples
 
 SHA = "ab" * 32
@@ -151,10 +152,10 @@ def test_seeds_pair_on_the_ones_both_sides_have_and_the_newest_record_of_a_seed_
 
 
 def _shift(root: Path, method: str, seed: int, splits: dict, compute: dict | None = None, knob=("none", None),
-           source_id: str | None = None, grid: float | None = None) -> dict:
+           source_id: str | None = None, grid: float | None = None, source: dict | None = None) -> dict:
     """Commit a shift record whose samples hold ``splits`` (name -> (ids, labels, pred)); ``compute``: split ->
     useful GMACs per sample (dense: 2 GMACs each), stored when given; the record's own compute change otherwise
-    says -2 points of dense per condition."""
+    says -2 points of dense per condition. ``source`` adds fields to the record's ``source``."""
     arrays, share = {}, {}
     for name, (ids, labels, pred) in splits.items():
         arrays.update({f"{name}.ids": ids, f"{name}.label": labels, f"{name}.pred": pred})
@@ -172,7 +173,8 @@ def _shift(root: Path, method: str, seed: int, splits: dict, compute: dict | Non
     conditions = [n for n in splits if n != "reference"]
     body = {"kind": "shift", "task": {"name": "imagenette-c", "version": 1}, "budget": {"name": "cpu"},
             "method": _method(method, knob, grid), "seed": seed, "date": "2026-01-01",
-            "source": {"record_id": source_id or f"{method}-{seed}", "task": "imagenette", "backbone_sha256": SHA},
+            "source": {"record_id": source_id or f"{method}-{seed}", "task": "imagenette", "backbone_sha256": SHA,
+                       **(source or {})},
             "reference": {"main_score": score("reference"), "useful_fraction_of_dense": share["reference"]},
             "conditions": [{"condition": c, "main_score": score(c), "useful_fraction_of_dense": share[c],
                             "fraction_of_dense_change": share[c] - share["reference"],
@@ -300,7 +302,7 @@ def test_leaderboard_and_site_show_the_paired_tables_with_record_strings_escaped
     shifted = {"reference": dense, HOSTILE: _worse(dense, labels, 30, 0)}
     _shift(results, "dense", 0, {k: (ids, labels, v) for k, v in shifted.items()}, source_id=runs["dense"]["id"])
     _shift(results, "moe-topk", 0, {k: (ids, labels, v) for k, v in shifted.items()}, knob=("k", HOSTILE),
-           source_id=runs["moe-topk"]["id"])
+           source_id=runs["moe-topk"]["id"], source={"trained_again": True, "prediction_agreement_with_record": 0.988})
     board = tmp_path / "lb" / "README.md"
     text = lb.write_leaderboard(results, str(board)).read_text()
     section = text.partition("## Specialization & transfer")[2]
@@ -317,7 +319,11 @@ def test_leaderboard_and_site_show_the_paired_tables_with_record_strings_escaped
     assert _rows(transfer, "dense")[0][6] == "reference"
     assert "Finding: Transfer better than dense: moe-topk (k=&lt;img" in section and SIGNIFICANT_TRACK in section
     assert "single-seed" in section
+    copy = (f"moe-topk on imagenette, seed 0 (record {runs['moe-topk']['id'][:12]}; its copy agrees on 98.8 % of the "
+            "record's predictions)")   # a source model trained again is said; dense's own model is not listed
+    assert f"{TRAINED_AGAIN_NOTE}: {copy}." in html.unescape(section) and section.count("its copy agrees") == 1
     page = (board.parent / "site" / "specialization.html").read_text()
+    assert f"{TRAINED_AGAIN_NOTE}: {copy}." in html.unescape(page)
     assert "<img src=x" not in page and Tables(page).handlers == []
     shift_table, transfer_table = Tables(page).tables
     assert shift_table[1][:3] == ["moe-topk", f"k={HOSTILE}", HOSTILE]   # the markup is text

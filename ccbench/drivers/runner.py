@@ -153,7 +153,7 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
                 "label": "no training (0 samples)"}
     if built.source:
         if not path.exists():
-            trained = _train_source(ctx, built.source, built.settings)
+            trained = train_cached_model(ctx, built.source, built.settings)
             assert trained == path, f"{built.source} trained into {trained.name}, {method} looks for {path.name}"
         check_source_model(ctx, built.source, path)   # the model that wrote the source's records, or refused
         consumed = load_trained(model, path)
@@ -168,8 +168,9 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
             model.to(ctx.device).prepare(work.inputs(calib, torch.arange(min(64, len(calib))), ctx.device))
             recipe = work.recipe
             say(f"fine-tuning {method} for {recipe.samples} samples (budget {ctx.tier.name})")
+            state = cache_root() / "train_state" / f"{built.run_name}.pt"
             result = train(model, method_loss(recipe.label_smoothing), recipe, work.train_data(work.splits["train"]),
-                           None, ctx.seed, state_path=cache_root() / "train_state" / f"{built.run_name}.pt",
+                           None, ctx.seed, state_path=state,
                            resume=ctx.resume, device=ctx.device, desc=f"finetune {method}", progress=ctx.progress)
             consumed = {"samples": result.samples, "steps": result.steps,
                         "train_wall_s": round(result.wall_s, 1),
@@ -177,17 +178,19 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
                         "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs "
                                  "(text: of a sample of the task's maximum length)"}
             save_trained(model, consumed, path)
+            state.unlink(missing_ok=True)   # the resume state is spent once the model is saved (~2.5x its size)
     return consumed
 
 
-def _train_source(ctx: RunContext, source: str, config: dict) -> Path:
-    """Train ``source``'s model with ``config`` (same tier, task and seed), the model another method evaluates or
-    starts from, when the store lacks it. Returns where it is cached."""
+def train_cached_model(ctx: RunContext, source: str, config: dict) -> Path:
+    """Train ``source``'s model with ``config`` (same tier, task and seed) when the store lacks it: the model
+    another method evaluates or starts from, or the model of a record that a shift or transfer starts from.
+    Returns where it is cached."""
     meta = catalog.methods().metadata(source)
     settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
     say(f"{source}'s fine-tuned model{f' ({settings})' if settings else ''} is not in the cache: training it first "
         f"({ctx.tier.name}, {ctx.task.name}, seed {ctx.seed})")
-    built = build_for_run(source, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
+    built = _build(ctx, source, meta, config)
     _fine_tune_or_load(ctx, source, meta, built)
     return built.path
 
@@ -197,7 +200,7 @@ def _build(ctx: RunContext, method: str, meta: dict, config: dict) -> BuiltModel
     try:
         return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
     except MissingTrainedModel as missing:
-        check_source_model(ctx, missing.method, _train_source(ctx, missing.method, missing.config), strict=False)
+        check_source_model(ctx, missing.method, train_cached_model(ctx, missing.method, missing.config), strict=False)
     return build_for_run(method, meta, config, ctx.work, ctx.tier, ctx.task, ctx.seed)
 
 

@@ -15,7 +15,9 @@ condition, the same images through the same path; text: the source task's eval s
   share of dense compute on the target?
 
 One shift record per (run record, target), under ``results/<budget>/<target>/<method>/``, with
-``kind: shift`` and the source record's id and backbone hash (lineage).
+``kind: shift`` and the source record's id and backbone hash (lineage). A source model the cache lacks is
+trained again from its record's recipe (``source.trained_again``; reference and condition scores are then both
+the copy's own).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from .from_record import (
     load_record_model,
     method_fields,
     source_fields,
+    trained_again,
     verify_record_model,
 )
 
@@ -54,13 +57,14 @@ def _split_fields(rm: RecordModel, ev: Evaluation, table) -> dict:
 
 
 def _condition_metrics(rm: RecordModel, name: str, ev: Evaluation, ref_ev: Evaluation, ref: dict, table,
-                       seed: int) -> dict:
+                       seed: int, source_share: float) -> dict:
     """A condition's row: score and its drop, compute and its change against the reference ``ref``, the
-    family's analyses (against ``ref_ev`` where they compare), calibration transfer."""
+    family's analyses (against ``ref_ev`` where they compare), calibration transfer (``source_share``: the
+    model's useful share of dense on its source's eval split)."""
     scores = rm.work.scores(ev.logits, ev.labels, seed)
     summary = compute_summary(table, ev.trace)
     analyses = family_analyses(rm.meta["family"])
-    knob, source_share = rm.record["method"]["knob"], rm.record["metrics"]["useful_fraction_of_dense"]
+    knob = rm.record["method"]["knob"]
     return {"condition": name, "n": len(ev.ids), "main_score": scores["main_score"],
             "score_drop": round(ref["main_score"]["value"] - scores["main_score"]["value"], 3), **summary,
             "useful_gmacs_change": {
@@ -84,7 +88,7 @@ def shift_run(record_id: str, target: str, data_dir: str | None = None, results_
     if tgt.shift is None:
         shift_targets = [n for n in catalog.tasks().names() if catalog.tasks().get(n).shift is not None]
         raise UserError(f"task {target!r} is not a shift target; shift targets: {', '.join(shift_targets)}")
-    rm = load_record_model(record_id, data_dir, results_dir, progress)
+    rm = load_record_model(record_id, data_dir, results_dir, progress, train_missing=True)
     src = rm.task
     if tgt.modality != src.modality or tgt.classes != src.classes:
         raise UserError(f"{target!r} does not share {src.name!r}'s classes ({len(src.classes)} {src.modality} classes): "
@@ -92,7 +96,9 @@ def shift_run(record_id: str, target: str, data_dir: str | None = None, results_
     work, tier, seed = rm.work, rm.tier, rm.record["seed"]
     ctx = RunContext(tgt, tier, seed, work, results_dir, progress, started=started, code_state=code_state)
     table = work.table.with_units(rm.model.cost_units())
-    src_ev, agreement = verify_record_model(rm, progress)
+    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True)
+    source_share = (compute_summary(table, src_ev.trace)["useful_fraction_of_dense"] if trained_again(agreement)
+                    else rm.record["metrics"]["useful_fraction_of_dense"])   # a copy: its own compute
 
     conditions = shift_conditions(tgt, getattr(work, "px", None), data_dir, progress)
     if tgt.modality == "text":
@@ -108,7 +114,8 @@ def shift_run(record_id: str, target: str, data_dir: str | None = None, results_
     reference = {"name": ref_name, "n": len(ref_ev.ids),
                  "main_score": work.scores(ref_ev.logits, ref_ev.labels, seed)["main_score"],
                  **_split_fields(rm, ref_ev, table)}
-    rows = [_condition_metrics(rm, name, ev, ref_ev, reference, table, seed) for name, ev in evals.items()]
+    rows = [_condition_metrics(rm, name, ev, ref_ev, reference, table, seed, source_share)
+            for name, ev in evals.items()]
     record = ctx.record({
         "task": {"name": tgt.name, "version": tgt.version, "modality": tgt.modality,
                  "shift": tgt.shift.model_dump(), "conditions": list(evals),

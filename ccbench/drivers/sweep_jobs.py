@@ -502,6 +502,7 @@ def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:
         s = c["source"]
         recipe = tier.transfer_recipe(graph._tasks.get(c["to"]).modality)
         text = "evaluation only" if job.kind == "shift" else f"trains {recipe.samples if recipe else '?'} samples"
+        text += " (and the source model first, where the cache lacks it)"
         wall = index.mean_wall_s(job.kind, s["budget"], c["to"], s["method"])
     if wall is not None:
         text += f", ~{wall / 60:.1f} min per record before"

@@ -62,6 +62,7 @@ from .from_record import (
     method_fields,
     record_backbone_path,
     source_fields,
+    trained_again,
     verify_record_model,
 )
 from .transfer_plan import Fold, transfer_plan
@@ -141,15 +142,17 @@ def _transfer_fold(model: torch.nn.Module, fold: Fold, rm, twork, protocol: str,
     reinit_heads(model, len(twork.task.classes), seed)
     counts = apply_protocol(model, protocol)
     recipe = tier.transfer_recipe(twork.modality)
+    state = cache_root() / "train_state" / f"{run_name}.pt"
     result = train(model, method_loss(recipe.label_smoothing), recipe, twork.train_data(fold.train), None,
-                   seed, state_path=cache_root() / "train_state" / f"{run_name}.pt", resume=True, device=tier.device,
-                   desc=f"transfer {protocol}", progress=progress)
+                   seed, state_path=state, resume=True, device=tier.device, desc=f"transfer {protocol}",
+                   progress=progress)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
     consumed = {"samples": result.samples, "steps": result.steps, "train_wall_s": round(result.wall_s, 1)}
     saved = trained_path(run_name)
     save_trained(model, consumed, saved)
+    state.unlink(missing_ok=True)   # the resume state is spent once the model is saved
     ev = evaluate_split(model, twork, fold.eval, tier.eval_batch_size, tier.device, progress)
     return FoldResult(model, ev, consumed, saved.name, counts)
 
@@ -187,7 +190,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
     started, code_state = time.time(), git_state()
     _check_protocol(protocol)
     tgt = catalog.tasks().get(target)
-    rm = load_record_model(record_id, data_dir, results_dir, progress)
+    rm = load_record_model(record_id, data_dir, results_dir, progress, train_missing=True)
     src, tier, seed = rm.task, rm.tier, rm.record["seed"]
     if tier.transfer_recipe(tgt.modality) is None:
         raise UserError(f"budget {tier.name!r} has no transfer budget")
@@ -202,7 +205,10 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                         f"transfer from imagenette-a runs to imagenette-b)")
     meta = rm.meta
     check_protocol_applies(rm.model.parameter_roles(), protocol)  # before any work
-    _, agreement = verify_record_model(rm, progress)
+    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True)
+    # the source's per-sample arrays: the record's, or a copy's trained again (its own picks, not the original's)
+    source_samples = ((lambda: {f"trace.{k}": v.numpy() for k, v in src_ev.trace.items()}) if trained_again(agreement)
+                      else (lambda: load_samples(rm.record_path)))
 
     twork = make_workload(tgt, tier, data_dir, seed, record_backbone_path(rm.record), progress)
     ctx = RunContext(tgt, tier, seed, twork, results_dir, progress, started=started, code_state=code_state)
@@ -224,7 +230,7 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
 
     table = twork.table.with_units(model.cost_units())
     metrics = {**twork.scores(ev.logits, ev.labels, seed), **compute_summary(table, ev.trace),
-               **family_analyses(meta["family"]).after_transfer(model, ev.trace, lambda: load_samples(rm.record_path))}
+               **family_analyses(meta["family"]).after_transfer(model, ev.trace, source_samples)}
     if plan.cross_fitted:
         metrics.update(_pooled_extra(model, ev))
         metrics["folds"] = [_fold_metrics(r, k, f, twork, seed) for k, (r, f) in enumerate(zip(results, plan.folds))]

@@ -27,7 +27,7 @@ from . import columns as C
 from .citation import cite
 from .site_assets import SORT_JS, STYLE_CSS, TEMPLATES
 from .tables import NOISE_NOTE, merge_shared_grid_rows, static_gap
-from .track_section import SIGNIFICANT_TRACK, SITE_SECTIONS, TrackView
+from .track_section import SIGNIFICANT_TRACK, SITE_SECTIONS, TRAINED_AGAIN_NOTE, TrackView
 
 _ID12 = re.compile(r"[0-9a-f]{12}")
 STRING_KEYS = ("method", "knob")  # record strings shown as they are (escaped by the template)
@@ -239,6 +239,7 @@ def write_site(folder: Path, boards: list[Board], records: list[tuple[Path, dict
         if has_track:
             (tmp / "specialization.html").write_text(env.get_template("specialization").render(
                 tables=track.tables, left_out=track.left_out, sections=SITE_SECTIONS, significant=SIGNIFICANT_TRACK,
+                trained_again=track.trained_again, trained_again_note=TRAINED_AGAIN_NOTE,
                 root="", sortable=True, **common))
         for id12, board in sorted(pages.items()):
             path, record = by_id12[id12]

@@ -180,6 +180,7 @@ SPECIALIZATION = """\
 {% endfor %}{% endif %}{% endfor %}
 <p>{{ significant }}</p>
 {% if left_out %}<p class="muted">Not compared: {{ left_out|join("; ") }}.</p>{% endif %}
+{% if trained_again %}<p class="muted">{{ trained_again_note }}: {{ trained_again|join("; ") }}.</p>{% endif %}
 {% endblock %}
 """
 

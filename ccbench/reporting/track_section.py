@@ -61,6 +61,24 @@ class TrackView:
 
     tables: list[TrackTable] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    trained_again: list[str] = field(default_factory=list)   # one line per source model trained again
+
+
+def trained_again_lines(records: list) -> list[str]:
+    """One line per source run of the derived ``records`` (``(path, record)``; others are skipped) whose model was
+    trained again from its record's recipe (``source.trained_again``: the record's own model was not in the
+    cache), with the copy's agreement with the record's predictions (record strings as they are)."""
+    seen = {}
+    for _, r in records:
+        src = r.get("source")
+        if isinstance(src, dict) and src.get("trained_again") is True and str(src.get("record_id"))[:12] not in seen:
+            agreement = src.get("prediction_agreement_with_record")
+            share = f"{100 * agreement:.1f} %" if isinstance(agreement, (int, float)) else "an unrecorded share"
+            method = r["method"].get("name") if isinstance(r.get("method"), dict) else None
+            seen[str(src.get("record_id"))[:12]] = (
+                f"{method} on {src.get('task')}, seed {r.get('seed')} (record {str(src.get('record_id'))[:12]}; "
+                f"its copy agrees on {share} of the record's predictions)")
+    return [seen[k] for k in sorted(seen)]
 
 
 def mark(sig, lo: float, hi: float) -> str:
@@ -91,6 +109,9 @@ def _names(r) -> list[Cell]:
     return [Cell(str(r.method), record=True), Cell(str(r.knob), record=True)]
 
 
+TRAINED_AGAIN_NOTE = ("Source models trained again from their record's recipe (method, config, tier, task, seed "
+                      "and backbone; the original was not in the cache of the machine that ran the shift or "
+                      "transfer), so every score of their rows is the copy's own")
 SITE_SECTIONS = (("shift", "Under shift: drop difference and compute against dense", SHIFT_NOTE),
                  ("transfer", "Transfer to a new task: gain over dense", TRANSFER_NOTE))
 TRANSFER_HEADERS = ["method", "knob", "protocol", "seeds", "score", "% dense", "gain over dense [95 % CI]",
@@ -145,7 +166,7 @@ def track_tables(records: list, admitted_sources: set[str], n_boot: int = 1000, 
                                                                 sort=True):
             on = f", scored on {eval_set}" if kind == "transfer" else ""
             tables.append(build(f"{source} → {target} (budget {budget}{on})", g))
-    return TrackView(tables, left_s + left_t)
+    return TrackView(tables, left_s + left_t, trained_again_lines(of("shift") + of("transfer")))
 
 
 def _markdown_table(t: TrackTable) -> str:

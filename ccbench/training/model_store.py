@@ -74,8 +74,9 @@ def load_trained(model, path: Path) -> dict:
 
 
 class MissingTrainedModel(UserError):
-    """A method's model needs another method's fine-tuned model (``method`` built with ``config``, same tier,
-    task and seed) and the store does not hold it: ``ccbench run`` trains it first."""
+    """A fine-tuned model (``method`` built with ``config``, same tier, task and seed) the store does not hold:
+    the model another method starts from (``ccbench run`` trains it first) or a record's own model
+    (``ccbench shift`` and ``ccbench transfer`` train it again)."""
 
     def __init__(self, message: str, method: str, config: dict):
         super().__init__(message)
@@ -140,7 +141,8 @@ def build_for_run(method: str, meta: dict, config: dict, work, tier: BudgetSpec,
 
 def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task: TaskSpec) -> BuiltModel:
     """The trained model that wrote the run ``record`` (``meta``: its method's metadata), loaded from the
-    store with the record's knob set; refuses when it is not cached."""
+    store with the record's knob set; raises :class:`MissingTrainedModel` (the model to train and its
+    config) when it is not cached."""
     knob = record["method"]["knob"]
     config = record_settings(meta["knob"], record["method"])
     method = record["method"]["name"]
@@ -158,9 +160,11 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
     if not built.path.exists():
         knob_arg = (f" --knob {knob['name']}={knob['value']}" if meta["knob"].get("needs_retraining") and config else
                     f" --grid {100 * config['compute_target']:g}" if "compute_target" in config else "")
-        raise UserError(f"the trained model of record {record['id'][:12]} is not in the cache ({built.path.name}): "
-                        f"run `ccbench run --method {built.source or method} --task {task.name} --budget {tier.name}"
-                        f"{knob_arg} --train-only` first")
+        raise MissingTrainedModel(
+            f"the trained model of record {record['id'][:12]} is not in the cache ({built.path.name}): run "
+            f"`ccbench run --method {built.source or method} --task {task.name} --budget {tier.name}{knob_arg} "
+            f"--seed {record['seed']} --train-only` first", built.source or method,
+            built.settings if built.source else config)
     load_trained(built.model, built.path)
     if knob["value"] is not None:
         built.model.set_knob(knob["value"])

@@ -246,6 +246,7 @@ def pretrain(budget: BudgetSpec, task: TaskSpec, data_dir: str | None, seed: int
     if teacher_meta:
         meta["teacher"] = teacher_meta
     digest = save_backbone(model.cpu(), out, meta)
+    state_path.unlink(missing_ok=True)   # the resume state is spent once the backbone is saved
     return BackboneCheckpoint(out, digest, {**meta, "backbone_sha256": digest})
 
 
