@@ -214,6 +214,40 @@ def test_concurrent_writers_commit_every_record_exactly_once(tmp_path):
     assert len(list(tmp_path.rglob("*.samples.npz"))) == len(good)
 
 
+_HOLD_THEN_SAVE = """
+import sys, time
+from pathlib import Path
+from ccbench.training.model_store import training_lock
+path = Path(sys.argv[1])
+with training_lock(path):
+    print("held", flush=True)
+    time.sleep(1.5)
+    path.write_text("trained")
+"""
+
+
+def test_a_second_process_waits_for_the_model_another_is_training_then_finds_it(tmp_path, monkeypatch, capsys):
+    from ccbench.training.model_store import training_lock
+
+    path = tmp_path / "models" / "avit-tiny.safetensors"
+    path.parent.mkdir()
+    env = {**os.environ, "WORLD_SIZE": "1"}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THEN_SAVE, str(path)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("WORLD_SIZE", "2")   # under torchrun the ranks train together: no lock, no wait
+        with training_lock(path):
+            assert not path.exists()
+        monkeypatch.setenv("WORLD_SIZE", "1")
+        with training_lock(path):
+            assert path.read_text() == "trained"   # waited for the holder, which saved the model first
+        assert "another process is training avit-tiny.safetensors: waiting" in capsys.readouterr().err
+    finally:
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+
+
 def test_hostile_name_is_rejected_at_registration():
     reg = Registry("method")
     with pytest.raises(UserError) as err:

@@ -42,6 +42,7 @@ from ccbench.training.model_store import (
     build_for_run,
     load_trained,
     save_trained,
+    training_lock,
 )
 from ccbench.training.run_context import RunContext
 from ccbench.training.train import method_loss, train
@@ -160,25 +161,26 @@ def _fine_tune_or_load(ctx: RunContext, method: str, meta: dict, built: BuiltMod
         consumed = {**consumed, "label": f"evaluates {built.source}'s fine-tuned model ({consumed['label']})"}
         say(f"evaluating {built.source}'s fine-tuned model {path.name}")
     elif meta["trains"]:
-        if path.exists():
-            consumed = load_trained(model, path)
-            say(f"reusing the fine-tuned model {path.name} ({consumed['samples']} samples)")
-        else:
-            calib = work.splits["calibration"]
-            model.to(ctx.device).prepare(work.inputs(calib, torch.arange(min(64, len(calib))), ctx.device))
-            recipe = work.recipe
-            say(f"fine-tuning {method} for {recipe.samples} samples (budget {ctx.tier.name})")
-            state = cache_root() / "train_state" / f"{built.run_name}.pt"
-            result = train(model, method_loss(recipe.label_smoothing), recipe, work.train_data(work.splits["train"]),
-                           None, ctx.seed, state_path=state,
-                           resume=ctx.resume, device=ctx.device, desc=f"finetune {method}", progress=ctx.progress)
-            consumed = {"samples": result.samples, "steps": result.steps,
-                        "train_wall_s": round(result.wall_s, 1),
-                        "est_train_gmacs": round(3 * result.samples * work.table.dense_macs() / 1e9, 1),
-                        "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs "
-                                 "(text: of a sample of the task's maximum length)"}
-            save_trained(model, consumed, path)
-            state.unlink(missing_ok=True)   # the resume state is spent once the model is saved (~2.5x its size)
+        with training_lock(path):   # a process training this very model first: wait, then reuse it
+            if path.exists():
+                consumed = load_trained(model, path)
+                say(f"reusing the fine-tuned model {path.name} ({consumed['samples']} samples)")
+            else:
+                calib = work.splits["calibration"]
+                model.to(ctx.device).prepare(work.inputs(calib, torch.arange(min(64, len(calib))), ctx.device))
+                recipe = work.recipe
+                say(f"fine-tuning {method} for {recipe.samples} samples (budget {ctx.tier.name})")
+                state = cache_root() / "train_state" / f"{built.run_name}.pt"
+                result = train(model, method_loss(recipe.label_smoothing), recipe, work.train_data(work.splits["train"]),
+                               None, ctx.seed, state_path=state,
+                               resume=ctx.resume, device=ctx.device, desc=f"finetune {method}", progress=ctx.progress)
+                consumed = {"samples": result.samples, "steps": result.steps,
+                            "train_wall_s": round(result.wall_s, 1),
+                            "est_train_gmacs": round(3 * result.samples * work.table.dense_macs() / 1e9, 1),
+                            "label": "fine-tuned; est_train_gmacs = 3 x samples x dense forward GMACs "
+                                     "(text: of a sample of the task's maximum length)"}
+                save_trained(model, consumed, path)
+                state.unlink(missing_ok=True)   # the resume state is spent once the model is saved (~2.5x its size)
     return consumed
 
 

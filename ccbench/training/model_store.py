@@ -8,6 +8,7 @@ spent); they are written atomically and never unpickled.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ccbench.common.provenance import content_hash
 from ccbench.common.safefile import load_tensors, save_tensors
 from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
+from ccbench.training.distributed import env_world
 
 from .knobs import record_settings
 
@@ -71,6 +73,31 @@ def load_trained(model, path: Path) -> dict:
     except RuntimeError as err:
         raise UserError(f"{path} does not fit this model ({str(err).splitlines()[0]}); {fix}") from None
     return meta["consumed"]
+
+
+@contextmanager
+def training_lock(path: Path):
+    """Hold ``<cache>/locks/<name>.lock`` while this process trains (or loads) the model cached at ``path``: a
+    second process that needs the same model (two sweep jobs run in parallel from one source the cache lacks)
+    waits, then finds the model saved and reuses it instead of training it too. An OS file lock (``filelock``):
+    released when the holder ends, killed or not. No lock under torchrun, whose ranks train together."""
+    from filelock import FileLock, Timeout
+
+    if env_world() > 1:     # torchrun's ranks train one model together: a lock would leave rank 1 waiting on rank 0
+        yield
+        return
+    locks = cache_root() / "locks"   # beside, not in, the models' folder: a lock file is no model
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks / f"{path.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"another process is training {path.name}: waiting for it")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class MissingTrainedModel(UserError):
