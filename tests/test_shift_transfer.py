@@ -185,6 +185,10 @@ def test_a_source_model_the_cache_lacks_is_trained_again_and_a_copy_is_said_so(t
         return rc, capsys.readouterr().err
 
     wipe()
+    # a transfer that cannot apply is refused before the missing source is trained again, not after
+    rc, err = derived("transfer", src_a, "--to", "imagenette-c", "--protocol", "head-only")
+    assert rc == 2 and "evaluation-only" in err and "training it again" not in err, err
+    assert not list(store_dir().glob("*.safetensors"))
     rc, err = derived("shift", src, "--to", "imagenette-c")
     assert rc == 0 and "training it again from the record's recipe" in err and "training it first" in err, err
     [shift] = [r for _, r in load_records(results, "shift")]

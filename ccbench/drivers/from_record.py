@@ -9,6 +9,7 @@ transfer that accepts it (``allow_retrained``) says so in its record (``source.t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +63,13 @@ def record_backbone_path(record: dict) -> str | None:
 
 
 def load_record_model(record_id: str, data_dir: str | None = None, results_dir=None,
-                      progress: bool = True, train_missing: bool = False) -> RecordModel:
+                      progress: bool = True, train_missing: bool = False,
+                      check: Callable[[TaskSpec, BudgetSpec, torch.nn.Module], None] | None = None) -> RecordModel:
     """Rebuild the trained model of the run record ``record_id`` from the cache (see module docstring); when the
     cache lacks it, train it again from the record's recipe if ``train_missing``, else raise
-    :class:`~ccbench.training.model_store.MissingTrainedModel`."""
+    :class:`~ccbench.training.model_store.MissingTrainedModel`. ``check(task, tier, model)`` (the record's
+    task and tier, its model's structure) raises when the caller cannot use this record: it runs before
+    anything is trained."""
     from ccbench.training.model_store import MissingTrainedModel
     from ccbench.training.workload import make_workload
 
@@ -90,6 +94,8 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
     except MissingTrainedModel as missing:
         if not train_missing:
             raise
+        if check is not None and missing.model is not None:
+            check(task, tier, missing.model)
         from ccbench.training.run_context import RunContext
 
         from .runner import train_cached_model
@@ -99,6 +105,8 @@ def load_record_model(record_id: str, data_dir: str | None = None, results_dir=N
         ctx = RunContext(task, tier, record["seed"], work, results_dir, progress, resume=True)
         train_cached_model(ctx, missing.method, missing.config)
         rm = record_model_on(work, path, record, meta, tier, task)
+    if check is not None:
+        check(task, tier, rm.model)
     say(f"record {record['id'][:12]}: {method} on {task.name} ({tier.name}), model {rm.trained_file}")
     return rm
 

@@ -46,6 +46,7 @@ from ccbench.common.messages import say
 from ccbench.common.method_meta import constant_statistics
 from ccbench.common.protocols import NEEDS_DECISION, PROTOCOLS, canonical_protocol, dense_reference_key
 from ccbench.common.provenance import content_hash, git_state
+from ccbench.common.specs import BudgetSpec, TaskSpec
 from ccbench.data.image_data import cache_root
 from ccbench.measurement.analyses import family_analyses
 from ccbench.measurement.evaluate import Evaluation, evaluate_split, stitch
@@ -184,27 +185,34 @@ def _pooled_extra(model, ev: Evaluation) -> dict:
         return {}
 
 
+def _check_transfer_applies(src: TaskSpec, tier: BudgetSpec, model: torch.nn.Module, tgt: TaskSpec,
+                            protocol: str) -> None:
+    """Raise unless a run on ``src`` (tier ``tier``, its model ``model``) can transfer to ``tgt`` under
+    ``protocol``: checked before a source model the cache lacks is trained again."""
+    if tier.transfer_recipe(tgt.modality) is None:
+        raise UserError(f"budget {tier.name!r} has no transfer budget")
+    if tgt.modality != src.modality:
+        raise UserError(f"{tgt.name!r} is a {tgt.modality} task and the source run is on {src.modality}")
+    if tgt.shift is not None and tgt.shift.eval_only:
+        raise UserError(f"{tgt.name!r} is evaluation-only; transfer needs a task with a train split")
+    seen = sorted(set(src.classes) & set(tgt.classes)) if (src.subset_of or src.name) == (tgt.subset_of or tgt.name) else []
+    if seen or src.name == tgt.name:
+        raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {tgt.name!r}'s classes "
+                        f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
+                        f"transfer from imagenette-a runs to imagenette-b)")
+    check_protocol_applies(model.parameter_roles(), protocol)
+
+
 def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
                  progress: bool = True) -> Path:
     """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
     started, code_state = time.time(), git_state()
     _check_protocol(protocol)
     tgt = catalog.tasks().get(target)
-    rm = load_record_model(record_id, data_dir, results_dir, progress, train_missing=True)
+    rm = load_record_model(record_id, data_dir, results_dir, progress, train_missing=True,
+                           check=lambda src, tier, model: _check_transfer_applies(src, tier, model, tgt, protocol))
     src, tier, seed = rm.task, rm.tier, rm.record["seed"]
-    if tier.transfer_recipe(tgt.modality) is None:
-        raise UserError(f"budget {tier.name!r} has no transfer budget")
-    if tgt.modality != src.modality:
-        raise UserError(f"{target!r} is a {tgt.modality} task and the source run is on {src.modality}")
-    if tgt.shift is not None and tgt.shift.eval_only:
-        raise UserError(f"{target!r} is evaluation-only; transfer needs a task with a train split")
-    seen = sorted(set(src.classes) & set(tgt.classes)) if (src.subset_of or src.name) == (tgt.subset_of or tgt.name) else []
-    if seen or src.name == tgt.name:
-        raise UserError(f"the source run on {src.name!r} was trained on {len(seen)} of {target!r}'s classes "
-                        f"({', '.join(seen[:3])}...): it cannot be a transfer source for it (for Imagenette, "
-                        f"transfer from imagenette-a runs to imagenette-b)")
     meta = rm.meta
-    check_protocol_applies(rm.model.parameter_roles(), protocol)  # before any work
     src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True)
     # the source's per-sample arrays: the record's, or a copy's trained again (its own picks, not the original's)
     source_samples = ((lambda: {f"trace.{k}": v.numpy() for k, v in src_ev.trace.items()}) if trained_again(agreement)

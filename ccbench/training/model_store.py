@@ -103,11 +103,12 @@ def training_lock(path: Path):
 class MissingTrainedModel(UserError):
     """A fine-tuned model (``method`` built with ``config``, same tier, task and seed) the store does not hold:
     the model another method starts from (``ccbench run`` trains it first) or a record's own model
-    (``ccbench shift`` and ``ccbench transfer`` train it again)."""
+    (``ccbench shift`` and ``ccbench transfer`` train it again). ``model``: the record's model as built,
+    untrained (where a record's own model is missing), for checks that need its structure only."""
 
-    def __init__(self, message: str, method: str, config: dict):
+    def __init__(self, message: str, method: str, config: dict, model=None):
         super().__init__(message)
-        self.method, self.config = method, dict(config)
+        self.method, self.config, self.model = method, dict(config), model
 
 
 def _fine_tuned_backbone(method: str, work, tier: BudgetSpec, task: TaskSpec, seed: int):
@@ -191,7 +192,7 @@ def rebuild_record_model(record: dict, meta: dict, work, tier: BudgetSpec, task:
             f"the trained model of record {record['id'][:12]} is not in the cache ({built.path.name}): run "
             f"`ccbench run --method {built.source or method} --task {task.name} --budget {tier.name}{knob_arg} "
             f"--seed {record['seed']} --train-only` first", built.source or method,
-            built.settings if built.source else config)
+            built.settings if built.source else config, model=built.model)
     load_trained(built.model, built.path)
     if knob["value"] is not None:
         built.model.set_knob(knob["value"])
