@@ -226,7 +226,8 @@ with training_lock(path):
 """
 
 
-def test_a_second_process_waits_for_the_model_another_is_training_then_finds_it(tmp_path, monkeypatch, capsys):
+def test_a_second_process_waits_for_the_model_another_is_training_then_finds_it(isolated_cache, tmp_path, monkeypatch,
+                                                                                  capsys):
     from ccbench.training.model_store import training_lock
 
     path = tmp_path / "models" / "avit-tiny.safetensors"
