@@ -209,6 +209,7 @@ def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
         runs:
           - {task: imagenette, method: tome, points: {r: [1, 2]}}
           - {task: imagenette, method: static-depth, points: {blocks: [2, 3]}}
+          - {task: imagenette-a, method: early-exit, points: {threshold: [0.5]}}
         transfers:
           - {source: {method: early-exit, task: imagenette-a, point: 0.5}, to: imagenette-b, protocols: [head-only, full]}
         """)
@@ -220,10 +221,14 @@ def test_graph_orders_sources_first_and_splits_retraining_knobs(tmp_path):
     # model is missing); static-depth retrains per value: one job per value and seed
     assert sum("static-depth" in label for label in labels) == 4
     assert sum(label.startswith("run tome") for label in labels) == 2
-    # each transfer comes after its (implied) source run
+    # each transfer comes after its (implied) source run, with nothing but that source's other derived jobs
+    # between them (a machine that must train the source again trains it once for all of them)
     for job in graph.jobs:
         for dep in job.depends_on:
             assert keys.index(dep) < keys.index(job.key)
+        if job.kind != "run":
+            between = graph.jobs[keys.index(job.depends_on[0]) + 1:keys.index(job.key)]
+            assert all(j.kind != "run" and j.depends_on == job.depends_on for j in between), job.label
     assert sum(label.startswith("transfer") for label in labels) == 4
     assert sum(label.startswith("run early-exit on imagenette-a") for label in labels) == 2
 

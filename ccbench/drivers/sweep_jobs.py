@@ -212,7 +212,14 @@ class JobGraph:
                         job.depends_on.append(other.key)
 
     def _ordered(self) -> list[Job]:
-        """Jobs in declaration order, each moved after what it depends on (depth-first)."""
+        """Jobs in declaration order, each moved after what it depends on (depth-first), and every derived
+        job (shift, transfer) right after its source's run, beside the other derived jobs of that source.
+        A machine whose cache lacks a source model (a new machine, or a sweep resumed on another one) then
+        trains it once for all of them, and a sweep stopped part-way leaves whole sources done."""
+        derived_of: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            if job.kind != "run":
+                derived_of.setdefault(job.depends_on[0], []).append(job)
         done, out = set(), []
 
         def visit(job: Job, stack: tuple = ()):
@@ -224,6 +231,8 @@ class JobGraph:
                 visit(self._by_key[dep], stack + (job.key,))
             done.add(job.key)
             out.append(job)
+            for derived in derived_of.get(job.key, []):
+                visit(derived, stack)
 
         for job in self.jobs:
             visit(job)
