@@ -221,7 +221,14 @@ def test_a_source_model_the_cache_lacks_is_trained_again_and_a_copy_is_said_so(t
     monkeypatch.setattr(runner, "train", other_model)
     rc, err = derived("shift", src, "--to", "imagenette-c")
     assert rc == 2 and "nor a copy trained again from its recipe" in err
+    assert "delete it from the cache to train it again" in err, err   # same CPU model: training again may help
     assert len([r for _, r in load_records(results, "shift")]) == 1
+    # the record was trained on another CPU model: training again here gives the same copy, so it is not advised
+    from ccbench.common import provenance
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "Another CPU")
+    rc, err = derived("shift", src, "--to", "imagenette-c")
+    assert rc == 2 and "this machine is 'Another CPU'" in err and "measure on a machine like the record's" in err, err
+    assert "delete it from the cache" not in err
 
 
 def test_module_reuse_and_routing_shift_by_hand():

@@ -162,6 +162,19 @@ def method_fields(rm: RecordModel, paper: bool = False) -> dict:
             "config": m["config"], "knob": m["knob"], **({"grid": m["grid"]} if m.get("grid") else {})}
 
 
+def _retrain_advice(record: dict) -> str:
+    """What to do about a cached model that is not ``record``'s nor a faithful copy: train it again, unless the record
+    was trained on another CPU model (then a copy trained here differs as much again: other kernels, other rounding)."""
+    from ccbench.common.provenance import cpu_model
+
+    theirs, here = (record.get("hardware") or {}).get("cpu"), cpu_model()
+    if theirs and theirs != here:
+        return (f"the record was trained on {theirs!r} and this machine is {here!r}; a copy trained again on another "
+                f"CPU model can differ more, and training it again here gives the same copy: measure on a machine "
+                f"like the record's")
+    return "delete it from the cache to train it again"
+
+
 def check_predictions(rm: RecordModel, preds: torch.Tensor, ids: list[str],
                       minimum: float = PREDICTION_AGREEMENT_MIN) -> float:
     """Share of the record's eval samples on which ``preds [S]`` (the rebuilt model's) equal the stored
@@ -174,8 +187,8 @@ def check_predictions(rm: RecordModel, preds: torch.Tensor, ids: list[str],
     agree = float(np.isclose(mine.astype(np.float64), theirs.astype(np.float64), atol=1e-2).mean()
                   if theirs.dtype.kind == "f" else (mine == theirs).mean())
     if agree < minimum:
-        copy = (f" nor a copy trained again from its recipe (those agree on >= {RETRAINED_AGREEMENT_MIN:.0%}): delete "
-                f"it from the cache to train it again" if minimum < PREDICTION_AGREEMENT_MIN else "")
+        copy = (f" nor a copy trained again from its recipe (those agree on >= {RETRAINED_AGREEMENT_MIN:.0%}): "
+                f"{_retrain_advice(rm.record)}" if minimum < PREDICTION_AGREEMENT_MIN else "")
         raise UserError(f"record {rm.record['id'][:12]}: the cached model {rm.trained_file} agrees with the record's "
                         f"predictions on only {agree:.1%} of samples; it is not the model that wrote the record{copy}")
     return round(agree, 6)
