@@ -246,6 +246,13 @@ def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
     assert "early-exit (threshold=0.5) spends more, +2.5 points on average (significant in 1 of 2 conditions" in finding
     assert "moe-topk (k=1) -2.0 points on average (no interval: per-sample compute is not in its samples files)" \
         in finding
+    # one condition (a text shift): its estimate and interval, not a range of one value
+    one = shift_finding(df.reset_index().query("condition == 'noise/2'"))
+    assert one.startswith("Over 1 condition, paired by sample")
+    assert "early-exit (threshold=0.5) drops more than dense, +4.00 [+3." in one and "1 of 1" not in one
+    assert "early-exit (threshold=0.5) spends more, +5.0 [+" in one and "on average" not in one.split("moe-topk")[1]
+    assert "moe-topk (k=1) drops like dense (+0.00 [" in one and "points, not significant)" in one
+    assert "moe-topk (k=1) -2.0 points (no interval" in one
 
 
 def test_a_text_shift_resamples_reference_and_target_apart(tmp_path):

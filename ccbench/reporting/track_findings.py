@@ -83,6 +83,12 @@ def _drop_clause(g: pd.DataFrame, n: int) -> str:
     """How one method's drop compares with dense's over the ``n`` conditions of a shift table."""
     name = row_name(g.method.iloc[0], g.knob.iloc[0])
     sig = g.diff_sig.astype(bool)
+    if n == 1:   # one condition: its estimate and interval, not a range over conditions
+        r = g.iloc[0]
+        said = f"{_ci(r['diff'], r.diff_lo, r.diff_hi)} points"
+        if not sig.iloc[0]:
+            return f"{name} drops like dense ({said}, not significant)"
+        return f"{name} drops {'more' if r['diff'] > 0 else 'less'} than dense, {said}"
     more, less = int((sig & (g["diff"] > 0)).sum()), int((sig & (g["diff"] < 0)).sum())
     if not (more or less):
         return (f"{name} drops like dense (differences {g['diff'].min():+.2f} to {g['diff'].max():+.2f} points, "
@@ -97,9 +103,15 @@ def _compute_clause(g: pd.DataFrame, n: int) -> str:
     the direction of most significant changes, mixed when as many go up as down (points of % of dense)."""
     name, mean = row_name(g.method.iloc[0], g.knob.iloc[0]), float(g.compute.mean())
     if g.compute_p.isna().all():
-        return (f"{name} {mean:+.1f} points on average (no interval: per-sample compute is not in its samples "
-                f"files)")
+        return (f"{name} {mean:+.1f} points{' on average' if n > 1 else ''} (no interval: per-sample compute is not "
+                f"in its samples files)")
     sig = g.compute_sig.astype(bool)
+    if n == 1:   # one condition: its estimate and interval, not a range over conditions
+        r = g.iloc[0]
+        said = f"{_ci(r.compute, r.compute_lo, r.compute_hi, 1)} points"
+        if not sig.iloc[0]:
+            return f"{name} spends about what it spends on the reference ({said}, not significant)"
+        return f"{name} spends {'more' if r.compute > 0 else 'less'}, {said}"
     up, down = int((sig & (g.compute > 0)).sum()), int((sig & (g.compute < 0)).sum())
     if not (up or down):
         return (f"{name} spends about what it spends on the reference ({g.compute.min():+.1f} to "
