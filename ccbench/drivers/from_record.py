@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccbench.common import catalog
+from ccbench.common import catalog, provenance
 from ccbench.common.errors import UserError
 from ccbench.common.messages import say
 from ccbench.common.specs import BudgetSpec, TaskSpec
@@ -165,9 +165,7 @@ def method_fields(rm: RecordModel, paper: bool = False) -> dict:
 def _retrain_advice(record: dict) -> str:
     """What to do about a cached model that is not ``record``'s nor a faithful copy: train it again, unless the record
     was trained on another CPU model (then a copy trained here differs as much again: other kernels, other rounding)."""
-    from ccbench.common.provenance import cpu_model
-
-    theirs, here = (record.get("hardware") or {}).get("cpu"), cpu_model()
+    theirs, here = (record.get("hardware") or {}).get("cpu"), provenance.cpu_model()
     if theirs and theirs != here:
         return (f"the record was trained on {theirs!r} and this machine is {here!r}; a copy trained again on another "
                 f"CPU model can differ more, and training it again here gives the same copy: measure on a machine "
