@@ -93,7 +93,7 @@ def _section(text: str) -> str:
 
 
 def test_text_shift_row_shows_reference_target_drop_and_routing_shift(tmp_path):
-    """A shift record of an admitted text run is one row: reference score and share of dense, the
+    """A shift record of an admitted text run is one row: its seed, reference score and share of dense, the
     target's score, the drop, the target's share of dense and its change (points), the routing JS and
     domain NMI, how many conditions kept their compute, and the record id. The record predates issue 24:
     its domain NMI is per pick, so the per-sample cell is '-' and the per-pick one in brackets."""
@@ -102,7 +102,7 @@ def test_text_shift_row_shows_reference_target_drop_and_routing_shift(tmp_path):
     _, shift = _commit(_shift_body(run), results, prefix="shift-")
     section = _section(_build(results, tmp_path))
     assert "### Under shift, without adaptation" in section and "**sst2 → imdb**" in section
-    assert _rows(section, "moe-topk") == [["moe-topk", "k=2", "80.00", "50.0", "77.00", "+3.00", "45.0", "-5.0",
+    assert _rows(section, "moe-topk") == [["moe-topk", "k=2", "0", "80.00", "50.0", "77.00", "+3.00", "45.0", "-5.0",
                                            "0.1250", "- (0.2500)", "0/1", f"`{shift['id'][:12]}`"]]
     assert "### Transfer" not in section  # no transfer record: no transfer table
     assert "![severity curves" not in section  # a text shift has no severities to plot
@@ -173,7 +173,7 @@ def test_image_shift_severity_plot_is_linked_with_escaped_names_and_a_safe_file_
     text = _build(results, tmp_path)
     section = _section(text)
     # severities as columns: drop s1, drop s2, Δ% dense s1, Δ% dense s2
-    assert _rows(section, "dense")[0][:8] == ["dense", "-", "80.00", "50.0", "+1.00", "+2.00", "+1.0", "+2.0"]
+    assert _rows(section, "dense")[0][:9] == ["dense", "-", "0", "80.00", "50.0", "+1.00", "+2.00", "+1.0", "+2.0"]
     assert "![severity curves imagenette -> imagenette-c](cpu-imagenette-to-imagenette-c.png)" in section
     assert (tmp_path / "lb" / "cpu-imagenette-to-imagenette-c.png").stat().st_size > 0
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in section

@@ -71,6 +71,10 @@ def test_shift_to_imagenette_c_records_every_condition_and_its_lineage(tiny_data
     rows = shift_rows(results)
     text = shift_markdown(rows)
     assert "imagenette → imagenette-c" in text and "drop s5" in text and rec["id"][:12] in text
+    # each record is one row; its seed column tells the seeds of one method apart
+    header, row = ([c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+                   if "reference score" in line or rec["id"][:12] in line)
+    assert header[2] == "seed" and row[2] == str(rec["seed"])
     plot_severity(rows, tmp_path / "severity.png")
     from conftest import assert_drawn
     assert_drawn(tmp_path / "severity.png")

@@ -35,7 +35,7 @@ def derived_records(results_dir, kind: str, records: list | None, admitted_sourc
 
 def shift_rows(results_dir=None, admitted_sources: set[str] | None = None, records: list | None = None) -> pd.DataFrame:
     """One row per shift record (the source run's 12-character id prefix in ``admitted_sources`` when
-    given): method, knob, source -> target, reference score and share of dense, per-severity drop and
+    given): method, knob, seed, source -> target, reference score and share of dense, per-severity drop and
     change in the share of dense compute, mean JS routing shift, domain NMI and how often the source knob
     kept its compute."""
     return pd.DataFrame(rows_of(derived_records(results_dir, "shift", records, admitted_sources), _shift_row))
@@ -50,7 +50,7 @@ def _shift_row(_, r: dict) -> dict:
            "source_stem": name if label == name else f"{name}-v{r['source'].get('task_version') or 1}",
            "method": r["method"]["name"], "family": r["method"]["family"], "knob": _knob(r),
            "ref_score": ref["main_score"]["value"], "ref_dense_pct": 100 * ref["useful_fraction_of_dense"],
-           "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
+           "seed": r.get("seed"), "id": r["id"][:12], "source_id": r["source"]["record_id"][:12]}
     for sev, s in r["summary"].items():
         row[f"drop_{sev}"] = s["score_drop_mean"]
         row[f"dense_pp_{sev}"] = 100 * s["fraction_of_dense_change"]
@@ -156,15 +156,16 @@ def shift_markdown(df: pd.DataFrame) -> str:
     parts = []
     for (source, target), g in df.groupby(["source", "target"], sort=True):
         severities = sorted(c[5:] for c in g.columns if c.startswith("drop_") and g[c].notna().any())
-        head = ["method", "knob", "reference score", "% dense (ref)"]
+        head = ["method", "knob", "seed", "reference score", "% dense (ref)"]
         if severities != ["all"]:
             head += [f"drop s{s}" for s in severities] + [f"Δ% dense s{s}" for s in severities]
         else:
             head += ["target score", "drop", "% dense (target)", "Δ% dense"]
         head += ["routing JS (bits)", "domain NMI per sample (per pick)", "knob kept compute", "record"]
         body = []
-        for _, r in g.sort_values(["method", "knob"]).iterrows():
-            row = [escape_cell(r.method), escape_cell(r.knob), f"{r.ref_score:.2f}", f"{r.ref_dense_pct:.1f}"]
+        for _, r in g.sort_values([c for c in ("method", "knob", "seed") if c in g]).iterrows():
+            row = [escape_cell(r.method), escape_cell(r.knob), _f(r.get("seed"), "{:.0f}"), f"{r.ref_score:.2f}",
+                   f"{r.ref_dense_pct:.1f}"]
             if severities != ["all"]:
                 row += [_f(r[f"drop_{s}"], "{:+.2f}") for s in severities]
                 row += [_f(r[f"dense_pp_{s}"], "{:+.1f}") for s in severities]
