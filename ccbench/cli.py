@@ -16,6 +16,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+OTHER_CPU_HELP = ("accept a source model trained again here, on another CPU model than its record's, as another "
+                  "draw of the record's recipe (it must agree on >= 90 %% of the record's predictions and score "
+                  "within the record's 95 %% interval); its record says so (source.other_cpu)")
+
+
 def _seed(text: str) -> int:
     """``--seed`` value: an integer in [0, 2**32)."""
     from ccbench.common.errors import UserError, check_seed
@@ -65,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
     sh.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
     sh.add_argument("--quiet", action="store_true", help="no progress bars")
+    sh.add_argument("--accept-other-cpu-copy", action="store_true", help=OTHER_CPU_HELP)
 
     tr = sub.add_parser("transfer", help="move a trained run (record id) to a new task under a protocol")
     tr.add_argument("record", help="id (or its first 6+ characters, or the path) of a `ccbench run` record (the source)")
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-dir", default=None, help="local data root (default: $CCBENCH_DATA)")
     tr.add_argument("--results-dir", default=None, help="where records are read and written (default: ./results)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.add_argument("--accept-other-cpu-copy", action="store_true", help=OTHER_CPU_HELP)
 
     ls = sub.add_parser("ls", help="list methods, tasks, budgets or backbones")
     ls.add_argument("what", choices=["methods", "tasks", "budgets", "backbones"])
@@ -188,7 +195,8 @@ def cmd_shift(args) -> int:
     """Evaluate a run on a shift target and write the shift record."""
     from ccbench.drivers.shift import shift_run
 
-    shift_run(args.record, args.target, args.data_dir, args.results_dir, progress=not args.quiet)
+    shift_run(args.record, args.target, args.data_dir, args.results_dir, progress=not args.quiet,
+              accept_other_cpu_copy=args.accept_other_cpu_copy)
     return 0
 
 
@@ -196,7 +204,8 @@ def cmd_transfer(args) -> int:
     """Transfer a run to a new task and write the transfer record."""
     from ccbench.drivers.transfer import transfer_run
 
-    transfer_run(args.record, args.target, args.protocol, args.data_dir, args.results_dir, progress=not args.quiet)
+    transfer_run(args.record, args.target, args.protocol, args.data_dir, args.results_dir, progress=not args.quiet,
+                 accept_other_cpu_copy=args.accept_other_cpu_copy)
     return 0
 
 
@@ -302,6 +311,8 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--retime", action="store_true",
                     help="also re-run jobs whose records' latency timing was disturbed (run it on an idle machine: "
                          "the cached fine-tuned models are re-measured and the new records supersede)")
+    sw.add_argument("--accept-other-cpu-copies", action="store_true",
+                    help="shift and transfer jobs: " + OTHER_CPU_HELP.replace("accept a ", "accept each "))
 
 
 def cmd_sweep(args) -> int:
@@ -309,7 +320,8 @@ def cmd_sweep(args) -> int:
     from ccbench.drivers.sweep import run_sweep
 
     return run_sweep(args.file, args.executor, args.results_dir, args.data_dir, args.dry_run, args.address,
-                     args.num_cpus, progress=not args.quiet, retime=args.retime)
+                     args.num_cpus, progress=not args.quiet, retime=args.retime,
+                     accept_other_cpu_copies=args.accept_other_cpu_copies)
 
 
 def cmd_run(args) -> int:

@@ -232,7 +232,55 @@ def test_a_source_model_the_cache_lacks_is_trained_again_and_a_copy_is_said_so(t
     monkeypatch.setattr(provenance, "cpu_model", lambda: "Another CPU")
     rc, err = derived("shift", src, "--to", "imagenette-c")
     assert rc == 2 and "this machine is 'Another CPU'" in err and "measure on a machine like the record's" in err, err
-    assert "delete it from the cache" not in err
+    assert "delete it from the cache" not in err and "--accept-other-cpu-copy" in err
+    # accepting a copy trained on another CPU model does not accept another model altogether (< 90 % agreement)
+    rc, err = derived("shift", src, "--to", "imagenette-c", "--accept-other-cpu-copy")
+    assert rc == 2 and "nor a copy trained again on another CPU model" in err, err
+    assert len([r for _, r in load_records(results, "shift")]) == 1
+
+    # a faithful copy trained on another CPU model, simulated by bars above its agreement: refused without the
+    # flag, accepted with it as another draw of the recipe, and said so in its record and the track section
+    monkeypatch.setattr(runner, "train", real_train)
+    wipe()
+    monkeypatch.setattr(from_record, "PREDICTION_AGREEMENT_MIN", 1.01)
+    monkeypatch.setattr(from_record, "RETRAINED_AGREEMENT_MIN", 1.005)
+    rc, err = derived("shift", src, "--to", "imagenette-c")
+    assert rc == 2 and "--accept-other-cpu-copy" in err, err
+    rc, err = derived("shift", src, "--to", "imagenette-c", "--accept-other-cpu-copy")
+    assert rc == 0 and "accepted as another draw of the recipe" in err, err
+    [copy] = [r for _, r in load_records(results, "shift") if r["source"]["trained_again"]]
+    assert copy["source"]["other_cpu"] == {"record_cpu": src["hardware"]["cpu"], "copy_cpu": "Another CPU",
+                                           "copy_score": src["metrics"]["main_score"]["value"]}
+    assert copy["hardware"]["cpu"] == "Another CPU"
+    [line] = [x for x in trained_again_lines(load_records(results, None)) if "imagenette," in x]
+    assert line.endswith(f"trained on Another CPU (the record on {src['hardware']['cpu']}): another draw of its recipe)")
+
+
+def test_a_copy_from_another_cpu_must_score_within_its_records_interval(monkeypatch):
+    """The second condition on a copy trained on another CPU model: its score on the record's eval split lies in
+    the record's 95 % interval (a model that agrees on >= 90 % yet scores elsewhere is refused)."""
+    from types import SimpleNamespace
+
+    from ccbench.common import provenance
+    from ccbench.common.errors import UserError
+    from ccbench.drivers.from_record import _accept_other_cpu_copy
+
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "Intel(R) Xeon(R) Processor")
+    record = {"id": "ab" * 32, "seed": 3, "hardware": {"cpu": "AMD EPYC"},
+              "metrics": {"main_score": {"name": "accuracy", "value": 84.6, "ci95": [82.2, 87.0]}}}
+
+    def copy_scoring(value):
+        work = SimpleNamespace(scores=lambda logits, labels, seed: {"main_score": {"value": value, "seed": seed}})
+        return SimpleNamespace(record=record, work=work)
+
+    ev = SimpleNamespace(logits=None, labels=None)
+    assert _accept_other_cpu_copy(copy_scoring(83.0349), ev, 0.961) == {
+        "record_cpu": "AMD EPYC", "copy_cpu": "Intel(R) Xeon(R) Processor", "copy_score": 83.035}
+    with pytest.raises(UserError, match=r"scores 81\.90, outside the record's 95 % interval \[82\.20, 87\.00\]"):
+        _accept_other_cpu_copy(copy_scoring(81.9), ev, 0.961)
+    del record["metrics"]["main_score"]["ci95"]
+    with pytest.raises(UserError, match="holds no 95 % interval"):
+        _accept_other_cpu_copy(copy_scoring(84.6), ev, 0.961)
 
 
 def test_module_reuse_and_routing_shift_by_hand():

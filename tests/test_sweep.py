@@ -331,6 +331,9 @@ def test_a_source_at_a_grid_target_resolves_to_the_grid_record_and_no_other(tmp_
     [(out, held)] = outputs(at_50, index)
     assert out.identity["source_id"] == json.loads(record_path.read_text())["id"] and not held
     assert command(at_50, index, None)[:2] == ["shift", str(record_path.resolve())]
+    # `ccbench sweep --accept-other-cpu-copies` hands the choice to every shift and transfer job, not to runs
+    assert command(at_50, index, None, True)[-1] == "--accept-other-cpu-copy"
+    assert "--accept-other-cpu-copy" not in command(at_50, index, None) + command(grid_run, index, None, True)
     assert index.source_record(default.config["source"]) is None   # the grid record is not the default run
     with pytest.raises(Exception, match="at grid 50 %|no run record"):
         command(at_50, RecordIndex(tmp_path / "empty"), None)

@@ -81,8 +81,9 @@ def _condition_metrics(rm: RecordModel, name: str, ev: Evaluation, ref_ev: Evalu
 
 
 def shift_run(record_id: str, target: str, data_dir: str | None = None, results_dir=None,
-              progress: bool = True) -> Path:
-    """Evaluate the run ``record_id`` on the shift target ``target`` and write the shift record."""
+              progress: bool = True, accept_other_cpu_copy: bool = False) -> Path:
+    """Evaluate the run ``record_id`` on the shift target ``target`` and write the shift record
+    (``accept_other_cpu_copy``: see :func:`~ccbench.drivers.from_record.verify_record_model`)."""
     started, code_state = time.time(), git_state()
     tgt = catalog.tasks().get(target)
     if tgt.shift is None:
@@ -96,7 +97,8 @@ def shift_run(record_id: str, target: str, data_dir: str | None = None, results_
     work, tier, seed = rm.work, rm.tier, rm.record["seed"]
     ctx = RunContext(tgt, tier, seed, work, results_dir, progress, started=started, code_state=code_state)
     table = work.table.with_units(rm.model.cost_units())
-    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True)
+    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True,
+                                            accept_other_cpu_copy=accept_other_cpu_copy)
     source_share = (compute_summary(table, src_ev.trace)["useful_fraction_of_dense"] if trained_again(agreement)
                     else rm.record["metrics"]["useful_fraction_of_dense"])   # a copy: its own compute
 

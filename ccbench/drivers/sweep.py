@@ -26,10 +26,10 @@ def log_folder(sweep_name: str) -> Path:
 
 def run_sweep(path: str, executor: str = "local", results_dir: str | None = None, data_dir: str | None = None,
               dry_run: bool = False, address: str | None = None, num_cpus: int | None = None,
-              progress: bool = True, retime: bool = False) -> int:
+              progress: bool = True, retime: bool = False, accept_other_cpu_copies: bool = False) -> int:
     """Run (or with ``dry_run`` list) the jobs of the sweep file ``path`` that lack their records (with
     ``retime``, or whose run records' latency timing was disturbed); returns the exit code (0 all done, 1 some
-    job failed)."""
+    job failed). ``accept_other_cpu_copies``: shift and transfer jobs pass ``--accept-other-cpu-copy``."""
     from ccbench.common.errors import UserError, unknown_name_error
     from ccbench.reporting.records import results_root
 
@@ -61,7 +61,7 @@ def run_sweep(path: str, executor: str = "local", results_dir: str | None = None
         return 0
     if not todo:
         return 0
-    ctx = make_context(results, data_dir, log_folder(spec.name), retime)
+    ctx = make_context(results, data_dir, log_folder(spec.name), retime, accept_other_cpu_copies)
     report, summary = _reporter(len(todo), progress)
     t0 = time.time()
     try:

@@ -36,16 +36,18 @@ class Context:
     env: dict
     package_root: str
     retime: bool = False   # records with a disturbed latency timing count as missing
+    accept_other_cpu_copies: bool = False   # shift and transfer jobs pass --accept-other-cpu-copy
 
 
-def make_context(results_dir: Path, data_dir: str | None, log_dir: Path, retime: bool = False) -> Context:
+def make_context(results_dir: Path, data_dir: str | None, log_dir: Path, retime: bool = False,
+                 accept_other_cpu_copies: bool = False) -> Context:
     """The :class:`Context` of a sweep started in this process."""
     import ccbench
 
     root = str(Path(ccbench.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
     return Context(str(Path(results_dir).resolve()), data_dir, str(Path(log_dir).resolve()), os.getcwd(), env, root,
-                   retime)
+                   retime, accept_other_cpu_copies)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def execute_job(job: Job, ctx: Context, on_wait=None) -> JobResult:
             index = RecordIndex(ctx.results_dir, retime=ctx.retime)  # a concurrent sweep may have written them
             if all(held for _, held in outputs(job, index)):
                 return JobResult(job.key, job.label, "exists", time.time() - t0)
-            argv = command(job, index, ctx.data_dir)
+            argv = command(job, index, ctx.data_dir, ctx.accept_other_cpu_copies)
             log.parent.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, **ctx.env,
                    "PYTHONPATH": os.pathsep.join([ctx.package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -446,10 +446,10 @@ def is_done(job: Job, index: RecordIndex) -> bool:
     return all(held for _, held in outputs(job, index))
 
 
-def command(job: Job, index: RecordIndex, data_dir: str | None) -> list[str]:
+def command(job: Job, index: RecordIndex, data_dir: str | None, accept_other_cpu_copy: bool = False) -> list[str]:
     """The ``ccbench`` argv that does what ``job`` still lacks (a run job: only its missing points),
-    with records going to ``index.results_dir``. A derived job whose source record is missing raises
-    :class:`UserError`."""
+    with records going to ``index.results_dir`` (a shift or transfer job: with ``--accept-other-cpu-copy`` when
+    ``accept_other_cpu_copy``). A derived job whose source record is missing raises :class:`UserError`."""
     from ccbench.common.errors import UserError
 
     c = job.config
@@ -479,7 +479,7 @@ def command(job: Job, index: RecordIndex, data_dir: str | None) -> list[str]:
     argv = [job.kind, str(src[0].resolve()), "--to", c["to"]]
     if job.kind == "transfer":
         argv += ["--protocol", c["protocol"]]
-    return argv + extra
+    return argv + extra + (["--accept-other-cpu-copy"] if accept_other_cpu_copy else [])
 
 
 def cost(job: Job, graph: JobGraph, index: RecordIndex) -> str:

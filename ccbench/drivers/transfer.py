@@ -204,8 +204,9 @@ def _check_transfer_applies(src: TaskSpec, tier: BudgetSpec, model: torch.nn.Mod
 
 
 def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | None = None, results_dir=None,
-                 progress: bool = True) -> Path:
-    """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record."""
+                 progress: bool = True, accept_other_cpu_copy: bool = False) -> Path:
+    """Transfer the run ``record_id`` to task ``target`` under ``protocol``; write the transfer record
+    (``accept_other_cpu_copy``: see :func:`~ccbench.drivers.from_record.verify_record_model`)."""
     started, code_state = time.time(), git_state()
     _check_protocol(protocol)
     tgt = catalog.tasks().get(target)
@@ -213,7 +214,8 @@ def transfer_run(record_id: str, target: str, protocol: str, data_dir: str | Non
                            check=lambda src, tier, model: _check_transfer_applies(src, tier, model, tgt, protocol))
     src, tier, seed = rm.task, rm.tier, rm.record["seed"]
     meta = rm.meta
-    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True)
+    src_ev, agreement = verify_record_model(rm, progress, allow_retrained=True,
+                                            accept_other_cpu_copy=accept_other_cpu_copy)
     # the source's per-sample arrays: the record's, or a copy's trained again (its own picks, not the original's)
     source_samples = ((lambda: {f"trace.{k}": v.numpy() for k, v in src_ev.trace.items()}) if trained_again(agreement)
                       else (lambda: load_samples(rm.record_path)))

@@ -67,7 +67,8 @@ class TrackView:
 def trained_again_lines(records: list) -> list[str]:
     """One line per source run of the derived ``records`` (``(path, record)``; others are skipped) whose model was
     trained again from its record's recipe (``source.trained_again``: the record's own model was not in the
-    cache), with the copy's agreement with the record's predictions (record strings as they are)."""
+    cache), with the copy's agreement with the record's predictions and, for a copy trained on another CPU model
+    than the record's (``source.other_cpu``), both CPU models (record strings as they are)."""
     seen = {}
     for _, r in records:
         src = r.get("source")
@@ -75,9 +76,12 @@ def trained_again_lines(records: list) -> list[str]:
             agreement = src.get("prediction_agreement_with_record")
             share = f"{100 * agreement:.1f} %" if isinstance(agreement, (int, float)) else "an unrecorded share"
             method = r["method"].get("name") if isinstance(r.get("method"), dict) else None
+            other = src.get("other_cpu")
+            cpus = (f", trained on {other.get('copy_cpu')} (the record on {other.get('record_cpu')}): another draw of "
+                    f"its recipe" if isinstance(other, dict) else "")
             seen[str(src.get("record_id"))[:12]] = (
                 f"{method} on {src.get('task')}, seed {r.get('seed')} (record {str(src.get('record_id'))[:12]}; "
-                f"its copy agrees on {share} of the record's predictions)")
+                f"its copy agrees on {share} of the record's predictions{cpus})")
     return [seen[k] for k in sorted(seen)]
 
 
