@@ -378,7 +378,7 @@ def test_markup_in_shift_and_transfer_rows_is_escaped():
                            "ref_score": 80.0, "ref_dense_pct": 100.0, "drop_all": 1.0, "dense_pp_all": 0.0,
                            "target_score": 79.0, "target_dense_pct": 100.0, "js_bits": None, "domain_nmi": None,
                            "domain_nmi_pick": None,
-                           "same_compute": "1/1", "id": "0123456789ab"}])
+                           "same_compute": "1/1", "seed": 0, "id": "0123456789ab"}])
     transfer = pd.DataFrame([{"source": "imagenette-a", "target": "imagenette-b", "method": HOSTILE_METHOD,
                               "knob": HOSTILE_KNOB, "protocol": "full", "score": 70.0, "gain": None,
                               "dense_pct": 100.0, "reuse": None, "reuse_source": None, "class_nmi": None,

@@ -169,9 +169,10 @@ def _accept_other_cpu_copy(rm: RecordModel, ev, agreement: float) -> dict:
     theirs, here = _other_cpu(rm.record)
     score = float(rm.work.scores(ev.logits, ev.labels, rm.record["seed"])["main_score"]["value"])
     ci = ((rm.record.get("metrics") or {}).get("main_score") or {}).get("ci95")
-    if not (isinstance(ci, list) and len(ci) == 2 and ci[0] <= score <= ci[1]):
-        where = f"outside the record's 95 % interval [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list) and \
-            len(ci) == 2 else "and the record holds no 95 % interval to compare it with"
+    has_ci = isinstance(ci, list) and len(ci) == 2
+    if not (has_ci and ci[0] <= score <= ci[1]):
+        where = (f"outside the record's 95 % interval [{ci[0]:.2f}, {ci[1]:.2f}]" if has_ci
+                 else "and the record holds no 95 % interval to compare it with")
         raise UserError(f"record {rm.record['id'][:12]}: the copy trained here on {here!r} (the record on {theirs!r}) "
                         f"agrees on {agreement:.1%} of its predictions but scores {score:.2f}, {where}: it is not "
                         f"accepted as another draw of the record's recipe; measure on a machine like the record's")
@@ -231,11 +232,19 @@ def check_predictions(rm: RecordModel, preds: torch.Tensor, ids: list[str],
     agree = float(np.isclose(mine.astype(np.float64), theirs.astype(np.float64), atol=1e-2).mean()
                   if theirs.dtype.kind == "f" else (mine == theirs).mean())
     if agree < minimum:
-        copy = ("" if minimum >= PREDICTION_AGREEMENT_MIN else
-                f" nor a copy trained again from its recipe (those agree on >= {RETRAINED_AGREEMENT_MIN:.0%}): "
-                f"{_retrain_advice(rm.record)}" if minimum >= RETRAINED_AGREEMENT_MIN else
-                f" nor a copy trained again on another CPU model (accepted from {OTHER_CPU_AGREEMENT_MIN:.0%}): "
-                f"measure on a machine like the record's")
         raise UserError(f"record {rm.record['id'][:12]}: the cached model {rm.trained_file} agrees with the record's "
-                        f"predictions on only {agree:.1%} of samples; it is not the model that wrote the record{copy}")
+                        f"predictions on only {agree:.1%} of samples; it is not the model that wrote the record"
+                        f"{_nor_a_copy(rm.record, minimum)}")
     return round(agree, 6)
+
+
+def _nor_a_copy(record: dict, minimum: float) -> str:
+    """The end of :func:`check_predictions`' refusal: which kind of copy the model is not either, by the bar
+    ``minimum`` it was held to, and what to do ('' when only the record's own model was accepted)."""
+    if minimum >= PREDICTION_AGREEMENT_MIN:
+        return ""
+    if minimum >= RETRAINED_AGREEMENT_MIN:
+        return (f" nor a copy trained again from its recipe (those agree on >= {RETRAINED_AGREEMENT_MIN:.0%}): "
+                f"{_retrain_advice(record)}")
+    return (f" nor a copy trained again on another CPU model (accepted from {OTHER_CPU_AGREEMENT_MIN:.0%}): "
+            f"measure on a machine like the record's")

@@ -163,8 +163,8 @@ def shift_markdown(df: pd.DataFrame) -> str:
             head += ["target score", "drop", "% dense (target)", "Δ% dense"]
         head += ["routing JS (bits)", "domain NMI per sample (per pick)", "knob kept compute", "record"]
         body = []
-        for _, r in g.sort_values([c for c in ("method", "knob", "seed") if c in g]).iterrows():
-            row = [escape_cell(r.method), escape_cell(r.knob), _f(r.get("seed"), "{:.0f}"), f"{r.ref_score:.2f}",
+        for _, r in g.sort_values(["method", "knob", "seed"]).iterrows():
+            row = [escape_cell(r.method), escape_cell(r.knob), _f(r.seed, "{:.0f}"), f"{r.ref_score:.2f}",
                    f"{r.ref_dense_pct:.1f}"]
             if severities != ["all"]:
                 row += [_f(r[f"drop_{s}"], "{:+.2f}") for s in severities]
