@@ -19,7 +19,7 @@ import torch
 
 from ccbench.baselines.width.moe import MoEficationMLP
 from ccbench.baselines.width.moe_model import MoEModel
-from ccbench.core.method import MethodOutput
+from ccbench.core.method import MethodOutput, task_loss
 
 METADATA = {
     "name": "moefication",
@@ -70,6 +70,11 @@ class MoEficationModel(MoEModel):
     def loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Only the routers' regression loss (nothing else trains)."""
         return out.aux_loss
+
+    def transfer_loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Under ``ccbench transfer`` the new head (and, by protocol, experts or routers) trains: the task loss
+        of the (dense-path) logits plus the routers' regression loss."""
+        return task_loss(out.logits, labels, label_smoothing) + out.aux_loss
 
     @torch.no_grad()
     def prepare(self, images: torch.Tensor) -> None:

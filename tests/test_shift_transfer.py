@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from ccbench.cli import main
+from ccbench.common import catalog
+from ccbench.common.protocols import NEEDS_DECISION, PROTOCOLS
 
 
 def _run(method, task, tiny_data, results, extra=()):
@@ -163,6 +165,39 @@ def test_transfer_protocols_freeze_what_they_say_and_cite_their_source(tiny_data
     assert main(["transfer", ten["id"][:8], "--to", "imagenette-b", "--protocol", "full",
                  "--data-dir", str(tiny_data), "--results-dir", str(results), "--quiet"]) == 2
     assert "cannot be a transfer source" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", catalog.methods().names())
+def test_every_protocol_s_transfer_loss_reaches_every_part_it_trains(name, tiny_config):
+    """The loss a transfer trains with reaches every head and decision parameter the protocol trains, and some
+    module parameters when modules train (experts a batch does not pick, or skipped blocks, get none). A
+    method whose own loss leaves the task out (MoEfication trains only its routers) once transferred with a
+    random head that never learned (head-only: no gradient at all)."""
+    from ccbench.core.backbones import ViTBackbone
+    from ccbench.drivers.transfer import apply_protocol
+    from ccbench.training.train import method_loss
+
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for protocol, roles_trained in PROTOCOLS.items():
+        torch.manual_seed(0)
+        model = catalog.methods().get(name).build(ViTBackbone(tiny_config).eval())
+        if hasattr(model, "prepare"):
+            model.prepare(x)
+        roles = model.parameter_roles()
+        if protocol in NEEDS_DECISION and "decision" not in roles.values():
+            continue
+        apply_protocol(model, protocol)
+        model.train()
+        loss, _ = method_loss(transfer=True)(model, x, y)
+        loss.backward()
+        reached: dict[str, list[bool]] = {}
+        for pname, p in model.named_parameters():
+            assert p.requires_grad == (roles[pname] in roles_trained) or pname.endswith("word_embeddings.weight")
+            if p.requires_grad:
+                reached.setdefault(roles[pname], []).append(p.grad is not None and bool(p.grad.abs().sum() > 0))
+        assert all(reached["head"]), (protocol, reached)
+        assert all(reached.get("decision", [True])), (protocol, reached)
+        assert "module" not in roles_trained or any(reached["module"]), (protocol, reached)
 
 
 def test_a_source_model_the_cache_lacks_is_trained_again_and_a_copy_is_said_so(tiny_data, isolated_cache, tmp_path,

@@ -95,6 +95,12 @@ class ConditionalModel(nn.Module):
         """Training loss: the task loss of ``out.logits`` (:func:`task_loss`) plus ``out.aux_loss``."""
         return task_loss(out.logits, labels, label_smoothing) + out.aux_loss
 
+    def transfer_loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Training loss under ``ccbench transfer``, where the re-initialised heads must learn the target
+        task: :meth:`loss`, unless a method's own loss leaves the task out (it trains only parts the
+        task loss cannot reach) and overrides this one."""
+        return self.loss(out, labels, label_smoothing)
+
     def forward(self, images: torch.Tensor) -> MethodOutput:  # pragma: no cover - abstract
         """Images ``[B, 3, H, W]`` -> :class:`MethodOutput`."""
         raise NotImplementedError

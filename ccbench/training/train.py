@@ -130,12 +130,14 @@ def load_state(path: Path) -> dict:
     return st
 
 
-def method_loss(label_smoothing: float = 0.0) -> Callable:
+def method_loss(label_smoothing: float = 0.0, transfer: bool = False) -> Callable:
     """The loss function :func:`train` takes for a method's model: ``(model, inputs, labels) -> (the
-    model's training loss, logits [B, C])`` (``ConditionalModel.loss``)."""
+    model's training loss, logits [B, C])`` (``ConditionalModel.loss``; ``ConditionalModel.transfer_loss``
+    when ``transfer``, for ``ccbench transfer``)."""
     def loss_fn(model, inputs, labels):
         out = model(inputs)
-        return model.loss(out, labels, label_smoothing), out.logits
+        loss = getattr(model, "transfer_loss", model.loss) if transfer else model.loss
+        return loss(out, labels, label_smoothing), out.logits
     return loss_fn
 
 
