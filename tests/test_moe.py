@@ -157,6 +157,20 @@ def test_width_method_trace_metrics_and_training(name, tiny_backbone):
     assert 0 < extra["active_params_per_token"] <= extra["params_total"]
 
 
+def test_moefication_router_regression_trains_the_router_alone():
+    """With everything trainable (a full transfer), the routers' regression loss reaches the router only: before,
+    its gradient through the layer's input collapsed a transferred body's features."""
+    layer = MoEficationMLP(_mlp(hidden=16), D, num_experts=4, k=2).train()
+    x = torch.randn(2, 7, D, requires_grad=True)
+    out = layer(x)
+    layer.routing.aux_loss.backward()
+    assert x.grad is None
+    assert all(p.grad is None for name, p in layer.named_parameters() if not name.startswith("router."))
+    assert all(p.grad.abs().sum() > 0 for p in layer.router.parameters())
+    out.sum().backward()                              # the layer's output still trains the experts and its input
+    assert x.grad.abs().sum() > 0 and layer.experts[0][0].weight.grad.abs().sum() > 0
+
+
 def test_moefication_all_experts_cache_follows_loaded_weights():
     mlp = _mlp(hidden=16)
     layer = MoEficationMLP(mlp, D, num_experts=4, k=4).eval()

@@ -426,7 +426,9 @@ class MoEficationMLP(nn.Module):
         if self.training or self.k >= self.num_experts:
             out, mass = self._dense(x)
             # the router's output is unused at k = E: it only runs (and counts) in training
-            aux = F.mse_loss(self.router(x), mass.detach()) if self.training else x.new_zeros(())
+            # the regression trains the router alone: when a transfer trains the body too, its gradient through
+            # x pulled the features towards predictable activation mass until they collapsed (constant logits)
+            aux = F.mse_loss(self.router(x.detach()), mass.detach()) if self.training else x.new_zeros(())
             ids = torch.arange(self.num_experts, device=x.device).expand(b, n, -1)
             self.routing = Routing(ids, torch.ones(b, n, self.num_experts, device=x.device),
                                    torch.full((b,), n * self.num_experts, device=x.device, dtype=torch.long), aux,
