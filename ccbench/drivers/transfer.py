@@ -144,8 +144,8 @@ def _transfer_fold(model: torch.nn.Module, fold: Fold, rm, twork, protocol: str,
     counts = apply_protocol(model, protocol)
     recipe = tier.transfer_recipe(twork.modality)
     state = cache_root() / "train_state" / f"{run_name}.pt"
-    result = train(model, method_loss(recipe.label_smoothing, transfer=True), recipe, twork.train_data(fold.train), None,
-                   seed, state_path=state, resume=True, device=tier.device, desc=f"transfer {protocol}",
+    result = train(model, method_loss(recipe.label_smoothing, transfer=True), recipe, twork.train_data(fold.train),
+                   None, seed, state_path=state, resume=True, device=tier.device, desc=f"transfer {protocol}",
                    progress=progress)
     model.eval()
     for p in model.parameters():
