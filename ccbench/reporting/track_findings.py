@@ -41,11 +41,15 @@ def _excluding_zero(df: pd.DataFrame, estimate: str) -> pd.Series:
 
 
 def _rest(df: pd.DataFrame, estimate: str, what: str) -> str:
-    """The estimates of ``df`` that are not significant: their range, and how many exclude zero unadjusted."""
+    """The estimates of ``df`` that are not significant: their range, and how many exclude zero unadjusted
+    (``what``: the estimates' name, singular)."""
     if df.empty:
         return ""
     unadjusted = int(_excluding_zero(df, estimate).sum())
-    text = (f"The other {len(df)} {what} ({df[estimate].min():+.2f} to {df[estimate].max():+.2f} points) are not "
+    if len(df) == 1:
+        text = f"The other {what} ({df[estimate].iloc[0]:+.2f} points) is not significant after the Holm correction"
+        return text + ("; its 95 % interval excludes zero (°)." if unadjusted else ".")
+    text = (f"The other {len(df)} {what}s ({df[estimate].min():+.2f} to {df[estimate].max():+.2f} points) are not "
             f"significant after the Holm correction")
     if not unadjusted:
         return text + "."
@@ -74,7 +78,7 @@ def transfer_finding(df: pd.DataFrame) -> str:
         parts.append("Transfer better than dense: " + "; ".join(said(r) for r in better.itertuples()) + ".")
     if not worse.empty:
         parts.append("Worse than dense: " + "; ".join(said(r) for r in worse.itertuples()) + ".")
-    parts.append(_rest(rows[~sig], "gain", "gains"))
+    parts.append(_rest(rows[~sig], "gain", "gain"))
     parts.append(seeds_sentence(rows.seeds))
     return " ".join(p for p in parts if p)
 
