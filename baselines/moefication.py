@@ -19,7 +19,7 @@ import torch
 
 from ccbench.baselines.width.moe import MoEficationMLP
 from ccbench.baselines.width.moe_model import MoEModel
-from ccbench.core.method import MethodOutput, task_loss
+from ccbench.core.method import MethodOutput
 
 METADATA = {
     "name": "moefication",
@@ -72,9 +72,9 @@ class MoEficationModel(MoEModel):
         return out.aux_loss
 
     def transfer_loss(self, out: MethodOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Under ``ccbench transfer`` the new head (and, by protocol, experts or routers) trains: the task loss
-        of the (dense-path) logits plus the routers' regression loss."""
-        return task_loss(out.logits, labels, label_smoothing) + out.aux_loss
+        """Under ``ccbench transfer`` the new head (and, by protocol, experts or routers) trains: the default
+        loss, the task loss of the (dense-path) logits plus the routers' regression loss."""
+        return super().loss(out, labels, label_smoothing)
 
     @torch.no_grad()
     def prepare(self, images: torch.Tensor) -> None:
