@@ -490,3 +490,24 @@ def test_a_transfer_pairs_with_dense_only_at_the_same_source_and_target_task_ver
     assert dense_reference_key(transfer(None, None)) == dense_reference_key(transfer(1, 1))
     assert _group(transfer(1, 1)).target == "sst2 (v1; current v2)" and _group(transfer(1, 2)).target == "sst2"
     assert _group(transfer(None, 2)).source == "amazon-books"
+
+
+def test_a_shift_difference_that_excludes_zero_only_before_holm_is_not_called_like_dense():
+    """An interval that excludes zero but loses significance under Holm: the finding says which way the method
+    differs and marks it (°), not that it drops (or spends) like dense; one that straddles zero stays 'like dense'."""
+    def row(condition: str, diff: float, lo: float, hi: float, compute_lo: float) -> dict:
+        return {"method": "moefication", "knob": "grid 50 %", "condition": condition, "seeds": 3, "by_sample": False,
+                "diff": diff, "diff_lo": lo, "diff_hi": hi, "diff_sig": False, "compute": 2.2,
+                "compute_lo": compute_lo, "compute_hi": 2.6, "compute_p": 0.03, "compute_sig": False}
+
+    one = shift_finding(pd.DataFrame([row("imdb", -3.09, -5.73, -0.39, 1.8)]))
+    assert "moefication (grid 50 %) drops less than dense (-3.09 [-5.73, -0.39] points), not significant after the " \
+        "Holm correction; its 95 % interval excludes zero (°)" in one
+    assert "moefication (grid 50 %) spends more (+2.2 [+1.8, +2.6] points), not significant after the Holm" in one
+    assert "like dense" not in one and "about what it spends" not in one
+    straddles = shift_finding(pd.DataFrame([row("imdb", -1.0, -2.5, +0.5, -0.2)]))
+    assert "drops like dense (-1.00 [-2.50, +0.50] points, not significant)" in straddles and "°" not in straddles
+    assert "spends about what it spends on the reference (+2.2 [-0.2, +2.6] points, not significant)" in straddles
+    two = shift_finding(pd.DataFrame([row("imdb", -3.09, -5.73, -0.39, -0.2), row("books", -1.0, -2.5, 0.5, -0.2)]))
+    assert "drops like dense (differences -3.09 to -1.00 points, none significant; 1 with a 95 % interval that " \
+        "excludes zero (°))" in two

@@ -40,6 +40,16 @@ def _excluding_zero(df: pd.DataFrame, estimate: str) -> pd.Series:
     return (df[f"{estimate}_lo"] > 0) | (df[f"{estimate}_hi"] < 0)
 
 
+_UNADJUSTED_ONLY = "not significant after the Holm correction; its 95 % interval excludes zero (°)"
+
+
+def _unadjusted_count(g: pd.DataFrame, estimate: str) -> str:
+    """``; k with a 95 % interval that excludes zero (°)`` for the non-significant estimates of ``g`` whose
+    unadjusted interval excludes zero, or nothing when none does."""
+    k = int(_excluding_zero(g, estimate).sum())
+    return f"; {k} with a 95 % interval that excludes zero (°)" if k else ""
+
+
 def _rest(df: pd.DataFrame, estimate: str, what: str) -> str:
     """The estimates of ``df`` that are not significant: their range, and how many exclude zero unadjusted
     (``what``: the estimates' name, singular)."""
@@ -90,13 +100,16 @@ def _drop_clause(g: pd.DataFrame, n: int) -> str:
     if n == 1:   # one condition: its estimate and interval, not a range over conditions
         r = g.iloc[0]
         said = f"{_ci(r['diff'], r.diff_lo, r.diff_hi)} points"
-        if not sig.iloc[0]:
-            return f"{name} drops like dense ({said}, not significant)"
-        return f"{name} drops {'more' if r['diff'] > 0 else 'less'} than dense, {said}"
+        way = "more" if r["diff"] > 0 else "less"
+        if sig.iloc[0]:
+            return f"{name} drops {way} than dense, {said}"
+        if _excluding_zero(g, "diff").iloc[0]:
+            return f"{name} drops {way} than dense ({said}), {_UNADJUSTED_ONLY}"
+        return f"{name} drops like dense ({said}, not significant)"
     more, less = int((sig & (g["diff"] > 0)).sum()), int((sig & (g["diff"] < 0)).sum())
     if not (more or less):
         return (f"{name} drops like dense (differences {g['diff'].min():+.2f} to {g['diff'].max():+.2f} points, "
-                f"none significant)")
+                f"none significant{_unadjusted_count(g, 'diff')})")
     top = g[sig].loc[g[sig]["diff"].abs().idxmax()]
     return (f"{name} drops more than dense in {more} of {n} conditions and less in {less} (largest "
             f"{_ci(top['diff'], top.diff_lo, top.diff_hi)} points on {top.condition})")
@@ -113,13 +126,16 @@ def _compute_clause(g: pd.DataFrame, n: int) -> str:
     if n == 1:   # one condition: its estimate and interval, not a range over conditions
         r = g.iloc[0]
         said = f"{_ci(r.compute, r.compute_lo, r.compute_hi, 1)} points"
-        if not sig.iloc[0]:
-            return f"{name} spends about what it spends on the reference ({said}, not significant)"
-        return f"{name} spends {'more' if r.compute > 0 else 'less'}, {said}"
+        way = "more" if r.compute > 0 else "less"
+        if sig.iloc[0]:
+            return f"{name} spends {way}, {said}"
+        if _excluding_zero(g, "compute").iloc[0]:
+            return f"{name} spends {way} ({said}), {_UNADJUSTED_ONLY}"
+        return f"{name} spends about what it spends on the reference ({said}, not significant)"
     up, down = int((sig & (g.compute > 0)).sum()), int((sig & (g.compute < 0)).sum())
     if not (up or down):
         return (f"{name} spends about what it spends on the reference ({g.compute.min():+.1f} to "
-                f"{g.compute.max():+.1f} points, none significant)")
+                f"{g.compute.max():+.1f} points, none significant{_unadjusted_count(g, 'compute')})")
     top = g[sig].loc[g[sig].compute.abs().idxmax()]
     verb = ("spends more" if up > down else "spends less" if down > up
             else "is mixed: spends more on some conditions, less on others")
