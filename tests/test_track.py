@@ -502,7 +502,7 @@ def test_a_shift_difference_that_excludes_zero_only_before_holm_is_not_called_li
 
     one = shift_finding(pd.DataFrame([row("imdb", -3.09, -5.73, -0.39, 1.8)]))
     assert "moefication (grid 50 %) drops less than dense (-3.09 [-5.73, -0.39] points), not significant after the " \
-        "Holm correction; its 95 % interval excludes zero (°)" in one
+        "Holm correction, though its 95 % interval excludes zero (°)" in one
     assert "moefication (grid 50 %) spends more (+2.2 [+1.8, +2.6] points), not significant after the Holm" in one
     assert "like dense" not in one and "about what it spends" not in one
     straddles = shift_finding(pd.DataFrame([row("imdb", -1.0, -2.5, +0.5, -0.2)]))

@@ -40,7 +40,7 @@ def _excluding_zero(df: pd.DataFrame, estimate: str) -> pd.Series:
     return (df[f"{estimate}_lo"] > 0) | (df[f"{estimate}_hi"] < 0)
 
 
-_UNADJUSTED_ONLY = "not significant after the Holm correction; its 95 % interval excludes zero (°)"
+_UNADJUSTED_ONLY = "not significant after the Holm correction, though its 95 % interval excludes zero (°)"
 
 
 def _unadjusted_count(g: pd.DataFrame, estimate: str) -> str:
