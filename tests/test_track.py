@@ -511,3 +511,17 @@ def test_a_shift_difference_that_excludes_zero_only_before_holm_is_not_called_li
     two = shift_finding(pd.DataFrame([row("imdb", -3.09, -5.73, -0.39, -0.2), row("books", -1.0, -2.5, 0.5, -0.2)]))
     assert "drops like dense (differences -3.09 to -1.00 points, none significant; 1 with a 95 % interval that " \
         "excludes zero (°))" in two
+
+
+def test_leftover_gains_that_print_alike_are_not_given_as_a_range():
+    """Two non-significant gains that print the same: '(both -0.98 points)', not '(-0.98 to -0.98 points)'."""
+    def row(method: str, protocol: str, gain: float) -> dict:
+        return {"method": method, "knob": "grid 50 %", "protocol": protocol, "seeds": 3, "gain": gain,
+                "gain_lo": gain - 1, "gain_hi": gain + 0.5, "gain_sig": False, "dense_pct": 50.0}
+
+    alike = transfer_finding(pd.DataFrame([row("evit", "full", -0.981), row("early-exit", "head-only", -0.979)]))
+    assert "The other 2 gains (both -0.98 points) are not significant after the Holm correction" in alike
+    assert "to -0.98" not in alike
+    apart = transfer_finding(pd.DataFrame([row("evit", "full", -1.5), row("early-exit", "head-only", 0.2),
+                                           row("moefication", "full", 0.2)]))
+    assert "The other 3 gains (-1.50 to +0.20 points)" in apart

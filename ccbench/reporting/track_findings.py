@@ -59,8 +59,9 @@ def _rest(df: pd.DataFrame, estimate: str, what: str) -> str:
     if len(df) == 1:
         text = f"The other {what} ({df[estimate].iloc[0]:+.2f} points) is not significant after the Holm correction"
         return text + ("; its 95 % interval excludes zero (°)." if unadjusted else ".")
-    text = (f"The other {len(df)} {what}s ({df[estimate].min():+.2f} to {df[estimate].max():+.2f} points) are not "
-            f"significant after the Holm correction")
+    lo, hi = f"{df[estimate].min():+.2f}", f"{df[estimate].max():+.2f}"
+    spread = f"{'both' if len(df) == 2 else 'each'} {lo}" if lo == hi else f"{lo} to {hi}"
+    text = f"The other {len(df)} {what}s ({spread} points) are not significant after the Holm correction"
     if not unadjusted:
         return text + "."
     verb = "has" if unadjusted == 1 else "have"
