@@ -124,8 +124,8 @@ def test_holm_across_the_section_changes_a_borderline_mark(tmp_path):
     assert "1 of them has a 95 % interval that excludes zero" in finding
     assert finding.endswith("Each figure pools 3 seeds: the intervals cover seeds and eval samples.")
     one = transfer_finding(section.drop(index="null").reset_index())   # a single gain left over reads as one
-    assert f"The other gain ({border.gain:+.2f} points) is not significant after the Holm correction; its 95 % " \
-           f"interval excludes zero (°)." in one
+    assert f"The other gain ({border.gain:+.2f} points) is not significant after the Holm correction, though its " \
+           f"95 % interval excludes zero (°)." in one
 
 
 def test_seeds_pair_on_the_ones_both_sides_have_and_the_newest_record_of_a_seed_counts(tmp_path):

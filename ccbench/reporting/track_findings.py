@@ -57,8 +57,8 @@ def _rest(df: pd.DataFrame, estimate: str, what: str) -> str:
         return ""
     unadjusted = int(_excluding_zero(df, estimate).sum())
     if len(df) == 1:
-        text = f"The other {what} ({df[estimate].iloc[0]:+.2f} points) is not significant after the Holm correction"
-        return text + ("; its 95 % interval excludes zero (°)." if unadjusted else ".")
+        said = _UNADJUSTED_ONLY if unadjusted else "not significant after the Holm correction"
+        return f"The other {what} ({df[estimate].iloc[0]:+.2f} points) is {said}."
     lo, hi = f"{df[estimate].min():+.2f}", f"{df[estimate].max():+.2f}"
     spread = f"{'both' if len(df) == 2 else 'each'} {lo}" if lo == hi else f"{lo} to {hi}"
     text = f"The other {len(df)} {what}s ({spread} points) are not significant after the Holm correction"
