@@ -237,6 +237,9 @@ def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
     assert ee2["diff"] == pytest.approx(4.0)
     assert 3.0 < ee2.diff_lo < 4.0 < ee2.diff_hi < 5.0 and ee2.diff_sig
     assert ee1["diff"] == 0.0 and ee1.diff_lo == ee1.diff_hi == 0.0 and not ee1.diff_sig
+    # the same clean predictions: the shifted scores differ by the drop difference, with its sign turned
+    assert ee2.gap == pytest.approx(-4.0) and -5.0 <= ee2.gap_lo < -4.0 < ee2.gap_hi < -3.0
+    assert ee1.gap == 0.0 and ee1.gap_lo == ee1.gap_hi == 0.0
     assert ee2.compute == pytest.approx(5.0, abs=0.3) and ee2.compute_lo > 4.5 and ee2.compute_hi < 5.5
     assert ee2.compute_sig and ee2.compute_from == "samples" and not ee1.compute_sig
     moe = df.loc[("moe-topk", "noise/2")]
@@ -245,6 +248,7 @@ def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
     assert finding.startswith("Over 2 conditions, paired by sample")
     assert "early-exit (threshold=0.5) drops more than dense in 1 of 2 conditions and less in 0 (largest +4.00 [" \
         in finding
+    assert "points on noise/2; score minus dense score there: -4.00 [-" in finding
     assert "moe-topk (k=1) drops like dense (differences +0.00 to +0.00 points, none significant)" in finding
     assert "early-exit (threshold=0.5) spends more, +2.5 points on average (significant in 1 of 2 conditions" in finding
     assert "moe-topk (k=1) -2.0 points on average (no interval: per-sample compute is not in its samples files)" \
@@ -253,6 +257,7 @@ def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
     one = shift_finding(df.reset_index().query("condition == 'noise/2'"))
     assert one.startswith("Over 1 condition, paired by sample")
     assert "early-exit (threshold=0.5) drops more than dense, +4.00 [+3." in one and "1 of 1" not in one
+    assert "points (score minus dense score: -4.00 [-" in one
     assert "early-exit (threshold=0.5) spends more, +5.0 [+" in one and "on average" not in one.split("moe-topk")[1]
     assert "moe-topk (k=1) drops like dense (+0.00 [" in one and "points, not significant)" in one
     assert "moe-topk (k=1) -2.0 points (no interval" in one
@@ -322,7 +327,7 @@ def test_leaderboard_and_site_show_the_paired_tables_with_record_strings_escaped
     assert "Finding: Over 1 condition, paired by sample" in paired_shift
     [shift_row] = _rows(paired_shift, "moe-topk")
     assert shift_row[1:4] == ["k=&lt;img src=x onerror=alert(1)&gt;", "&lt;img src=x onerror=alert(1)&gt;", "1"]
-    assert shift_row[4:7] == ["+5.00", "+5.00", "+0.00 [+0.00, +0.00]"]
+    assert shift_row[4:8] == ["+5.00", "+5.00", "+0.00 [+0.00, +0.00]", "+0.00 [+0.00, +0.00]"]
     [moe] = _rows(transfer, "moe-topk")
     assert moe[2:5] == ["full", "1", f"{100 * (better == labels).mean():.2f}"] and moe[5] == "50" and moe[7] == "full"
     assert re.fullmatch(r"\+10\.00 \[\+\d+\.\d\d, \+\d+\.\d\d\] †", moe[6])
@@ -503,6 +508,10 @@ def test_a_shift_difference_that_excludes_zero_only_before_holm_is_not_called_li
     one = shift_finding(pd.DataFrame([row("imdb", -3.09, -5.73, -0.39, 1.8)]))
     assert "moefication (grid 50 %) drops less than dense (-3.09 [-5.73, -0.39] points), not significant after the " \
         "Holm correction, though its 95 % interval excludes zero (°)" in one
+    with_gap = shift_finding(pd.DataFrame([{**row("imdb", -3.09, -5.73, -0.39, 1.8), "gap": 1.5, "gap_lo": -1.25,
+                                            "gap_hi": 4.0}]))
+    assert "drops less than dense (-3.09 [-5.73, -0.39] points; score minus dense score: +1.50 [-1.25, +4.00] " \
+        "points), not significant after the Holm correction" in with_gap
     assert "moefication (grid 50 %) spends more (+2.2 [+1.8, +2.6] points), not significant after the Holm" in one
     assert "like dense" not in one and "about what it spends" not in one
     straddles = shift_finding(pd.DataFrame([row("imdb", -1.0, -2.5, +0.5, -0.2)]))

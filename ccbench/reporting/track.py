@@ -257,7 +257,9 @@ def shift_differences(records: list[tuple[Path, dict]], n_boot: int = 1000,
     (dense's, :func:`~ccbench.reporting.shift_tables.eval_set_label`), ``seeds`` and ``paired`` (by seed),
     ``by_sample`` (reference and condition hold the same samples), ``ref_score``/``score`` (the method's
     reference and shifted score, %), ``drop`` and ``dense_drop`` (reference minus shifted score, points),
-    ``diff`` = drop - dense drop with ``diff_lo``/``diff_hi``/``diff_p``, ``ref_pct`` (the method's useful share
+    ``diff`` = drop - dense drop with ``diff_lo``/``diff_hi``/``diff_p``, ``gap`` = the method's shifted score
+    minus dense's with ``gap_lo``/``gap_hi`` (points; descriptive, not tested: the clean difference plus ``diff``,
+    it tells a smaller drop from less to lose), ``ref_pct`` (the method's useful share
     of dense on the reference, %), ``compute`` = its change under shift (points of % of dense) with
     ``compute_lo``/``compute_hi``/``compute_p`` (NaN unless the samples hold :data:`COMPUTE_FIELDS`) and
     ``compute_from`` (``samples`` or ``record``), ``ids``."""
@@ -328,9 +330,11 @@ class _ShiftGroup:
             drop, dense_drop = ref["score"][0] - m["score"][0], dense_ref["score"][0] - d["score"][0]
             diff = from_replicates(drop - dense_drop, (ref["score"][1] - m["score"][1])
                                    - (dense_ref["score"][1] - d["score"][1]))
+            gap = from_replicates(m["score"][0] - d["score"][0], m["score"][1] - d["score"][1])
             row = {"condition": cond, "seeds": len(mine), "paired": paired, "by_sample": m["by_sample"],
                    "ref_score": ref["score"][0], "score": m["score"][0], "drop": drop, "dense_drop": dense_drop,
                    "diff": diff.value, "diff_lo": diff.lo, "diff_hi": diff.hi, "diff_p": diff.p,
+                   "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
                    "ref_pct": 100 * _mean(r["reference"]["useful_fraction_of_dense"] for r in recs),
                    "ids": ",".join(r["id"][:12] for r in recs)}
             if computed:

@@ -94,6 +94,14 @@ def transfer_finding(df: pd.DataFrame) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _gap(r: pd.Series, there: str = "") -> str:
+    """``score minus dense score[ there]: -4.00 [-5.10, -2.90] points`` (the shifted scores' difference, which
+    tells a smaller drop from less to lose), or '' when the row has none."""
+    if pd.isna(r.get("gap", np.nan)):
+        return ""
+    return f"score minus dense score{there}: {_ci(r['gap'], r['gap_lo'], r['gap_hi'])} points"
+
+
 def _drop_clause(g: pd.DataFrame, n: int) -> str:
     """How one method's drop compares with dense's over the ``n`` conditions of a shift table."""
     name = row_name(g.method.iloc[0], g.knob.iloc[0])
@@ -102,18 +110,20 @@ def _drop_clause(g: pd.DataFrame, n: int) -> str:
         r = g.iloc[0]
         said = f"{_ci(r['diff'], r.diff_lo, r.diff_hi)} points"
         way = "more" if r["diff"] > 0 else "less"
+        gap = _gap(r)
         if sig.iloc[0]:
-            return f"{name} drops {way} than dense, {said}"
+            return f"{name} drops {way} than dense, {said}" + (f" ({gap})" if gap else "")
         if _excluding_zero(g, "diff").iloc[0]:
-            return f"{name} drops {way} than dense ({said}), {_UNADJUSTED_ONLY}"
+            return f"{name} drops {way} than dense ({said}{'; ' + gap if gap else ''}), {_UNADJUSTED_ONLY}"
         return f"{name} drops like dense ({said}, not significant)"
     more, less = int((sig & (g["diff"] > 0)).sum()), int((sig & (g["diff"] < 0)).sum())
     if not (more or less):
         return (f"{name} drops like dense (differences {g['diff'].min():+.2f} to {g['diff'].max():+.2f} points, "
                 f"none significant{_unadjusted_count(g, 'diff')})")
     top = g[sig].loc[g[sig]["diff"].abs().idxmax()]
+    gap = _gap(top, " there")
     return (f"{name} drops more than dense in {more} of {n} conditions and less in {less} (largest "
-            f"{_ci(top['diff'], top.diff_lo, top.diff_hi)} points on {top.condition})")
+            f"{_ci(top['diff'], top.diff_lo, top.diff_hi)} points on {top.condition}{'; ' + gap if gap else ''})")
 
 
 def _compute_clause(g: pd.DataFrame, n: int) -> str:

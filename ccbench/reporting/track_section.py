@@ -28,7 +28,9 @@ TRANSFER_NOTE = (
     "score and % dense are means over the row's seeds.")
 SHIFT_NOTE = (
     "Drop: reference minus shifted score (points); drop difference: the method's drop minus dense's, on the same "
-    "samples and seeds; Δ% dense: the change of the method's useful share of dense compute from the reference to "
+    "samples and seeds; score - dense score: the method's shifted score minus dense's (points; not tested, so not "
+    "marked: it is the clean difference plus the drop difference, and tells a smaller drop from less to lose); "
+    "Δ% dense: the change of the method's useful share of dense compute from the reference to "
     "the condition (points; '(record)': the record's value, without an interval, when the samples files hold no "
     "per-sample compute).")
 
@@ -109,6 +111,14 @@ def _estimate(r, name: str, digits: int = 2) -> Cell:
                 float(value))
 
 
+def _interval(r, name: str) -> Cell:
+    """``+1.23 [+0.40, +2.10]`` of the descriptive (untested, unmarked) estimate ``name`` of row ``r``."""
+    value = getattr(r, name, float("nan"))
+    if pd.isna(value):
+        return Cell("-")
+    return Cell(f"{value:+.2f} [{getattr(r, f'{name}_lo'):+.2f}, {getattr(r, f'{name}_hi'):+.2f}]", float(value))
+
+
 def _names(r) -> list[Cell]:
     return [Cell(str(r.method), record=True), Cell(str(r.knob), record=True)]
 
@@ -121,6 +131,7 @@ SITE_SECTIONS = (("shift", "Under shift: drop difference and compute against den
 TRANSFER_HEADERS = ["method", "knob", "protocol", "seeds", "score", "% dense", "gain over dense [95 % CI]",
                     "vs dense", "trained", "module reuse (source share)", "class NMI", "records"]
 SHIFT_HEADERS = ["method", "knob", "condition", "seeds", "drop", "dense drop", "drop - dense drop [95 % CI]",
+                 "score - dense score [95 % CI]",
                  "% dense (ref)", "Δ% dense under shift [95 % CI]", "records"]
 
 
@@ -144,7 +155,7 @@ def _shift_table(title: str, g: pd.DataFrame) -> TrackTable:
     for r in g.itertuples():
         t.rows.append(_names(r) + [
             Cell(str(r.condition), record=True), _num(r.seeds, "{:.0f}"), _num(r.drop, "{:+.2f}"),
-            _num(r.dense_drop, "{:+.2f}"), _estimate(r, "diff"), _num(r.ref_pct, "{:.1f}"),
+            _num(r.dense_drop, "{:+.2f}"), _estimate(r, "diff"), _interval(r, "gap"), _num(r.ref_pct, "{:.1f}"),
             _estimate(r, "compute", 1), Cell(r.ids, record=True)])
     return t
 
