@@ -17,7 +17,7 @@ from site_helpers import Tables
 import ccbench.reporting.leaderboard as lb
 from ccbench.reporting.records import commit_record, finalize, scan_records
 from ccbench.reporting.track import mark_holm, shift_differences, transfer_gains
-from ccbench.reporting.track_findings import shift_finding, transfer_finding
+from ccbench.reporting.track_findings import seeds_sentence, shift_finding, transfer_finding
 from ccbench.reporting.track_section import SIGNIFICANT_TRACK, TRAINED_AGAIN_NOTE
 from record_helpers import bypass_validation_gate, run_body, samples
 
@@ -534,3 +534,20 @@ def test_leftover_gains_that_print_alike_are_not_given_as_a_range():
     apart = transfer_finding(pd.DataFrame([row("evit", "full", -1.5), row("early-exit", "head-only", 0.2),
                                            row("moefication", "full", 0.2)]))
     assert "The other 3 gains (-1.50 to +0.20 points)" in apart
+
+
+def test_the_rows_on_fewer_than_three_seeds_are_named():
+    """A table whose rows mostly pool three seeds but one rests on one: the finding names that row and its seeds,
+    not a bare range of seed counts; all rows on three say so; all on one call the figures single-seed."""
+    def rows(*seeds_per_row) -> pd.DataFrame:
+        names = [("avit", "grid 50 %"), ("moe-topk", "k=1"), ("early-exit", "grid 50 %")]
+        return pd.DataFrame([{"method": m, "knob": k, "seeds": n} for (m, k), n in zip(names, seeds_per_row)])
+
+    assert seeds_sentence(rows(3, 1, 3)) == (
+        "Some figures rest on fewer than three seeds (moe-topk (k=1) on 1; the others on 3); single-seed ones have "
+        "intervals over the eval samples only, not seed-to-seed variation.")
+    assert seeds_sentence(rows(2, 1, 2)).startswith(
+        "Some figures rest on fewer than three seeds (avit (grid 50 %) on 2, early-exit (grid 50 %) on 2, moe-topk "
+        "(k=1) on 1); single-seed")
+    assert seeds_sentence(rows(3, 3, 3)) == "Each figure pools 3 seeds: the intervals cover seeds and eval samples."
+    assert seeds_sentence(rows(1, 1)).startswith("These figures are single-seed")

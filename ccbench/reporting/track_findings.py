@@ -5,7 +5,7 @@ more or less than dense under shift and spend more or less compute there, with i
 seeds the figures rest on. Pure functions of a DataFrame; the text holds record strings as they are
 (method, knob, condition): the caller escapes it for markdown, the site's templates for HTML.
 
->>> seeds_sentence(pd.Series([1, 1]))
+>>> seeds_sentence(pd.DataFrame({"method": ["avit", "evit"], "knob": ["-", "-"], "seeds": [1, 1]}))
 'These figures are single-seed: the intervals cover the eval samples only, not seed-to-seed variation.'
 """
 from __future__ import annotations
@@ -24,15 +24,26 @@ def _ci(value: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
-def seeds_sentence(seeds: pd.Series) -> str:
-    """What the seed counts of a table's estimates (``seeds``, one per estimate) make of its intervals."""
+def seeds_sentence(rows: pd.DataFrame) -> str:
+    """What the seed counts of a table's estimates make of its intervals: ``rows`` holds one estimate per row with
+    its ``method``, ``knob`` and ``seeds``; the rows on fewer than three seeds are named, with their fewest."""
+    seeds = rows.seeds
     lo, hi = int(seeds.min()), int(seeds.max())
     if hi <= 1:
         return "These figures are single-seed: the intervals cover the eval samples only, not seed-to-seed variation."
     if lo < 3:
-        return (f"Some figures rest on fewer than three seeds ({lo} to {hi}; single-seed ones have intervals over the "
-                f"eval samples only, not seed-to-seed variation).")
-    return f"Each figure pools {lo if lo == hi else f'{lo} to {hi}'} seeds: the intervals cover seeds and eval samples."
+        few = rows[seeds < 3].groupby(["method", "knob"], sort=True).seeds.min()
+        named = ", ".join(f"{row_name(m, k)} on {int(n)}" for (m, k), n in few.items())
+        rest = seeds[seeds >= 3]
+        others = "" if rest.empty else f"; the others on {_span(int(rest.min()), int(rest.max()))}"
+        return (f"Some figures rest on fewer than three seeds ({named}{others}); single-seed ones have intervals over "
+                f"the eval samples only, not seed-to-seed variation.")
+    return f"Each figure pools {_span(lo, hi)} seeds: the intervals cover seeds and eval samples."
+
+
+def _span(lo: int, hi: int) -> str:
+    """``3`` or ``3 to 5``."""
+    return str(lo) if lo == hi else f"{lo} to {hi}"
 
 
 def _excluding_zero(df: pd.DataFrame, estimate: str) -> pd.Series:
@@ -90,7 +101,7 @@ def transfer_finding(df: pd.DataFrame) -> str:
     if not worse.empty:
         parts.append("Worse than dense: " + "; ".join(said(r) for r in worse.itertuples()) + ".")
     parts.append(_rest(rows[~sig], "gain", "gain"))
-    parts.append(seeds_sentence(rows.seeds))
+    parts.append(seeds_sentence(rows))
     return " ".join(p for p in parts if p)
 
 
@@ -167,4 +178,4 @@ def shift_finding(df: pd.DataFrame) -> str:
     return (f"Over {n} condition{'s' if n > 1 else ''}, {pairing} paired by seed where both have it: "
             + "; ".join(_drop_clause(g, n) for g in groups) + ". Useful share of dense compute under shift, change "
             "from the reference in points: " + "; ".join(_compute_clause(g, n) for g in groups) + ". "
-            + seeds_sentence(df.seeds))
+            + seeds_sentence(df))
