@@ -18,7 +18,7 @@ import ccbench.reporting.leaderboard as lb
 from ccbench.reporting.records import commit_record, finalize, scan_records
 from ccbench.reporting.track import mark_holm, shift_differences, transfer_gains
 from ccbench.reporting.track_findings import seeds_sentence, shift_finding, transfer_finding
-from ccbench.reporting.track_section import SIGNIFICANT_TRACK, TRAINED_AGAIN_NOTE
+from ccbench.reporting.track_section import SIGNIFICANT_TRACK, TRAINED_AGAIN_NOTE, _shift_table
 from record_helpers import bypass_validation_gate, run_body, samples
 
 SHA = "ab" * 32
@@ -240,6 +240,11 @@ def test_shift_drop_difference_and_compute_change_are_paired_by_image(tmp_path):
     # the same clean predictions: the shifted scores differ by the drop difference, with its sign turned
     assert ee2.gap == pytest.approx(-4.0) and -5.0 <= ee2.gap_lo < -4.0 < ee2.gap_hi < -3.0
     assert ee1.gap == 0.0 and ee1.gap_lo == ee1.gap_hi == 0.0
+    # in the table: beside the marked drop difference, the gap's interval is unmarked (it is not tested)
+    table = _shift_table("t", df.reset_index())
+    [row] = [[c.text for c in r] for r in table.rows if r[0].text == "early-exit" and r[2].text == "noise/2"]
+    gap_column = table.headers.index("score - dense score [95 % CI]")
+    assert row[gap_column - 1].endswith("] †") and re.fullmatch(r"-4\.00 \[-\d\.\d\d, -\d\.\d\d\]", row[gap_column])
     assert ee2.compute == pytest.approx(5.0, abs=0.3) and ee2.compute_lo > 4.5 and ee2.compute_hi < 5.5
     assert ee2.compute_sig and ee2.compute_from == "samples" and not ee1.compute_sig
     moe = df.loc[("moe-topk", "noise/2")]

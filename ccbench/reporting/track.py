@@ -258,7 +258,7 @@ def shift_differences(records: list[tuple[Path, dict]], n_boot: int = 1000,
     ``by_sample`` (reference and condition hold the same samples), ``ref_score``/``score`` (the method's
     reference and shifted score, %), ``drop`` and ``dense_drop`` (reference minus shifted score, points),
     ``diff`` = drop - dense drop with ``diff_lo``/``diff_hi``/``diff_p``, ``gap`` = the method's shifted score
-    minus dense's with ``gap_lo``/``gap_hi`` (points; descriptive, not tested: the clean difference plus ``diff``,
+    minus dense's with ``gap_lo``/``gap_hi`` (points; descriptive, not tested: the clean difference minus ``diff``,
     it tells a smaller drop from less to lose), ``ref_pct`` (the method's useful share
     of dense on the reference, %), ``compute`` = its change under shift (points of % of dense) with
     ``compute_lo``/``compute_hi``/``compute_p`` (NaN unless the samples hold :data:`COMPUTE_FIELDS`) and

@@ -29,7 +29,7 @@ TRANSFER_NOTE = (
 SHIFT_NOTE = (
     "Drop: reference minus shifted score (points); drop difference: the method's drop minus dense's, on the same "
     "samples and seeds; score - dense score: the method's shifted score minus dense's (points; not tested, so not "
-    "marked: it is the clean difference plus the drop difference, and tells a smaller drop from less to lose); "
+    "marked: it is the clean difference minus the drop difference, and tells a smaller drop from less to lose); "
     "Δ% dense: the change of the method's useful share of dense compute from the reference to "
     "the condition (points; '(record)': the record's value, without an interval, when the samples files hold no "
     "per-sample compute).")
@@ -98,25 +98,17 @@ def _num(value: float, pattern: str) -> Cell:
     return Cell("-" if pd.isna(value) else pattern.format(value), None if pd.isna(value) else float(value))
 
 
-def _estimate(r, name: str, digits: int = 2) -> Cell:
+def _estimate(r, name: str, digits: int = 2, tested: bool = True) -> Cell:
     """``+1.23 [+0.40, +2.10] †`` of estimate ``name`` of row ``r``, sorted by its value; ``-`` when the row has none
-    (a table whose rows were all left out of the comparison has no such column)."""
+    (a table whose rows were all left out of the comparison has no such column); unmarked unless ``tested``."""
     value = getattr(r, name, float("nan"))
     lo, hi = getattr(r, f"{name}_lo", float("nan")), getattr(r, f"{name}_hi", float("nan"))
     if pd.isna(value):
         return Cell("-")
     if pd.isna(lo):
         return Cell(f"{value:+.{digits}f} (record)", float(value))
-    return Cell(f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark(getattr(r, f'{name}_sig'), lo, hi)}",
-                float(value))
-
-
-def _interval(r, name: str) -> Cell:
-    """``+1.23 [+0.40, +2.10]`` of the descriptive (untested, unmarked) estimate ``name`` of row ``r``."""
-    value = getattr(r, name, float("nan"))
-    if pd.isna(value):
-        return Cell("-")
-    return Cell(f"{value:+.2f} [{getattr(r, f'{name}_lo'):+.2f}, {getattr(r, f'{name}_hi'):+.2f}]", float(value))
+    marked = mark(getattr(r, f"{name}_sig"), lo, hi) if tested else ""
+    return Cell(f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{marked}", float(value))
 
 
 def _names(r) -> list[Cell]:
@@ -155,8 +147,8 @@ def _shift_table(title: str, g: pd.DataFrame) -> TrackTable:
     for r in g.itertuples():
         t.rows.append(_names(r) + [
             Cell(str(r.condition), record=True), _num(r.seeds, "{:.0f}"), _num(r.drop, "{:+.2f}"),
-            _num(r.dense_drop, "{:+.2f}"), _estimate(r, "diff"), _interval(r, "gap"), _num(r.ref_pct, "{:.1f}"),
-            _estimate(r, "compute", 1), Cell(r.ids, record=True)])
+            _num(r.dense_drop, "{:+.2f}"), _estimate(r, "diff"), _estimate(r, "gap", tested=False),
+            _num(r.ref_pct, "{:.1f}"), _estimate(r, "compute", 1), Cell(r.ids, record=True)])
     return t
 
 
