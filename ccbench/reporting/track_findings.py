@@ -113,20 +113,27 @@ def _gap(r: pd.Series, there: str = "") -> str:
     return f"score minus dense score{there}: {_ci(r['gap'], r['gap_lo'], r['gap_hi'])} points"
 
 
+def _one_condition(g: pd.DataFrame, estimate: str, digits: int, differs, alike: str, aside: str = "") -> str:
+    """The clause of a table with one condition (its estimate and interval, not a range over conditions):
+    ``differs(way)`` (``way``: ``more`` or ``less``) when the estimate is significant after Holm or its unadjusted
+    interval excludes zero (then said so), else ``alike``; ``aside`` (e.g. :func:`_gap`) follows a difference."""
+    r = g.iloc[0]
+    said = f"{_ci(r[estimate], r[f'{estimate}_lo'], r[f'{estimate}_hi'], digits)} points"
+    way = "more" if r[estimate] > 0 else "less"
+    if bool(r[f"{estimate}_sig"]):
+        return f"{differs(way)}, {said}" + (f" ({aside})" if aside else "")
+    if _excluding_zero(g, estimate).iloc[0]:
+        return f"{differs(way)} ({said}{'; ' + aside if aside else ''}), {_UNADJUSTED_ONLY}"
+    return f"{alike} ({said}, not significant)"
+
+
 def _drop_clause(g: pd.DataFrame, n: int) -> str:
     """How one method's drop compares with dense's over the ``n`` conditions of a shift table."""
     name = row_name(g.method.iloc[0], g.knob.iloc[0])
     sig = g.diff_sig.astype(bool)
-    if n == 1:   # one condition: its estimate and interval, not a range over conditions
-        r = g.iloc[0]
-        said = f"{_ci(r['diff'], r.diff_lo, r.diff_hi)} points"
-        way = "more" if r["diff"] > 0 else "less"
-        gap = _gap(r)
-        if sig.iloc[0]:
-            return f"{name} drops {way} than dense, {said}" + (f" ({gap})" if gap else "")
-        if _excluding_zero(g, "diff").iloc[0]:
-            return f"{name} drops {way} than dense ({said}{'; ' + gap if gap else ''}), {_UNADJUSTED_ONLY}"
-        return f"{name} drops like dense ({said}, not significant)"
+    if n == 1:
+        return _one_condition(g, "diff", 2, lambda way: f"{name} drops {way} than dense", f"{name} drops like dense",
+                              _gap(g.iloc[0]))
     more, less = int((sig & (g["diff"] > 0)).sum()), int((sig & (g["diff"] < 0)).sum())
     if not (more or less):
         return (f"{name} drops like dense (differences {g['diff'].min():+.2f} to {g['diff'].max():+.2f} points, "
@@ -145,15 +152,9 @@ def _compute_clause(g: pd.DataFrame, n: int) -> str:
         return (f"{name} {mean:+.1f} points{' on average' if n > 1 else ''} (no interval: per-sample compute is not "
                 f"in its samples files)")
     sig = g.compute_sig.astype(bool)
-    if n == 1:   # one condition: its estimate and interval, not a range over conditions
-        r = g.iloc[0]
-        said = f"{_ci(r.compute, r.compute_lo, r.compute_hi, 1)} points"
-        way = "more" if r.compute > 0 else "less"
-        if sig.iloc[0]:
-            return f"{name} spends {way}, {said}"
-        if _excluding_zero(g, "compute").iloc[0]:
-            return f"{name} spends {way} ({said}), {_UNADJUSTED_ONLY}"
-        return f"{name} spends about what it spends on the reference ({said}, not significant)"
+    if n == 1:
+        return _one_condition(g, "compute", 1, lambda way: f"{name} spends {way}",
+                              f"{name} spends about what it spends on the reference")
     up, down = int((sig & (g.compute > 0)).sum()), int((sig & (g.compute < 0)).sum())
     if not (up or down):
         return (f"{name} spends about what it spends on the reference ({g.compute.min():+.1f} to "
